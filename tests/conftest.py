@@ -1,0 +1,73 @@
+"""Fixtures shared by all tests.
+
+- ``unpack_fixture``: ``unpack(case) -> Path`` extracts ``tests/fixtures/<case>.tar.gz``
+  into the test's ``tmp_path`` and returns the case folder (master/, replica/, manifest.json).
+- ``sshd`` (session): a real OpenSSH server on 127.0.0.1, see ``tests/support/sshd.py``.
+- ``tree_state`` and friends live in ``tests/support/treeutil.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.sshd import SSHD, SshdError, start_sshd
+from tests.support.treeutil import unpack_case
+
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTIONS = ROOT / ".collections"
+
+
+def _link_collection():
+    """Same as `make collections`: .collections/ansible_collections/dirstorage/replication -> root,
+    so that `ansible_collections.dirstorage.replication...` imports and ansible runs find this checkout."""
+    link = COLLECTIONS / "ansible_collections" / "dirstorage" / "replication"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("../../..")
+
+
+_link_collection()
+# read by pytest-ansible (--ansible-unit-inject-only, see pyproject.toml) and by ansible children
+os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS))
+
+
+@pytest.fixture
+def unpack_fixture(tmp_path):
+    """Return ``unpack(case, dest=None) -> Path``: extract a golden case into ``tmp_path``
+    (or ``dest``) and return ``<dir>/<case>``. Unpacking the same case twice in one test
+    gives two independent copies (the second one under ``tmp_path/<case>-2/``)."""
+    counter = itertools.count(1)
+
+    def unpack(case: str, dest=None):
+        if dest is None:
+            dest = tmp_path
+            if (tmp_path / case).exists():
+                dest = tmp_path / f"{case}-{next(counter) + 1}"
+        return unpack_case(case, dest)
+
+    return unpack
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A real OpenSSH sshd on 127.0.0.1:<free port> for the whole session; the current
+    user is authorized with ``sshd.client_key_path``. Tests changing authorizations should
+    use ``with sshd.authorized(user, pub, options): ...`` so the change is undone."""
+    if not os.path.exists(SSHD):
+        pytest.skip(f"{SSHD} missing (run `make deps` as root to install openssh-server)")
+    try:
+        server = start_sshd(["127.0.0.1"])
+    except SshdError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server
+    server.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "sshd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ssh)
