@@ -537,6 +537,13 @@ class Storage(object):
     def current(self, oid):
         return parse_current(self.read(current_name(oid)))
 
+    def load(self, oid, folder="A"):
+        """(tid, pickle) of the current revision of an object, checked."""
+        tid = parse_current(self.read(current_name(oid), folder))
+        rev = parse_revision(self.read(revision_name(oid, tid), folder), expect_oid=oid, expect_tid=tid,
+                             what="%s: object %s revision %s" % (self.home, hex_tid(oid), hex_tid(tid)))
+        return tid, rev.pickle
+
     # transactions -----------------------------------------------------
     def transaction_data(self, tid):
         return self.read(transaction_name(tid))

@@ -1,0 +1,256 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`ds-replica`: the command line, with the original replica.py usage.
+
+    ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory
+    ds-replica serve [--snapshot-timeout S] MasterDirectory
+    ds-replica clone [options] [user@]MasterHost:MasterDirectory NewReplicaDirectory
+    ds-replica status [--json] Directory
+    ds-replica verify [--json] ReplicaDirectory [[user@]MasterHost:MasterDirectory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+from .storage import DSError
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
+VERBS = ("serve", "clone", "status", "verify", "pull")
+
+
+class Terminated(BaseException):
+    """Raised by SIGTERM/SIGHUP so that every finally: block runs (locks,
+    snapshot mode) before the process ends."""
+
+
+def _on_signal(signum, frame):
+    raise Terminated("terminated by signal %d" % signum)
+
+
+def install_signal_handlers():
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
+def _stderr(msg):
+    sys.stderr.write(msg.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def _add_ssh_options(p):
+    g = p.add_argument_group("connection")
+    g.add_argument("-e", dest="ssh_command", metavar="SSHCMD",
+                   help="use this OpenSSH command instead of the built-in client, e.g. 'ssh -p 2222'")
+    g.add_argument("-d", dest="remote_dir", metavar="DIR",
+                   help="folder holding ds-replica on the master (default: the folder of this ds-replica)")
+    g.add_argument("--remote-command", metavar="PATH", help="full path of ds-replica on the master")
+    g.add_argument("-p", "--port", type=int, help="ssh port of the master")
+    g.add_argument("-i", "--identity", dest="key_file", metavar="KEY", help="private key file")
+    g.add_argument("--known-hosts", dest="known_hosts_file", metavar="FILE",
+                   help="known_hosts file to check the master's host key against (default ~/.ssh/known_hosts)")
+    g.add_argument("--accept-new-host-key", action="store_true",
+                   help="record the master's host key if it is not known yet (a changed key is always refused)")
+    g.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    g.add_argument("--snapshot-timeout", type=float, default=0.0, metavar="S",
+                   help="keep retrying snapshot mode on the master for S seconds (the old -t)")
+    g.add_argument("--compress", action="store_true", help="compress the transfer (for slow links)")
+    g.add_argument("--bwlimit", type=float, metavar="KIB", help="limit the transfer to KIB KiB/s")
+    g.add_argument("--protocol", type=int, choices=(0, 1), default=1,
+                   help="request version: 0 talks to an old replica.py master (no statistics)")
+
+
+def _common(p):
+    p.add_argument("-v", "--verbose", action="store_true", help="say what happens, step by step")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something is wrong")
+
+
+def _pull_parser():
+    p = argparse.ArgumentParser(
+        prog="ds-replica",
+        usage="ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory",
+        description="Bring a DirectoryStorage replica up to date with its master, atomically. Other verbs: "
+                    "serve, clone, status, verify (ds-replica VERB --help).")
+    _common(p)
+    _add_ssh_options(p)
+    p.add_argument("-n", "--check", action="store_true", help="ask what would come; change nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("master", help="[user@]host:path of the master storage, or a local path")
+    p.add_argument("replica", help="the replica storage folder")
+    return p
+
+
+def _options(args):
+    from .replica import PullOptions
+    remote_dir = args.remote_dir
+    if remote_dir is None and not args.remote_command:
+        remote_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else None
+    return PullOptions(port=args.port, key_file=args.key_file, known_hosts_file=args.known_hosts_file,
+                       accept_new_host_key=args.accept_new_host_key, ssh_command=args.ssh_command,
+                       remote_command=args.remote_command, remote_dir=remote_dir,
+                       snapshot_timeout=args.snapshot_timeout, timeout=args.timeout, compress=args.compress,
+                       bwlimit=args.bwlimit, protocol=args.protocol, check=getattr(args, "check", False))
+
+
+def _human(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+class Progress(object):
+    """A one-line progress display on a terminal; silent elsewhere."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, files, nbytes, total_files=None, total_bytes=None):
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.2 and not (total_files and files == total_files):
+            return
+        self.last = now
+        rate = nbytes / max(now - self.t0, 1e-6)
+        line = "%d files, %s, %s/s" % (files, _human(nbytes), _human(rate))
+        if total_bytes:
+            left = max(total_bytes - nbytes, 0) / max(rate, 1.0)
+            line = "%d/%d files, %s of %s, %s/s, %ds left" % (files, total_files or 0, _human(nbytes),
+                                                             _human(total_bytes), _human(rate), left)
+        sys.stderr.write("\r" + line[:120].ljust(79))
+        sys.stderr.flush()
+
+    def done(self):
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+
+
+def cmd_pull(argv):
+    args = _pull_parser().parse_args(argv)
+    from .replica import pull
+    log = _stderr if args.verbose else None
+    progress = Progress(not args.quiet)
+    try:
+        result = pull(args.master, args.replica, _options(args), log=log, progress=progress)
+    finally:
+        progress.done()
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    if args.verbose:
+        _stderr("%d transactions, %d files, %s in %.2fs; master in snapshot mode %.3fs; lag %.1fs"
+                % (result["transactions"], result["files"], _human(result["bytes"]), result["elapsed_seconds"],
+                   result["snapshot_seconds"], result["lag_seconds"]))
+    if not args.quiet:
+        if args.check:
+            _stderr("Would replicate %d transactions (%d files, %s)" % (result["transactions"], result["files"],
+                                                                       _human(result["bytes"])))
+        elif not result["transactions"]:
+            _stderr("Replica complete (already up to date)")
+        else:
+            _stderr("Replica complete")
+    return EXIT_OK
+
+
+def cmd_serve(argv):
+    p = argparse.ArgumentParser(prog="ds-replica serve",
+                                description="Answer one replication request on stdin/stdout (run by ssh on the "
+                                            "master; safe as an authorized_keys forced command).")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--snapshot-timeout", type=float, default=0.0, metavar="S",
+                   help="retry entering snapshot mode for up to S seconds")
+    p.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
+    p.add_argument("directory")
+    args = p.parse_args(argv)
+    from .serve import serve
+    log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
+    stdout = sys.stdout.buffer
+    serve(args.directory, sys.stdin.buffer, stdout, log=log, snapshot_timeout=args.snapshot_timeout,
+          snapshot_interval=args.snapshot_interval)
+    return EXIT_OK
+
+
+def cmd_clone(argv):
+    p = argparse.ArgumentParser(prog="ds-replica clone",
+                                description="Make the first copy of a live master (through snapshot mode).")
+    _common(p)
+    _add_ssh_options(p)
+    p.add_argument("--force", action="store_true", help="replace an existing storage at the destination")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("master")
+    p.add_argument("replica")
+    args = p.parse_args(argv)
+    from .clone import clone
+    progress = Progress(not args.quiet)
+    try:
+        result = clone(args.master, args.replica, _options(args), force=args.force,
+                       log=_stderr if args.verbose else None, progress=progress)
+    finally:
+        progress.done()
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    if not args.quiet:
+        _stderr("Clone complete: %d transactions, %d files, %s, newest transaction %s"
+                % (result["transactions"], result["files"], _human(result["bytes"]), result["after_tid"]))
+    return EXIT_OK
+
+
+def cmd_status(argv):
+    from .info import cmd_status as run
+    return run(argv)
+
+
+def cmd_verify(argv):
+    from .info import cmd_verify as run
+    return run(argv)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    install_signal_handlers()
+    verb = argv[0] if argv and argv[0] in VERBS else None
+    prefix = "ds-replica serve: " if verb == "serve" else "ds-replica: "
+    try:
+        if verb == "serve":
+            return cmd_serve(argv[1:])
+        if verb == "clone":
+            return cmd_clone(argv[1:])
+        if verb == "status":
+            return cmd_status(argv[1:])
+        if verb == "verify":
+            return cmd_verify(argv[1:])
+        if verb == "pull":
+            argv = argv[1:]
+        return cmd_pull(argv)
+    except DSError as e:
+        if verbose:
+            traceback.print_exc()
+        _stderr(prefix + str(e))
+        return EXIT_TEMPFAIL if e.retryable else getattr(e, "cli_exit", EXIT_FAIL)
+    except Terminated as e:
+        _stderr(prefix + "%s; the replica is unchanged or complete (never half-written)" % e)
+        return 143
+    except KeyboardInterrupt:
+        _stderr(prefix + "interrupted; the replica is unchanged or complete (never half-written)")
+        return 130
+    except OSError as e:
+        if verbose:
+            traceback.print_exc()
+        _stderr(prefix + "%s%s" % (e.strerror or e, " (%s)" % e.filename if e.filename else ""))
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Journal recovery, B/ recombination and durable application of increments.
+
+Every step renames or rewrites whole files so that a crash at any point
+leaves a state from which running the same recovery again succeeds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+
+from . import ustar
+from .storage import (JOURNAL_ENTRY_RE, LOGICAL_NAME_RE, Corrupt, DSError, check_member, fsync_path,
+                      logical_name, logical_path)
+
+REPLICA_TAR = "replica.tar"
+MUTABLE_PREFIXES = ("x.",)
+
+_libc = None
+
+
+def _syncfs(path):
+    """Flush everything written on the filesystem holding `path`.
+
+    One syncfs() replaces an fsync per file and per folder: the increment is
+    already durable in journal/replica.tar, so only the moment the journal
+    entry is retired needs every applied byte on disk."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        func = getattr(_libc, "syncfs", None)
+        if func is None or func(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+class Durability(object):
+    """Collects what a batch of writes touched and makes it durable at once."""
+
+    def __init__(self, home, enabled=True):
+        self.home = home
+        self.enabled = enabled
+        self.dirs = set()
+
+    def touched(self, path):
+        self.dirs.add(os.path.dirname(path))
+
+    def commit(self):
+        if not self.enabled:
+            return
+        _syncfs(self.home)
+        self.dirs.clear()
+
+
+def is_mutable(name):
+    """Files that are replaced in place (x.*, o….c); the rest are write-once."""
+    return name.startswith(MUTABLE_PREFIXES) or name.endswith(".c")
+
+
+def check_journal(st):
+    """Return (replica_tar, done, temp) entries of journal/, or raise if anything
+    in journal/ is not something recovery knows; nothing is touched then."""
+    entries = st.journal_entries()
+    done, temp, strange = [], [], []
+    has_tar = False
+    for e in entries:
+        m = JOURNAL_ENTRY_RE.match(e)
+        if e == REPLICA_TAR:
+            has_tar = True
+        elif m and os.path.isdir(os.path.join(st.journal_dir, e)):
+            (done if m.group(2) == "done" else temp).append(e)
+        else:
+            strange.append(e)
+    if strange:
+        raise Corrupt("%s: journal/ holds %s, which recovery does not know" % (st.home, ", ".join(strange[:3])),
+                      "inspect it by hand; nothing was changed")
+    if has_tar and (done or temp):
+        raise Corrupt("%s: journal/replica.tar is not alone in journal/" % st.home,
+                      "inspect it by hand; nothing was changed")
+    if has_tar and _b_files(st):
+        raise Corrupt("%s: journal/replica.tar is pending but B/ is not empty" % st.home,
+                      "inspect it by hand; nothing was changed")
+    return has_tar, done, temp
+
+
+def _b_files(st):
+    if not os.path.isdir(st.b_dir):
+        return []
+    found = []
+    for dirpath, _dirs, files in os.walk(st.b_dir):
+        for fn in files:
+            found.append(os.path.join(dirpath, fn))
+    return found
+
+
+def _move_into(st, src, name, dur):
+    dst = st.path(name, "A")
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    os.replace(src, dst)
+    dur.touched(dst)
+
+
+def recombine(st, dur):
+    """Move every file of B/ into A/ (newer than A/ by construction)."""
+    moved = 0
+    for rel, name in list(st.iter_files("B")):
+        if name is None:
+            raise Corrupt("%s: B/%s is not a storage file name" % (st.home, rel), "inspect it by hand")
+        _move_into(st, os.path.join(st.b_dir, *rel.split("/")), name, dur)
+        moved += 1
+    if moved:
+        # remove the now empty folders of B/
+        for entry in os.listdir(st.b_dir):
+            path = os.path.join(st.b_dir, entry)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+    return moved
+
+
+def recover(st, apply_pending=True, keep_snapshot_marker=True):
+    """Bring a storage that is not running to a clean state.
+
+    Caller holds misc/lock and misc/sublock.  Returns a dict of what was done.
+    """
+    has_tar, done, temp = check_journal(st)
+    report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
+    if has_tar:
+        if not apply_pending:
+            raise Corrupt("%s: an increment is pending in journal/replica.tar" % st.home)
+        apply_archive(st)
+        report["replica_tar"] = True
+        return report
+    b_files = _b_files(st)
+    if not (done or temp or b_files):
+        return report
+    marker = st.snapshot_code()
+    dur = Durability(st.home, st.sync)
+    if done or b_files:
+        # A/ is about to change: it is not a snapshot until we are done.
+        st.remove_snapshot_marker()
+    report["recombined"] = recombine(st, dur)
+    for entry in done:
+        folder = os.path.join(st.journal_dir, entry)
+        names = sorted(os.listdir(folder))
+        for fn in names:
+            if not LOGICAL_NAME_RE.match(fn):
+                raise Corrupt("%s: journal/%s/%s is not a storage file name" % (st.home, entry, fn),
+                              "inspect it by hand")
+        for fn in names:
+            _move_into(st, os.path.join(folder, fn), fn, dur)
+        dur.commit()
+        os.rmdir(folder)
+        report["rolled_forward"] += 1
+    for entry in temp:
+        shutil.rmtree(os.path.join(st.journal_dir, entry))
+        report["rolled_back"] += 1
+    dur.commit()
+    if st.sync:
+        fsync_path(st.journal_dir, directory=True)
+    if marker is not None and keep_snapshot_marker and (done or b_files):
+        st.write_snapshot_marker(marker)
+    return report
+
+
+# ---------------------------------------------------------------- apply
+
+class MemberChecker(object):
+    """Validates archive members against the replica's format, before the
+    commit point: names, kinds, modes, duplicates and file contents."""
+
+    def __init__(self, fmt, allow_config=False):
+        self.fmt = fmt
+        self.allow_config = allow_config
+        self.seen = set()
+        self.names = {}
+
+    def check(self, member):
+        name = member.name
+        where = "archive member %r" % name
+        if name.startswith("/") or "\\" in name:
+            raise Corrupt("%s has an absolute or odd path" % where)
+        parts = name.split("/")
+        if any(p in ("", ".", "..") for p in parts):
+            raise Corrupt("%s has an empty, '.' or '..' component" % where)
+        if name in self.seen:
+            raise Corrupt("%s appears twice" % where)
+        self.seen.add(name)
+        if member.mode & 0o7000:
+            raise Corrupt("%s has set-uid, set-gid or sticky bits" % where)
+        if self.allow_config and name in ("config/settings", "config/identity"):
+            return None
+        if parts[0] != "A" or len(parts) < 2:
+            raise Corrupt("%s is outside the storage's A/ folder" % where)
+        logical = logical_name(self.fmt, "/".join(parts[1:]))
+        if logical is None:
+            raise Corrupt("%s is not a valid %s storage file name" % (where, self.fmt))
+        self.names[logical] = (member, check_member(logical, member.data, where))
+        return logical
+
+
+def member_mode(mode):
+    """Modes of applied files: read/write bits only, always owner-writable."""
+    return (mode & 0o666) | 0o600
+
+
+def apply_archive(st, tar_path=None, progress=None):
+    """Apply journal/replica.tar (already validated, and durable) to A/.
+
+    Idempotent: a crash anywhere in here leaves journal/replica.tar in place,
+    and running this again finishes the job."""
+    tar_path = tar_path or os.path.join(st.journal_dir, REPLICA_TAR)
+    st.remove_snapshot_marker()
+    dur = Durability(st.home, st.sync)
+    home = st.home
+    made = set()
+    count = 0
+    with open(tar_path, "rb") as f:
+        for member in ustar.iter_members(f.read):
+            parts = member.name.split("/")
+            logical = logical_name(st.format, "/".join(parts[1:])) if parts[0] == "A" else None
+            if logical is None:
+                raise Corrupt("%s: %s holds %r, which is not a storage file" % (st.home, tar_path, member.name))
+            dst = os.path.join(home, *parts)
+            parent = os.path.dirname(dst)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            mode = member_mode(member.mode)
+            if is_mutable(logical):
+                tmp = dst + ".tmp"
+                _write(tmp, member.data, mode)
+                os.replace(tmp, dst)
+            else:
+                _write(dst, member.data, mode)
+            dur.touched(dst)
+            count += 1
+            if progress:
+                progress(count, member.size)
+    dur.commit()
+    previous = st.sub("misc", "replica.previous")
+    os.replace(tar_path, previous)
+    if st.sync:
+        fsync_path(st.journal_dir, directory=True)
+        fsync_path(st.sub("misc"), directory=True)
+    st.write_snapshot_marker("shutdown")
+    return count
+
+
+def _write(path, data, mode):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def require_not_running(st):
+    """Raise unless nobody holds misc/lock (used by status tools)."""
+    locked, pid = st.lock().probe()
+    if locked:
+        raise DSError("%s is in use (misc/lock held%s)" % (st.home, " by pid %s" % pid if pid else ""))
+
+
+__all__ = ["recover", "recombine", "apply_archive", "check_journal", "MemberChecker", "Durability",
+           "logical_path", "REPLICA_TAR"]

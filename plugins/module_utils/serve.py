@@ -1,0 +1,360 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The master side of a pull: `ds-replica serve HOME`.
+
+Reads a request on stdin, answers on stdout.  Request version 0 is the
+original tool's (four lines); the answer is a plain ustar archive of paths
+relative to HOME.  Version 1 adds ``key: value`` options up to a blank line
+and prefixes the archive with one line ``replica answer 1 {json}``.
+
+The master is held in snapshot mode only while the increment is read
+locally: mutable files (x.serial, x.oid, o….c) are read into memory and the
+write-once files are opened (an open descriptor keeps the bytes even if a
+later pack removes the file); snapshot mode is left before the first byte
+goes out.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+import time
+
+from . import ustar
+from .snapshot import Snapshot
+from .storage import (ZERO_TID, Corrupt, DSError, NotAStorage, Refused, Storage, current_name, hex_tid,
+                      read_file, revision_name, tid_from_hex, transaction_name)
+
+MAX_REQUEST = 64 * 1024
+MEMORY_FILE_LIMIT = 64 * 1024
+
+
+class Request(object):
+    def __init__(self, kind, version, identity=None, tid=ZERO_TID, md5=None, options=None):
+        self.kind = kind  # "request" or "clone"
+        self.version = version
+        self.identity = identity
+        self.tid = tid
+        self.md5 = md5
+        self.options = options or {}
+
+    def encode(self):
+        lines = ["replica %s %d" % (self.kind, self.version)]
+        if self.kind == "request":
+            lines += [self.identity, hex_tid(self.tid), self.md5]
+        if self.version >= 1:
+            lines += ["%s: %s" % (k, v) for k, v in sorted(self.options.items())]
+            lines.append("")
+        return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def read_request(stream):
+    """Parse a request from a binary stream, reading no further than needed."""
+    def line():
+        data = stream.readline(1024)
+        if not data.endswith(b"\n"):
+            raise Refused("malformed request: the request ended early")
+        try:
+            return data.decode("ascii").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise Refused("malformed request: not ASCII")
+
+    words = line().split()
+    if len(words) != 3 or words[0] != "replica" or words[1] not in ("request", "clone") or not words[2].isdigit():
+        raise Refused("malformed request: expected 'replica request 0'")
+    kind, version = words[1], int(words[2])
+    if version > 1 or (kind == "clone" and version < 1):
+        raise Refused("unsupported request version %s %d: this master speaks versions 0 and 1" % (kind, version))
+    req = Request(kind, version)
+    if kind == "request":
+        req.identity = line().strip()
+        try:
+            req.tid = tid_from_hex(line())
+        except ValueError:
+            raise Refused("malformed request: bad transaction id")
+        req.md5 = line().strip().lower()
+    if version >= 1:
+        total = 0
+        while True:
+            text = line()
+            total += len(text)
+            if total > MAX_REQUEST:
+                raise Refused("malformed request: too long")
+            if not text:
+                break
+            key, sep, value = text.partition(":")
+            if not sep:
+                raise Refused("malformed request option %r" % text)
+            req.options[key.strip()] = value.strip()
+    return req
+
+
+class Entry(object):
+    """One file of the answer: bytes in memory, an open file, or a spool slice."""
+
+    __slots__ = ("name", "size", "data", "fd", "spool_offset")
+
+    def __init__(self, name, size, data=None, fd=None, spool_offset=None):
+        self.name = name
+        self.size = size
+        self.data = data
+        self.fd = fd
+        self.spool_offset = spool_offset
+
+
+class Increment(object):
+    def __init__(self):
+        self.entries = []
+        self.transactions = 0
+        self.bytes = 0
+        self.spool = None
+        self.master_tid = ZERO_TID
+
+    def close(self):
+        for e in self.entries:
+            if e.fd is not None:
+                os.close(e.fd)
+                e.fd = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    def add_data(self, name, data):
+        self.entries.append(Entry(name, len(data), data=data))
+        self.bytes += len(data)
+
+    def add_file(self, name, path):
+        """Keep a write-once file for sending after snapshot mode is left."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            if e.errno != errno.EMFILE:
+                raise
+            fd = None
+        if fd is not None:
+            size = os.fstat(fd).st_size
+            if size <= MEMORY_FILE_LIMIT:
+                data = _read_fd(fd, size)
+                os.close(fd)
+                self.add_data(name, data)
+                return
+            self.entries.append(Entry(name, size, fd=fd))
+            self.bytes += size
+            return
+        # out of descriptors: copy into a spool file instead
+        if self.spool is None:
+            self.spool = tempfile.TemporaryFile(prefix="ds-replica-")
+        with open(path, "rb") as src:
+            offset = self.spool.seek(0, os.SEEK_END)
+            size = 0
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                self.spool.write(chunk)
+                size += len(chunk)
+        self.entries.append(Entry(name, size, spool_offset=offset))
+        self.bytes += size
+
+    def write(self, out):
+        writer = ustar.Writer(out)
+        now = int(time.time())
+        for e in self.entries:
+            if e.data is not None:
+                writer.add_bytes(e.name, e.data, mtime=now)
+                continue
+            writer._put(ustar.header(e.name, e.size, 0o640, now))
+            if e.fd is not None:
+                os.lseek(e.fd, 0, os.SEEK_SET)
+                _copy(lambda n, fd=e.fd: os.read(fd, n), e.size, writer, e.name)
+            else:
+                self.spool.seek(e.spool_offset)
+                _copy(self.spool.read, e.size, writer, e.name)
+            writer._put(ustar.padding(e.size))
+        writer.close()
+        return writer.written
+
+
+def _read_fd(fd, size):
+    parts = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size -= len(chunk)
+    return b"".join(parts)
+
+
+def _copy(read, size, writer, name):
+    left = size
+    while left:
+        chunk = read(min(left, 1 << 20))
+        if not chunk:
+            raise Corrupt("%s shrank while it was being sent" % name)
+        writer._put(chunk)
+        left -= len(chunk)
+
+
+def check_request(st, req):
+    """The master's checks of the original tool, in its order."""
+    if not os.path.isdir(st.a_dir):
+        raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home, "check the master path")
+    if req.identity.lower() != st.identity.lower():
+        raise Refused("replica identity %s does not match master identity %s: the replica is a copy of another "
+                      "storage" % (req.identity, st.identity), "check the master and replica paths")
+
+
+def check_reference(st, req):
+    packed = st.packed_tid()
+    if packed > req.tid:
+        raise Refused("storage has been packed since the last replica (master packed to %s, replica at %s)"
+                      % (hex_tid(packed), hex_tid(req.tid)),
+                      "make a new copy with 'ds-replica clone', and pull more often than the master is packed")
+    if req.tid != ZERO_TID:
+        try:
+            data = st.transaction_data(req.tid)
+        except FileNotFoundError:
+            raise Refused("reference transaction does not exist on the master (%s): the replica has diverged or "
+                          "belongs to another master" % hex_tid(req.tid), "make a new copy with 'ds-replica clone'")
+        if hashlib.md5(data).hexdigest() != req.md5:
+            raise Refused("reference transaction differs on the master (%s): the replica has diverged"
+                          % hex_tid(req.tid), "make a new copy with 'ds-replica clone'")
+    if req.tid > st.last_tid():
+        raise Refused("replica is ahead of the master (replica %s, master %s)" % (hex_tid(req.tid),
+                                                                                 hex_tid(st.last_tid())),
+                      "check that the master is the right storage")
+
+
+def newest_tid(st):
+    """The newest committed tid of a live master, journal and B/ included."""
+    best = st.last_tid()
+    try:
+        if os.path.exists(st.path("x.serial", "B")):
+            best = max(best, st._read8("x.serial", "B"))
+    except (OSError, Corrupt):
+        pass
+    for e in st.journal_entries():
+        if e.startswith("working_") and e.endswith("_done"):
+            try:
+                best = max(best, tid_from_hex(e[8:24]))
+            except ValueError:
+                pass
+    return best
+
+
+def collect(st, since, increment=None, dry_run=False):
+    """List (or gather) what is new since tid `since`: walk the chain."""
+    inc = increment or Increment()
+    newest = st.last_tid()
+    inc.master_tid = newest
+    txns = list(st.chain(newest=newest, stop=since))
+    txns.reverse()
+    inc.transactions = len(txns)
+    currents = {}
+    for txn in txns:
+        for oid in txn.oids:
+            name = revision_name(oid, txn.tid)
+            if dry_run:
+                size = os.path.getsize(st.path(name))
+                inc.entries.append(Entry(st.relpath(name), size))
+                inc.bytes += size
+            else:
+                inc.add_file(st.relpath(name), st.path(name))
+            currents[oid] = txn.tid
+    for txn in txns:
+        name = transaction_name(txn.tid)
+        if dry_run:
+            inc.entries.append(Entry(st.relpath(name), txn.size))
+            inc.bytes += txn.size
+        else:
+            inc.add_data(st.relpath(name), st.read(name))
+    for oid in sorted(currents):
+        name = current_name(oid)
+        data = st.read(name)
+        inc.add_data(st.relpath(name), data)
+    for name in ("x.oid", "x.serial"):
+        inc.add_data(st.relpath(name), st.read(name))
+    return inc
+
+
+def collect_clone(st, inc):
+    """Everything a copy needs: config/settings, config/identity, A/."""
+    inc.master_tid = st.last_tid()
+    for name in ("settings", "identity"):
+        inc.add_data("config/" + name, read_file(st.sub("config", name)))
+    late = []
+    for rel, name in st.iter_files("A"):
+        if name is None:
+            continue  # pack leftovers (…-deleted) and strays are not part of the storage
+        if name.startswith("x.") or name.endswith(".c"):
+            late.append((rel, name))
+            continue
+        inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")))
+        if name.startswith("t"):
+            inc.transactions += 1
+    for rel, name in late:
+        inc.add_data("A/" + rel, st.read(name))
+    return inc
+
+
+def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0):
+    """Answer one request.  Raises DSError on refusal (the caller prints it and
+    exits non-zero); writes nothing to stdout before all checks passed."""
+    log = log or (lambda msg: None)
+    req = read_request(stdin)
+    st = Storage(home)
+    st.require_full("master")
+    if req.kind == "request":
+        check_request(st, req)
+    elif not os.path.isdir(st.a_dir):
+        raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
+    opts = req.options
+    try:
+        timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
+    except ValueError:
+        raise Refused("malformed request option snapshot-timeout")
+    dry_run = opts.get("dry-run") == "1"
+    compress = opts.get("compress", "none")
+    if compress not in ("none", "gzip"):
+        raise Refused("unsupported compression %r" % compress)
+    inc = Increment()
+    snap_seconds = 0.0
+    try:
+        if dry_run:
+            check_reference(st, req)
+            collect(st, req.tid, inc, dry_run=True)
+        else:
+            snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log)
+            with snap:
+                if req.kind == "request":
+                    check_reference(st, req)
+                    collect(st, req.tid, inc)
+                else:
+                    collect_clone(st, inc)
+            snap_seconds = snap.seconds
+            log("master held in snapshot mode for %.3fs (%s)" % (snap_seconds, snap.method))
+        if req.version >= 1:
+            info = {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
+                    "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
+                    "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
+                    "format": st.format, "compress": compress, "dry_run": dry_run}
+            stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+        if dry_run:
+            stdout.flush()
+            return inc
+        if compress == "gzip":
+            gz = gzip.GzipFile(fileobj=stdout, mode="wb", compresslevel=1, mtime=0)
+            inc.write(gz)
+            gz.close()
+        else:
+            inc.write(stdout)
+        stdout.flush()
+        return inc
+    finally:
+        inc.close()
+
+
+__all__ = ["serve", "read_request", "Request", "collect", "check_request", "check_reference", "DSError"]

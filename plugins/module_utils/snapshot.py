@@ -1,0 +1,321 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Forcing a storage into snapshot mode, as config/snapshot.conf says.
+
+Methods, tried in order: ``http URL ACCESS`` (XML-RPC enterSnapshot /
+leaveSnapshot with HTTP basic authentication), ``direct`` (open the files of
+a storage that is not running), ``nodirect``.  Afterwards the tool takes
+misc/sublock and checks misc/snapshot; while it holds the sublock, the
+storage cannot leave snapshot mode.  Leaving: release the sublock first,
+then leaveSnapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import socket
+import time
+import urllib.parse
+import xmlrpc.client
+
+from . import journal
+from .storage import Busy, DSError
+
+CODE_PREFIX = "ds-replica"
+
+
+class Method(object):
+    def __init__(self, kind, url=None, access=None, line=0):
+        self.kind = kind
+        self.url = url
+        self.access = access
+        self.line = line
+
+    def describe(self):
+        if self.kind == "http":
+            return "http %s" % redact_url(self.url)
+        return self.kind
+
+
+def redact_url(url):
+    """The URL without any user:password part (never log credentials)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<bad url>"
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += ":%d" % parts.port
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def parse_conf(text, conf_dir):
+    """Parse snapshot.conf -> (methods, problems).  `direct` is appended last
+    unless listed or `nodirect` is given."""
+    methods, problems = [], []
+    nodirect = False
+    direct_listed = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words == ["direct"]:
+            direct_listed = True
+            methods.append(Method("direct", line=number))
+        elif words == ["nodirect"]:
+            nodirect = True
+        elif words[0] == "http" and len(words) == 3 and re.match(r"^https?://", words[1]):
+            methods.append(Method("http", url=words[1], access=os.path.join(conf_dir, words[2]), line=number))
+        else:
+            problems.append("config/snapshot.conf line %d is not understood (%s); skipped"
+                            % (number, words[0] if words[0] != "http" else "http needs URL and ACCESS file"))
+    if nodirect:
+        methods = [m for m in methods if m.kind != "direct"]
+    elif not direct_listed:
+        methods.append(Method("direct", line=0))
+    return methods, problems
+
+
+def load_methods(st):
+    conf = st.sub("config", "snapshot.conf")
+    try:
+        with open(conf, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    return parse_conf(text, os.path.dirname(conf))
+
+
+def read_access(path):
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            first = f.readline().strip()
+    except OSError as e:
+        raise DSError("cannot read the snapshot access file %s (%s)" % (path, e.strerror),
+                      "check config/snapshot.conf and the file's owner and mode")
+    user, sep, password = first.partition(":")
+    if not sep:
+        raise DSError("snapshot access file %s does not hold user:password on its first line" % path)
+    return user, password
+
+
+class _AuthTransport(xmlrpc.client.Transport):
+    def __init__(self, user, password, timeout):
+        super().__init__()
+        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+        self._auth = "Basic " + token
+        self._timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self._timeout
+        return conn
+
+    def send_headers(self, connection, headers):
+        headers = list(headers) + [("Authorization", self._auth)]
+        super().send_headers(connection, headers)
+
+
+class _AuthSafeTransport(xmlrpc.client.SafeTransport):
+    def __init__(self, user, password, timeout):
+        super().__init__()
+        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+        self._auth = "Basic " + token
+        self._timeout = timeout
+
+    def make_connection(self, host):
+        conn = super().make_connection(host)
+        conn.timeout = self._timeout
+        return conn
+
+    def send_headers(self, connection, headers):
+        headers = list(headers) + [("Authorization", self._auth)]
+        super().send_headers(connection, headers)
+
+
+def xmlrpc_call(method, name, code, timeout=30.0):
+    """Call enterSnapshot/leaveSnapshot; returns None or raises DSError with a
+    message that never contains credentials."""
+    user, password = read_access(method.access)
+    parts = urllib.parse.urlsplit(method.url)
+    clean = redact_url(method.url)
+    cls = _AuthSafeTransport if parts.scheme == "https" else _AuthTransport
+    proxy = xmlrpc.client.ServerProxy(clean, transport=cls(user, password, timeout), allow_none=True)
+    try:
+        getattr(proxy, name)(code)
+    except xmlrpc.client.Fault as e:
+        raise DSError("%s refused %s: %s" % (clean, name, str(e.faultString).strip().splitlines()[-1:] or ""))
+    except xmlrpc.client.ProtocolError as e:
+        hint = "check the user and password in the access file" if e.errcode == 401 else None
+        raise DSError("%s answered HTTP %d %s to %s" % (clean, e.errcode, e.errmsg, name), hint)
+    except (OSError, socket.timeout, xmlrpc.client.Error) as e:
+        raise DSError("cannot reach %s for %s (%s)" % (clean, name, getattr(e, "strerror", None) or e))
+
+
+def make_code():
+    return "%s-%s-%d" % (CODE_PREFIX, socket.gethostname(), os.getpid())
+
+
+def stale_code(marker):
+    """If misc/snapshot names a ds-replica of this host whose process is gone,
+    return its code."""
+    if not marker or not marker.startswith("user/"):
+        return None
+    code = marker[5:]
+    m = re.match(r"^%s-(.+)-(\d+)$" % re.escape(CODE_PREFIX), code)
+    if not m or m.group(1) != socket.gethostname():
+        return None
+    pid = int(m.group(2))
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return code
+    except PermissionError:
+        return None  # alive, under another user
+    return None  # alive: its owner will leave the snapshot
+
+
+class Snapshot(object):
+    """Holds a storage in snapshot mode: use as a context manager.
+
+    `timeout` seconds of retrying (with `interval` pauses) when the storage is
+    busy (already in snapshot mode for someone else, packing...)."""
+
+    def __init__(self, st, timeout=0.0, interval=5.0, log=None, code=None):
+        self.st = st
+        self.timeout = timeout
+        self.interval = interval
+        self.log = log or (lambda msg: None)
+        self.code = code or make_code()
+        self.entered = None  # Method used to enter, if we must leave it
+        self.sublock = None
+        self.seconds = 0.0
+        self._t0 = None
+        self.method = None
+
+    def __enter__(self):
+        self.enter()
+        return self
+
+    def __exit__(self, *exc):
+        self.leave()
+
+    def enter(self):
+        deadline = time.monotonic() + max(0.0, self.timeout)
+        methods, problems = load_methods(self.st)
+        for p in problems:
+            self.log(p)
+        while True:
+            reasons = []
+            self._t0 = time.monotonic()
+            try:
+                if self._try(methods, reasons):
+                    return
+            except BaseException:
+                self._cleanup()
+                raise
+            self._cleanup()
+            if time.monotonic() + self.interval > deadline:
+                raise Busy("master %s cannot enter snapshot mode: %s" % (self.st.home, "; ".join(reasons)),
+                           "retry later, or allow more time with --snapshot-timeout")
+            self.log("snapshot mode not available yet (%s); retrying in %gs" % ("; ".join(reasons), self.interval))
+            time.sleep(self.interval)
+
+    def _try(self, methods, reasons):
+        st = self.st
+        marker = st.snapshot_code()
+        stale = stale_code(marker)
+        if stale:
+            self._leave_stale(methods, stale, reasons)
+        for method in methods:
+            if method.kind == "http":
+                try:
+                    xmlrpc_call(method, "enterSnapshot", self.code)
+                except DSError as e:
+                    reasons.append(str(e))
+                    continue
+                self.entered = method
+                self.method = method.describe()
+                self.log("entered snapshot mode through %s" % method.describe())
+                break
+            if method.kind == "direct":
+                if self._direct(reasons):
+                    self.method = "direct"
+                    break
+        sub = st.sublock()
+        if not sub.acquire():
+            reasons.append("misc/sublock is held (the storage is running and not in snapshot mode)")
+            return False
+        self.sublock = sub
+        if st.snapshot_code() is None:
+            reasons.append("misc/snapshot is missing: the storage is not a snapshot")
+            return False
+        if self.method is None:
+            self.method = "existing (%s)" % st.snapshot_code()
+        self.log("holding snapshot (%s)" % st.snapshot_code())
+        return True
+
+    def _direct(self, reasons):
+        st = self.st
+        lock = st.lock()
+        if not lock.acquire():
+            reasons.append("direct: misc/lock is held (the storage is running)")
+            return False
+        try:
+            sub = st.sublock()
+            if not sub.acquire():
+                reasons.append("direct: misc/sublock is held")
+                return False
+            try:
+                report = journal.recover(st, apply_pending=False)
+                dur = journal.Durability(st.home, st.sync)
+                if journal.recombine(st, dur):
+                    st.remove_snapshot_marker()
+                    dur.commit()
+                if st.snapshot_code() is None:
+                    st.write_snapshot_marker("shutdown")
+                if report["rolled_forward"] or report["rolled_back"]:
+                    self.log("direct: recovered the journal (%d rolled forward, %d rolled back)"
+                             % (report["rolled_forward"], report["rolled_back"]))
+            finally:
+                sub.release()
+        finally:
+            lock.release()
+        return True
+
+    def _leave_stale(self, methods, code, reasons):
+        for method in methods:
+            if method.kind != "http":
+                continue
+            try:
+                xmlrpc_call(method, "leaveSnapshot", code)
+                self.log("left a snapshot abandoned by %s" % code)
+                return True
+            except DSError as e:
+                reasons.append("could not leave abandoned snapshot %s: %s" % (code, e))
+        return False
+
+    def _cleanup(self):
+        if self.sublock is not None:
+            self.sublock.release()
+            self.sublock = None
+        if self.entered is not None:
+            method, self.entered = self.entered, None
+            try:
+                xmlrpc_call(method, "leaveSnapshot", self.code)
+            except DSError as e:
+                self.log("could not leave snapshot mode: %s" % e)
+        self.method = None
+
+    def leave(self):
+        """Release the sublock first, then leaveSnapshot (the order matters)."""
+        if self._t0 is not None:
+            self.seconds = time.monotonic() - self._t0
+            self._t0 = None
+        self._cleanup()

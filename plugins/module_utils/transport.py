@@ -1,0 +1,295 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ways to reach `ds-replica serve` on the master: in-process (a local
+master), an OpenSSH command (`-e`), or paramiko (the default).
+
+Each gives a Channel: send() the request, close_input(), read() the answer,
+finish() -> (exit status, stderr text), abort().
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import threading
+
+from .storage import DSError
+
+LOCAL_EXIT_REFUSED = 1
+
+
+class TransportError(DSError):
+    retryable = True
+
+
+class Channel(object):
+    def send(self, data):
+        raise NotImplementedError
+
+    def close_input(self):
+        raise NotImplementedError
+
+    def read(self, n):
+        raise NotImplementedError
+
+    def finish(self):
+        raise NotImplementedError
+
+    def abort(self):
+        raise NotImplementedError
+
+
+class LocalChannel(Channel):
+    """Runs the serve code in a thread of this process, on pipes."""
+
+    def __init__(self, home, log=None, **serve_kwargs):
+        from .serve import serve
+        r_in, w_in = os.pipe()
+        r_out, w_out = os.pipe()
+        self._to_serve = os.fdopen(w_in, "wb", buffering=0)
+        self._from_serve = os.fdopen(r_out, "rb", buffering=1 << 16)
+        serve_in = os.fdopen(r_in, "rb")
+        serve_out = os.fdopen(w_out, "wb", buffering=1 << 16)
+        self.status = None
+        self.error = ""
+
+        def run():
+            try:
+                serve(home, serve_in, serve_out, log=log, **serve_kwargs)
+                self.status = 0
+            except DSError as e:
+                self.error = "ds-replica serve: %s" % e
+                self.status = LOCAL_EXIT_REFUSED
+            except (BrokenPipeError, ValueError, OSError) as e:
+                self.error = "ds-replica serve: connection lost (%s)" % e
+                self.status = 1
+            except Exception as e:  # report, never hang the caller
+                self.error = "ds-replica serve: internal error: %r" % (e,)
+                self.status = 1
+            finally:
+                for f in (serve_out, serve_in):
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+
+        self._thread = threading.Thread(target=run, name="ds-replica-serve", daemon=True)
+        self._thread.start()
+
+    def send(self, data):
+        self._to_serve.write(data)
+
+    def close_input(self):
+        self._to_serve.close()
+
+    def read(self, n):
+        return self._from_serve.read(n)
+
+    def readline(self, limit):
+        return self._from_serve.readline(limit)
+
+    def finish(self):
+        self._thread.join()
+        self._from_serve.close()
+        return self.status, self.error
+
+    def abort(self):
+        for f in (self._to_serve, self._from_serve):
+            try:
+                f.close()
+            except (OSError, ValueError):
+                pass
+        self._thread.join(timeout=30)
+
+
+class ProcessChannel(Channel):
+    """An OpenSSH (or any) command whose stdin/stdout reach the serve."""
+
+    def __init__(self, argv, timeout=None):
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, bufsize=1 << 16)
+        except OSError as e:
+            raise DSError("cannot run %s (%s)" % (argv[0], e.strerror), "check the -e/ssh_command option")
+        self._err = []
+        self._err_thread = threading.Thread(target=self._drain, daemon=True)
+        self._err_thread.start()
+
+    def _drain(self):
+        for chunk in iter(lambda: self.proc.stderr.read(4096), b""):
+            if sum(len(c) for c in self._err) < 1 << 20:
+                self._err.append(chunk)
+
+    def send(self, data):
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the answer (an error) will say why
+
+    def close_input(self):
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def read(self, n):
+        return self.proc.stdout.read1(n) if hasattr(self.proc.stdout, "read1") else self.proc.stdout.read(n)
+
+    def readline(self, limit):
+        return self.proc.stdout.readline(limit)
+
+    def finish(self):
+        self.proc.stdout.close()
+        status = self.proc.wait()
+        self._err_thread.join()
+        return status, b"".join(self._err).decode("utf-8", "replace")
+
+    def abort(self):
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.proc.wait()
+
+
+class ParamikoChannel(Channel):
+    def __init__(self, client, chan):
+        self.client = client
+        self.chan = chan
+        self._buf = b""
+
+    def send(self, data):
+        self.chan.sendall(data)
+
+    def close_input(self):
+        self.chan.shutdown_write()
+
+    def read(self, n):
+        if self._buf:
+            data, self._buf = self._buf[:n], self._buf[n:]
+            return data
+        try:
+            return self.chan.recv(n)
+        except socket.timeout:
+            raise TransportError("the master stopped answering (timeout)", "check the network and the master")
+
+    def readline(self, limit):
+        while b"\n" not in self._buf and len(self._buf) < limit:
+            chunk = self.chan.recv(4096)
+            if not chunk:
+                break
+            self._buf += chunk
+        idx = self._buf.find(b"\n")
+        cut = len(self._buf) if idx < 0 else idx + 1
+        cut = min(cut, limit)
+        line, self._buf = self._buf[:cut], self._buf[cut:]
+        return line
+
+    def finish(self):
+        status = self.chan.recv_exit_status()
+        err = []
+        while self.chan.recv_stderr_ready():
+            err.append(self.chan.recv_stderr(65536))
+        self.chan.close()
+        self.client.close()
+        return status, b"".join(err).decode("utf-8", "replace")
+
+    def abort(self):
+        try:
+            self.chan.close()
+        finally:
+            self.client.close()
+
+
+def remote_command(master_path, remote_command=None, remote_dir=None, verb="serve"):
+    """The command line the master runs: quoted, never built unquoted."""
+    if remote_command:
+        exe = remote_command
+    else:
+        exe = os.path.join(remote_dir, "ds-replica") if remote_dir else "ds-replica"
+    return " ".join(shlex.quote(w) for w in (exe, verb, master_path))
+
+
+def openssh(ssh_command, user, host, command):
+    argv = shlex.split(ssh_command)
+    if not argv:
+        raise DSError("the ssh command is empty", "give a command such as 'ssh -p 2222'")
+    dest = "%s@%s" % (user, host) if user else host
+    return ProcessChannel(argv + [dest, command])
+
+
+def paramiko_connect(host, command, user=None, port=None, key_file=None, known_hosts_file=None,
+                     accept_new_host_key=False, timeout=30.0):
+    try:
+        import paramiko
+    except ImportError:
+        raise DSError("paramiko is not installed", "install it (pip install paramiko) or use -e ssh")
+    cfg = {}
+    user_config = os.path.expanduser("~/.ssh/config")
+    if os.path.exists(user_config):
+        try:
+            sc = paramiko.SSHConfig.from_path(user_config)
+            cfg = sc.lookup(host)
+        except (OSError, paramiko.SSHException):
+            cfg = {}
+    real_host = cfg.get("hostname", host)
+    port = int(port or cfg.get("port", 22))
+    user = user or cfg.get("user") or None
+    if key_file is None and cfg.get("identityfile"):
+        key_file = [os.path.expanduser(p) for p in cfg["identityfile"]]
+    client = paramiko.SSHClient()
+    kh = os.path.expanduser(known_hosts_file or "~/.ssh/known_hosts")
+    try:
+        if os.path.exists(kh):
+            client.load_host_keys(kh)
+        elif accept_new_host_key:
+            os.makedirs(os.path.dirname(kh) or ".", mode=0o700, exist_ok=True)
+            open(kh, "a").close()
+            client.load_host_keys(kh)
+        if known_hosts_file is None and os.path.exists("/etc/ssh/ssh_known_hosts"):
+            client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+    except (OSError, paramiko.SSHException) as e:
+        raise DSError("cannot read known hosts file %s (%s)" % (kh, e))
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_new_host_key else paramiko.RejectPolicy())
+    where = "%s%s:%d" % (user + "@" if user else "", real_host, port)
+    try:
+        client.connect(real_host, port=port, username=user, key_filename=key_file, timeout=timeout,
+                       banner_timeout=timeout, auth_timeout=timeout)
+    except paramiko.BadHostKeyException:
+        client.close()
+        raise DSError("the host key of %s has CHANGED since it was recorded in %s: refusing to connect (possible "
+                      "man-in-the-middle)" % (where, kh),
+                      "if the master was reinstalled, verify its new key and replace the old one "
+                      "(ssh-keygen -R)")
+    except paramiko.AuthenticationException:
+        client.close()
+        raise DSError("ssh authentication to %s failed" % where, "check the key file and the master's "
+                      "authorized_keys")
+    except paramiko.SSHException as e:
+        client.close()
+        if "not found in known_hosts" in str(e):
+            raise DSError("the host key of %s is unknown (not in %s): refusing to connect" % (where, kh),
+                          "add the master's key to known_hosts (the standby role pins it), or accept it once "
+                          "with --accept-new-host-key")
+        raise TransportError("ssh to %s failed: %s" % (where, str(e).splitlines()[0] if str(e) else e))
+    except (OSError, socket.timeout) as e:
+        client.close()
+        raise TransportError("cannot reach the master %s (%s)" % (where, getattr(e, "strerror", None) or e),
+                             "check the host name, port and network")
+    if accept_new_host_key:
+        try:
+            client.save_host_keys(kh)
+        except OSError:
+            pass
+    try:
+        chan = client.get_transport().open_session(timeout=timeout)
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+    except (paramiko.SSHException, OSError) as e:
+        client.close()
+        raise TransportError("cannot start the replication command on %s (%s)" % (where, e))
+    return ParamikoChannel(client, chan)
