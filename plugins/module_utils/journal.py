@@ -15,8 +15,16 @@ import os
 import shutil
 
 from . import ustar
-from .storage import (JOURNAL_ENTRY_RE, LOGICAL_NAME_RE, Corrupt, DSError, check_member, fsync_path,
-                      logical_name, logical_path)
+from .storage import (
+    JOURNAL_ENTRY_RE,
+    LOGICAL_NAME_RE,
+    Corrupt,
+    DSError,
+    check_member,
+    fsync_path,
+    logical_name,
+    logical_path,
+)
 
 REPLICA_TAR = "replica.tar"
 MUTABLE_PREFIXES = ("x.",)
@@ -176,9 +184,10 @@ class MemberChecker(object):
     """Validates archive members against the replica's format, before the
     commit point: names, kinds, modes, duplicates and file contents."""
 
-    def __init__(self, fmt, allow_config=False):
+    def __init__(self, fmt, allow_config=False, keep=True):
         self.fmt = fmt
         self.allow_config = allow_config
+        self.keep = keep
         self.seen = set()
         self.names = {}
 
@@ -202,7 +211,9 @@ class MemberChecker(object):
         logical = logical_name(self.fmt, "/".join(parts[1:]))
         if logical is None:
             raise Corrupt("%s is not a valid %s storage file name" % (where, self.fmt))
-        self.names[logical] = (member, check_member(logical, member.data, where))
+        parsed = check_member(logical, member.data, where)
+        if self.keep:
+            self.names[logical] = (member, parsed)
         return logical
 
 
@@ -236,10 +247,10 @@ def apply_archive(st, tar_path=None, progress=None):
             mode = member_mode(member.mode)
             if is_mutable(logical):
                 tmp = dst + ".tmp"
-                _write(tmp, member.data, mode)
+                write_file(tmp, member.data, mode)
                 os.replace(tmp, dst)
             else:
-                _write(dst, member.data, mode)
+                write_file(dst, member.data, mode)
             dur.touched(dst)
             count += 1
             if progress:
@@ -254,7 +265,8 @@ def apply_archive(st, tar_path=None, progress=None):
     return count
 
 
-def _write(path, data, mode):
+def write_file(path, data, mode):
+    """Write (create or truncate) a file with exactly this mode."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         view = memoryview(data)

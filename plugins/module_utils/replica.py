@@ -17,8 +17,7 @@ import time
 
 from . import journal, transport, ustar
 from .serve import Request
-from .storage import (ZERO_TID, Busy, Corrupt, DSError, Refused, Storage, classify, fsync_path, hex_tid,
-                      tid_to_epoch)
+from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, Storage, classify, fsync_path, hex_tid, tid_to_epoch
 
 INCOMING = ".replica.incoming"
 ANSWER_PREFIX = b"replica answer 1 "
@@ -105,7 +104,7 @@ def validate_increment(checker, before):
     revisions = set()
     currents = {}
     serial = None
-    for name, (member, parsed) in checker.names.items():
+    for name, (_member, parsed) in checker.names.items():
         kind, a, b = classify(name)
         if kind == "t":
             txns[a] = parsed

@@ -27,8 +27,21 @@ import time
 
 from . import ustar
 from .snapshot import Snapshot
-from .storage import (ZERO_TID, Corrupt, DSError, NotAStorage, Refused, Storage, current_name, hex_tid,
-                      read_file, revision_name, tid_from_hex, transaction_name)
+from .storage import (
+    ZERO_TID,
+    Corrupt,
+    DSError,
+    NotAStorage,
+    Refused,
+    Storage,
+    current_name,
+    hex_tid,
+    read_file,
+    revision_name,
+    tid_from_hex,
+    transaction_digest,
+    transaction_name,
+)
 
 MAX_REQUEST = 64 * 1024
 MEMORY_FILE_LIMIT = 64 * 1024
@@ -45,7 +58,7 @@ class Request(object):
 
     def encode(self):
         lines = ["replica %s %d" % (self.kind, self.version)]
-        if self.kind == "request":
+        if self.kind in ("request", "verify"):
             lines += [self.identity, hex_tid(self.tid), self.md5]
         if self.version >= 1:
             lines += ["%s: %s" % (k, v) for k, v in sorted(self.options.items())]
@@ -65,13 +78,14 @@ def read_request(stream):
             raise Refused("malformed request: not ASCII")
 
     words = line().split()
-    if len(words) != 3 or words[0] != "replica" or words[1] not in ("request", "clone") or not words[2].isdigit():
+    if (len(words) != 3 or words[0] != "replica" or words[1] not in ("request", "clone", "verify")
+            or not words[2].isdigit()):
         raise Refused("malformed request: expected 'replica request 0'")
     kind, version = words[1], int(words[2])
-    if version > 1 or (kind == "clone" and version < 1):
+    if version > 1 or (kind != "request" and version < 1):
         raise Refused("unsupported request version %s %d: this master speaks versions 0 and 1" % (kind, version))
     req = Request(kind, version)
-    if kind == "request":
+    if kind in ("request", "verify"):
         req.identity = line().strip()
         try:
             req.tid = tid_from_hex(line())
@@ -280,24 +294,66 @@ def collect(st, since, increment=None, dry_run=False):
     return inc
 
 
-def collect_clone(st, inc):
-    """Everything a copy needs: config/settings, config/identity, A/."""
-    inc.master_tid = st.last_tid()
+def write_clone(st, out):
+    """Stream everything a copy needs (config/settings, config/identity, A/)
+    straight from disk: called while the master is held in snapshot mode.
+    Mutable files go last, so the copy's x.serial is read after its chain."""
+    writer = ustar.Writer(out)
+    now = int(time.time())
+    counts = {"files": 0, "bytes": 0, "transactions": 0}
     for name in ("settings", "identity"):
-        inc.add_data("config/" + name, read_file(st.sub("config", name)))
+        writer.add_bytes("config/" + name, read_file(st.sub("config", name)), mtime=now)
     late = []
     for rel, name in st.iter_files("A"):
         if name is None:
-            continue  # pack leftovers (…-deleted) and strays are not part of the storage
+            continue  # pack leftovers (...-deleted) and strays are not part of the storage
         if name.startswith("x.") or name.endswith(".c"):
-            late.append((rel, name))
+            late.append(rel)
             continue
-        inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")))
-        if name.startswith("t"):
-            inc.transactions += 1
-    for rel, name in late:
-        inc.add_data("A/" + rel, st.read(name))
-    return inc
+        path = os.path.join(st.a_dir, *rel.split("/"))
+        writer.add_file("A/" + rel, path, mtime=now)
+        counts["files"] += 1
+        counts["bytes"] += os.path.getsize(path)
+        counts["transactions"] += name.startswith("t")
+    for rel in late:
+        data = read_file(os.path.join(st.a_dir, *rel.split("/")))
+        writer.add_bytes("A/" + rel, data, mtime=now)
+        counts["files"] += 1
+        counts["bytes"] += len(data)
+    writer.close()
+    return counts
+
+
+def chain_digests(st, newest, stop):
+    """[(tid hex, md5 hex of the transaction file)] newest first, down to but
+    not including `stop` (or as far as the files go after a pack)."""
+    out = []
+    tid = newest
+    while tid != ZERO_TID and tid > stop:
+        try:
+            data = st.transaction_data(tid)
+        except FileNotFoundError:
+            break
+        out.append((hex_tid(tid), transaction_digest(data)))
+        tid = data[24:32]
+    return out
+
+
+def answer_verify(st, req, stdout):
+    """The master's transaction digests from the replica's newest transaction
+    back to `since` (no snapshot needed: transaction files are write-once)."""
+    try:
+        since = tid_from_hex(req.options.get("since", "0" * 16))
+    except ValueError:
+        raise Refused("malformed request option since")
+    if req.tid > st.last_tid():
+        raise Refused("replica is ahead of the master (replica %s, master %s)"
+                      % (hex_tid(req.tid), hex_tid(st.last_tid())))
+    info = {"master_tid": hex_tid(st.last_tid()), "packed_tid": hex_tid(st.packed_tid()),
+            "chain": chain_digests(st, req.tid, since)}
+    stdout.write(b"replica answer 1 " + json.dumps(info).encode("ascii") + b"\n")
+    stdout.flush()
+    return None
 
 
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0):
@@ -307,10 +363,13 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     req = read_request(stdin)
     st = Storage(home)
     st.require_full("master")
-    if req.kind == "request":
+    if req.kind == "clone":
+        if not os.path.isdir(st.a_dir):
+            raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
+    else:
         check_request(st, req)
-    elif not os.path.isdir(st.a_dir):
-        raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
+    if req.kind == "verify":
+        return answer_verify(st, req, stdout)
     opts = req.options
     try:
         timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
@@ -329,11 +388,17 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
         else:
             snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log)
             with snap:
-                if req.kind == "request":
-                    check_reference(st, req)
-                    collect(st, req.tid, inc)
-                else:
-                    collect_clone(st, inc)
+                if req.kind == "clone":
+                    # a first copy streams the whole A/ while the storage
+                    # keeps serving from B/: there is no increment to gather
+                    info = {"master_tid": hex_tid(st.last_tid()), "format": st.format, "compress": "none"}
+                    stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+                    counts = write_clone(st, stdout)
+                    stdout.flush()
+                    log("clone sent %(files)d files, %(bytes)d bytes" % counts)
+                    return inc
+                check_reference(st, req)
+                collect(st, req.tid, inc)
             snap_seconds = snap.seconds
             log("master held in snapshot mode for %.3fs (%s)" % (snap_seconds, snap.method))
         if req.version >= 1:
