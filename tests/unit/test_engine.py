@@ -1,0 +1,270 @@
+"""The replication engine against the golden storages written by the real
+DirectoryStorage engine (tests/fixtures)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import journal, storage
+from dirstorage_replica.clone import clone
+from dirstorage_replica.info import storage_info, verify
+from dirstorage_replica.replica import PullOptions, pull
+from tests.support.checks import assert_objects, assert_reads_as, assert_same_files, manifest, replica_state
+
+NORMAL = ["bushy", "chunky", "lawn", "flat"]
+REFUSALS = ["packed-since", "diverged", "foreign"]
+DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
+
+
+@pytest.mark.parametrize("case", NORMAL)
+def test_pull_brings_replica_to_master(unpack_fixture, case):
+    d = unpack_fixture(case)
+    m = manifest(d)
+    result = pull(str(d / "master"), str(d / "replica"))
+    assert result["changed"] is True
+    assert result["before_tid"] == m["replica"]["last_tid"]
+    assert result["after_tid"] == m["master"]["last_tid"]
+    assert result["transactions"] == len(m["master"]["transactions"]) - len(
+        [t for t in m["master"]["transactions"] if t["tid"] <= m["replica"]["last_tid"]])
+    # exactly the files a history-driven pull must send, byte for byte
+    with tarfile.open(d / "replica" / "misc" / "replica.previous") as tar:
+        sent = sorted(tar.getnames())
+    assert sent == sorted(m["expected_increment"])
+    assert result["files"] == len(sent)
+    assert_same_files(d / "replica", d / "master", m["expected_increment"])
+    assert_objects(d / "replica", m["master"]["objects"])
+    # a replica is left as a stopped storage: a snapshot, nothing pending
+    st = storage.Storage(d / "replica")
+    assert st.snapshot_code() == "shutdown"
+    assert st.journal_entries() == []
+    assert not (d / "replica" / "misc" / ".replica.incoming").exists()
+
+
+@pytest.mark.parametrize("case", NORMAL)
+def test_second_pull_moves_nothing(unpack_fixture, case, capfd):
+    d = unpack_fixture(case)
+    pull(str(d / "master"), str(d / "replica"))
+    before = replica_state(d / "replica")
+    assert subprocess.call([DS_REPLICA, str(d / "master"), str(d / "replica")]) == 0
+    assert "already up to date" in capfd.readouterr().err
+    result = pull(str(d / "master"), str(d / "replica"))
+    assert (result["changed"], result["transactions"], result["files"], result["bytes"]) == (False, 0, 0, 0)
+    assert replica_state(d / "replica") == before
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refusals_leave_replica_untouched(unpack_fixture, case):
+    d = unpack_fixture(case)
+    m = manifest(d)
+    before = replica_state(d / "replica")
+    with pytest.raises(storage.DSError) as err:
+        pull(str(d / "master"), str(d / "replica"))
+    assert m["expect_error"] in str(err.value)
+    assert "\n" not in str(err.value)
+    assert replica_state(d / "replica") == before
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_cli_refusal_is_one_line_and_fails(unpack_fixture, case):
+    d = unpack_fixture(case)
+    proc = subprocess.run([DS_REPLICA, "-q", str(d / "master"), str(d / "replica")], capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ds-replica: ")
+    assert manifest(d)["expect_error"] in lines[0]
+    assert "Traceback" not in proc.stderr
+    verbose = subprocess.run([DS_REPLICA, "-v", str(d / "master"), str(d / "replica")], capture_output=True, text=True)
+    assert "Traceback" in verbose.stderr  # -v shows where
+
+
+def test_crashed_master_is_recovered_by_direct_snapshot(unpack_fixture):
+    d = unpack_fixture("crashed-master")
+    m = manifest(d)
+    result = pull(str(d / "master"), str(d / "replica"))
+    assert result["after_tid"] == m["after_recovery"]["last_tid"]
+    assert_objects(d / "replica", m["after_recovery"]["objects"])
+    assert_objects(d / "master", m["after_recovery"]["objects"])
+    # the master's journal was rolled forward (_done) and rolled back (_temp)
+    assert os.listdir(d / "master" / "journal") == []
+    assert storage.Storage(d / "master").snapshot_code() == "shutdown"
+
+
+def test_pending_replica_is_recovered_first(unpack_fixture):
+    d = unpack_fixture("pending-replica")
+    m = manifest(d)
+    st = storage.Storage(d / "replica")
+    assert st.journal_entries() == ["replica.tar"]
+    lines = []
+    result = pull(str(d / "master"), str(d / "replica"), log=lines.append)
+    assert any("pending" in line for line in lines)
+    assert result["before_tid"] == m["expected_after_recovery"]
+    assert result["after_tid"] == m["master"]["last_tid"]
+    assert_objects(d / "replica", m["master"]["objects"])
+    assert (d / "replica" / "misc" / "replica.previous").exists()
+
+
+def test_recovery_alone_applies_pending_increment(unpack_fixture):
+    d = unpack_fixture("pending-replica")
+    st = storage.Storage(d / "replica")
+    with st.lock(), st.sublock():
+        report = journal.recover(st)
+    assert report["replica_tar"] is True
+    assert storage.hex_tid(st.last_tid()) == manifest(d)["expected_after_recovery"]
+    assert_reads_as(d / "replica", d / "master")
+
+
+def test_strange_journal_entry_stops_everything(unpack_fixture):
+    d = unpack_fixture("bushy")
+    (d / "replica" / "journal" / "surprise").write_bytes(b"?")
+    before = replica_state(d / "replica")
+    with pytest.raises(storage.DSError, match="journal/ holds surprise"):
+        pull(str(d / "master"), str(d / "replica"))
+    assert replica_state(d / "replica") == before
+
+
+@pytest.mark.parametrize("side", ["master", "replica"])
+def test_minimal_storage_is_refused(unpack_fixture, side):
+    d = unpack_fixture("chunky")
+    settings = d / side / "config" / "settings"
+    settings.write_text(settings.read_text().replace("classname: Full", "classname: Minimal"))
+    before = replica_state(d / "replica")
+    with pytest.raises(storage.DSError, match="Minimal storage, not Full"):
+        pull(str(d / "master"), str(d / "replica"))
+    assert replica_state(d / "replica") == before
+
+
+def test_replica_ahead_of_master_is_refused(unpack_fixture, tmp_path):
+    d = unpack_fixture("lawn")
+    pull(str(d / "master"), str(d / "replica"))
+    # the master, restored from an older copy: its history is a prefix of the replica's
+    older = unpack_fixture("lawn")
+    before = replica_state(d / "replica")
+    # swap: pull the up-to-date replica from the older master copy (same identity)
+    with pytest.raises(storage.DSError, match="reference transaction does not exist|ahead"):
+        pull(str(older / "replica"), str(d / "replica"))
+    assert replica_state(d / "replica") == before
+
+
+def test_locked_replica_is_refused(unpack_fixture):
+    d = unpack_fixture("flat")
+    before = replica_state(d / "replica")
+    # a real flock held by another process, as a running storage holds it
+    holder = subprocess.Popen(["flock", "-x", str(d / "replica" / "misc" / "lock"), "sleep", "30"])
+    try:
+        for _ in range(100):
+            if storage.FileLock(str(d / "replica" / "misc" / "lock")).probe()[0]:
+                break
+            import time
+            time.sleep(0.05)
+        with pytest.raises(storage.Busy, match="in use"):
+            pull(str(d / "master"), str(d / "replica"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert replica_state(d / "replica") == before
+
+
+def test_master_in_use_without_snapshot_method_is_refused(unpack_fixture):
+    d = unpack_fixture("bushy")
+    before = replica_state(d / "replica")
+    # the master "runs": it holds misc/lock and misc/sublock; no snapshot.conf
+    lock = storage.FileLock(str(d / "master" / "misc" / "lock"))
+    sub = storage.FileLock(str(d / "master" / "misc" / "sublock"))
+    assert lock.acquire() and sub.acquire()
+    try:
+        (d / "master" / "misc" / "snapshot").unlink()
+        with pytest.raises(storage.Busy, match="cannot enter snapshot mode"):
+            pull(str(d / "master"), str(d / "replica"))
+    finally:
+        sub.release()
+        lock.release()
+    assert replica_state(d / "replica") == before
+
+
+def test_check_mode_reports_and_changes_nothing(unpack_fixture):
+    d = unpack_fixture("chunky")
+    m = manifest(d)
+    before = replica_state(d / "replica")
+    master_before = replica_state(d / "master")
+    result = pull(str(d / "master"), str(d / "replica"), PullOptions(check=True))
+    assert result["changed"] is False
+    assert result["files"] == len(m["expected_increment"])
+    assert result["transactions"] > 0
+    assert replica_state(d / "replica") == before
+    assert replica_state(d / "master") == master_before
+
+
+def test_compressed_and_throttled_pull(unpack_fixture):
+    d = unpack_fixture("flat")
+    m = manifest(d)
+    result = pull(str(d / "master"), str(d / "replica"), PullOptions(compress=True, bwlimit=100000))
+    assert result["after_tid"] == m["master"]["last_tid"]
+    assert_objects(d / "replica", m["master"]["objects"])
+
+
+def test_serve_answers_the_old_request_with_plain_ustar(unpack_fixture):
+    d = unpack_fixture("bushy")
+    m = manifest(d)
+    st = storage.Storage(d / "replica")
+    tid = st.last_tid()
+    request = "replica request 0\n%s\n%s\n%s\n" % (st.identity, storage.hex_tid(tid), st.transaction_md5(tid))
+    proc = subprocess.run([DS_REPLICA, "serve", str(d / "master")], input=request.encode(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout[257:263] == b"ustar\0"
+    out = d / "answer.tar"
+    out.write_bytes(proc.stdout)
+    with tarfile.open(out, format=tarfile.USTAR_FORMAT) as tar:
+        members = tar.getmembers()
+        assert all(mb.isreg() for mb in members)
+        assert sorted(mb.name for mb in members) == sorted(m["expected_increment"])
+        for mb in members:
+            assert tar.extractfile(mb).read() == (d / "master" / mb.name).read_bytes()
+
+
+def test_serve_refuses_with_message_and_status(unpack_fixture):
+    d = unpack_fixture("foreign")
+    st = storage.Storage(d / "replica")
+    tid = st.last_tid()
+    request = "replica request 0\n%s\n%s\n%s\n" % (st.identity, storage.hex_tid(tid), st.transaction_md5(tid))
+    proc = subprocess.run([DS_REPLICA, "serve", str(d / "master")], input=request.encode(), capture_output=True)
+    assert proc.returncode != 0
+    assert proc.stdout == b""
+    assert b"identity" in proc.stderr
+
+
+def test_clone_then_pull_and_verify(unpack_fixture, tmp_path):
+    d = unpack_fixture("crashed-master")
+    m = manifest(d)
+    dest = tmp_path / "standby"
+    result = clone(str(d / "master"), str(dest))
+    assert result["after_tid"] == m["after_recovery"]["last_tid"]
+    assert_objects(dest, m["after_recovery"]["objects"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
+    assert verify(str(dest), str(d / "master"))["ok"] is True
+    with pytest.raises(storage.DSError, match="already holds a storage"):
+        clone(str(d / "master"), str(dest))
+    info = storage_info(str(dest))
+    assert info["last_tid"] == m["after_recovery"]["last_tid"] and info["snapshot"] is True
+    assert pull(str(d / "master"), str(dest))["transactions"] == 0
+
+
+def test_verify_detects_damage(unpack_fixture):
+    d = unpack_fixture("lawn")
+    pull(str(d / "master"), str(d / "replica"))
+    assert verify(str(d / "replica"), str(d / "master"))["ok"] is True
+    st = storage.Storage(d / "replica")
+    victim = Path(st.path(storage.transaction_name(st.last_tid())))
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = verify(str(d / "replica"), str(d / "master"))
+    assert result["ok"] is False
+    assert any("MD5" in p or "differs" in p for p in result["problems"])
+    proc = subprocess.run([DS_REPLICA, "verify", str(d / "replica")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout.startswith("CRITICAL")
