@@ -52,7 +52,7 @@ def assert_reads_as(replica_dir, master_dir):
     m = storage.Storage(master_dir)
     r = storage.Storage(replica_dir)
     assert r.last_tid() == m.last_tid()
-    for rel, name in m.iter_files("A"):
+    for _rel, name in m.iter_files("A"):
         if name and name.endswith(".c"):
             oid = bytes.fromhex(name[1:17])
             assert r.load(oid) == m.load(oid), name
