@@ -102,7 +102,7 @@ def test_extra_listen_addresses():
     assert not server.alive()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating local accounts needs root")
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating local accounts needs root")  # ci-runs: CI is root
 def test_other_local_account_can_log_in(sshd):
     name = "dstest_harness"
     ensure_local_user(name)
