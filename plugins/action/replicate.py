@@ -62,5 +62,8 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         del tmp  # unused since ansible 2.5
         args = self._resolve_master(dict(self._task.args), task_vars)
-        result.update(self._execute_module(module_args=args, task_vars=task_vars))
+        wrap_async = self._task.async_val and not self._connection.has_native_async
+        result.update(self._execute_module(module_args=args, task_vars=task_vars, wrap_async=wrap_async))
+        if not wrap_async:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
         return result

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dirstorage_replica.ansible_args import CONNECTION_ARGS
 from dirstorage_replica.storage import Storage, hex_tid
 from tests.support.checks import assert_reads_as, manifest, replica_state
 
@@ -170,10 +171,14 @@ def test_ansible_doc_renders_every_module():
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     docs = json.loads(r.stdout)
-    # the shared connection options reached the modules that talk to a master
+    # the shared connection options reached the modules that talk to a master, documented as specified
     for name in ("replicate", "clone", "verify"):
         opts = docs["dirstorage.replication." + name]["doc"]["options"]
-        assert {"port", "user", "key_file", "known_hosts_file", "accept_new_host_key", "ssh_command"} <= set(opts)
+        for key, spec in CONNECTION_ARGS.items():
+            assert key in opts, (name, key)
+            assert opts[key]["type"] == spec["type"], (name, key)
+            assert opts[key].get("default") == spec.get("default"), (name, key)
+            assert opts[key].get("choices") == spec.get("choices"), (name, key)
 
 
 def test_action_plugin_resolves_master_from_inventory(unpack_fixture, tmp_path):
