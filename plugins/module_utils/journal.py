@@ -51,21 +51,15 @@ def _syncfs(path):
 
 
 class Durability(object):
-    """Collects what a batch of writes touched and makes it durable at once."""
+    """Makes a batch of writes under a storage home durable at once."""
 
     def __init__(self, home, enabled=True):
         self.home = home
         self.enabled = enabled
-        self.dirs = set()
-
-    def touched(self, path):
-        self.dirs.add(os.path.dirname(path))
 
     def commit(self):
-        if not self.enabled:
-            return
-        _syncfs(self.home)
-        self.dirs.clear()
+        if self.enabled:
+            _syncfs(self.home)
 
 
 def is_mutable(name):
@@ -113,7 +107,6 @@ def _move_into(st, src, name, dur):
     dst = st.path(name, "A")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
-    dur.touched(dst)
 
 
 def recombine(st, dur):
@@ -212,6 +205,8 @@ class MemberChecker(object):
         if logical is None:
             raise Corrupt("%s is not a valid %s storage file name" % (where, self.fmt))
         parsed = check_member(logical, member.data, where)
+        if hasattr(parsed, "pickle"):
+            parsed.pickle = None  # checked; the bytes live in the spooled archive
         if self.keep:
             self.names[logical] = (member, parsed)
         return logical
@@ -251,7 +246,6 @@ def apply_archive(st, tar_path=None, progress=None):
                 os.replace(tmp, dst)
             else:
                 write_file(dst, member.data, mode)
-            dur.touched(dst)
             count += 1
             if progress:
                 progress(count, member.size)

@@ -60,7 +60,9 @@ def open_channel(master, opts, log, verb="serve"):
     command = transport.remote_command(path, opts.remote_command, opts.remote_dir, verb)
     log("connecting to %s and running: %s" % (host, command))
     if opts.ssh_command:
-        return transport.openssh(opts.ssh_command, user or opts.user, host, command)
+        return transport.openssh(opts.ssh_command, user or opts.user, host, command, port=opts.port,
+                                 key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
+                                 accept_new_host_key=opts.accept_new_host_key)
     return transport.paramiko_connect(host, command, user=user or opts.user, port=opts.port,
                                       key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
                                       accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)

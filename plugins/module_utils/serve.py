@@ -44,7 +44,26 @@ from .storage import (
 )
 
 MAX_REQUEST = 64 * 1024
-MEMORY_FILE_LIMIT = 64 * 1024
+MEMORY_FILE_LIMIT = 64 * 1024  # files up to this size may be read into memory...
+MEMORY_BUDGET = 32 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
+FD_RESERVE = 64  # descriptors left free for everything else
+
+
+def _fd_budget():
+    """How many files the increment may keep open (soft limit raised to hard)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+                soft = want
+            except (ValueError, OSError):
+                pass
+        return max(0, soft - FD_RESERVE)
+    except (ImportError, OSError, ValueError):
+        return 512
 
 
 class Request(object):
@@ -128,6 +147,9 @@ class Increment(object):
         self.bytes = 0
         self.spool = None
         self.master_tid = ZERO_TID
+        self.in_memory = 0
+        self.open_files = 0
+        self.fd_budget = None
 
     def close(self):
         for e in self.entries:
@@ -141,23 +163,31 @@ class Increment(object):
     def add_data(self, name, data):
         self.entries.append(Entry(name, len(data), data=data))
         self.bytes += len(data)
+        self.in_memory += len(data)
 
     def add_file(self, name, path):
-        """Keep a write-once file for sending after snapshot mode is left."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            if e.errno != errno.EMFILE:
-                raise
-            fd = None
+        """Keep a write-once file for sending after snapshot mode is left:
+        small ones in memory (within a budget), others as open descriptors
+        (cheap: no copy while the master is held), and past the descriptor
+        budget, copied into a spool file."""
+        if self.fd_budget is None:
+            self.fd_budget = _fd_budget()
+        fd = None
+        if self.open_files < self.fd_budget:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                if e.errno not in (errno.EMFILE, errno.ENFILE):
+                    raise
         if fd is not None:
             size = os.fstat(fd).st_size
-            if size <= MEMORY_FILE_LIMIT:
+            if size <= MEMORY_FILE_LIMIT and self.in_memory + size <= MEMORY_BUDGET:
                 data = _read_fd(fd, size)
                 os.close(fd)
                 self.add_data(name, data)
                 return
             self.entries.append(Entry(name, size, fd=fd))
+            self.open_files += 1
             self.bytes += size
             return
         # out of descriptors: copy into a spool file instead

@@ -214,12 +214,23 @@ def remote_command(master_path, remote_command=None, remote_dir=None, verb="serv
     return " ".join(shlex.quote(w) for w in (exe, verb, master_path))
 
 
-def openssh(ssh_command, user, host, command):
+def openssh(ssh_command, user, host, command, port=None, key_file=None, known_hosts_file=None,
+            accept_new_host_key=False):
+    """Run `command` on the master through an OpenSSH client command line;
+    explicit options are passed on as OpenSSH flags (never through a shell)."""
     argv = shlex.split(ssh_command)
     if not argv:
         raise DSError("the ssh command is empty", "give a command such as 'ssh -p 2222'")
+    if port:
+        argv += ["-p", str(port)]
+    if key_file:
+        argv += ["-i", key_file]
+    if known_hosts_file:
+        argv += ["-o", "UserKnownHostsFile=%s" % known_hosts_file]
+    if accept_new_host_key:
+        argv += ["-o", "StrictHostKeyChecking=accept-new"]
     dest = "%s@%s" % (user, host) if user else host
-    return ProcessChannel(argv + [dest, command])
+    return ProcessChannel(argv + ["--", dest, command])
 
 
 def paramiko_connect(host, command, user=None, port=None, key_file=None, known_hosts_file=None,
