@@ -53,6 +53,11 @@ options:
         (for example packing). C(0) tries once.
     type: float
     default: 0
+  snapshot_interval:
+    description:
+      - Pause in seconds between those tries (used with O(snapshot_timeout)).
+    type: float
+    default: 5
   timeout:
     description:
       - Network timeout in seconds.

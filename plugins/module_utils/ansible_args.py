@@ -22,6 +22,7 @@ CONNECTION_ARGS = dict(
     remote_command=dict(type="str", default="ds-replica"),
     ssh_command=dict(type="str"),
     snapshot_timeout=dict(type="float", default=0.0),
+    snapshot_interval=dict(type="float", default=5.0),
     timeout=dict(type="float", default=60.0),
     compress=dict(type="bool", default=False),
     bwlimit=dict(type="float"),

@@ -63,6 +63,8 @@ def _add_ssh_options(p):
     g.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
     g.add_argument("--snapshot-timeout", type=float, default=0.0, metavar="S",
                    help="keep retrying snapshot mode on the master for S seconds (the old -t)")
+    g.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S",
+                   help="pause between those tries (the old -s; default 5)")
     g.add_argument("--compress", action="store_true", help="compress the transfer (for slow links)")
     g.add_argument("--bwlimit", type=float, metavar="KIB", help="limit the transfer to KIB KiB/s")
     g.add_argument("--protocol", type=int, choices=(0, 1), default=1,
@@ -97,7 +99,8 @@ def _options(args):
     return PullOptions(port=args.port, key_file=args.key_file, known_hosts_file=args.known_hosts_file,
                        accept_new_host_key=args.accept_new_host_key, ssh_command=args.ssh_command,
                        remote_command=args.remote_command, remote_dir=remote_dir,
-                       snapshot_timeout=args.snapshot_timeout, timeout=args.timeout, compress=args.compress,
+                       snapshot_timeout=args.snapshot_timeout, snapshot_interval=args.snapshot_interval,
+                       timeout=args.timeout, compress=args.compress,
                        bwlimit=args.bwlimit, protocol=args.protocol, check=getattr(args, "check", False))
 
 
@@ -168,9 +171,9 @@ def cmd_serve(argv):
                                 description="Answer one replication request on stdin/stdout (run by ssh on the "
                                             "master; safe as an authorized_keys forced command).")
     p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--snapshot-timeout", type=float, default=0.0, metavar="S",
-                   help="retry entering snapshot mode for up to S seconds")
-    p.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
+    p.add_argument("-t", "--snapshot-timeout", type=float, default=0.0, metavar="S",
+                   help="retry entering snapshot mode for up to S seconds (a request may ask for more)")
+    p.add_argument("-s", "--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
     p.add_argument("directory")
     args = p.parse_args(argv)
     from .serve import serve

@@ -28,7 +28,7 @@ class PullOptions(object):
 
     def __init__(self, port=None, user=None, key_file=None, known_hosts_file=None, accept_new_host_key=False,
                  ssh_command=None, remote_command=None, remote_dir=None, snapshot_timeout=0.0, timeout=60.0,
-                 compress=False, bwlimit=None, protocol=1, check=False):
+                 compress=False, bwlimit=None, protocol=1, check=False, snapshot_interval=5.0):
         self.port = port
         self.user = user
         self.key_file = key_file
@@ -38,6 +38,7 @@ class PullOptions(object):
         self.remote_command = remote_command
         self.remote_dir = remote_dir
         self.snapshot_timeout = snapshot_timeout
+        self.snapshot_interval = snapshot_interval
         self.timeout = timeout
         self.compress = compress
         self.bwlimit = bwlimit
@@ -66,6 +67,14 @@ def open_channel(master, opts, log, verb="serve"):
     return transport.paramiko_connect(host, command, user=user or opts.user, port=opts.port,
                                       key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
                                       accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
+
+
+class OldMaster(DSError):
+    """A master that is not ds-replica refused a version 1 request."""
+
+    def __init__(self, text):
+        self.text = text
+        super().__init__("the master refused request version 1: %s" % text)
 
 
 def master_failure(status, err, what="the master"):
@@ -196,11 +205,20 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
             options["compress"] = "gzip"
         if opts.snapshot_timeout:
             options["snapshot-timeout"] = "%g" % opts.snapshot_timeout
+            options["snapshot-interval"] = "%g" % opts.snapshot_interval
         version = 1 if (opts.protocol >= 1 or options) else 0
         req = Request("request", version, st.identity, before, md5, options)
         log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before),
                                                                 _when(before)))
-        result = _exchange(master, st, req, opts, log, incoming, before, progress)
+        try:
+            result = _exchange(master, st, req, opts, log, incoming, before, progress)
+        except OldMaster as e:
+            if options:
+                raise Refused("the master does not speak request version 1 (%s)" % e.text,
+                              "drop --check/--compress/--snapshot-timeout for this master, or upgrade it")
+            log("the master does not speak request version 1 (%s); asking again with version 0" % e.text)
+            req.version = 0
+            result = _exchange(master, st, req, opts, log, incoming, before, progress)
         if result["transactions"] and not opts.check:
             _commit(st, incoming)
             log("commit point passed; applying %d files" % result["files"])
@@ -247,7 +265,12 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
                 ok = True
                 if status == 0 and not first:
                     raise Corrupt("the master sent no answer")
-                raise master_failure(status or 1, err if err.strip() else first.decode("utf-8", "replace"))
+                text = err if err.strip() else first.decode("utf-8", "replace")
+                failure = master_failure(status or 1, text)
+                if (status not in (0, 127, 255) and "ds-replica serve:" not in text
+                        and not isinstance(failure, transport.TransportError)):
+                    raise OldMaster(" ".join(text.split())[:200] or "no message")
+                raise failure
             try:
                 info = json.loads(first[len(ANSWER_PREFIX):].decode("ascii"))
             except ValueError:

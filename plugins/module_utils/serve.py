@@ -403,8 +403,9 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     opts = req.options
     try:
         timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
+        snapshot_interval = min(max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1), 600.0)
     except ValueError:
-        raise Refused("malformed request option snapshot-timeout")
+        raise Refused("malformed request option snapshot-timeout or snapshot-interval")
     dry_run = opts.get("dry-run") == "1"
     compress = opts.get("compress", "none")
     if compress not in ("none", "gzip"):

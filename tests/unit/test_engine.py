@@ -268,3 +268,42 @@ def test_verify_detects_damage(unpack_fixture):
     assert any("MD5" in p or "differs" in p for p in result["problems"])
     proc = subprocess.run([DS_REPLICA, "verify", str(d / "replica")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout.startswith("CRITICAL")
+
+
+def test_falls_back_to_version_0_for_an_old_master(unpack_fixture):
+    import shlex
+    d = unpack_fixture("bushy")
+    m = manifest(d)
+    old = Path(__file__).resolve().parent.parent / "support" / "old_master.py"
+    cmd = "%s %s %s" % (shlex.quote(sys.executable), shlex.quote(str(old)), shlex.quote(str(d / "master")))
+    lines = []
+    result = pull("old.invalid:/ignored", str(d / "replica"), PullOptions(ssh_command=cmd), log=lines.append)
+    assert result["after_tid"] == m["master"]["last_tid"]
+    assert any("version 0" in line for line in lines)
+    assert_objects(d / "replica", m["master"]["objects"])
+    # what needs version 1 is refused clearly instead of half-working
+    d2 = unpack_fixture("bushy")
+    with pytest.raises(storage.DSError, match="does not speak request version 1"):
+        pull("old.invalid:/ignored", str(d2 / "replica"), PullOptions(ssh_command=cmd.replace(
+            str(d / "master"), str(d2 / "master")), check=True))
+
+
+def test_busy_master_is_retried_within_snapshot_timeout(unpack_fixture):
+    import threading
+    import time
+    d = unpack_fixture("lawn")
+    lock = storage.FileLock(str(d / "master" / "misc" / "lock"))
+    sub = storage.FileLock(str(d / "master" / "misc" / "sublock"))
+    assert lock.acquire() and sub.acquire()
+    (d / "master" / "misc" / "snapshot").unlink()
+
+    def stop_storage():  # the "running storage" shuts down cleanly after a while
+        time.sleep(1.5)
+        storage.Storage(d / "master").write_snapshot_marker("shutdown")
+        sub.release()
+        lock.release()
+
+    threading.Thread(target=stop_storage).start()
+    t0 = time.monotonic()
+    result = pull(str(d / "master"), str(d / "replica"), PullOptions(snapshot_timeout=10, snapshot_interval=0.5))
+    assert result["changed"] and time.monotonic() - t0 >= 1.0
