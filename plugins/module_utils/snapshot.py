@@ -25,6 +25,7 @@ from . import journal
 from .storage import Busy, DSError
 
 CODE_PREFIX = "ds-replica"
+SHUTDOWN = "shutdown"
 
 
 class Method(object):
@@ -253,12 +254,19 @@ class Snapshot(object):
             reasons.append("misc/sublock is held (the storage is running and not in snapshot mode)")
             return False
         self.sublock = sub
-        if st.snapshot_code() is None:
+        code = st.snapshot_code()
+        if code is None:
             reasons.append("misc/snapshot is missing: the storage is not a snapshot")
             return False
+        mine = self.entered is not None and code == "user/" + self.code
+        if not mine and code != SHUTDOWN:
+            # someone else's snapshot (a backup, a pack): theirs to end, and A/
+            # may be theirs to change; respect it and retry later
+            reasons.append("the storage is in snapshot mode for someone else (%s)" % code)
+            return False
         if self.method is None:
-            self.method = "existing (%s)" % st.snapshot_code()
-        self.log("holding snapshot (%s)" % st.snapshot_code())
+            self.method = "stopped storage"
+        self.log("holding snapshot (%s)" % code)
         return True
 
     def _direct(self, reasons):
@@ -278,8 +286,10 @@ class Snapshot(object):
                 if journal.recombine(st, dur):
                     st.remove_snapshot_marker()
                     dur.commit()
-                if st.snapshot_code() is None:
-                    st.write_snapshot_marker("shutdown")
+                if st.snapshot_code() != SHUTDOWN:
+                    # not running, recovered: a stopped storage, whatever
+                    # snapshot code a crashed process left behind
+                    st.write_snapshot_marker(SHUTDOWN)
                 if report["rolled_forward"] or report["rolled_back"]:
                     self.log("direct: recovered the journal (%d rolled forward, %d rolled back)"
                              % (report["rolled_forward"], report["rolled_back"]))

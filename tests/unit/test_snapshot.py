@@ -1,0 +1,99 @@
+"""Snapshot mode through config/snapshot.conf against a running test master
+and its XML-RPC toolkit (real HTTP, basic authentication)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from dirstorage_replica import snapshot, storage
+from dirstorage_replica.clone import clone
+from dirstorage_replica.replica import PullOptions, pull
+from tests.support.master import TestMaster, create_storage
+from tests.support.toolkit import ToolkitServer
+
+
+@pytest.fixture
+def running(tmp_path):
+    """A running master (locks held, journal flushing) with an http snapshot
+    method and `nodirect`, and a standby cloned from it."""
+    home = tmp_path / "master"
+    create_storage(str(home), "chunky")
+    master = TestMaster(str(home))
+    master.open()
+    toolkit = ToolkitServer(master, password="s3cret-pw")
+    toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
+    for i in range(5):
+        master.commit({master.new_oid(): b"first %d" % i})
+    standby = tmp_path / "standby"
+    clone(str(home), str(standby))
+    yield master, toolkit, home, standby
+    toolkit.stop()
+    if master.is_open:
+        master.close()
+
+
+def test_parse_conf_order_and_defaults(tmp_path):
+    methods, problems = snapshot.parse_conf("http http://h/x access\n\nbogus line\n", str(tmp_path))
+    assert [m.kind for m in methods] == ["http", "direct"]
+    assert problems and "line 3" in problems[0]
+    methods, _ = snapshot.parse_conf("nodirect\nhttp http://h/x a\n", str(tmp_path))
+    assert [m.kind for m in methods] == ["http"]
+    methods, _ = snapshot.parse_conf("direct\nhttp http://h/x a\n", str(tmp_path))
+    assert [m.kind for m in methods] == ["direct", "http"]
+
+
+def test_pull_from_running_master_over_http(running):
+    master, toolkit, home, standby = running
+    for i in range(7):
+        master.commit({master.new_oid(): b"more %d" % i, 1: b"changed %d" % i})
+    result = pull(str(home), str(standby))
+    assert result["transactions"] == 7
+    assert toolkit.calls["enterSnapshot"] == 2 and toolkit.calls["leaveSnapshot"] == 2  # clone + pull
+    assert not master.in_snapshot
+    # every object reads on the replica as the running master serves it
+    replica = storage.Storage(str(standby))
+    assert master.last_oid == 12
+    for oid in range(1, master.last_oid + 1):
+        tid, data = master.load(oid)
+        rtid, rdata = replica.load(oid.to_bytes(8, "big"))
+        assert (rtid, hashlib.md5(rdata).digest()) == (tid, hashlib.md5(data).digest())
+
+
+def test_wrong_password_is_reported_without_leaking_it(running):
+    master, toolkit, home, standby = running
+    access = home / "config" / "toolkit.access"
+    access.write_text("admin:wrong-password\n")
+    master.commit({1: b"x"})
+    with pytest.raises(storage.Busy) as err:
+        pull(str(home), str(standby))
+    assert "401" in str(err.value)
+    assert "wrong-password" not in str(err.value) and "s3cret" not in str(err.value)
+    assert not master.in_snapshot
+
+
+def test_someone_elses_snapshot_is_respected(running):
+    master, toolkit, home, standby = running
+    master.commit({1: b"x"})
+    master.enter_snapshot("backup-job")
+    with pytest.raises(storage.Busy, match="someone else"):
+        pull(str(home), str(standby), PullOptions(snapshot_timeout=1.0, snapshot_interval=0.3))
+    assert master.snapshot_code == "user/backup-job"  # not ended by us
+    master.leave_snapshot("backup-job")
+    assert pull(str(home), str(standby))["transactions"] == 1
+
+
+def test_snapshot_abandoned_by_a_dead_pull_is_left(running):
+    master, toolkit, home, standby = running
+    import socket
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    code = "ds-replica-%s-%d" % (socket.gethostname(), dead.pid)
+    master.enter_snapshot(code)
+    master.commit({1: b"written while stuck"})
+    result = pull(str(home), str(standby))
+    assert result["transactions"] == 1
+    assert not master.in_snapshot
+    assert toolkit.calls["leaveSnapshot"] >= 2
