@@ -17,7 +17,19 @@ import time
 
 from . import journal, transport, ustar
 from .serve import Request
-from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, Storage, classify, fsync_path, hex_tid, tid_to_epoch
+from .storage import (
+    ZERO_TID,
+    Busy,
+    Corrupt,
+    DSError,
+    Refused,
+    Storage,
+    classify,
+    fsync_path,
+    hex_tid,
+    tid_to_datetime,
+    tid_to_epoch,
+)
 
 INCOMING = ".replica.incoming"
 ANSWER_PREFIX = b"replica answer 1 "
@@ -187,7 +199,14 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
     lock, sub = lock_replica(st)
     incoming = st.sub("misc", INCOMING)
     try:
-        report = journal.recover(st)
+        if opts.check:
+            # check mode changes nothing, not even a recovery: only say so
+            journal.check_journal(st)
+            report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
+            if st.journal_entries():
+                log("the replica's journal needs recovery; the next real pull will do it first")
+        else:
+            report = journal.recover(st)
         if report["replica_tar"]:
             log("applied an increment left pending by an interrupted pull")
         elif report["rolled_forward"] or report["rolled_back"] or report["recombined"]:
@@ -245,7 +264,6 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
 
 
 def _when(tid):
-    from .storage import tid_to_datetime
     when = tid_to_datetime(tid)
     return "empty" if when is None else when.strftime("%Y-%m-%d %H:%M:%S UTC")
 

@@ -307,3 +307,12 @@ def test_busy_master_is_retried_within_snapshot_timeout(unpack_fixture):
     t0 = time.monotonic()
     result = pull(str(d / "master"), str(d / "replica"), PullOptions(snapshot_timeout=10, snapshot_interval=0.5))
     assert result["changed"] and time.monotonic() - t0 >= 1.0
+
+
+def test_check_mode_does_not_even_recover(unpack_fixture):
+    d = unpack_fixture("pending-replica")
+    before = replica_state(d / "replica")
+    result = pull(str(d / "master"), str(d / "replica"), PullOptions(check=True))
+    assert result["changed"] is False and result["transactions"] > 0
+    assert replica_state(d / "replica") == before
+    assert (d / "replica" / "journal" / "replica.tar").exists()
