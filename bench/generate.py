@@ -303,8 +303,10 @@ def ensure(n, k, cache=DEFAULT_CACHE, fmt="bushy", seed=1, per_txn=8, big=0.001,
         t0 = time.monotonic()
         link_copy(base, master)
         kw = {}
-        if inc_profile == "large":  # ~1 GB of 100 KB - 1 MB... objects, for the memory test
+        if inc_profile == "large":  # objects of 200 KB - 1 MB (sent from open files by serve)
             kw = dict(big=1.0, large=(200_000, 1_000_000), new_fraction=0.0)
+        elif inc_profile == "medium":  # objects of 16 - 64 KB (held in memory by serve)
+            kw = dict(big=1.0, large=(16_000, 64_000), new_fraction=0.0)
         written = add_transactions(master, k, per_txn=per_txn, **kw)
         size = sum(os.path.getsize(os.path.join(master, rel)) for rel in written)
         with open(inc_json, "w") as f:
@@ -323,7 +325,7 @@ def main(argv=None):
     p.add_argument("--per-txn", type=int, default=8)
     p.add_argument("--format", default="bushy", choices=ds.FORMATS)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--profile", default="small", choices=("small", "large"))
+    p.add_argument("--profile", default="small", choices=("small", "medium", "large"))
     p.add_argument("--cache", default=DEFAULT_CACHE)
     p.add_argument("--out", help="also write a stand-alone master/replica pair here (plain copies)")
     a = p.parse_args(argv)

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`make bench`: a pull costs what changed, not what exists.
+
+Everything runs in one go against one private OpenSSH sshd on 127.0.0.1
+(tests/support/sshd.py), with generated storages cached under
+bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
+
+  a. increment vs rsync: pull K new transactions from an N-file storage,
+     against `rsync -a -e ssh master/ replica/`
+  b. scaling: the same increment from every N in BENCH_N
+  c. first copy: `ds-replica clone` against `tar | ssh | tar`
+  d. snapshot time: snapshot_seconds / pull wall time for K=1000, also throttled
+  e. memory: peak RSS of serve and of the pull for a ~1 GB increment
+  f. durable apply: journal.apply_archive (one syncfs) against fsync per file
+     and per folder
+
+Settings (environment or flags): BENCH_N (default 30000,300000), BENCH_K (100),
+BENCH_RUNS (3), BENCH_K_SNAPSHOT (1000), BENCH_CLONE_N (largest N),
+BENCH_CLONE_RUNS (1), BENCH_MEM_MB (1024), BENCH_ONLY (e.g. "a,b,d"), BENCH_CACHE, BENCH_BWLIMIT (KiB/s).
+Results: bench/results/results.json; plot: docs/benchmark-pull-vs-n.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import generate  # noqa: E402
+
+from dirstorage_replica import journal, storage, ustar  # noqa: E402
+from tests.support.sshd import start_sshd  # noqa: E402
+
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+DS = os.path.join(VENV_BIN, "ds-replica")
+RESULTS = os.path.join(HERE, "results")
+WORK = os.path.join(RESULTS, "work")
+
+
+def log(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def sh(argv, **kw):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+
+
+def timed(argv, **kw):
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    wall = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(argv[:3]), proc.returncode, proc.stderr.strip()[-2000:]))
+    return wall, proc.stdout
+
+
+def median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def drop_dirty():
+    """Flush dirty pages from setup (cp -al, resets) so runs do not pay for them."""
+    os.sync()
+
+
+class Bench(object):
+    def __init__(self, args):
+        self.a = args
+        self.sshd = None
+        self.ssh = None
+        self.results = {"settings": vars(args).copy(), "machine": machine(), "scenarios": {}}
+
+    # -- plumbing -------------------------------------------------------
+    def start(self):
+        self.sshd = start_sshd(listen=["127.0.0.1"])
+        self.ssh = self.sshd.ssh_command_string()
+        self.user_host = "%s@127.0.0.1" % self.sshd.user
+        os.makedirs(WORK, exist_ok=True)
+        log("sshd on 127.0.0.1:%d" % self.sshd.port)
+
+    def stop(self):
+        if self.sshd is not None:
+            self.sshd.stop()
+
+    def pull_argv(self, master, replica, extra=(), remote=DS, wrap=()):
+        return list(wrap) + [DS, "--json", "-q", "-e", self.ssh, "--remote-command", remote] + list(extra) + [
+            "%s:%s" % (self.user_host, master), replica]
+
+    def pull(self, master, replica, extra=(), remote=DS, wrap=()):
+        wall, out = timed(self.pull_argv(master, replica, extra, remote, wrap))
+        res = json.loads(out)
+        if not res.get("changed"):
+            raise RuntimeError("the pull changed nothing: %s" % res)
+        return wall, res
+
+    def rsync(self, master, replica):
+        return timed(["rsync", "-a", "-e", self.ssh, "%s:%s/" % (self.user_host, master), replica + "/"])[0]
+
+    def storage(self, n, k, **kw):
+        t0 = time.monotonic()
+        info = generate.ensure(n, k, cache=self.a.cache, log=log, **kw)
+        spent = time.monotonic() - t0
+        if spent > 1:
+            log("storages for N=%d K=%d ready in %.0fs" % (n, k, spent))
+        return info
+
+    def replica_for(self, info, tag):
+        path = os.path.join(WORK, "replica-%s" % tag)
+        generate.link_copy(info["base"], path)
+        return path
+
+    def save(self):
+        with open(os.path.join(RESULTS, "results.json"), "w") as f:
+            json.dump(self.results, f, indent=1, sort_keys=True)
+
+    # -- a + b: increment vs rsync, scaling ------------------------------
+    def increment(self):
+        out = {}
+        for n in self.a.n:
+            info = self.storage(n, self.a.k)
+            replica = self.replica_for(info, "n%d" % n)
+            ds_t, rs_t, res = [], [], None
+            for _ in range(self.a.runs):
+                generate.reset_replica(info["base"], replica, info["increment"])
+                drop_dirty()
+                wall, res = self.pull(info["master"], replica)
+                ds_t.append(wall)
+                generate.reset_replica(info["base"], replica, info["increment"])
+                drop_dirty()
+                rs_t.append(self.rsync(info["master"], replica))
+            files_total = info["base_facts"]["revisions"] + info["base_facts"]["transactions"] + \
+                info["base_facts"]["objects"]
+            out[str(n)] = {"n_revisions": n, "files_in_storage": files_total, "k": self.a.k,
+                           "increment_files": res["files"], "increment_bytes": res["bytes"],
+                           "ds_replica_s": ds_t, "rsync_s": rs_t,
+                           "ds_replica_median_s": median(ds_t), "rsync_median_s": median(rs_t),
+                           "snapshot_s": res["snapshot_seconds"]}
+            log("N=%d: ds-replica %.3fs, rsync %.3fs (medians; %d files in the increment)"
+                % (n, median(ds_t), median(rs_t), res["files"]))
+            shutil.rmtree(replica)
+            self.results["scenarios"]["increment"] = out
+            self.save()
+
+    # -- c: first copy ----------------------------------------------------
+    def first_copy(self):
+        n = self.a.clone_n
+        info = self.storage(n, self.a.k)
+        base = info["base"]
+        dest = os.path.join(WORK, "clone-dest")
+        cl, tr, res = [], [], None
+        for _ in range(self.a.clone_runs):
+            shutil.rmtree(dest, ignore_errors=True)
+            drop_dirty()
+            wall, text = timed([DS, "clone", "--json", "-q", "-e", self.ssh, "--remote-command", DS,
+                                "%s:%s" % (self.user_host, base), dest])
+            res = json.loads(text)
+            cl.append(wall)
+            shutil.rmtree(dest)
+            os.makedirs(dest)
+            drop_dirty()
+            remote = "tar -cf - -C %s A" % shlex.quote(base)
+            pipe = "%s %s %s | tar -xf - -C %s" % (self.ssh, self.user_host, shlex.quote(remote), shlex.quote(dest))
+            tr.append(timed(["bash", "-o", "pipefail", "-c", pipe])[0])
+        shutil.rmtree(dest, ignore_errors=True)
+        self.results["scenarios"]["first_copy"] = {
+            "n_revisions": n, "runs": len(cl), "files": res["files"], "bytes": res["bytes"],
+            "clone_s": cl, "tar_ssh_s": tr,
+            "clone_median_s": median(cl), "tar_ssh_median_s": median(tr),
+            "ratio": median(cl) / median(tr)}
+        log("clone N=%d: ds-replica clone %.1fs, tar|ssh|tar %.1fs" % (n, median(cl), median(tr)))
+        self.save()
+
+    # -- d: snapshot time -------------------------------------------------
+    def snapshot(self):
+        n = min(self.a.n)
+        info = self.storage(n, self.a.k_snapshot)
+        replica = self.replica_for(info, "snap")
+        out = {"n_revisions": n, "k": self.a.k_snapshot, "increment_bytes": info["increment_bytes"],
+               "increment_files": len(info["increment"])}
+        bw = self.a.bwlimit or max(256, int(info["increment_bytes"] / 1024 / 8))  # ~8 s of transfer
+        for label, extra in (("free", []), ("bwlimit", ["--bwlimit", str(bw)])):
+            walls, snaps = [], []
+            for _ in range(self.a.runs):
+                generate.reset_replica(info["base"], replica, info["increment"])
+                drop_dirty()
+                wall, res = self.pull(info["master"], replica, extra)
+                walls.append(wall)
+                snaps.append(res["snapshot_seconds"])
+            out[label] = {"wall_s": walls, "snapshot_s": snaps, "wall_median_s": median(walls),
+                          "snapshot_median_s": median(snaps), "share": median(snaps) / median(walls)}
+            log("snapshot K=%d %s: %.3fs of %.3fs (%.0f%%)" % (self.a.k_snapshot, label, median(snaps), median(walls),
+                                                               100 * median(snaps) / median(walls)))
+        out["bwlimit_kib_s"] = bw
+        # keep the archive of the last pull for the durable-apply scenario
+        self.archive = os.path.join(WORK, "increment-k%d.tar" % self.a.k_snapshot)
+        shutil.copyfile(os.path.join(replica, "misc", "replica.previous"), self.archive)
+        self.snap_info = info
+        shutil.rmtree(replica)
+        self.results["scenarios"]["snapshot"] = out
+        self.save()
+
+    # -- e: memory ----------------------------------------------------------
+    def memory(self):
+        n = min(self.a.n)
+        out = {}
+        for profile, avg in (("large", 560_000), ("medium", 36_000)):
+            k = max(1, int(self.a.mem_mb * 1e6 / avg / 8))
+            info = self.storage(n, k, inc_profile=profile)
+            replica = self.replica_for(info, "mem")
+            serve_rss = os.path.join(WORK, "serve-rss.txt")
+            wrapper = os.path.join(WORK, "serve-with-time.sh")
+            with open(wrapper, "w") as f:
+                f.write("#!/bin/sh\nexec /usr/bin/time -f %%M -o %s %s \"$@\"\n" % (serve_rss, DS))
+            os.chmod(wrapper, 0o755)
+            pull_rss = os.path.join(WORK, "pull-rss.txt")
+            drop_dirty()
+            wall, res = self.pull(info["master"], replica, remote=wrapper,
+                                  wrap=["/usr/bin/time", "-f", "%M", "-o", pull_rss])
+            out[profile] = {"k": k, "files": res["files"], "bytes": res["bytes"], "wall_s": wall,
+                            "serve_peak_rss_mb": int(open(serve_rss).read().split()[-1]) / 1024,
+                            "pull_peak_rss_mb": int(open(pull_rss).read().split()[-1]) / 1024}
+            log("memory (%s objects, %.0f MB in %d files): serve %.0f MB, pull %.0f MB"
+                % (profile, res["bytes"] / 1e6, res["files"], out[profile]["serve_peak_rss_mb"],
+                   out[profile]["pull_peak_rss_mb"]))
+            shutil.rmtree(replica)
+            self.results["scenarios"]["memory"] = out
+            self.save()
+
+    # -- f: durable apply ---------------------------------------------------
+    def durable(self):
+        if not getattr(self, "archive", None):
+            self.snapshot()
+        info = self.snap_info
+        replica = self.replica_for(info, "apply")
+        st = storage.Storage(replica)
+        new, old, count = [], [], 0
+        for _ in range(self.a.runs):
+            for mode in ("syncfs", "fsync-each"):
+                generate.reset_replica(info["base"], replica, info["increment"])
+                tar = os.path.join(replica, "journal", journal.REPLICA_TAR)
+                shutil.copyfile(self.archive, tar)
+                drop_dirty()
+                t0 = time.monotonic()
+                if mode == "syncfs":
+                    count = journal.apply_archive(st)
+                    new.append(time.monotonic() - t0)
+                else:
+                    count = old_style_apply(st, tar)
+                    old.append(time.monotonic() - t0)
+        self.results["scenarios"]["durable_apply"] = {
+            "files": count, "syncfs_s": new, "fsync_each_s": old,
+            "syncfs_files_per_s": count / median(new), "fsync_each_files_per_s": count / median(old),
+            "ratio": median(old) / median(new)}
+        log("durable apply of %d files: one syncfs %.0f files/s, fsync each %.0f files/s"
+            % (count, count / median(new), count / median(old)))
+        shutil.rmtree(replica)
+        self.save()
+
+
+def old_style_apply(st, tar_path):
+    """What the original tool does (spec section 6, step 7): extract every
+    member, fsync each file and its folder (and each folder it created)."""
+    count = 0
+    with open(tar_path, "rb") as f:
+        for member in ustar.iter_members(f.read):
+            dst = os.path.join(st.home, *member.name.split("/"))
+            parent = os.path.dirname(dst)
+            if not os.path.isdir(parent):
+                missing = []
+                d = parent
+                while not os.path.isdir(d):
+                    missing.append(d)
+                    d = os.path.dirname(d)
+                os.makedirs(parent)
+                for d in reversed(missing):
+                    storage.fsync_path(os.path.dirname(d), directory=True)
+            tmp = dst + ".tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                os.write(fd, member.data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dst)
+            storage.fsync_path(parent, directory=True)
+            count += 1
+    os.replace(tar_path, st.sub("misc", "replica.previous"))
+    storage.fsync_path(st.journal_dir, directory=True)
+    storage.fsync_path(st.sub("misc"), directory=True)
+    return count
+
+
+def machine():
+    info = {"nproc": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_total_mb"] = int(f.readline().split()[1]) // 1024
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        info["disk"] = sh(["df", "-hT", RESULTS]).stdout.strip().splitlines()[-1]
+        info["mount"] = [ln for ln in open("/proc/mounts").read().splitlines() if " / " in ln][:1]
+        info["rsync"] = sh(["rsync", "--version"]).stdout.splitlines()[0]
+        info["ssh"] = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+        info["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return info
+
+
+def report(results):
+    sc = results["scenarios"]
+    lines = []
+    inc = sc.get("increment", {})
+    ns = sorted(inc, key=int)
+    for n in ns:
+        r = inc[n]
+        lines.append("a. N=%-7s increment %5d files: ds-replica %7.3fs  rsync %7.3fs  -> ds-replica %.1fx faster "
+                     "(target >= 20x)" % (n, r["increment_files"], r["ds_replica_median_s"], r["rsync_median_s"],
+                                          r["rsync_median_s"] / r["ds_replica_median_s"]))
+    if len(ns) >= 2:
+        lo, hi = inc[ns[0]], inc[ns[-1]]
+        lines.append("b. N %s -> %s: ds-replica x%.2f (target <= 1.2x), rsync x%.2f"
+                     % (ns[0], ns[-1], hi["ds_replica_median_s"] / lo["ds_replica_median_s"],
+                        hi["rsync_median_s"] / lo["rsync_median_s"]))
+    fc = sc.get("first_copy")
+    if fc:
+        lines.append("c. first copy N=%d (%d files, %.0f MB): clone %.1fs, tar|ssh|tar %.1fs -> x%.2f (target <= 1.3x)"
+                     % (fc["n_revisions"], fc["files"], fc["bytes"] / 1e6, fc["clone_median_s"],
+                        fc["tar_ssh_median_s"], fc["ratio"]))
+    s = sc.get("snapshot")
+    if s:
+        for label in ("free", "bwlimit"):
+            if label in s:
+                lines.append("d. K=%d %-7s: snapshot %.3fs of %.3fs wall = %.1f%% (target <= 25%%)"
+                             % (s["k"], label, s[label]["snapshot_median_s"], s[label]["wall_median_s"],
+                                100 * s[label]["share"]))
+    m = sc.get("memory", {})
+    for profile, r in m.items():
+        lines.append("e. %.0f MB increment of %s objects (%d files): serve %.0f MB, pull %.0f MB peak RSS "
+                     "(target < 100 MB)" % (r["bytes"] / 1e6, profile, r["files"], r["serve_peak_rss_mb"],
+                                            r["pull_peak_rss_mb"]))
+    d = sc.get("durable_apply")
+    if d:
+        lines.append("f. durable apply of %d files: one syncfs %.0f files/s vs fsync each %.0f files/s -> x%.1f"
+                     % (d["files"], d["syncfs_files_per_s"], d["fsync_each_files_per_s"], d["ratio"]))
+    return "\n".join(lines)
+
+
+def env_list(name, default):
+    return [int(x) for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="ds-replica benchmarks (make bench)")
+    p.add_argument("--n", type=lambda s: [int(x) for x in s.split(",")], default=env_list("BENCH_N", "30000,300000"))
+    p.add_argument("--k", type=int, default=int(os.environ.get("BENCH_K", 100)))
+    p.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 3)))
+    p.add_argument("--k-snapshot", type=int, default=int(os.environ.get("BENCH_K_SNAPSHOT", 1000)))
+    p.add_argument("--clone-n", type=int, default=int(os.environ.get("BENCH_CLONE_N", 0)) or None)
+    p.add_argument("--clone-runs", type=int, default=int(os.environ.get("BENCH_CLONE_RUNS", 1)),
+                   help="a first copy of 300k files takes minutes on this disk: one run by default")
+    p.add_argument("--mem-mb", type=int, default=int(os.environ.get("BENCH_MEM_MB", 1024)))
+    p.add_argument("--bwlimit", type=int, default=int(os.environ.get("BENCH_BWLIMIT", 0)) or None)
+    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f"))
+    p.add_argument("--cache", default=os.environ.get("BENCH_CACHE", generate.DEFAULT_CACHE))
+    p.add_argument("--no-plot", action="store_true")
+    a = p.parse_args(argv)
+    a.clone_n = a.clone_n or max(a.n)
+    only = set(a.only.split(","))
+    t0 = time.monotonic()
+    b = Bench(a)
+    b.start()
+    try:
+        if only & {"a", "b"}:
+            b.increment()
+        if "d" in only:
+            b.snapshot()
+        if "f" in only:
+            b.durable()
+        if "e" in only:
+            b.memory()
+        if "c" in only:
+            b.first_copy()
+    finally:
+        b.stop()
+    b.results["total_seconds"] = round(time.monotonic() - t0, 1)
+    b.results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    b.save()
+    print("\n" + report(b.results))
+    print("total %.0fs; results in %s" % (b.results["total_seconds"], os.path.join(RESULTS, "results.json")))
+    if not a.no_plot and "increment" in b.results["scenarios"]:
+        import plot
+        print("plot:", plot.plot(os.path.join(RESULTS, "results.json")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
