@@ -172,6 +172,20 @@ def test_ansible_doc_role(role):
     assert "ENTRY POINT" in res.stdout
 
 
+CRON_TEMPLATE = ROOT / "roles" / "schedule" / "templates" / "ds-replica-cron.j2"
+
+
+@pytest.mark.skipif(not CRON_TEMPLATE.exists(), reason="the schedule role has no cron wrapper yet")
+def test_monitoring_docs_use_the_metrics_the_schedule_role_writes():
+    text = CRON_TEMPLATE.read_text()
+    written = {"dirstorage_replication_" + m for m in re.findall(r'^\s*\("([a-z_]+)", "gauge"', text, re.M)}
+    assert written, "no metrics found in %s" % CRON_TEMPLATE
+    for doc in (ROOT / "docs" / "monitoring.md", ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"):
+        used = set(re.findall(r"dirstorage_replication_[a-z_]+", doc.read_text()))
+        assert used <= written, "%s uses metrics the schedule role does not write: %s" % (doc, used - written)
+    assert written <= set(re.findall(r"dirstorage_replication_[a-z_]+", (ROOT / "docs" / "monitoring.md").read_text()))
+
+
 if __name__ == "__main__":
     # prints the messages, for writing the table
     for where, cls, template in error_messages():
