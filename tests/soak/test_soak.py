@@ -1,0 +1,45 @@
+"""Long versions of the reliability scenarios (make soak: SOAK=1).
+
+SOAK_SECONDS (default 1800) of pulls every second while the master writes
+SOAK_RATE (default 60) transactions/s; SOAK_KILLS (default 300) SIGKILLed pulls.
+Figures go to tests/output/reliability.json (soak_live_writes, soak_pull_kills).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.reliability import report, run_live_writes, run_pull_kills
+
+pytestmark = pytest.mark.skipif(os.environ.get("SOAK") != "1", reason="soak tests run with SOAK=1 (make soak)")
+
+
+@pytest.fixture
+def fast_dir(tmp_path):
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        path = Path(tempfile.mkdtemp(prefix="ds-soak-", dir="/dev/shm"))
+        yield path
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        yield tmp_path
+
+
+def test_soak_live_writes(fast_dir, request):
+    seconds = float(os.environ.get("SOAK_SECONDS", "1800"))
+    rate = float(os.environ.get("SOAK_RATE", "60"))
+    stats = run_live_writes(fast_dir, seconds, rate=rate)
+    report(request, "soak_live_writes", stats)
+    assert stats["ok"] >= 0.9 * stats["pulls"]
+
+
+def test_soak_pull_kills(fast_dir, request):
+    kills = int(os.environ.get("SOAK_KILLS", "300"))
+    stats = run_pull_kills(fast_dir, kills, history=int(os.environ.get("SOAK_HISTORY", "1500")),
+                           verify_every=int(os.environ.get("SOAK_VERIFY_EVERY", "5")))
+    report(request, "soak_pull_kills", stats)
+    assert stats["kills"] == kills
