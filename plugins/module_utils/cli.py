@@ -130,8 +130,8 @@ class Progress(object):
         line = "%d files, %s, %s/s" % (files, _human(nbytes), _human(rate))
         if total_bytes:
             left = max(total_bytes - nbytes, 0) / max(rate, 1.0)
-            line = "%d/%d files, %s of %s, %s/s, %ds left" % (files, total_files or 0, _human(nbytes),
-                                                             _human(total_bytes), _human(rate), left)
+            line = "%d/%d files, %s of %s, %s/s, %ds left" % (
+                files, total_files or 0, _human(nbytes), _human(total_bytes), _human(rate), left)
         sys.stderr.write("\r" + line[:120].ljust(79))
         sys.stderr.flush()
 
@@ -157,8 +157,8 @@ def cmd_pull(argv):
                    result["snapshot_seconds"], result["lag_seconds"]))
     if not args.quiet:
         if args.check:
-            _stderr("Would replicate %d transactions (%d files, %s)" % (result["transactions"], result["files"],
-                                                                       _human(result["bytes"])))
+            _stderr("Would replicate %d transactions (%d files, %s)" % (
+                result["transactions"], result["files"], _human(result["bytes"])))
         elif not result["transactions"]:
             _stderr("Replica complete (already up to date)")
         else:

@@ -227,8 +227,7 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
             options["snapshot-interval"] = "%g" % opts.snapshot_interval
         version = 1 if (opts.protocol >= 1 or options) else 0
         req = Request("request", version, st.identity, before, md5, options)
-        log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before),
-                                                                _when(before)))
+        log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
         try:
             result = _exchange(master, st, req, opts, log, incoming, before, progress)
         except OldMaster as e:
@@ -335,8 +334,8 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
             log("master held in snapshot mode for %.3fs" % info["snapshot_seconds"])
         return result
     except (OSError, EOFError) as e:
-        raise transport.TransportError("the transfer from the master broke off (%s)" % (getattr(e, "strerror", None)
-                                                                                       or e),
+        reason = getattr(e, "strerror", None) or e
+        raise transport.TransportError("the transfer from the master broke off (%s)" % reason,
                                        "check the network and the master; the replica is unchanged")
     finally:
         if not ok:

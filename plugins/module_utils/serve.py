@@ -267,8 +267,8 @@ def check_reference(st, req):
             raise Refused("reference transaction differs on the master (%s): the replica has diverged"
                           % hex_tid(req.tid), "make a new copy with 'ds-replica clone'")
     if req.tid > st.last_tid():
-        raise Refused("replica is ahead of the master (replica %s, master %s)" % (hex_tid(req.tid),
-                                                                                 hex_tid(st.last_tid())),
+        raise Refused("replica is ahead of the master (replica %s, master %s)"
+                      % (hex_tid(req.tid), hex_tid(st.last_tid())),
                       "check that the master is the right storage")
 
 

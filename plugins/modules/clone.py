@@ -17,7 +17,7 @@ description:
   - When O(path) already holds a storage the module changes nothing (unless O(force=true)); bring it up to date with
     M(dirstorage.replication.replicate).
 author:
-  - dirstorage.replication contributors
+  - dirstorage.replication contributors (@dirstorage)
 options:
   master:
     description:
@@ -37,6 +37,7 @@ options:
     type: bool
     default: false
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - dirstorage.replication.connection
 attributes:
   check_mode:
@@ -44,6 +45,8 @@ attributes:
     details: Reports RV(changed=true) when O(path) holds no storage (or O(force=true)), without contacting the master.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: dirstorage.replication.replicate
   - module: dirstorage.replication.storage_info

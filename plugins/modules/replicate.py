@@ -19,7 +19,7 @@ description:
   - An action plugin of the same name can resolve the master from the inventory with O(master_host) and
     O(master_path).
 author:
-  - dirstorage.replication contributors
+  - dirstorage.replication contributors (@dirstorage)
 options:
   master:
     description:
@@ -46,6 +46,8 @@ options:
       - Handled by the action plugin on the controller. The storage folder on O(master_host).
     type: path
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - dirstorage.replication.connection
 attributes:
   check_mode:
@@ -53,9 +55,15 @@ attributes:
     details: Asks the master what would come (transactions, files, bytes) and changes nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
   action:
     support: full
     details: The action plugin resolves O(master_host) and O(master_path) into O(master), O(port) and O(user).
+  async:
+    support: full
+  bypass_host_loop:
+    support: none
 notes:
   - The module takes C(misc/lock) of the replica; it fails with a retryable message if a storage process or another
     pull holds it.
@@ -162,12 +170,20 @@ RESULT_KEYS = ("before_tid", "after_tid", "transactions", "files", "bytes", "lag
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(
-            master=dict(type="str", required=True),
+            master=dict(type="str"),
             path=dict(type="path", required=True, aliases=["replica"]),
+            # resolved into master by the action plugin on the controller
+            master_host=dict(type="str"),
+            master_path=dict(type="path"),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    if p["master_host"] or p["master_path"]:
+        module.fail_json(msg="master_host and master_path are resolved by the replicate action plugin; "
+                             "call the module as dirstorage.replication.replicate, or give master")
+    if not p["master"]:
+        module.fail_json(msg="master is required (or master_host and master_path)")
     try:
         result = pull(p["master"], p["path"], pull_options(p, check=module.check_mode))
     except (DSError, OSError) as e:

@@ -14,18 +14,22 @@ description:
     transaction with their UTC times, snapshot and lock state, journal backlog and last replication.
   - Never changes anything; takes no lock.
 author:
-  - dirstorage.replication contributors
+  - dirstorage.replication contributors (@dirstorage)
 options:
   path:
     description:
       - The storage folder.
     type: path
     required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: dirstorage.replication.verify
 """

@@ -15,7 +15,7 @@ description:
   - Given O(master), also checks that the replica's history is the master's, up to the replica's newest transaction.
   - Fails, listing the problems, when any is found. Never changes anything.
 author:
-  - dirstorage.replication contributors
+  - dirstorage.replication contributors (@dirstorage)
 options:
   path:
     description:
@@ -29,6 +29,7 @@ options:
         storage's own checksums are checked.
     type: str
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - dirstorage.replication.connection
 attributes:
   check_mode:
@@ -36,6 +37,8 @@ attributes:
     details: Runs the same checks (they change nothing).
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 seealso:
   - module: dirstorage.replication.replicate
   - module: dirstorage.replication.storage_info
