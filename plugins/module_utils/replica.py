@@ -9,6 +9,7 @@ Before it the replica is unchanged; after it, recovery finishes the job.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -32,6 +33,8 @@ from .storage import (
 )
 
 INCOMING = ".replica.incoming"
+# errors of the replica's own disk while receiving (not of the network)
+LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
 ANSWER_PREFIX = b"replica answer 1 "
 
 
@@ -92,8 +95,16 @@ class OldMaster(DSError):
 def master_failure(status, err, what="the master"):
     """Turn a failed serve (exit status and stderr) into one clear line."""
     lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+    if status is not None and status < 0:
+        # an ssh client killed by a signal, or (paramiko) no exit status at all
+        return transport.TransportError("the connection to %s was lost before the answer was complete" % what,
+                                        "check the network and the master; the replica is unchanged")
+    if not lines:
+        return transport.TransportError("%s ended without an answer (exit status %s)" % (what, status),
+                                        "check the network and ds-replica on the master; the replica is "
+                                        "unchanged")
     served = [ln for ln in lines if ln.startswith("ds-replica serve:") or ln.startswith("ds-replica:")]
-    text = (served or lines or ["no message"])[-1]
+    text = (served or lines)[-1]
     text = re.sub(r"^ds-replica( serve)?:\s*", "", text)
     if status == 255 and not served:
         return transport.TransportError("ssh to %s failed: %s" % (what, text), "check the host, user, key and port")
@@ -240,7 +251,13 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
         if result["transactions"] and not opts.check:
             _commit(st, incoming)
             log("commit point passed; applying %d files" % result["files"])
-            journal.apply_archive(st)
+            try:
+                journal.apply_archive(st)
+            except OSError as e:
+                raise DSError("cannot apply the increment to %s (%s%s)" % (
+                    st.home, e.strerror or e, ": %s" % e.filename if e.filename else ""),
+                    "it stays pending in journal/replica.tar: fix the cause (free space?) and pull again, "
+                    "which finishes it first")
         elif not opts.check and st.snapshot_code() is None:
             st.write_snapshot_marker("shutdown")
         after = before if opts.check else st.last_tid()
@@ -284,7 +301,10 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
                     raise Corrupt("the master sent no answer")
                 text = err if err.strip() else first.decode("utf-8", "replace")
                 failure = master_failure(status or 1, text)
-                if (status not in (0, 127, 255) and "ds-replica serve:" not in text
+                # an old tool answers with its own message and a plain failure
+                # status; a killed ssh client (status < 0), a missing command
+                # (127) or ssh's own failure (255) are not an old master
+                if (0 < status < 126 and text.strip() and "ds-replica serve:" not in text
                         and not isinstance(failure, transport.TransportError)):
                     raise OldMaster(" ".join(text.split())[:200] or "no message")
                 raise failure
@@ -334,6 +354,9 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
             log("master held in snapshot mode for %.3fs" % info["snapshot_seconds"])
         return result
     except (OSError, EOFError) as e:
+        if getattr(e, "errno", None) in LOCAL_DISK_ERRORS:
+            raise DSError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
+                          "free space on the replica's disk (or fix its permissions); the replica is unchanged")
         reason = getattr(e, "strerror", None) or e
         raise transport.TransportError("the transfer from the master broke off (%s)" % reason,
                                        "check the network and the master; the replica is unchanged")

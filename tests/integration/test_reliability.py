@@ -242,8 +242,6 @@ def test_lost_ssh_connection_leaves_no_stuck_master(observed, sshd, tmp_path, re
     report(request, "lost_ssh", {"first_pull": line, "serve_left_its_own_snapshot": code in m.left})
 
 
-@pytest.mark.xfail(strict=True, reason="engine: an ssh client killed by a signal (status < 0) is taken for an "
-                   "old master that refuses request version 1")
 def test_lost_ssh_connection_is_reported_as_retryable(observed, sshd, tmp_path):
     m = observed
     first, _code = _lose_ssh(m, sshd, tmp_path / "replica", "--snapshot-timeout", "5")
@@ -436,4 +434,3 @@ def test_master_packed_past_the_replica_is_refused(pair):
     assert proc.returncode != 0
     assert "packed since the last replica" in _one_line_error(proc)
     assert replica_state(replica) == before
-
