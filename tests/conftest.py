@@ -21,6 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COLLECTIONS = ROOT / ".collections"
 
 
+# the long soak runs are collected only by `make soak` (SOAK=1), never skipped in `make test`
+collect_ignore = [] if os.environ.get("SOAK") == "1" else ["soak"]
+
+
 def _link_collection():
     """Same as `make collections`: .collections/ansible_collections/dirstorage/replication -> root,
     so that `ansible_collections.dirstorage.replication...` imports and ansible runs find this checkout."""
