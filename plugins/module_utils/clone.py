@@ -118,6 +118,7 @@ def _receive(master, partial, opts, log, progress):
         t_start = time.monotonic()
         files = nbytes = transactions = 0
         made = set()
+        dur = journal.Durability(partial, True)
         for member in ustar.iter_members(chan.read):
             if checker.fmt is None and member.name.startswith("A/"):
                 raise Corrupt("the clone archive sends A/ before config/settings")
@@ -132,6 +133,7 @@ def _receive(master, partial, opts, log, progress):
                 os.makedirs(folder, exist_ok=True)
                 made.add(folder)
             journal.write_file(path, member.data, journal.member_mode(member.mode))
+            dur.step(member.size)
             files += 1
             nbytes += member.size
             if logical is not None and logical.startswith("t"):

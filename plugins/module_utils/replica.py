@@ -138,7 +138,7 @@ def validate_increment(checker, before):
     revisions = set()
     currents = {}
     serial = None
-    for name, (_member, parsed) in checker.names.items():
+    for name, parsed in checker.names.items():
         kind, a, b = classify(name)
         if kind == "t":
             txns[a] = parsed

@@ -45,7 +45,7 @@ from .storage import (
 
 MAX_REQUEST = 64 * 1024
 MEMORY_FILE_LIMIT = 64 * 1024  # files up to this size may be read into memory...
-MEMORY_BUDGET = 32 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
+MEMORY_BUDGET = 16 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
 FD_RESERVE = 64  # descriptors left free for everything else
 
 
