@@ -104,7 +104,10 @@ def read_access(path):
     return user, password
 
 
-class _AuthTransport(xmlrpc.client.Transport):
+class _BasicAuth(object):
+    """Adds HTTP basic authentication and a timeout to an xmlrpc transport
+    (credentials go in a header, never in the URL, so no message shows them)."""
+
     def __init__(self, user, password, timeout):
         super().__init__()
         token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
@@ -117,25 +120,15 @@ class _AuthTransport(xmlrpc.client.Transport):
         return conn
 
     def send_headers(self, connection, headers):
-        headers = list(headers) + [("Authorization", self._auth)]
-        super().send_headers(connection, headers)
+        super().send_headers(connection, list(headers) + [("Authorization", self._auth)])
 
 
-class _AuthSafeTransport(xmlrpc.client.SafeTransport):
-    def __init__(self, user, password, timeout):
-        super().__init__()
-        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
-        self._auth = "Basic " + token
-        self._timeout = timeout
+class _AuthTransport(_BasicAuth, xmlrpc.client.Transport):
+    pass
 
-    def make_connection(self, host):
-        conn = super().make_connection(host)
-        conn.timeout = self._timeout
-        return conn
 
-    def send_headers(self, connection, headers):
-        headers = list(headers) + [("Authorization", self._auth)]
-        super().send_headers(connection, headers)
+class _AuthSafeTransport(_BasicAuth, xmlrpc.client.SafeTransport):
+    pass
 
 
 def xmlrpc_call(method, name, code, timeout=30.0):
