@@ -343,10 +343,15 @@ def test_full_disk_on_the_replica(tmp_path, small_mount, request, where):
     assert proc.returncode != 0
     line = _one_line_error(proc)
     assert "space" in line.lower(), line
+    assert "network" not in line, line  # the replica's disk is the problem, not the link
     pending = (replica / "journal" / "replica.tar").exists()
     if where == "spool":
+        assert line.startswith("ds-replica: cannot store the increment"), line
         assert replica_state(replica) == before
         assert not (replica / "misc" / ".replica.incoming").exists()
+    else:
+        assert line.startswith("ds-replica: cannot apply the increment") and "pending" in line, line
+        assert pending
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_mount)], check=True)
     proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
