@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Plot pull time against storage size (ds-replica and rsync) from results.json."""
