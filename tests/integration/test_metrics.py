@@ -1,0 +1,81 @@
+"""The metrics file the schedule role's cron wrapper writes, read with the
+Prometheus text-format parser and checked against the module's own answer
+for the same pull, and against storage_info."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from dirstorage_replica import storage
+from tests.integration.test_modules import BIN, ENV, ROOT, run_module
+from tests.support.checks import manifest
+
+TEMPLATE = ROOT / "roles" / "schedule" / "templates" / "ds-replica-cron.j2"
+
+
+def render_wrapper(tmp_path, textfile_dir):
+    """Render the role's template with ansible's own template module."""
+    dest = tmp_path / "ds-replica-cron"
+    extra = {"schedule_python": sys.executable, "schedule_ds_replica": str(BIN / "ds-replica"),
+             "schedule_textfile_dir": str(textfile_dir)}
+    r = subprocess.run([str(BIN / "ansible"), "localhost", "-m", "ansible.builtin.template",
+                        "-a", "src=%s dest=%s mode=0755" % (TEMPLATE, dest), "-e", json.dumps(extra)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return dest
+
+
+def read_metrics(path):
+    values = {}
+    for family in text_string_to_metric_families(path.read_text()):
+        assert family.documentation, family.name
+        for sample in family.samples:
+            assert sample.labels == {"storage": "main"}
+            values[sample.name[len("dirstorage_replication_"):]] = sample.value
+    return values
+
+
+def test_metrics_match_the_module_result(unpack_fixture, tmp_path):
+    d = unpack_fixture("flat")
+    m = manifest(d)
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    wrapper = render_wrapper(tmp_path, textfile)
+    # what the module says would come (check mode changes nothing) ...
+    ok, would = run_module("replicate", {"master": str(d / "master"), "path": str(d / "replica")}, check=True)
+    assert ok and would["transactions"] > 0
+    # ... is what the scheduled run moved and reported
+    t0 = time.time()
+    run = subprocess.run([str(wrapper), "main", "--", str(d / "master"), str(d / "replica")],
+                         capture_output=True, text=True, timeout=120)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")  # silent: cron mails nothing
+    values = read_metrics(textfile / "dirstorage_main.prom")
+    assert values["last_result"] == 1
+    assert t0 <= values["last_attempt_timestamp_seconds"] <= values["last_success_timestamp_seconds"] <= time.time()
+    assert values["transactions"] == would["transactions"]
+    assert values["bytes"] == would["bytes"]
+    assert values["lag_seconds"] == 0.0
+    assert 0 <= values["snapshot_seconds"] <= time.time() - t0
+    # storage_info tells AWX users the same: the replica is at the master's newest transaction
+    ok, info = run_module("storage_info", {"path": str(d / "replica")})
+    assert ok and info["storage"]["last_tid"] == m["master"]["last_tid"]
+    assert info["storage"]["last_replication"] is not None
+
+    # a failed run: result 0, the last success and its figures kept, status passed on
+    (d / "master" / "config" / "identity").write_text("0" * 32 + "\n")
+    failed = subprocess.run([str(wrapper), "main", "--", str(d / "master"), str(d / "replica")],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode != 0 and "identity" in failed.stderr
+    after = read_metrics(textfile / "dirstorage_main.prom")
+    assert after["last_result"] == 0
+    assert after["last_success_timestamp_seconds"] == values["last_success_timestamp_seconds"]
+    assert after["last_attempt_timestamp_seconds"] >= values["last_attempt_timestamp_seconds"]
+    assert after["transactions"] == values["transactions"]
+    assert storage.Storage(d / "replica").last_tid().hex().upper() == m["master"]["last_tid"]
+    assert not [p for p in Path(textfile).iterdir() if p.name.endswith(".tmp")]
