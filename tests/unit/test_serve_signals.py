@@ -1,0 +1,73 @@
+"""`ds-replica serve` leaves snapshot mode on every way out: SIGTERM, SIGHUP
+and a reader that goes away, while it is streaming from snapshot mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.master import TestMaster, create_storage
+from tests.support.toolkit import ToolkitServer
+
+DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
+
+
+@pytest.fixture
+def master(tmp_path):
+    home = tmp_path / "master"
+    create_storage(str(home), "bushy")
+    tm = TestMaster(str(home))
+    tm.open()
+    for _ in range(6):  # some big objects: more than a pipe holds
+        tm.commit({tm.new_oid(): os.urandom(300_000)})
+    toolkit = ToolkitServer(tm)
+    toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
+    yield tm, toolkit, home
+    toolkit.stop()
+    tm.close()
+
+
+def _serve_stuck_in_snapshot(tm, home):
+    """A clone request whose answer nobody reads: serve blocks writing while
+    it holds the master in snapshot mode."""
+    proc = subprocess.Popen([DS_REPLICA, "serve", str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(b"replica clone 1\n\n")
+    proc.stdin.close()
+    deadline = time.monotonic() + 20
+    while not (tm.snapshot_code or "").startswith("user/ds-replica-"):
+        assert time.monotonic() < deadline, "serve never entered snapshot mode"
+        time.sleep(0.02)
+    time.sleep(0.3)  # well inside the stream now
+    assert proc.poll() is None
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_leaves_snapshot_mode(master, sig):
+    tm, toolkit, home = master
+    proc = _serve_stuck_in_snapshot(tm, home)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)  # nobody reads: only the signal can end it
+    err = proc.stderr.read()
+    proc.stdout.close()
+    assert proc.returncode != 0
+    assert b"terminated by signal" in err
+    assert tm.snapshot_code is None  # left, as the first thing after the sublock was released
+    assert toolkit.calls["leaveSnapshot"] == 1
+
+
+def test_reader_gone_leaves_snapshot_mode(master):
+    tm, toolkit, home = master
+    proc = _serve_stuck_in_snapshot(tm, home)
+    proc.stdout.close()  # the ssh channel is gone
+    proc.wait(timeout=30)
+    assert proc.returncode != 0
+    assert tm.snapshot_code is None
+    assert toolkit.calls["leaveSnapshot"] == 1
