@@ -177,23 +177,60 @@ def _print(result, as_json, lines):
             print(line)
 
 
+def master_lag(path, master, opts=None, log=None):
+    """Ask the master what a pull would bring (a dry run, no snapshot mode,
+    no lock on the replica): transactions waiting and the lag in seconds."""
+    from .replica import ANSWER_PREFIX, PullOptions, master_failure, open_channel
+    from .serve import Request
+    st = Storage(path)
+    before = st.last_tid()
+    req = Request("request", 1, st.identity, before, st.transaction_md5(before), {"dry-run": "1"})
+    chan = open_channel(master, opts or PullOptions(), log or (lambda m: None))
+    try:
+        chan.send(req.encode())
+        chan.close_input()
+        first = chan.readline(65536)
+    except BaseException:
+        chan.abort()
+        raise
+    status, err = chan.finish()
+    if status != 0 or not first.startswith(ANSWER_PREFIX):
+        raise master_failure(status or 1, err)
+    answer = json.loads(first[len(ANSWER_PREFIX):].decode("ascii"))
+    newest = bytes.fromhex(answer["master_newest_tid"])
+    lag = 0.0
+    if newest > before and before != ZERO_TID:
+        lag = round(tid_to_epoch(newest) - tid_to_epoch(before), 3)
+    return {"master_tid": answer["master_newest_tid"], "master_time": _iso(newest), "lag_seconds": lag,
+            "waiting_transactions": answer["transactions"],
+            "waiting_bytes": answer["bytes"] if answer["transactions"] else 0}
+
+
 def cmd_status(argv):
+    from .cli import _add_ssh_options, _options
     p = argparse.ArgumentParser(prog="ds-replica status",
-                                description="Summarise a storage. Exit 0 OK, 1 WARNING, 2 CRITICAL (Nagios).")
+                                description="Summarise a storage (and, given its master, how far behind it is). "
+                                            "Exit 0 OK, 1 WARNING, 2 CRITICAL (Nagios).")
     p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--master", metavar="[USER@]HOST:PATH",
+                   help="the replica's master: report the lag and what is waiting (asks the master; no lock taken)")
     p.add_argument("--warn-age", type=float, metavar="S",
-                   help="WARNING when the newest transaction is older than S seconds")
-    p.add_argument("--crit-age", type=float, metavar="S",
-                   help="CRITICAL when the newest transaction is older than S seconds")
+                   help="WARNING when the replica lags its master (or, without --master, when the newest "
+                        "transaction is older) by more than S seconds")
+    p.add_argument("--crit-age", type=float, metavar="S", help="CRITICAL likewise")
+    _add_ssh_options(p)
     p.add_argument("directory")
     args = p.parse_args(argv)
     try:
         info = storage_info(args.directory)
+        if args.master:
+            info["master"] = master_lag(args.directory, args.master, _options(args))
     except DSError as e:
         print("CRITICAL: %s" % e)
         return CRITICAL
     code, state = OK, "OK"
-    age = info["age_seconds"]
+    age = info["master"]["lag_seconds"] if args.master else info["age_seconds"]
     if age is not None and args.crit_age is not None and age > args.crit_age:
         code, state = CRITICAL, "CRITICAL"
     elif age is not None and args.warn_age is not None and age > args.warn_age:
@@ -207,7 +244,8 @@ def cmd_status(argv):
     lines = [
         "%s: %s storage %s (%s, %s)" % (state, info["classname"], info["path"], info["format"], info["identity"]),
         "newest transaction: %s (%s)%s" % (info["last_tid"], info["last_time"] or "empty",
-                                           ", %.0fs ago" % age if age is not None else ""),
+                                           ", %.0fs ago" % info["age_seconds"] if info["age_seconds"] is not None
+                                           else ""),
         "packed up to: %s" % (info["packed_tid"] if info["packed_time"] else "never"),
         "snapshot: %s" % (info["snapshot_code"] or "no"),
         "locks: %s" % (", ".join(holders) or "free"),
@@ -216,6 +254,11 @@ def cmd_status(argv):
                                                   else ""),
         "last replication: %s" % (info["last_replication"] or "never"),
     ]
+    if args.master:
+        lag = info["master"]
+        lines.append("master: newest transaction %s (%s); lag %.1fs, %d transaction(s), %d bytes waiting"
+                     % (lag["master_tid"], lag["master_time"], lag["lag_seconds"], lag["waiting_transactions"],
+                        lag["waiting_bytes"]))
     _print(dict(info, state=state), args.json, lines)
     return code
 

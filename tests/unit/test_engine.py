@@ -316,3 +316,31 @@ def test_check_mode_does_not_even_recover(unpack_fixture):
     assert result["changed"] is False and result["transactions"] > 0
     assert replica_state(d / "replica") == before
     assert (d / "replica" / "journal" / "replica.tar").exists()
+
+
+def test_status_exit_codes_follow_nagios(unpack_fixture, tmp_path):
+    import json
+    d = unpack_fixture("lawn")
+    m = manifest(d)
+    base = [DS_REPLICA, "status", "--master", str(d / "master")]
+    behind = subprocess.run(base + ["--json", str(d / "replica")], capture_output=True, text=True)
+    assert behind.returncode == 0, behind.stdout + behind.stderr
+    facts = json.loads(behind.stdout)
+    assert facts["master"]["master_tid"] == m["master"]["last_tid"]
+    assert facts["master"]["waiting_transactions"] == result_count(m)
+    lag = facts["master"]["lag_seconds"]
+    assert lag > 0
+    assert subprocess.run(base + ["--warn-age", str(lag / 2), str(d / "replica")],
+                          capture_output=True).returncode == 1
+    crit = subprocess.run(base + ["--warn-age", str(lag / 4), "--crit-age", str(lag / 2), str(d / "replica")],
+                          capture_output=True, text=True)
+    assert crit.returncode == 2 and crit.stdout.startswith("CRITICAL")
+    pull(str(d / "master"), str(d / "replica"))
+    after = subprocess.run(base + ["--warn-age", "0.001", str(d / "replica")], capture_output=True, text=True)
+    assert after.returncode == 0 and "lag 0.0s, 0 transaction(s)" in after.stdout
+    missing = subprocess.run([DS_REPLICA, "status", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stdout.startswith("CRITICAL")
+
+
+def result_count(m):
+    return len([t for t in m["master"]["transactions"] if t["tid"] > m["replica"]["last_tid"]])
