@@ -210,12 +210,16 @@ def _lose_ssh(m, sshd, replica, *extra):
     _wait(lambda: stopped, what="the serve to enter snapshot mode")
     code, pid = stopped[0]
     m.on_enter = None
-    kids = subprocess.run(["pgrep", "-P", str(first.pid), "-x", "ssh"], capture_output=True, text=True).stdout.split()
-    assert kids, "no ssh client under the pull"
-    for kid in kids:
-        os.kill(int(kid), signal.SIGKILL)  # the connection is gone
-    out, err = first.communicate(timeout=60)
-    os.kill(pid, signal.SIGCONT)  # the orphaned serve finds its peer gone and cleans up
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(first.pid), "-x", "ssh"], capture_output=True,
+                              text=True).stdout.split()
+        assert kids, "no ssh client under the pull"
+        for kid in kids:
+            os.kill(int(kid), signal.SIGKILL)  # the connection is gone
+        out, err = first.communicate(timeout=60)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # never leave a stopped serve behind, whatever failed above
+    # the orphaned serve finds its peer gone and cleans up
     _wait(lambda: not _alive(pid), timeout=60, what="the orphaned serve to end")
     return subprocess.CompletedProcess(first.args, first.returncode, out, err), code
 
