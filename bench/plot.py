@@ -17,6 +17,7 @@ def plot(results_path, out=DEFAULT_OUT):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     with open(results_path) as f:
         res = json.load(f)
@@ -24,7 +25,13 @@ def plot(results_path, out=DEFAULT_OUT):
     ns = sorted(inc, key=int)
     x = [int(n) for n in ns]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    for key, label, style in (("ds_replica", "ds-replica pull", "o-"), ("rsync", "rsync -a over ssh", "s--")):
+    series = [("ds_replica", "ds-replica pull, new ssh connection", "o-"),
+              ("rsync", "rsync -a, new ssh connection", "s--"),
+              ("ds_replica_cm", "ds-replica pull, persistent ssh connection", "o:"),
+              ("rsync_cm", "rsync -a, persistent ssh connection", "s:")]
+    for key, label, style in series:
+        if not all(key + "_median_s" in inc[n] for n in ns):
+            continue
         med = [inc[n][key + "_median_s"] for n in ns]
         lo = [min(inc[n][key + "_s"]) for n in ns]
         hi = [max(inc[n][key + "_s"]) for n in ns]
@@ -36,6 +43,12 @@ def plot(results_path, out=DEFAULT_OUT):
     files = inc[ns[0]]["increment_files"]
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: "%g" % v)
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: "{:,.0f}".format(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(x)
     ax.set_xlabel("object revision files in the storage (N)")
     ax.set_ylabel("wall time of one pull, seconds (median, min-max)")
     ax.set_title("Pull of %d new transactions (~%d files) over ssh on loopback" % (k, files), fontsize=10)

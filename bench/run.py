@@ -7,16 +7,22 @@ Everything runs in one go against one private OpenSSH sshd on 127.0.0.1
 bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
 
   a. increment vs rsync: pull K new transactions from an N-file storage,
-     against `rsync -a -e ssh master/ replica/`
+     against `rsync -a -e ssh master/ replica/`; each with a new ssh
+     connection per run (the headline), then both again through one
+     persistent OpenSSH control master (ControlMaster/ControlPersist), which
+     takes the per-run handshake out; and one `ds-replica -v` pull broken
+     down into local start, ssh setup, serve, transfer and apply
   b. scaling: the same increment from every N in BENCH_N
   c. first copy: `ds-replica clone` against `tar | ssh | tar`
   d. snapshot time: snapshot_seconds / pull wall time for K=1000, also throttled
   e. memory: peak RSS of serve and of the pull for a ~1 GB increment
-  f. durable apply: journal.apply_archive (one syncfs) against fsync per file
-     and per folder
+  f. durable apply: journal.apply_archive (a syncfs every 1,000 files or
+     64 MiB, then a final one) against fsync per file and per folder, and
+     against a single final syncfs (the engine before bb5a421)
 
 Settings (environment or flags): BENCH_N (default 30000,300000), BENCH_K (100),
-BENCH_RUNS (3), BENCH_K_SNAPSHOT (1000), BENCH_CLONE_N (largest N),
+BENCH_RUNS (3), BENCH_CM_RUNS (persistent-connection runs, default BENCH_RUNS; 0 skips them),
+BENCH_K_SNAPSHOT (1000), BENCH_CLONE_N (largest N),
 BENCH_CLONE_RUNS (1), BENCH_MEM_MB (1024), BENCH_ONLY (e.g. "a,b,d"), BENCH_CACHE, BENCH_BWLIMIT (KiB/s).
 Results: bench/results/results.json; plot: docs/benchmark-pull-vs-n.png.
 """
@@ -32,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -81,6 +88,8 @@ class Bench(object):
         self.a = args
         self.sshd = None
         self.ssh = None
+        self.ssh_cm = None
+        self.cm_dir = None
         self.results = {"settings": vars(args).copy(), "machine": machine(), "scenarios": {}}
         path = os.path.join(RESULTS, "results.json")
         if args.merge and os.path.exists(path):  # keep scenarios this run does not redo
@@ -96,22 +105,92 @@ class Bench(object):
         log("sshd on 127.0.0.1:%d" % self.sshd.port)
 
     def stop(self):
+        self.close_cm()
         if self.sshd is not None:
             self.sshd.stop()
 
-    def pull_argv(self, master, replica, extra=(), remote=DS, wrap=()):
-        return list(wrap) + [DS, "--json", "-q", "-e", self.ssh, "--remote-command", remote] + list(extra) + [
-            "%s:%s" % (self.user_host, master), replica]
+    # -- a persistent ssh connection (OpenSSH control master) --------------
+    def open_cm(self):
+        """Open (or check) one control master; self.ssh_cm is the ssh command
+        line that goes through it, for ds-replica -e and rsync -e alike."""
+        if self.cm_dir is None:
+            self.cm_dir = tempfile.mkdtemp(prefix="bench-cm-")  # short: a socket path has ~100 bytes
+            self.ssh_cm = "%s -o ControlMaster=auto -o ControlPath=%s/cm-%%r@%%h:%%p -o ControlPersist=120" % (
+                self.ssh, self.cm_dir)
+        argv = shlex.split(self.ssh_cm)
+        if subprocess.run(argv + ["-O", "check", self.user_host], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0:
+            return
+        # -M -N -f: the master goes to the background once authenticated; its
+        # stdio is /dev/null so that no pipe of ours stays open behind it
+        subprocess.run(argv + ["-M", "-N", "-f", self.user_host], check=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
 
-    def pull(self, master, replica, extra=(), remote=DS, wrap=()):
-        wall, out = timed(self.pull_argv(master, replica, extra, remote, wrap))
+    def close_cm(self):
+        if self.cm_dir is None:
+            return
+        subprocess.run(shlex.split(self.ssh_cm) + ["-O", "exit", self.user_host], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.cm_dir, ignore_errors=True)
+        self.cm_dir = self.ssh_cm = None
+
+    def handshake(self, ssh, runs=5):
+        """Median wall time of `ssh host true`: what every run pays before any tool starts."""
+        argv = shlex.split(ssh) + [self.user_host, "true"]
+        return median([timed(argv)[0] for _ in range(runs)])
+
+    def pull_argv(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None):
+        return list(wrap) + [DS, "--json", "-q", "-e", ssh or self.ssh, "--remote-command", remote] + \
+            list(extra) + ["%s:%s" % (self.user_host, master), replica]
+
+    def pull(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None):
+        wall, out = timed(self.pull_argv(master, replica, extra, remote, wrap, ssh))
         res = json.loads(out)
         if not res.get("changed"):
             raise RuntimeError("the pull changed nothing: %s" % res)
         return wall, res
 
-    def rsync(self, master, replica):
-        return timed(["rsync", "-a", "-e", self.ssh, "%s:%s/" % (self.user_host, master), replica + "/"])[0]
+    def rsync(self, master, replica, ssh=None):
+        return timed(["rsync", "-a", "-e", ssh or self.ssh, "%s:%s/" % (self.user_host, master), replica + "/"])[0]
+
+    def breakdown(self, master, replica, ssh):
+        """One `ds-replica -v` pull, its stderr lines stamped as they arrive,
+        and the master's `serve` wrapped to stamp its own start and end (same
+        host, same clock).  Cheap: one extra pull."""
+        stamps = os.path.join(WORK, "serve-stamps.txt")
+        wrapper = os.path.join(WORK, "serve-stamped.sh")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\ndate +'start %%s.%%N' >> %s\n%s \"$@\"\nrc=$?\n"
+                    "date +'end %%s.%%N' >> %s\nexit $rc\n" % (stamps, DS, stamps))
+        os.chmod(wrapper, 0o755)
+        if os.path.exists(stamps):
+            os.unlink(stamps)
+        argv = [DS, "-v", "-q", "--json", "-e", ssh, "--remote-command", wrapper,
+                "%s:%s" % (self.user_host, master), replica]
+        t0 = time.time()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = [(time.time(), line.rstrip("\n")) for line in proc.stderr]
+        out = proc.stdout.read()
+        proc.wait()
+        t_end = time.time()
+        if proc.returncode != 0:
+            raise RuntimeError("breakdown pull failed: %s" % lines[-3:])
+        res = json.loads(out)
+
+        def at(prefix):
+            return next(t for t, line in lines if line.startswith(prefix))
+
+        with open(stamps) as f:
+            st = dict((w, float(v)) for w, v in (ln.split() for ln in f if ln.strip()))
+        t_ask, t_recv, t_apply = at("replica "), at("received "), at("commit point passed")
+        return {"wall_s": t_end - t0, "elapsed_seconds": res["elapsed_seconds"],
+                "snapshot_seconds": res["snapshot_seconds"],
+                "local_start_s": t_ask - t0,             # python + imports + lock + journal check
+                "ssh_setup_s": st["start"] - t_ask,      # connect, authenticate, start the remote shell
+                "serve_s": st["end"] - st["start"],      # python start + chain walk + snapshot + sending
+                "transfer_tail_s": t_recv - st["end"],   # last bytes, ssh close, validate_increment
+                "commit_s": t_apply - t_recv,            # journal commit point (the spool made durable)
+                "apply_exit_s": t_end - t_apply}         # apply_archive + exit
 
     def storage(self, n, k, **kw):
         t0 = time.monotonic()
@@ -145,13 +224,39 @@ class Bench(object):
                 generate.reset_replica(info["base"], replica, info["increment"])
                 drop_dirty()
                 rs_t.append(self.rsync(info["master"], replica))
+            extra = {"ssh_true_s": self.handshake(self.ssh)}
+            generate.reset_replica(info["base"], replica, info["increment"])
+            drop_dirty()
+            extra["breakdown"] = self.breakdown(info["master"], replica, self.ssh)
+            if self.a.cm_runs:
+                # the same runs through one persistent connection, opened before they start
+                self.open_cm()
+                extra["ssh_true_cm_s"] = self.handshake(self.ssh_cm)
+                ds_c, rs_c = [], []
+                for _ in range(self.a.cm_runs):
+                    generate.reset_replica(info["base"], replica, info["increment"])
+                    drop_dirty()
+                    self.open_cm()
+                    ds_c.append(self.pull(info["master"], replica, ssh=self.ssh_cm)[0])
+                    generate.reset_replica(info["base"], replica, info["increment"])
+                    drop_dirty()
+                    self.open_cm()
+                    rs_c.append(self.rsync(info["master"], replica, ssh=self.ssh_cm))
+                generate.reset_replica(info["base"], replica, info["increment"])
+                drop_dirty()
+                self.open_cm()
+                extra["breakdown_cm"] = self.breakdown(info["master"], replica, self.ssh_cm)
+                extra.update(ds_replica_cm_s=ds_c, rsync_cm_s=rs_c, ds_replica_cm_median_s=median(ds_c),
+                             rsync_cm_median_s=median(rs_c))
+                log("N=%d persistent ssh: ds-replica %.3fs, rsync %.3fs (medians); ssh true %.3fs, via the "
+                    "master %.3fs" % (n, median(ds_c), median(rs_c), extra["ssh_true_s"], extra["ssh_true_cm_s"]))
             files_total = info["base_facts"]["revisions"] + info["base_facts"]["transactions"] + \
                 info["base_facts"]["objects"]
             out[str(n)] = {"n_revisions": n, "files_in_storage": files_total, "k": self.a.k,
                            "increment_files": res["files"], "increment_bytes": res["bytes"],
                            "ds_replica_s": ds_t, "rsync_s": rs_t,
                            "ds_replica_median_s": median(ds_t), "rsync_median_s": median(rs_t),
-                           "snapshot_s": res["snapshot_seconds"]}
+                           "snapshot_s": res["snapshot_seconds"], **extra}
             log("N=%d: ds-replica %.3fs, rsync %.3fs (medians; %d files in the increment)"
                 % (n, median(ds_t), median(rs_t), res["files"]))
             shutil.rmtree(replica)
@@ -251,9 +356,9 @@ class Bench(object):
             self.pull(info["master"], replica)
             shutil.copyfile(os.path.join(replica, "misc", "replica.previous"), self.archive)
             shutil.rmtree(replica)
-        new, old, batched, count = [], [], [], 0
+        new, old, batched, count = [], [], [], 0  # batched: here, the old single-syncfs apply
         runs = max(self.a.runs, 5)  # cheap, and noisy on a shared disk
-        modes = ("syncfs", "fsync-each", "syncfs-every-1000")
+        modes = ("engine", "fsync-each", "one-syncfs")
         for i in range(runs):
             for mode in modes[i % 3:] + modes[:i % 3]:
                 # a fresh home per run: no unlink/relink churn from a reset in the timed window
@@ -266,43 +371,38 @@ class Bench(object):
                 st = storage.Storage(home)
                 drop_dirty()
                 t0 = time.monotonic()
-                if mode == "syncfs":
+                if mode == "engine":
                     count = journal.apply_archive(st)
                     new.append(time.monotonic() - t0)
-                elif mode == "syncfs-every-1000":
-                    count = apply_in_batches(st, 1000)
+                elif mode == "one-syncfs":
+                    count = apply_one_syncfs(st)
                     batched.append(time.monotonic() - t0)
                 else:
                     count = old_style_apply(st, os.path.join(home, "journal", journal.REPLICA_TAR))
                     old.append(time.monotonic() - t0)
                 shutil.rmtree(home)
         self.results["scenarios"]["durable_apply"] = {
-            "files": count, "runs": runs, "syncfs_s": new, "fsync_each_s": old, "syncfs_every_1000_s": batched,
-            "syncfs_files_per_s": count / median(new), "fsync_each_files_per_s": count / median(old),
-            "syncfs_every_1000_files_per_s": count / median(batched),
-            "ratio": median(old) / median(new), "ratio_batched": median(old) / median(batched)}
-        log("durable apply of %d files: one syncfs %.0f files/s, fsync each %.0f files/s, syncfs every 1000 "
-            "files %.0f files/s" % (count, count / median(new), count / median(old), count / median(batched)))
+            "files": count, "runs": runs, "flush_files": journal.Durability.FLUSH_FILES,
+            "flush_bytes": journal.Durability.FLUSH_BYTES,
+            "engine_s": new, "fsync_each_s": old, "one_syncfs_s": batched,
+            "engine_files_per_s": count / median(new), "fsync_each_files_per_s": count / median(old),
+            "one_syncfs_files_per_s": count / median(batched),
+            "ratio": median(old) / median(new), "ratio_one_syncfs": median(old) / median(batched)}
+        log("durable apply of %d files: engine (syncfs every %d files) %.0f files/s, fsync each %.0f files/s, "
+            "one final syncfs %.0f files/s" % (count, journal.Durability.FLUSH_FILES, count / median(new),
+                                               count / median(old), count / median(batched)))
         self.save()
 
 
-def apply_in_batches(st, every):
-    """journal.apply_archive with a syncfs after every `every` files (a
-    proposed engine change, measured here without changing the engine)."""
-    write_file = journal.write_file
-    count = [0]
-
-    def write_and_sync(path, data, mode):
-        write_file(path, data, mode)
-        count[0] += 1
-        if count[0] % every == 0:
-            journal._syncfs(st.home)
-
-    journal.write_file = write_and_sync
+def apply_one_syncfs(st):
+    """journal.apply_archive as it was before bb5a421: no flush until one
+    syncfs at the end (the engine's batch thresholds raised out of reach)."""
+    saved = journal.Durability.FLUSH_FILES, journal.Durability.FLUSH_BYTES
+    journal.Durability.FLUSH_FILES = journal.Durability.FLUSH_BYTES = 1 << 62
     try:
         return journal.apply_archive(st)
     finally:
-        journal.write_file = write_file
+        journal.Durability.FLUSH_FILES, journal.Durability.FLUSH_BYTES = saved
 
 
 def old_style_apply(st, tar_path):
@@ -374,11 +474,29 @@ def report(results):
         lines.append("a. N=%-7s increment %5d files: ds-replica %7.3fs  rsync %7.3fs  -> ds-replica %.1fx faster "
                      "(target >= 20x)" % (n, r["increment_files"], r["ds_replica_median_s"], r["rsync_median_s"],
                                           r["rsync_median_s"] / r["ds_replica_median_s"]))
+        if "ds_replica_cm_median_s" in r:
+            lines.append("   persistent ssh connection: ds-replica %7.3fs  rsync %7.3fs  -> %.1fx "
+                         "(ssh true: %.3fs new, %.3fs through the master)"
+                         % (r["ds_replica_cm_median_s"], r["rsync_cm_median_s"],
+                            r["rsync_cm_median_s"] / r["ds_replica_cm_median_s"], r["ssh_true_s"],
+                            r["ssh_true_cm_s"]))
+        for key in ("breakdown", "breakdown_cm"):
+            bd = r.get(key)
+            if bd:
+                lines.append("   one -v pull%s: local start %.2f, ssh setup %.2f, serve %.2f (snapshot %.3f), "
+                             "transfer tail %.2f, commit %.2f, apply+exit %.2f = %.2fs"
+                             % (" (persistent)" if key == "breakdown_cm" else "", bd["local_start_s"],
+                                bd["ssh_setup_s"], bd["serve_s"], bd["snapshot_seconds"], bd["transfer_tail_s"],
+                                bd["commit_s"], bd["apply_exit_s"], bd["wall_s"]))
     if len(ns) >= 2:
         lo, hi = inc[ns[0]], inc[ns[-1]]
         lines.append("b. N %s -> %s: ds-replica x%.2f (target <= 1.2x), rsync x%.2f"
                      % (ns[0], ns[-1], hi["ds_replica_median_s"] / lo["ds_replica_median_s"],
                         hi["rsync_median_s"] / lo["rsync_median_s"]))
+        if "ds_replica_cm_median_s" in lo and "ds_replica_cm_median_s" in hi:
+            lines.append("   persistent ssh: ds-replica x%.2f, rsync x%.2f"
+                         % (hi["ds_replica_cm_median_s"] / lo["ds_replica_cm_median_s"],
+                            hi["rsync_cm_median_s"] / lo["rsync_cm_median_s"]))
     fc = sc.get("first_copy")
     if fc:
         lines.append("c. first copy N=%d (%d files, %.0f MB): clone %.1fs, tar|ssh|tar %.1fs -> x%.2f (target <= 1.3x)"
@@ -398,11 +516,12 @@ def report(results):
                                             r["pull_peak_rss_mb"]))
     d = sc.get("durable_apply")
     if d:
-        lines.append("f. durable apply of %d files: one syncfs %.0f files/s vs fsync each %.0f files/s -> x%.2f"
-                     % (d["files"], d["syncfs_files_per_s"], d["fsync_each_files_per_s"], d["ratio"]))
-        if "ratio_batched" in d:
-            lines.append("   syncfs every 1000 files (proposed): %.0f files/s -> x%.2f against fsync each"
-                         % (d["syncfs_every_1000_files_per_s"], d["ratio_batched"]))
+        lines.append("f. durable apply of %d files: engine (syncfs every %d files) %.0f files/s vs fsync each "
+                     "%.0f files/s -> x%.2f"
+                     % (d["files"], d["flush_files"], d["engine_files_per_s"], d["fsync_each_files_per_s"],
+                        d["ratio"]))
+        lines.append("   one final syncfs (before bb5a421): %.0f files/s -> x%.2f against fsync each"
+                     % (d["one_syncfs_files_per_s"], d["ratio_one_syncfs"]))
     return "\n".join(lines)
 
 
@@ -413,6 +532,8 @@ def env_list(name, default):
 def main(argv=None):
     p = argparse.ArgumentParser(description="ds-replica benchmarks (make bench)")
     p.add_argument("--n", type=lambda s: [int(x) for x in s.split(",")], default=env_list("BENCH_N", "30000,300000"))
+    p.add_argument("--cm-runs", type=int, default=int(os.environ.get("BENCH_CM_RUNS", -1)),
+                   help="runs per N through a persistent ssh connection (default: --runs; 0: none)")
     p.add_argument("--k", type=int, default=int(os.environ.get("BENCH_K", 100)))
     p.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", 3)))
     p.add_argument("--k-snapshot", type=int, default=int(os.environ.get("BENCH_K_SNAPSHOT", 1000)))
@@ -427,6 +548,8 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true", help="keep other scenarios of an earlier results.json")
     a = p.parse_args(argv)
     a.clone_n = a.clone_n or max(a.n)
+    if a.cm_runs < 0:
+        a.cm_runs = a.runs
     only = set(a.only.split(","))
     t0 = time.monotonic()
     b = Bench(a)
