@@ -17,7 +17,7 @@ import shutil
 import time
 
 from . import journal, ustar
-from .replica import ANSWER_PREFIX, PullOptions, master_failure, open_channel
+from .replica import ANSWER_PREFIX, PullOptions, Throttle, master_failure, open_channel
 from .serve import Request
 from .storage import Corrupt, DSError, Storage, fsync_path, hex_tid
 
@@ -119,7 +119,8 @@ def _receive(master, partial, opts, log, progress):
         files = nbytes = transactions = 0
         made = set()
         dur = journal.Durability(partial, True)
-        for member in ustar.iter_members(chan.read):
+        read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
+        for member in ustar.iter_members(read):
             if checker.fmt is None and member.name.startswith("A/"):
                 raise Corrupt("the clone archive sends A/ before config/settings")
             logical = checker.check(member)

@@ -344,3 +344,28 @@ def test_status_exit_codes_follow_nagios(unpack_fixture, tmp_path):
 
 def result_count(m):
     return len([t for t in m["master"]["transactions"] if t["tid"] > m["replica"]["last_tid"]])
+
+
+def test_interrupted_clone_never_looks_like_a_replica(unpack_fixture, tmp_path):
+    import signal
+    import time
+    d = unpack_fixture("flat")
+    dest = tmp_path / "standby"
+    slow = subprocess.Popen([DS_REPLICA, "clone", "-q", "--bwlimit", "40", str(d / "master"), str(dest)])
+    deadline = time.monotonic() + 20
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]:
+        assert time.monotonic() < deadline and slow.poll() is None
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into the transfer
+    slow.send_signal(signal.SIGKILL)
+    slow.wait()
+    assert not dest.exists()  # nothing at the destination looks like a storage
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
+    assert partial and (partial[0] / "A").is_dir()
+    with pytest.raises(storage.DSError):
+        pull(str(d / "master"), str(dest))
+    # the next clone clears the leftover of the dead one and completes
+    result = clone(str(d / "master"), str(dest))
+    assert result["after_tid"] == manifest(d)["master"]["last_tid"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
+    assert_objects(dest, manifest(d)["master"]["objects"])
