@@ -76,3 +76,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "sshd" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ssh)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The figures the reliability and soak tests measured, one line each,
+    ready to paste into an issue note."""
+    from tests.support.reliability import SUMMARY_KEY
+
+    lines = config.stash.get(SUMMARY_KEY, [])
+    if lines:
+        terminalreporter.section("reliability figures")
+        for line in lines:
+            terminalreporter.write_line("[reliability] " + line)

@@ -142,7 +142,8 @@ def xmlrpc_call(method, name, code, timeout=30.0):
     try:
         getattr(proxy, name)(code)
     except xmlrpc.client.Fault as e:
-        raise DSError("%s refused %s: %s" % (clean, name, str(e.faultString).strip().splitlines()[-1:] or ""))
+        lines = str(e.faultString).strip().splitlines() or ["(no reason given)"]
+        raise DSError("%s refused %s: %s" % (clean, name, lines[-1].strip()))
     except xmlrpc.client.ProtocolError as e:
         hint = "check the user and password in the access file" if e.errcode == 401 else None
         raise DSError("%s answered HTTP %d %s to %s" % (clean, e.errcode, e.errmsg, name), hint)
@@ -244,7 +245,8 @@ class Snapshot(object):
                     break
         sub = st.sublock()
         if not sub.acquire():
-            reasons.append("misc/sublock is held (the storage is running and not in snapshot mode)")
+            reasons.append("misc/sublock is held (by the running storage, or by another tool reading its "
+                           "snapshot)")
             return False
         self.sublock = sub
         code = st.snapshot_code()

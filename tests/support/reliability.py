@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dirstorage_replica import journal, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.replica import PullOptions, pull
@@ -43,6 +45,9 @@ TOOLKIT_USER = "admin"
 
 
 # ------------------------------------------------------------------ report
+
+SUMMARY_KEY = pytest.StashKey()
+
 
 def report(request, name, figures):
     """Record `figures` (a dict) under `name` in tests/output/reliability.json
@@ -57,10 +62,8 @@ def report(request, name, figures):
     OUTPUT.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     line = "%s: %s" % (name, ", ".join("%s=%s" % (k, v) for k, v in sorted(figures.items()) if k != "recorded"))
     print(line)
-    tr = request.config.pluginmanager.getplugin("terminalreporter")
-    if tr is not None:
-        tr.write_line("")
-        tr.write_line("[reliability] " + line)
+    # shown in the run's closing summary (tests/conftest.py), whatever the capture mode
+    request.config.stash.setdefault(SUMMARY_KEY, []).append(line)
     return line
 
 
