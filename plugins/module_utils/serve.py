@@ -386,7 +386,7 @@ def answer_verify(st, req, stdout):
     return None
 
 
-def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0):
+def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None):
     """Answer one request.  Raises DSError on refusal (the caller prints it and
     exits non-zero); writes nothing to stdout before all checks passed."""
     log = log or (lambda msg: None)
@@ -417,7 +417,7 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
             check_reference(st, req)
             collect(st, req.tid, inc, dry_run=True)
         else:
-            snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log)
+            snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log, warn=warn)
             with snap:
                 if req.kind == "clone":
                     # a first copy streams the whole A/ while the storage

@@ -182,8 +182,9 @@ class Snapshot(object):
     `timeout` seconds of retrying (with `interval` pauses) when the storage is
     busy (already in snapshot mode for someone else, packing...)."""
 
-    def __init__(self, st, timeout=0.0, interval=5.0, log=None, code=None):
+    def __init__(self, st, timeout=0.0, interval=5.0, log=None, code=None, warn=None):
         self.st = st
+        self.warn = warn or log or (lambda msg: None)
         self.timeout = timeout
         self.interval = interval
         self.log = log or (lambda msg: None)
@@ -205,7 +206,7 @@ class Snapshot(object):
         deadline = time.monotonic() + max(0.0, self.timeout)
         methods, problems = load_methods(self.st)
         for p in problems:
-            self.log(p)
+            self.warn(p)
         while True:
             reasons = []
             self._t0 = time.monotonic()

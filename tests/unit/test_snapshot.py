@@ -97,3 +97,18 @@ def test_snapshot_abandoned_by_a_dead_pull_is_left(running):
     assert result["transactions"] == 1
     assert not master.in_snapshot
     assert toolkit.calls["leaveSnapshot"] >= 2
+
+
+def test_malformed_snapshot_conf_line_is_reported_and_skipped(unpack_fixture):
+    import subprocess
+    import sys
+    from pathlib import Path
+    d = unpack_fixture("bushy")
+    (d / "master" / "config" / "snapshot.conf").write_text("bogus words here\ndirect\n")
+    st = storage.Storage(d / "replica")
+    tid = st.last_tid()
+    request = "replica request 0\n%s\n%s\n%s\n" % (st.identity, storage.hex_tid(tid), st.transaction_md5(tid))
+    proc = subprocess.run([str(Path(sys.executable).with_name("ds-replica")), "serve", str(d / "master")],
+                          input=request.encode(), capture_output=True)
+    assert proc.returncode == 0  # the line was skipped, `direct` worked
+    assert b"warning: config/snapshot.conf line 1 is not understood (bogus)" in proc.stderr
