@@ -149,8 +149,10 @@ def _receive(master, partial, opts, log, progress):
             raise Corrupt("the clone archive lacks config/settings or config/identity")
         log("received %d files, %d bytes" % (files, nbytes))
         return {"transactions": transactions, "files": files, "bytes": nbytes,
-                # the master streams a first copy from snapshot mode: it is held for the whole transfer
-                "snapshot_seconds": round(time.monotonic() - t_start, 3), "master_tid": info.get("master_tid")}
+                # a staged copy says how long the master was held; otherwise it
+                # was held for the whole transfer
+                "snapshot_seconds": info.get("snapshot_seconds", round(time.monotonic() - t_start, 3)),
+                "master_tid": info.get("master_tid")}
     except OSError as e:
         raise DSError("the clone transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
                       "try again; nothing was left behind")

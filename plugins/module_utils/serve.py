@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -324,29 +325,78 @@ def collect(st, since, increment=None, dry_run=False):
     return inc
 
 
-def write_clone(st, out):
+STAGING_PREFIX = ".clone-"
+
+
+def stage_clone(st, code, log):
+    """Hard-link every storage file of A/ into misc/.clone-CODE/ (same
+    layout), so that a first copy can be sent after snapshot mode is left.
+
+    Sound because the storage never rewrites a file in place: new versions of
+    x.serial, x.oid and o….c replace the name by rename, and a pack renames
+    or unlinks; a link keeps the snapshot's bytes either way.  Returns the
+    folder (relative to HOME), or None when links cannot be made here (another
+    filesystem, no write access, ...): the caller then streams from
+    snapshot mode instead."""
+    rel_staging = "misc/" + STAGING_PREFIX + code
+    staging = st.sub(rel_staging)
+    made = set()
+    try:
+        os.mkdir(staging, 0o700)
+        made.add(staging)
+        for rel, name in st.iter_files("A"):
+            if name is None:
+                continue  # pack leftovers (...-deleted) and strays are not part of the storage
+            target = os.path.join(staging, *rel.split("/"))
+            parent = os.path.dirname(target)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            os.link(os.path.join(st.a_dir, *rel.split("/")), target)
+    except OSError as e:
+        log("cannot stage the copy with hard links (%s); sending it from snapshot mode" % (e.strerror or e))
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
+    return rel_staging
+
+
+def remove_stale_staging(st):
+    """Staging folders of clones whose serve died (same host, dead pid)."""
+    from .snapshot import stale_code
+    try:
+        entries = os.listdir(st.sub("misc"))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(STAGING_PREFIX) and stale_code("user/" + entry[len(STAGING_PREFIX):]):
+            shutil.rmtree(st.sub("misc", entry), ignore_errors=True)
+
+
+def write_clone(st, out, folder="A"):
     """Stream everything a copy needs (config/settings, config/identity, A/)
-    straight from disk: called while the master is held in snapshot mode.
-    Mutable files go last, so the copy's x.serial is read after its chain."""
+    from `folder` (A/ itself while the master is held in snapshot mode, or a
+    staging folder of hard links made in snapshot mode).  Mutable files go
+    last, so the copy's x.serial is read after its chain."""
     writer = ustar.Writer(out)
     now = int(time.time())
     counts = {"files": 0, "bytes": 0, "transactions": 0}
     for name in ("settings", "identity"):
         writer.add_bytes("config/" + name, read_file(st.sub("config", name)), mtime=now)
+    root = st.sub(folder)
     late = []
-    for rel, name in st.iter_files("A"):
+    for rel, name in st.iter_files(folder):
         if name is None:
             continue  # pack leftovers (...-deleted) and strays are not part of the storage
         if name.startswith("x.") or name.endswith(".c"):
             late.append(rel)
             continue
-        path = os.path.join(st.a_dir, *rel.split("/"))
+        path = os.path.join(root, *rel.split("/"))
         writer.add_file("A/" + rel, path, mtime=now)
         counts["files"] += 1
         counts["bytes"] += os.path.getsize(path)
         counts["transactions"] += name.startswith("t")
     for rel in late:
-        data = read_file(os.path.join(st.a_dir, *rel.split("/")))
+        data = read_file(os.path.join(root, *rel.split("/")))
         writer.add_bytes("A/" + rel, data, mtime=now)
         counts["files"] += 1
         counts["bytes"] += len(data)
@@ -386,6 +436,39 @@ def answer_verify(st, req, stdout):
     return None
 
 
+def _serve_clone(st, snap, stdout, log, stage=True):
+    """A first copy: hard-link A/ into a staging folder in snapshot mode and
+    send it after leaving; where links cannot be made, send A/ itself while
+    the storage keeps serving from B/."""
+    remove_stale_staging(st)
+    staged = None
+    with snap:
+        master_tid = st.last_tid()
+        if stage:
+            staged = stage_clone(st, snap.code, log)
+        if staged is None:
+            _clone_header(stdout, st, master_tid, None)
+            counts = write_clone(st, stdout)
+    if staged is not None:
+        log("staged the copy in %.3fs of snapshot mode" % snap.seconds)
+        try:
+            _clone_header(stdout, st, master_tid, snap.seconds)
+            counts = write_clone(st, stdout, staged)
+        finally:
+            shutil.rmtree(st.sub(staged), ignore_errors=True)
+    stdout.flush()
+    log("clone sent %(files)d files, %(bytes)d bytes" % counts)
+    return None
+
+
+def _clone_header(stdout, st, master_tid, snapshot_seconds):
+    info = {"master_tid": hex_tid(master_tid), "format": st.format, "compress": "none",
+            "staged": snapshot_seconds is not None}
+    if snapshot_seconds is not None:
+        info["snapshot_seconds"] = round(snapshot_seconds, 6)
+    stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+
+
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None):
     """Answer one request.  Raises DSError on refusal (the caller prints it and
     exits non-zero); writes nothing to stdout before all checks passed."""
@@ -418,16 +501,9 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
             collect(st, req.tid, inc, dry_run=True)
         else:
             snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log, warn=warn)
+            if req.kind == "clone":
+                return _serve_clone(st, snap, stdout, log, opts.get("stage", "1") != "0")
             with snap:
-                if req.kind == "clone":
-                    # a first copy streams the whole A/ while the storage
-                    # keeps serving from B/: there is no increment to gather
-                    info = {"master_tid": hex_tid(st.last_tid()), "format": st.format, "compress": "none"}
-                    stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
-                    counts = write_clone(st, stdout)
-                    stdout.flush()
-                    log("clone sent %(files)d files, %(bytes)d bytes" % counts)
-                    return inc
                 check_reference(st, req)
                 collect(st, req.tid, inc)
             snap_seconds = snap.seconds

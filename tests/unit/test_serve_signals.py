@@ -1,5 +1,6 @@
 """`ds-replica serve` leaves snapshot mode on every way out: SIGTERM, SIGHUP
-and a reader that goes away, while it is streaming from snapshot mode."""
+and a reader that goes away, while it is streaming from snapshot mode; and a
+staged first copy is sent after snapshot mode is left."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _serve_stuck_in_snapshot(tm, home):
     it holds the master in snapshot mode."""
     proc = subprocess.Popen([DS_REPLICA, "serve", str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    proc.stdin.write(b"replica clone 1\n\n")
+    proc.stdin.write(b"replica clone 1\nstage: 0\n\n")  # stream from snapshot mode itself
     proc.stdin.close()
     deadline = time.monotonic() + 20
     while not (tm.snapshot_code or "").startswith("user/ds-replica-"):
@@ -71,3 +72,50 @@ def test_reader_gone_leaves_snapshot_mode(master):
     assert proc.returncode != 0
     assert tm.snapshot_code is None
     assert toolkit.calls["leaveSnapshot"] == 1
+
+
+def _staging(home):
+    return [p for p in (home / "misc").iterdir() if p.name.startswith(".clone-")]
+
+
+def test_staged_clone_leaves_snapshot_before_sending(master):
+    """By default a first copy is hard-linked into misc/.clone-CODE in snapshot
+    mode and sent afterwards: a reader that does not read holds nothing."""
+    tm, toolkit, home = master
+    proc = subprocess.Popen([DS_REPLICA, "serve", str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(b"replica clone 1\n\n")
+    proc.stdin.close()
+    deadline = time.monotonic() + 20
+    while toolkit.calls["leaveSnapshot"] < 1:
+        assert time.monotonic() < deadline, "serve never left snapshot mode"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proc.poll() is None  # still sending, blocked on the pipe...
+    assert tm.snapshot_code is None  # ...with the master out of snapshot mode
+    assert len(_staging(home)) == 1
+    tm.commit({1: b"written while the copy is being sent"})  # the storage is fully live
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    assert _staging(home) == []  # cleaned up on the way out
+
+
+def test_stale_staging_of_a_dead_serve_is_removed(master, tmp_path):
+    import socket
+
+    from dirstorage_replica import storage
+    from dirstorage_replica.clone import clone
+    tm, toolkit, home = master
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = home / "misc" / (".clone-ds-replica-%s-%d" % (socket.gethostname(), dead.pid))
+    (stale / "A").mkdir(parents=True)
+    result = clone(str(home), str(tmp_path / "copy"))
+    assert result["snapshot_seconds"] < 5
+    assert _staging(home) == []
+    assert tm.snapshot_code is None
+    copy = storage.Storage(str(tmp_path / "copy"))
+    for oid in range(1, tm.last_oid + 1):
+        assert copy.load(oid.to_bytes(8, "big")) == tm.load(oid)
