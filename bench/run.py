@@ -269,7 +269,7 @@ class Bench(object):
         info = self.storage(n, self.a.k)
         base = info["base"]
         dest = os.path.join(WORK, "clone-dest")
-        cl, tr, res = [], [], None
+        cl, tr, snaps, res = [], [], [], None
         for _ in range(self.a.clone_runs):
             shutil.rmtree(dest, ignore_errors=True)
             drop_dirty()
@@ -277,6 +277,7 @@ class Bench(object):
                                 "%s:%s" % (self.user_host, base), dest])
             res = json.loads(text)
             cl.append(wall)
+            snaps.append(res["snapshot_seconds"])
             shutil.rmtree(dest)
             os.makedirs(dest)
             drop_dirty()
@@ -288,8 +289,10 @@ class Bench(object):
             "n_revisions": n, "runs": len(cl), "files": res["files"], "bytes": res["bytes"],
             "clone_s": cl, "tar_ssh_s": tr,
             "clone_median_s": median(cl), "tar_ssh_median_s": median(tr),
+            "clone_snapshot_s": snaps, "clone_snapshot_median_s": median(snaps),
             "ratio": median(cl) / median(tr)}
-        log("clone N=%d: ds-replica clone %.1fs, tar|ssh|tar %.1fs" % (n, median(cl), median(tr)))
+        log("clone N=%d: ds-replica clone %.1fs (master in snapshot mode %.1fs), tar|ssh|tar %.1fs"
+            % (n, median(cl), median(snaps), median(tr)))
         self.save()
 
     # -- d: snapshot time -------------------------------------------------
