@@ -298,12 +298,12 @@ def test_snapshot_held_by_a_live_backup_is_respected(observed, sshd, tmp_path, r
 @pytest.fixture
 def small_mount(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
+        pytest.skip("mounting a small tmpfs needs root")  # ci-runs: CI is root
     mnt = tmp_path / "small"
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip("cannot mount tmpfs: %s" % r.stderr.strip())
+        pytest.fail("cannot mount a tmpfs for the full-disk test: %s" % r.stderr.strip(), pytrace=False)
     try:
         yield mnt
     finally:
