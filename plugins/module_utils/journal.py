@@ -19,11 +19,9 @@ from .storage import (
     JOURNAL_ENTRY_RE,
     LOGICAL_NAME_RE,
     Corrupt,
-    DSError,
     check_member,
     fsync_path,
     logical_name,
-    logical_path,
 )
 
 REPLICA_TAR = "replica.tar"
@@ -144,7 +142,7 @@ def recombine(st, dur):
     return moved
 
 
-def recover(st, apply_pending=True, keep_snapshot_marker=True):
+def recover(st, apply_pending=True):
     """Bring a storage that is not running to a clean state.
 
     Caller holds misc/lock and misc/sublock.  Returns a dict of what was done.
@@ -184,7 +182,7 @@ def recover(st, apply_pending=True, keep_snapshot_marker=True):
     dur.commit()
     if st.sync:
         fsync_path(st.journal_dir, directory=True)
-    if marker is not None and keep_snapshot_marker and (done or b_files):
+    if marker is not None and (done or b_files):
         st.write_snapshot_marker(marker)
     return report
 
@@ -307,14 +305,3 @@ def write_file(path, data, mode):
             os.fchmod(fd, mode)
     finally:
         os.close(fd)
-
-
-def require_not_running(st):
-    """Raise unless nobody holds misc/lock (used by status tools)."""
-    locked, pid = st.lock().probe()
-    if locked:
-        raise DSError("%s is in use (misc/lock held%s)" % (st.home, " by pid %s" % pid if pid else ""))
-
-
-__all__ = ["recover", "recombine", "apply_archive", "check_journal", "MemberChecker", "Durability",
-           "logical_path", "REPLICA_TAR"]

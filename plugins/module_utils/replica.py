@@ -417,5 +417,3 @@ def _commit(st, incoming):
     if st.sync:
         fsync_path(st.sub("misc"), directory=True)
 
-
-__all__ = ["pull", "PullOptions", "parse_master", "validate_increment", "DSError", "Busy", "Refused"]

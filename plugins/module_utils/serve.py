@@ -31,7 +31,6 @@ from .snapshot import Snapshot
 from .storage import (
     ZERO_TID,
     Corrupt,
-    DSError,
     NotAStorage,
     Refused,
     Storage,
@@ -528,5 +527,3 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     finally:
         inc.close()
 
-
-__all__ = ["serve", "read_request", "Request", "collect", "check_request", "check_reference", "DSError"]

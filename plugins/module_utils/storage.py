@@ -404,10 +404,6 @@ class FileLock(object):
                 os.close(self.fd)
                 self.fd = None
 
-    @property
-    def held(self):
-        return self.fd is not None
-
     def holder(self):
         """The pid written in the lock file, if any (informational)."""
         try:
@@ -506,9 +502,6 @@ class Storage(object):
 
     def read(self, name, folder="A"):
         return read_file(self.path(name, folder))
-
-    def exists(self, name, folder="A"):
-        return os.path.exists(self.path(name, folder))
 
     def require_full(self, role="storage"):
         if self.classname != "Full":
