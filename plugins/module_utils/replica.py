@@ -416,4 +416,3 @@ def _commit(st, incoming):
     fsync_path(st.journal_dir, directory=True)
     if st.sync:
         fsync_path(st.sub("misc"), directory=True)
-

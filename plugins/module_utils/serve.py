@@ -526,4 +526,3 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
         return inc
     finally:
         inc.close()
-
