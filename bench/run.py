@@ -295,6 +295,62 @@ class Bench(object):
             % (n, median(cl), median(snaps), median(tr)))
         self.save()
 
+    # -- g: compression -----------------------------------------------------
+    def compression(self):
+        """A text-rich increment (pickles of CMS-like objects: real ZODB pickles
+        compress, the random bytes of the other scenarios do not) pulled with
+        and without --compress, on the free loopback and through a 1 MiB/s cap
+        (a slow link): bytes on the wire and wall time."""
+        import pickle
+        import random
+
+        from dirstorage_replica.clone import clone
+        from tests.support.master import TestMaster, create_storage
+        base = os.path.join(WORK, "compress")
+        shutil.rmtree(base, ignore_errors=True)
+        master, replica0 = os.path.join(base, "master"), os.path.join(base, "replica0")
+        create_storage(master, "bushy")
+        rng = random.Random(7)
+        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10)))
+                 for _ in range(2000)]
+
+        def commit_some(tm, count):
+            for i in range(count):
+                objects = {}
+                for _ in range(5):
+                    text = " ".join(rng.choice(words) for _ in range(rng.randint(100, 1500)))
+                    state = {"title": text[:60], "text": text, "modified": time.time(), "owner": "editor%d" % i}
+                    objects[rng.randint(1, 3000) if tm.last_oid > 3000 else tm.new_oid()] = pickle.dumps(state, 3)
+                tm.commit(objects)
+
+        with TestMaster(master) as tm:
+            commit_some(tm, 50)
+        clone(master, replica0)
+        with TestMaster(master) as tm:
+            commit_some(tm, 200)
+        out = {}
+        for link, extra in (("loopback", []), ("1 MiB/s", ["--bwlimit", "1024"])):
+            out[link] = {}
+            for comp in (False, True):
+                walls, wires, res = [], [], None
+                for _ in range(self.a.runs):
+                    replica = os.path.join(base, "replica")
+                    shutil.rmtree(replica, ignore_errors=True)
+                    sh(["cp", "-a", replica0, replica])
+                    drop_dirty()
+                    wall, res = self.pull(master, replica, extra + (["--compress"] if comp else []))
+                    walls.append(wall)
+                    wires.append(res["wire_bytes"])
+                out[link]["gzip" if comp else "plain"] = {
+                    "wall_s": walls, "wall_median_s": median(walls), "wire_bytes": median(wires),
+                    "bytes": res["bytes"], "transactions": res["transactions"]}
+            log("compression %s: plain %.2fs %.1f MB on the wire, gzip %.2fs %.1f MB" % (
+                link, out[link]["plain"]["wall_median_s"], out[link]["plain"]["wire_bytes"] / 1e6,
+                out[link]["gzip"]["wall_median_s"], out[link]["gzip"]["wire_bytes"] / 1e6))
+        shutil.rmtree(base, ignore_errors=True)
+        self.results["scenarios"]["compression"] = out
+        self.save()
+
     # -- d: snapshot time -------------------------------------------------
     def snapshot(self):
         n = min(self.a.n)
@@ -470,6 +526,12 @@ def machine():
 def report(results):
     sc = results["scenarios"]
     lines = []
+    for link, r in sc.get("compression", {}).items():
+        lines.append("g. compression, %d text-rich transactions (%.1f MB), %s: plain %.2fs with %.1f MB on the wire, "
+                     "--compress %.2fs with %.1f MB (x%.1f fewer bytes)" % (
+                         r["plain"]["transactions"], r["plain"]["bytes"] / 1e6, link, r["plain"]["wall_median_s"],
+                         r["plain"]["wire_bytes"] / 1e6, r["gzip"]["wall_median_s"], r["gzip"]["wire_bytes"] / 1e6,
+                         r["plain"]["wire_bytes"] / max(1, r["gzip"]["wire_bytes"])))
     inc = sc.get("increment", {})
     ns = sorted(inc, key=int)
     for n in ns:
@@ -545,7 +607,7 @@ def main(argv=None):
                    help="a first copy of 300k files takes minutes on this disk: one run by default")
     p.add_argument("--mem-mb", type=int, default=int(os.environ.get("BENCH_MEM_MB", 1024)))
     p.add_argument("--bwlimit", type=int, default=int(os.environ.get("BENCH_BWLIMIT", 0)) or None)
-    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f"))
+    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f,g"))
     p.add_argument("--cache", default=os.environ.get("BENCH_CACHE", generate.DEFAULT_CACHE))
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--merge", action="store_true", help="keep other scenarios of an earlier results.json")
@@ -566,6 +628,8 @@ def main(argv=None):
             b.durable()
         if "e" in only:
             b.memory()
+        if "g" in only:
+            b.compression()
         if "c" in only:
             b.first_copy()
     finally:

@@ -261,6 +261,7 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
         elif not opts.check and st.snapshot_code() is None:
             st.write_snapshot_marker("shutdown")
         after = before if opts.check else st.last_tid()
+        result.setdefault("wire_bytes", 0)
         result.update(before_tid=hex_tid(before), after_tid=hex_tid(after),
                       changed=bool(result["transactions"]) and not opts.check)
         newest = result.pop("master_newest", None) or (after if not opts.check else None)
@@ -291,9 +292,18 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
         chan.send(req.encode())
         chan.close_input()
         info = {}
-        read = chan.read
+        wire = [0]
+
+        def read(n, _raw=chan.read):
+            data = _raw(n)
+            wire[0] += len(data)
+            return data
+
+        if opts.bwlimit:  # the cap is on the wire, before any decompression
+            read = Throttle(read, opts.bwlimit).read
         if req.version >= 1:
             first = chan.readline(65536)
+            wire[0] += len(first)
             if not first.startswith(ANSWER_PREFIX):
                 status, err = chan.finish()
                 ok = True
@@ -320,8 +330,6 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
                 return _result(info, info["transactions"], info["files"], info["bytes"])
             if info.get("compress") == "gzip":
                 read = gzip.GzipFile(fileobj=_Reader(read), mode="rb").read
-        if opts.bwlimit:
-            read = Throttle(read, opts.bwlimit).read
         checker = journal.MemberChecker(st.format)
         spool = _Spool(incoming, st.sync)
         count = [0, 0]
@@ -347,6 +355,7 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
             raise master_failure(status, err)
         order = validate_increment(checker, before)
         result = _result(info, len(order), count[0] if order else 0, count[1] if order else 0)
+        result["wire_bytes"] = wire[0]
         if order:
             result["master_newest"] = max(order[-1].tid, _tid(info.get("master_newest_tid")))
         log("received %d transactions, %d files, %d bytes" % (len(order), count[0], count[1]))

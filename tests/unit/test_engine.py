@@ -369,3 +369,27 @@ def test_interrupted_clone_never_looks_like_a_replica(unpack_fixture, tmp_path):
     assert result["after_tid"] == manifest(d)["master"]["last_tid"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
     assert_objects(dest, manifest(d)["master"]["objects"])
+
+
+def test_compression_shrinks_what_crosses_the_wire(tmp_path):
+    import pickle
+
+    from tests.support.master import TestMaster, create_storage
+    home = tmp_path / "master"
+    create_storage(str(home), "bushy")
+    with TestMaster(str(home)) as tm:
+        tm.commit({tm.new_oid(): b"seed"})
+    for compress in (False, True):
+        standby = tmp_path / ("standby-%s" % compress)
+        clone(str(home), str(standby))
+        with TestMaster(str(home)) as tm:
+            for i in range(20):  # pickles of text-rich objects, as a CMS writes them
+                state = {"title": "Page %d" % i, "body": "Lorem ipsum dolor sit amet. " * 200, "tags": ["a", "b"]}
+                tm.commit({tm.new_oid(): pickle.dumps(state, protocol=3)})
+        result = pull(str(home), str(standby), PullOptions(compress=compress))
+        assert result["transactions"] == 20
+        if compress:
+            assert result["wire_bytes"] * 5 < result["bytes"], result
+        else:
+            assert result["wire_bytes"] > result["bytes"], result  # tar headers and padding
+        assert_reads_as(standby, home)
