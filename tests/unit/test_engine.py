@@ -393,3 +393,31 @@ def test_compression_shrinks_what_crosses_the_wire(tmp_path):
         else:
             assert result["wire_bytes"] > result["bytes"], result  # tar headers and padding
         assert_reads_as(standby, home)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_on_a_terminal_and_silence_under_q(unpack_fixture, quiet):
+    import os as _os
+    import pty
+    d = unpack_fixture("flat")
+    controller, terminal = pty.openpty()
+    argv = [DS_REPLICA] + (["-q"] if quiet else []) + ["--bwlimit", "400", str(d / "master"), str(d / "replica")]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal)
+    _os.close(terminal)
+    seen = b""
+    while True:
+        try:
+            chunk = _os.read(controller, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _os.close(controller)
+    assert proc.wait() == 0
+    if quiet:
+        assert seen == b""
+    else:
+        text = seen.decode()
+        assert "files, " in text and "/s" in text and "left" in text  # files, bytes, rate, time left
+        assert text.rstrip().endswith("Replica complete")
