@@ -103,7 +103,8 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
 
 
 def _receive(master, partial, opts, log, progress):
-    chan = open_channel(master, opts, log)
+    # hard-linking a large tree into the staging folder takes a while
+    chan = open_channel(master, opts, log, prepare=3600.0)
     ok = False
     try:
         chan.send(Request("clone", 1).encode())

@@ -16,7 +16,7 @@ import os
 import re
 import time
 
-from . import journal, transport, ustar
+from . import journal, snapshot, transport, ustar
 from .serve import Request
 from .storage import (
     ZERO_TID,
@@ -69,7 +69,9 @@ def parse_master(spec):
     return m.group(1), m.group(2).strip("[]"), m.group(3)
 
 
-def open_channel(master, opts, log, verb="serve"):
+def open_channel(master, opts, log, verb="serve", prepare=0.0):
+    """`prepare`: seconds the master may need beyond its snapshot waits before
+    it answers (a clone stages the whole tree first)."""
     user, host, path = parse_master(master)
     if host is None:
         return transport.LocalChannel(path, log=log, snapshot_timeout=0.0)
@@ -81,7 +83,16 @@ def open_channel(master, opts, log, verb="serve"):
                                  accept_new_host_key=opts.accept_new_host_key)
     return transport.paramiko_connect(host, command, user=user or opts.user, port=opts.port,
                                       key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                      accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
+                                      accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout,
+                                      read_timeout=answer_timeout(opts) + prepare)
+
+
+def answer_timeout(opts):
+    """How long the master may take before its first byte: the I/O timeout plus
+    its waits for snapshot mode (its turn among ds-replica processes, then the
+    --snapshot-timeout retries)."""
+    st = max(0.0, opts.snapshot_timeout or 0.0)
+    return opts.timeout + max(st, snapshot.PEER_WAIT) + st
 
 
 class OldMaster(DSError):

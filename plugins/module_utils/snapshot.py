@@ -22,10 +22,18 @@ import urllib.parse
 import xmlrpc.client
 
 from . import journal
-from .storage import Busy, DSError
+from .storage import Busy, DSError, FileLock
 
 CODE_PREFIX = "ds-replica"
 SHUTDOWN = "shutdown"
+# ds-replica processes on one master take turns at snapshot mode: the storage
+# can be entered only once, so a second standby pulling at the same moment
+# (a fleet run, cron lines on the same minute) waits for the first one's few
+# milliseconds instead of failing.  The file lives next to misc/lock.
+PEER_LOCK = ".ds-replica-snapshot.lock"
+# how long to wait for another ds-replica when no --snapshot-timeout is given;
+# below the standby's 60 s read timeout
+PEER_WAIT = 30.0
 
 
 class Method(object):
@@ -194,6 +202,8 @@ class Snapshot(object):
         self.seconds = 0.0
         self._t0 = None
         self.method = None
+        self.peer = None
+        self.peer_wait = 0.0
 
     def __enter__(self):
         self.enter()
@@ -207,6 +217,50 @@ class Snapshot(object):
         methods, problems = load_methods(self.st)
         for p in problems:
             self.warn(p)
+        self._take_turn(max(self.timeout, PEER_WAIT))
+        try:
+            self._enter(methods, deadline)
+        except BaseException:
+            self._release_peer()
+            raise
+
+    def _take_turn(self, wait):
+        """Wait (at most `wait` seconds) for any other ds-replica process
+        holding this storage in snapshot mode to be done."""
+        lock = FileLock(self.st.sub("misc", PEER_LOCK))
+        t0 = time.monotonic()
+        pause = 0.01
+        said = False
+        while True:
+            try:
+                if lock.acquire():
+                    break
+            except OSError as e:
+                # misc/ not writable for this account: no turns, the retry
+                # loop below still applies
+                self.log("cannot take %s (%s); not coordinating with other ds-replica processes"
+                         % (PEER_LOCK, e.strerror or e))
+                return
+            waited = time.monotonic() - t0
+            if waited >= wait:
+                raise Busy("master %s cannot enter snapshot mode: another ds-replica process (pid %s) has held "
+                           "it for %.0fs" % (self.st.home, lock.holder() or "unknown", waited),
+                           "retry later, or allow more time with --snapshot-timeout")
+            if not said and waited >= 1.0:
+                said = True
+                self.log("waiting for another ds-replica process (pid %s) to leave snapshot mode"
+                         % (lock.holder() or "unknown"))
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        self.peer = lock
+        self.peer_wait = time.monotonic() - t0
+
+    def _release_peer(self):
+        if self.peer is not None:
+            self.peer.release()
+            self.peer = None
+
+    def _enter(self, methods, deadline):
         while True:
             reasons = []
             self._t0 = time.monotonic()
@@ -325,3 +379,4 @@ class Snapshot(object):
             self.seconds = time.monotonic() - self._t0
             self._t0 = None
         self._cleanup()
+        self._release_peer()

@@ -157,10 +157,11 @@ class ProcessChannel(Channel):
 
 
 class ParamikoChannel(Channel):
-    def __init__(self, client, chan):
+    def __init__(self, client, chan, io_timeout=None):
         self.client = client
         self.chan = chan
         self._buf = b""
+        self.io_timeout = io_timeout  # once the answer has begun
 
     def send(self, data):
         self.chan.sendall(data)
@@ -179,7 +180,10 @@ class ParamikoChannel(Channel):
 
     def readline(self, limit):
         while b"\n" not in self._buf and len(self._buf) < limit:
-            chunk = self.chan.recv(4096)
+            try:
+                chunk = self.chan.recv(4096)
+            except socket.timeout:
+                raise TransportError("the master stopped answering (timeout)", "check the network and the master")
             if not chunk:
                 break
             self._buf += chunk
@@ -187,6 +191,8 @@ class ParamikoChannel(Channel):
         cut = len(self._buf) if idx < 0 else idx + 1
         cut = min(cut, limit)
         line, self._buf = self._buf[:cut], self._buf[cut:]
+        if self.io_timeout:
+            self.chan.settimeout(self.io_timeout)
         return line
 
     def finish(self):
@@ -234,7 +240,9 @@ def openssh(ssh_command, user, host, command, port=None, key_file=None, known_ho
 
 
 def paramiko_connect(host, command, user=None, port=None, key_file=None, known_hosts_file=None,
-                     accept_new_host_key=False, timeout=30.0):
+                     accept_new_host_key=False, timeout=30.0, read_timeout=None):
+    """`timeout` bounds connecting; `read_timeout` (default: the same) how long
+    the master may stay silent, which must cover its wait for snapshot mode."""
     try:
         import paramiko
     except ImportError:
@@ -298,9 +306,9 @@ def paramiko_connect(host, command, user=None, port=None, key_file=None, known_h
             pass
     try:
         chan = client.get_transport().open_session(timeout=timeout)
-        chan.settimeout(timeout)
+        chan.settimeout(read_timeout or timeout)
         chan.exec_command(command)
     except (paramiko.SSHException, OSError) as e:
         client.close()
         raise TransportError("cannot start the replication command on %s (%s)" % (where, e))
-    return ParamikoChannel(client, chan)
+    return ParamikoChannel(client, chan, io_timeout=timeout)

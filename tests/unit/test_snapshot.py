@@ -112,3 +112,73 @@ def test_malformed_snapshot_conf_line_is_reported_and_skipped(unpack_fixture):
                           input=request.encode(), capture_output=True)
     assert proc.returncode == 0  # the line was skipped, `direct` worked
     assert b"warning: config/snapshot.conf line 1 is not understood (bogus)" in proc.stderr
+
+
+def _replica_matches_master(master, standby):
+    replica = storage.Storage(str(standby))
+    for oid in range(1, master.last_oid + 1):
+        tid, data = master.load(oid)
+        rtid, rdata = replica.load(oid.to_bytes(8, "big"))
+        assert (rtid, rdata) == (tid, data), oid
+
+
+def test_a_pull_waits_its_turn_behind_another_ds_replica(running):
+    """Two standbys of one master pulling at the same moment (a fleet run, cron
+    lines on the same minute): the storage enters snapshot mode only once, so
+    the second waits for the first instead of failing."""
+    import subprocess
+    import time
+
+    from tests.support.reliability import DS_REPLICA
+
+    master, toolkit, home, standby = running
+    master.commit({1: b"to replicate"})
+    peer = snapshot.Snapshot(storage.Storage(str(home)))  # another ds-replica, in its snapshot phase
+    peer.enter()
+    assert master.snapshot_code == "user/" + peer.code
+    proc = subprocess.Popen([DS_REPLICA, "-v", str(home), str(standby)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.5)
+    assert proc.poll() is None, proc.communicate()[0]  # waiting, not failed
+    peer.leave()
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "waiting for another ds-replica process" in out
+    assert not master.in_snapshot
+    _replica_matches_master(master, standby)
+
+
+def test_the_wait_for_another_ds_replica_is_bounded(running):
+    master, toolkit, home, standby = running
+    peer = snapshot.Snapshot(storage.Storage(str(home)))
+    peer.enter()
+    try:
+        mine = snapshot.Snapshot(storage.Storage(str(home)))
+        with pytest.raises(storage.Busy, match="another ds-replica process .* has held it"):
+            mine._take_turn(0.3)
+        assert mine.peer is None
+    finally:
+        peer.leave()
+    assert not master.in_snapshot
+
+
+def test_concurrent_pulls_of_one_master_all_succeed(running, tmp_path):
+    import subprocess
+
+    from tests.support.reliability import DS_REPLICA
+
+    master, toolkit, home, standby = running
+    standbys = [standby]
+    for i in range(3):
+        other = tmp_path / ("standby%d" % i)
+        clone(str(home), str(other))
+        standbys.append(other)
+    for i in range(40):
+        master.commit({master.new_oid(): b"burst %d" % i * 100, 1 + i % 5: b"changed %d" % i})
+    procs = [subprocess.Popen([DS_REPLICA, "-q", str(home), str(s)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for s in standbys]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), outs
+    assert not master.in_snapshot
+    for s in standbys:
+        _replica_matches_master(master, s)
