@@ -87,14 +87,10 @@ check: deps venv collections
 # is not inside another git checkout (else it sees no files): a copy of the tracked and
 # new, not ignored, files under build/ with its own empty `git init`.
 SANITY_ROOT := build/ansible_collections/dirstorage/replication
-# Tests left out, and why:
-#   pylint  slow (a third of the sanity time) and its findings here are style opinions on
-#           the test suite (subprocess.run without check=, `_` as a name); ruff (`make lint`)
-#           lints all Python with the project's own rules.
-# Everything else runs: action-plugin-docs, ansible-doc, changelog, compile, empty-init,
-# ignores, import, line-endings, no-*, pep8, pslint, replace-urlopen, runtime-metadata,
-# shebang, shellcheck, symlinks, use-*, validate-modules, yamllint.
-SANITY_SKIP := pylint
+# Every sanity test runs, pylint included: action-plugin-docs, ansible-doc, changelog, compile,
+# empty-init, ignores, import, line-endings, no-*, pep8, pslint, pylint, replace-urlopen,
+# runtime-metadata, shebang, shellcheck, symlinks, use-*, validate-modules, yamllint.
+SANITY_SKIP :=
 SANITY_ARGS ?= --venv --python 3.11 --color no $(addprefix --skip-test ,$(SANITY_SKIP))
 # --venv bootstraps pip in each venv with a get-pip.py that ansible-test would download from
 # its own CI host; this machine reaches only the package registries, so the cache always gets

@@ -159,7 +159,7 @@ def make_base(home, n_revisions, fmt="bushy", seed=1, txn_size=10, new_fraction=
         tid = ds.tid_later_than(ds.tid_from_epoch(t), last)
         count = min(n_revisions - written, max(1, int(rng.triangular(1, 2 * txn_size - 1, txn_size))))
         chosen = set()
-        for _ in range(count):
+        for _unused in range(count):
             if len(current) < 2 or rng.random() < new_fraction:
                 chosen.add(len(current))
                 current.append(ds.ZERO_TID)
@@ -202,7 +202,7 @@ def add_transactions(home, k, per_txn=8, seed=2, new_fraction=0.1, big=0.001, sm
         t += 1.0 + rng.random()
         tid = ds.tid_later_than(ds.tid_from_epoch(t), last)
         chosen = set()
-        for _ in range(max(1, int(rng.triangular(1, 2 * per_txn - 1, per_txn)))):
+        for _unused in range(max(1, int(rng.triangular(1, 2 * per_txn - 1, per_txn)))):
             if rng.random() < new_fraction:
                 max_oid += 1
                 chosen.add(max_oid)

@@ -67,7 +67,7 @@ def sh(argv, **kw):
 
 def timed(argv, **kw):
     t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw, check=False)
     wall = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(argv[:3]), proc.returncode, proc.stderr.strip()[-2000:]))
@@ -76,6 +76,11 @@ def timed(argv, **kw):
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+def secs(x, digits=3):
+    """A duration for the log, or "n/a" when nothing was measured."""
+    return "n/a" if x is None else "%.*fs" % (digits, x)
 
 
 def drop_dirty():
@@ -119,7 +124,7 @@ class Bench(object):
                 self.ssh, self.cm_dir)
         argv = shlex.split(self.ssh_cm)
         if subprocess.run(argv + ["-O", "check", self.user_host], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0:
+                          stderr=subprocess.DEVNULL, check=False).returncode == 0:
             return
         # -M -N -f: the master goes to the background once authenticated; its
         # stdio is /dev/null so that no pipe of ours stays open behind it
@@ -130,14 +135,14 @@ class Bench(object):
         if self.cm_dir is None:
             return
         subprocess.run(shlex.split(self.ssh_cm) + ["-O", "exit", self.user_host], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+                       stderr=subprocess.DEVNULL, check=False)
         shutil.rmtree(self.cm_dir, ignore_errors=True)
         self.cm_dir = self.ssh_cm = None
 
     def handshake(self, ssh, runs=5):
         """Median wall time of `ssh host true`: what every run pays before any tool starts."""
         argv = shlex.split(ssh) + [self.user_host, "true"]
-        return median([timed(argv)[0] for _ in range(runs)])
+        return median([timed(argv)[0] for _unused in range(runs)])
 
     def pull_argv(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None):
         return list(wrap) + [DS, "--json", "-q", "-e", ssh or self.ssh, "--remote-command", remote] + \
@@ -216,7 +221,7 @@ class Bench(object):
             info = self.storage(n, self.a.k)
             replica = self.replica_for(info, "n%d" % n)
             ds_t, rs_t, res = [], [], None
-            for _ in range(self.a.runs):
+            for _unused in range(self.a.runs):
                 generate.reset_replica(info["base"], replica, info["increment"])
                 drop_dirty()
                 wall, res = self.pull(info["master"], replica)
@@ -233,7 +238,7 @@ class Bench(object):
                 self.open_cm()
                 extra["ssh_true_cm_s"] = self.handshake(self.ssh_cm)
                 ds_c, rs_c = [], []
-                for _ in range(self.a.cm_runs):
+                for _unused in range(self.a.cm_runs):
                     generate.reset_replica(info["base"], replica, info["increment"])
                     drop_dirty()
                     self.open_cm()
@@ -248,8 +253,9 @@ class Bench(object):
                 extra["breakdown_cm"] = self.breakdown(info["master"], replica, self.ssh_cm)
                 extra.update(ds_replica_cm_s=ds_c, rsync_cm_s=rs_c, ds_replica_cm_median_s=median(ds_c),
                              rsync_cm_median_s=median(rs_c))
-                log("N=%d persistent ssh: ds-replica %.3fs, rsync %.3fs (medians); ssh true %.3fs, via the "
-                    "master %.3fs" % (n, median(ds_c), median(rs_c), extra["ssh_true_s"], extra["ssh_true_cm_s"]))
+                log("N=%d persistent ssh: ds-replica %s, rsync %s (medians); ssh true %s, via the master %s"
+                    % (n, secs(median(ds_c)), secs(median(rs_c)), secs(extra["ssh_true_s"]),
+                       secs(extra["ssh_true_cm_s"])))
             files_total = info["base_facts"]["revisions"] + info["base_facts"]["transactions"] + \
                 info["base_facts"]["objects"]
             out[str(n)] = {"n_revisions": n, "files_in_storage": files_total, "k": self.a.k,
@@ -257,8 +263,8 @@ class Bench(object):
                            "ds_replica_s": ds_t, "rsync_s": rs_t,
                            "ds_replica_median_s": median(ds_t), "rsync_median_s": median(rs_t),
                            "snapshot_s": res["snapshot_seconds"], **extra}
-            log("N=%d: ds-replica %.3fs, rsync %.3fs (medians; %d files in the increment)"
-                % (n, median(ds_t), median(rs_t), res["files"]))
+            log("N=%d: ds-replica %s, rsync %s (medians; %d files in the increment)"
+                % (n, secs(median(ds_t)), secs(median(rs_t)), res["files"]))
             shutil.rmtree(replica)
             self.results["scenarios"]["increment"] = out
             self.save()
@@ -270,7 +276,7 @@ class Bench(object):
         base = info["base"]
         dest = os.path.join(WORK, "clone-dest")
         cl, tr, snaps, res = [], [], [], None
-        for _ in range(self.a.clone_runs):
+        for _unused in range(self.a.clone_runs):
             shutil.rmtree(dest, ignore_errors=True)
             drop_dirty()
             wall, text = timed([DS, "clone", "--json", "-q", "-e", self.ssh, "--remote-command", DS,
@@ -291,8 +297,8 @@ class Bench(object):
             "clone_median_s": median(cl), "tar_ssh_median_s": median(tr),
             "clone_snapshot_s": snaps, "clone_snapshot_median_s": median(snaps),
             "ratio": median(cl) / median(tr)}
-        log("clone N=%d: ds-replica clone %.1fs (master in snapshot mode %.1fs), tar|ssh|tar %.1fs"
-            % (n, median(cl), median(snaps), median(tr)))
+        log("clone N=%d: ds-replica clone %s (master in snapshot mode %s), tar|ssh|tar %s"
+            % (n, secs(median(cl), 1), secs(median(snaps), 1), secs(median(tr), 1)))
         self.save()
 
     # -- g: compression -----------------------------------------------------
@@ -311,14 +317,14 @@ class Bench(object):
         master, replica0 = os.path.join(base, "master"), os.path.join(base, "replica0")
         create_storage(master, "bushy")
         rng = random.Random(7)
-        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 10)))
-                 for _ in range(2000)]
+        words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _unused in range(rng.randint(2, 10)))
+                 for _unused in range(2000)]
 
         def commit_some(tm, count):
             for i in range(count):
                 objects = {}
-                for _ in range(5):
-                    text = " ".join(rng.choice(words) for _ in range(rng.randint(100, 1500)))
+                for _unused in range(5):
+                    text = " ".join(rng.choice(words) for _unused in range(rng.randint(100, 1500)))
                     state = {"title": text[:60], "text": text, "modified": time.time(), "owner": "editor%d" % i}
                     objects[rng.randint(1, 3000) if tm.last_oid > 3000 else tm.new_oid()] = pickle.dumps(state, 3)
                 tm.commit(objects)
@@ -333,7 +339,7 @@ class Bench(object):
             out[link] = {}
             for comp in (False, True):
                 walls, wires, res = [], [], None
-                for _ in range(self.a.runs):
+                for _unused in range(self.a.runs):
                     replica = os.path.join(base, "replica")
                     shutil.rmtree(replica, ignore_errors=True)
                     sh(["cp", "-a", replica0, replica])
@@ -361,7 +367,7 @@ class Bench(object):
         bw = self.a.bwlimit or max(256, int(info["increment_bytes"] / 1024 / 8))  # ~8 s of transfer
         for label, extra in (("free", []), ("bwlimit", ["--bwlimit", str(bw)])):
             walls, snaps = [], []
-            for _ in range(self.a.runs):
+            for _unused in range(self.a.runs):
                 generate.reset_replica(info["base"], replica, info["increment"])
                 drop_dirty()
                 wall, res = self.pull(info["master"], replica, extra)
@@ -369,8 +375,8 @@ class Bench(object):
                 snaps.append(res["snapshot_seconds"])
             out[label] = {"wall_s": walls, "snapshot_s": snaps, "wall_median_s": median(walls),
                           "snapshot_median_s": median(snaps), "share": median(snaps) / median(walls)}
-            log("snapshot K=%d %s: %.3fs of %.3fs (%.0f%%)" % (self.a.k_snapshot, label, median(snaps), median(walls),
-                                                               100 * median(snaps) / median(walls)))
+            log("snapshot K=%d %s: %s of %s (%.0f%%)" % (self.a.k_snapshot, label, secs(median(snaps)),
+                                                         secs(median(walls)), 100 * out[label]["share"]))
         out["bwlimit_kib_s"] = bw
         # keep the archive of the last pull for the durable-apply scenario
         self.archive = os.path.join(WORK, "increment-k%d.tar" % self.a.k_snapshot)
@@ -516,7 +522,7 @@ def machine():
         info["disk"] = sh(["df", "-hT", RESULTS]).stdout.strip().splitlines()[-1]
         info["mount"] = [ln for ln in open("/proc/mounts").read().splitlines() if " / " in ln][:1]
         info["rsync"] = sh(["rsync", "--version"]).stdout.splitlines()[0]
-        info["ssh"] = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+        info["ssh"] = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False).stderr.strip()
         info["loadavg_start"] = open("/proc/loadavg").read().split()[:3]
     except (OSError, subprocess.CalledProcessError):
         pass

@@ -42,6 +42,11 @@ def install_signal_handlers():
         signal.signal(sig, _on_signal)
 
 
+def _stdout(msg):
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
 def _stderr(msg):
     sys.stderr.write(msg.rstrip("\n") + "\n")
     sys.stderr.flush()
@@ -150,7 +155,7 @@ def cmd_pull(argv):
     finally:
         progress.done()
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        _stdout(json.dumps(result, sort_keys=True))
     if args.verbose:
         _stderr("%d transactions, %d files, %s in %.2fs; master in snapshot mode %.3fs; lag %.1fs"
                 % (result["transactions"], result["files"], _human(result["bytes"]), result["elapsed_seconds"],
@@ -202,7 +207,7 @@ def cmd_clone(argv):
     finally:
         progress.done()
     if args.json:
-        print(json.dumps(result, sort_keys=True))
+        _stdout(json.dumps(result, sort_keys=True))
     if not args.quiet:
         _stderr("Clone complete: %d transactions, %d files, %s, newest transaction %s"
                 % (result["transactions"], result["files"], _human(result["bytes"]), result["after_tid"]))
@@ -256,4 +261,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 import time
 
 from . import journal
@@ -99,7 +100,7 @@ def self_check(st):
     for rel, name in st.iter_files("A"):
         if name is None or not name.endswith(".c"):
             continue
-        kind, oid, _ = classify(name)
+        kind, oid, _unused = classify(name)
         try:
             tid = parse_current(read_file(os.path.join(st.a_dir, *rel.split("/"))), what="A/" + rel)
             target = "o%s.%s" % (hex_tid(oid), hex_tid(tid))
@@ -169,12 +170,16 @@ def _master_digests(master, st, since, opts, log):
 
 # ------------------------------------------------------------------ CLI
 
+def _stdout(text):
+    sys.stdout.write(text + "\n")
+
+
 def _print(result, as_json, lines):
     if as_json:
-        print(json.dumps(result, sort_keys=True, indent=2))
+        _stdout(json.dumps(result, sort_keys=True, indent=2))
     else:
         for line in lines:
-            print(line)
+            _stdout(line)
 
 
 def master_lag(path, master, opts=None, log=None):
@@ -227,7 +232,7 @@ def cmd_status(argv):
         if args.master:
             info["master"] = master_lag(args.directory, args.master, _options(args))
     except DSError as e:
-        print("CRITICAL: %s" % e)
+        _stdout("CRITICAL: %s" % e)
         return CRITICAL
     code, state = OK, "OK"
     age = info["master"]["lag_seconds"] if args.master else info["age_seconds"]
@@ -277,7 +282,7 @@ def cmd_verify(argv):
     try:
         result = verify(args.directory, args.master, _options(args))
     except DSError as e:
-        print("CRITICAL: %s" % e)
+        _stdout("CRITICAL: %s" % e)
         return CRITICAL
     state = "OK" if result["ok"] else "CRITICAL"
     lines = ["%s: %s: %d transactions and %d files checked%s" % (

@@ -152,7 +152,7 @@ def _ssh_pull(sshd, master, replica, *extra, **kw):
 
 
 def _serve_pids():
-    out = subprocess.run(["pgrep", "-f", "ds-replica serve"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "ds-replica serve"], capture_output=True, text=True, check=False).stdout
     return {int(p) for p in out.split()}
 
 
@@ -212,7 +212,7 @@ def _lose_ssh(m, sshd, replica, *extra):
     m.on_enter = None
     try:
         kids = subprocess.run(["pgrep", "-P", str(first.pid), "-x", "ssh"], capture_output=True,
-                              text=True).stdout.split()
+                              text=True, check=False).stdout.split()
         assert kids, "no ssh client under the pull"
         for kid in kids:
             os.kill(int(kid), signal.SIGKILL)  # the connection is gone
@@ -301,27 +301,28 @@ def small_mount(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")  # ci-runs: CI is root
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0:
         pytest.fail("cannot mount a tmpfs for the full-disk test: %s" % r.stderr.strip(), pytrace=False)
     try:
         yield mnt
     finally:
-        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        if subprocess.run(["umount", str(mnt)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
 
 
 def _stopped_master(home, n=5):
     create_storage(home, "lawn")
     tm = TestMaster(home).open()
-    for _ in range(n):
+    for _unused in range(n):
         tm.commit({tm.new_oid(): PICKLE_HEAD + os.urandom(2000) + b"."})
     tm.close()
 
 
 def _commit_big(home, objects, size):
     with TestMaster(home) as tm:
-        for _ in range(objects):
+        for _unused in range(objects):
             tm.commit({tm.new_oid(): PICKLE_HEAD + os.urandom(size) + b"."})
 
 
@@ -343,7 +344,8 @@ def test_full_disk_on_the_replica(tmp_path, small_mount, request, where):
     total = int(free * 1.5) if where == "spool" else int(free * 0.7)
     _commit_big(master, 4, total // 4)
     before = replica_state(replica)
-    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, timeout=60,
+                          check=False)
     assert proc.returncode != 0
     line = _one_line_error(proc)
     assert "space" in line.lower(), line
@@ -357,10 +359,11 @@ def test_full_disk_on_the_replica(tmp_path, small_mount, request, where):
         assert line.startswith("ds-replica: cannot apply the increment") and "pending" in line, line
         assert pending
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_mount)], check=True)
-    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, timeout=60,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     assert_reads_as(replica, master)
-    assert subprocess.run([DS_REPLICA, "verify", str(replica)], capture_output=True).returncode == 0
+    assert subprocess.run([DS_REPLICA, "verify", str(replica)], capture_output=True, check=False).returncode == 0
     report(request, "full_disk_" + where, {"error": line, "free_bytes": free, "increment_bytes": total,
                                            "pending_after_error": pending})
 
@@ -386,7 +389,7 @@ def test_second_pull_is_refused_at_once(pair):
         _wait(lambda: lock.probe()[0], what="the first pull to lock the replica")
         t0 = time.monotonic()
         proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True,
-                              timeout=30)
+                              timeout=30, check=False)
         assert time.monotonic() - t0 < 5
         assert proc.returncode == 75
         line = _one_line_error(proc)
@@ -412,7 +415,8 @@ def test_storage_process_holding_the_replica_is_detected(pair):
                                str(replica / "misc" / "lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True)
+        proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True,
+                              check=False)
         assert proc.returncode == 75 and "in use" in _one_line_error(proc)
     finally:
         holder.kill()
@@ -427,7 +431,7 @@ def test_replica_written_to_is_refused_as_diverged(pair):
     with TestMaster(replica) as tm:
         tm.commit({0: PICKLE_HEAD + b"someone wrote here."})
     before = replica_state(replica)
-    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True)
+    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     line = _one_line_error(proc)
     assert "diverged" in line and "clone" in line, line
@@ -439,7 +443,7 @@ def test_master_packed_past_the_replica_is_refused(pair):
     with TestMaster(master) as tm:
         tm.pack(tm.last_tid)
     before = replica_state(replica)
-    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True)
+    proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, check=False)
     assert proc.returncode != 0
     assert "packed since the last replica" in _one_line_error(proc)
     assert replica_state(replica) == before

@@ -46,12 +46,13 @@ def test_pull_over_openssh_command(sshd, unpack_fixture, case):
     m = manifest(d)
     proc = subprocess.run([DS_REPLICA, "-e", sshd.ssh_command_string(), "--remote-command", DS_REPLICA,
                            master_spec(sshd, d / "master"), str(d / "replica")],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == "Replica complete"
     assert_objects(d / "replica", m["master"]["objects"])
     quiet = subprocess.run([DS_REPLICA, "-q", "-e", sshd.ssh_command_string(), "-d", str(Path(DS_REPLICA).parent),
-                            master_spec(sshd, d / "master"), str(d / "replica")], capture_output=True, text=True)
+                            master_spec(sshd, d / "master"), str(d / "replica")], capture_output=True, text=True,
+                           check=False)
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
 
 
@@ -60,7 +61,8 @@ def test_refusal_over_ssh_is_one_clear_line(sshd, unpack_fixture):
     before = replica_state(d / "replica")
     proc = subprocess.run([DS_REPLICA, "-p", str(sshd.port), "-i", str(sshd.client_key_path),
                            "--known-hosts", str(sshd.known_hosts_path), "--remote-command", DS_REPLICA,
-                           master_spec(sshd, d / "master"), str(d / "replica")], capture_output=True, text=True)
+                           master_spec(sshd, d / "master"), str(d / "replica")], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "packed since the last replica" in proc.stderr
     assert replica_state(d / "replica") == before
@@ -80,7 +82,8 @@ def test_unknown_host_key_is_refused(sshd, unpack_fixture, tmp_path):
     cmd = "ssh -F /dev/null -i %s -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes " \
           "-o UserKnownHostsFile=%s -o GlobalKnownHostsFile=/dev/null -p %d" % (sshd.client_key_path, empty, sshd.port)
     proc = subprocess.run([DS_REPLICA, "-q", "-e", cmd, "--remote-command", DS_REPLICA,
-                           master_spec(sshd, d / "master"), str(d / "replica")], capture_output=True, text=True)
+                           master_spec(sshd, d / "master"), str(d / "replica")], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode != 0 and "Host key verification failed" in proc.stderr
     assert replica_state(d / "replica") == before
 
@@ -139,6 +142,6 @@ def test_restricted_key_serves_one_storage_and_nothing_else(sshd, unpack_fixture
         result = pull(master_spec(sshd, "/somewhere/else"), str(d / "replica"), opts)
         assert result["after_tid"] == m["master"]["last_tid"]
         proc = subprocess.run(sshd.ssh_argv("cat", "/etc/passwd", key=key), capture_output=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
         assert b"root:" not in proc.stdout
         assert proc.returncode != 0

@@ -17,12 +17,13 @@ def test_ssh_client_runs_command(sshd):
         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
         "-p", str(sshd.port), f"{sshd.user}@127.0.0.1", "echo", "ok",
     ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)
     assert r.returncode == 0, f"{r.stderr}\n--- sshd log ---\n{sshd.log_text()}"
     assert r.stdout == "ok\n"
     # the helper builds the same kind of command
     r = subprocess.run(
-        sshd.ssh_argv("echo", "ok"), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        sshd.ssh_argv("echo", "ok"), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        check=False,
     )
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
 
@@ -41,7 +42,7 @@ def test_paramiko_runs_command_with_pinned_host_key(sshd):
         timeout=10,
     )
     try:
-        _, stdout, _ = client.exec_command("echo ok")
+        _unused, stdout, _unused = client.exec_command("echo ok")
         assert stdout.read() == b"ok\n"
         assert stdout.channel.recv_exit_status() == 0
     finally:
@@ -72,17 +73,20 @@ def test_unauthorized_key_is_refused_and_forced_command_applies(sshd, tmp_path):
 
     key, pub = make_keypair(tmp_path, "other")
     r = subprocess.run(
-        sshd.ssh_argv("echo", "ok", key=key), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        sshd.ssh_argv("echo", "ok", key=key), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        check=False,
     )
     assert r.returncode == 255
     with sshd.authorized(sshd.user, pub, options='command="echo forced",restrict', append=True):
         r = subprocess.run(
-            sshd.ssh_argv("echo", "ok", key=key), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+            sshd.ssh_argv("echo", "ok", key=key), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            check=False,
         )
         assert (r.returncode, r.stdout) == (0, "forced\n"), r.stderr
     # restored: the extra key is gone again, the fixture's key still works
     assert pub not in sshd.authorized_keys_path(sshd.user).read_text()
-    r = subprocess.run(sshd.ssh_argv("true"), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    r = subprocess.run(sshd.ssh_argv("true"), capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                       check=False)
     assert r.returncode == 0, r.stderr
 
 
@@ -95,6 +99,7 @@ def test_extra_listen_addresses():
                 text=True,
                 timeout=30,
                 stdin=subprocess.DEVNULL,
+                check=False,
             )
             assert (r.returncode, r.stdout) == (0, f"{host}\n"), r.stderr + server.log_text()
         workdir = server.workdir
@@ -110,8 +115,7 @@ def test_other_local_account_can_log_in(sshd):
         with sshd.authorized(name, sshd.client_pub_line):
             r = subprocess.run(
                 sshd.ssh_argv("id", "-un", user=name),
-                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)  # fmt: skip
             assert (r.returncode, r.stdout) == (0, f"{name}\n"), r.stderr + sshd.log_text()[-2000:]
     finally:
         remove_local_user(name)
@@ -122,11 +126,11 @@ def test_unpack_fixture_and_tree_state(unpack_fixture):
     case = unpack_fixture("bushy")
     assert (case / "master").is_dir() and (case / "replica").is_dir() and (case / "manifest.json").is_file()
     before = tree_state(case / "replica")
-    assert any(t == "file" and digest for t, _, digest in before.values())
+    assert any(t == "file" and digest for t, _unused, digest in before.values())
     assert_tree_unchanged(case / "replica", before)
     second = unpack_fixture("bushy")
     assert second != case and tree_state(second / "replica") == before
-    victim = next(p for p, (t, _, _) in sorted(before.items()) if t == "file")
+    victim = next(p for p, (t, _unused, _unused) in sorted(before.items()) if t == "file")
     (case / "replica" / victim).chmod(0o600)
     with pytest.raises(AssertionError, match="mode"):
         assert_tree_unchanged(case / "replica", before)

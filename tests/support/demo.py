@@ -48,7 +48,7 @@ def write(master, rng, count, what):
             batch, description = {0: pickle(rng, 300)}, b"initial database creation"
         else:
             batch = {}
-            for _ in range(rng.randint(1, 4)):
+            for _unused in range(rng.randint(1, 4)):
                 grow = master.last_oid < 40 and rng.random() < 0.6
                 oid = master.new_oid() if grow else rng.randint(0, master.last_oid)
                 batch[oid] = pickle(rng, rng.choice((200, 800, 3000, 20000)))

@@ -579,7 +579,7 @@ class TestMaster(object):
         for revs in revisions.values():
             revs.sort()
             old = [r for r in revs if r[0] <= target]
-            doomed.extend(rel for _, rel in old[:-1])
+            doomed.extend(rel for _unused, rel in old[:-1])
             for tid, rel in old[-1:] + [r for r in revs if r[0] > target]:
                 kept_tids.add(tid)
                 survivors.append(rel)
@@ -627,7 +627,7 @@ class TestMaster(object):
                 description = b"initial database creation"
             else:
                 batch = {}
-                for _ in range(rng.randint(1, 4)):
+                for _unused in range(rng.randint(1, 4)):
                     if self.last_oid + 1 < objects and rng.random() < 0.5:
                         oid = self.new_oid()
                     else:

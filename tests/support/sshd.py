@@ -40,7 +40,7 @@ class SshdError(RuntimeError):
 
 def free_port(addresses=("127.0.0.1",)) -> int:
     """A TCP port that is free on all ``addresses`` right now."""
-    for _ in range(50):
+    for _unused in range(50):
         with socket.socket() as s:
             s.bind((addresses[0], 0))
             port = s.getsockname()[1]
@@ -102,7 +102,7 @@ def ensure_local_user(name: str, home: os.PathLike | str | None = None, shell: s
 
 def remove_local_user(name: str) -> None:
     """Delete a local account made by :func:`ensure_local_user`, with its home (root only)."""
-    subprocess.run(["userdel", "--remove", name], capture_output=True, stdin=subprocess.DEVNULL)
+    subprocess.run(["userdel", "--remove", name], capture_output=True, stdin=subprocess.DEVNULL, check=False)
 
 
 def _known_host_name(host: str, port: int) -> str:
@@ -285,7 +285,7 @@ def start_sshd(
 
     attempts = 1 if port is not None else 3
     last_error = None
-    for _ in range(attempts):
+    for _unused in range(attempts):
         use_port = port if port is not None else free_port(hosts)
         workdir = Path(tempfile.mkdtemp(prefix="ds-sshd-"))
         os.chmod(workdir, 0o755)
@@ -314,7 +314,7 @@ def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extr
     config.write_text(_config_text(workdir, hosts, port) + extra_config)
     log = workdir / "sshd.log"
 
-    check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
+    check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SshdError(f"sshd -t rejected {config}:\n{check.stderr}\n--- config ---\n{config.read_text()}")
 

@@ -73,13 +73,15 @@ def test_refusals_leave_replica_untouched(unpack_fixture, case):
 @pytest.mark.parametrize("case", REFUSALS)
 def test_cli_refusal_is_one_line_and_fails(unpack_fixture, case):
     d = unpack_fixture(case)
-    proc = subprocess.run([DS_REPLICA, "-q", str(d / "master"), str(d / "replica")], capture_output=True, text=True)
+    proc = subprocess.run([DS_REPLICA, "-q", str(d / "master"), str(d / "replica")], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ds-replica: ")
     assert manifest(d)["expect_error"] in lines[0]
     assert "Traceback" not in proc.stderr
-    verbose = subprocess.run([DS_REPLICA, "-v", str(d / "master"), str(d / "replica")], capture_output=True, text=True)
+    verbose = subprocess.run([DS_REPLICA, "-v", str(d / "master"), str(d / "replica")], capture_output=True, text=True,
+                             check=False)
     assert "Traceback" in verbose.stderr  # -v shows where
 
 
@@ -157,7 +159,7 @@ def test_locked_replica_is_refused(unpack_fixture):
     # a real flock held by another process, as a running storage holds it
     holder = subprocess.Popen(["flock", "-x", str(d / "replica" / "misc" / "lock"), "sleep", "30"])
     try:
-        for _ in range(100):
+        for _unused in range(100):
             if storage.FileLock(str(d / "replica" / "misc" / "lock")).probe()[0]:
                 break
             import time
@@ -214,7 +216,8 @@ def test_serve_answers_the_old_request_with_plain_ustar(unpack_fixture):
     st = storage.Storage(d / "replica")
     tid = st.last_tid()
     request = "replica request 0\n%s\n%s\n%s\n" % (st.identity, storage.hex_tid(tid), st.transaction_md5(tid))
-    proc = subprocess.run([DS_REPLICA, "serve", str(d / "master")], input=request.encode(), capture_output=True)
+    proc = subprocess.run([DS_REPLICA, "serve", str(d / "master")], input=request.encode(), capture_output=True,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout[257:263] == b"ustar\0"
     out = d / "answer.tar"
@@ -232,7 +235,8 @@ def test_serve_refuses_with_message_and_status(unpack_fixture):
     st = storage.Storage(d / "replica")
     tid = st.last_tid()
     request = "replica request 0\n%s\n%s\n%s\n" % (st.identity, storage.hex_tid(tid), st.transaction_md5(tid))
-    proc = subprocess.run([DS_REPLICA, "serve", str(d / "master")], input=request.encode(), capture_output=True)
+    proc = subprocess.run([DS_REPLICA, "serve", str(d / "master")], input=request.encode(), capture_output=True,
+                          check=False)
     assert proc.returncode != 0
     assert proc.stdout == b""
     assert b"identity" in proc.stderr
@@ -266,7 +270,7 @@ def test_verify_detects_damage(unpack_fixture):
     result = verify(str(d / "replica"), str(d / "master"))
     assert result["ok"] is False
     assert any("MD5" in p or "differs" in p for p in result["problems"])
-    proc = subprocess.run([DS_REPLICA, "verify", str(d / "replica")], capture_output=True, text=True)
+    proc = subprocess.run([DS_REPLICA, "verify", str(d / "replica")], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stdout.startswith("CRITICAL")
 
 
@@ -323,7 +327,7 @@ def test_status_exit_codes_follow_nagios(unpack_fixture, tmp_path):
     d = unpack_fixture("lawn")
     m = manifest(d)
     base = [DS_REPLICA, "status", "--master", str(d / "master")]
-    behind = subprocess.run(base + ["--json", str(d / "replica")], capture_output=True, text=True)
+    behind = subprocess.run(base + ["--json", str(d / "replica")], capture_output=True, text=True, check=False)
     assert behind.returncode == 0, behind.stdout + behind.stderr
     facts = json.loads(behind.stdout)
     assert facts["master"]["master_tid"] == m["master"]["last_tid"]
@@ -331,14 +335,16 @@ def test_status_exit_codes_follow_nagios(unpack_fixture, tmp_path):
     lag = facts["master"]["lag_seconds"]
     assert lag > 0
     assert subprocess.run(base + ["--warn-age", str(lag / 2), str(d / "replica")],
-                          capture_output=True).returncode == 1
+                          capture_output=True, check=False).returncode == 1
     crit = subprocess.run(base + ["--warn-age", str(lag / 4), "--crit-age", str(lag / 2), str(d / "replica")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert crit.returncode == 2 and crit.stdout.startswith("CRITICAL")
     pull(str(d / "master"), str(d / "replica"))
-    after = subprocess.run(base + ["--warn-age", "0.001", str(d / "replica")], capture_output=True, text=True)
+    after = subprocess.run(base + ["--warn-age", "0.001", str(d / "replica")], capture_output=True, text=True,
+                           check=False)
     assert after.returncode == 0 and "lag 0.0s, 0 transaction(s)" in after.stdout
-    missing = subprocess.run([DS_REPLICA, "status", str(tmp_path / "nothing")], capture_output=True, text=True)
+    missing = subprocess.run([DS_REPLICA, "status", str(tmp_path / "nothing")], capture_output=True, text=True,
+                             check=False)
     assert missing.returncode == 2 and missing.stdout.startswith("CRITICAL")
 
 

@@ -25,7 +25,7 @@ def master(tmp_path):
     create_storage(str(home), "bushy")
     tm = TestMaster(str(home))
     tm.open()
-    for _ in range(6):  # some big objects: more than a pipe holds
+    for _unused in range(6):  # some big objects: more than a pipe holds
         tm.commit({tm.new_oid(): os.urandom(300_000)})
     toolkit = ToolkitServer(tm)
     toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])

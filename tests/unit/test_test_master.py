@@ -42,7 +42,7 @@ def settings_shape(path):
     parser = configparser.RawConfigParser()
     parser.optionxform = str
     parser.read(path)
-    return {section: {k: v for k, v in parser.items(section)} for section in parser.sections()}
+    return {section: dict(parser.items(section)) for section in parser.sections()}
 
 
 def write_some(master, large=False):
@@ -127,8 +127,8 @@ def test_layout_is_the_engines(tmp_path, unpack_fixture, fmt):
             out[name if name and name.startswith("x.") else S.classify(name)[0]].add(mode(root / "A" / rel))
         return out
     assert modes_by_kind(home) == modes_by_kind(fixture)  # 0640, x.packed 0644
-    dirs = {mode(Path(d)) for d, _, _ in os.walk(home / "A")}
-    assert dirs == {mode(Path(d)) for d, _, _ in os.walk(fixture / "A")}
+    dirs = {mode(Path(d)) for d, _unused, _unused in os.walk(home / "A")}
+    assert dirs == {mode(Path(d)) for d, _unused, _unused in os.walk(fixture / "A")}
 
     # header bytes at the same offsets as a fixture file of the same kind
     theirs_t = S.Storage(fixture).transaction_data(S.Storage(fixture).last_tid())
@@ -333,9 +333,9 @@ def assert_packed_like_the_engine(home):
             assert oid not in newest_old, "two revisions at or before the pack for %s" % S.hex_tid(oid)
             newest_old[oid] = tid
     assert gone["o"] and all(tid < newest_old[oid] for oid, tid in gone["o"])
-    kept_revision_tids = {tid for _, tid in kept["o"]}
-    assert all(tid in kept_revision_tids for _, tid in kept["t"] if tid <= packed)
-    assert gone["t"] and not any(tid in kept_revision_tids for _, tid in gone["t"])
+    kept_revision_tids = {tid for _unused, tid in kept["o"]}
+    assert all(tid in kept_revision_tids for _unused, tid in kept["t"] if tid <= packed)
+    assert gone["t"] and not any(tid in kept_revision_tids for _unused, tid in gone["t"])
     assert mode(st.path("x.packed")) == 0o740
 
 
@@ -406,7 +406,7 @@ def test_process_sigterm_is_a_clean_close_and_sigkill_a_crash(tmp_path):
     assert proc.wait(timeout=20) == 0
     assert (home / "misc" / "snapshot").read_bytes() == b"shutdown"
     assert not os.listdir(home / "journal")
-    _, chain = check_storage(home)
+    _unused, chain = check_storage(home)
     assert len(chain) > 3
 
     proc, url = run_master(home, "--rate", "100", "--flush-interval", "5")
