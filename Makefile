@@ -20,7 +20,7 @@ DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
-.PHONY: all venv collections deps test pytest check sanity lint demo soak bench clean
+.PHONY: all venv collections deps promtool test pytest check sanity lint demo soak bench clean
 
 all: test
 
@@ -60,9 +60,23 @@ deps:
 		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
+# promtool checks the alert rules (and their unit tests) and the metrics files the cron
+# wrapper writes. Only the binary is taken from Debian's prometheus package (no server,
+# no dependencies, no service started): apt-get download, no root needed.
+PROMTOOL := build/tools/promtool
+promtool: $(PROMTOOL)
+$(PROMTOOL):
+	@mkdir -p build/tools/deb
+	@echo "==> promtool: extracting it from Debian's prometheus package"
+	cd build/tools/deb && rm -f prometheus_*.deb && \
+		{ apt-get download prometheus 2>/dev/null || { apt-get update -q && apt-get download prometheus; }; }
+	dpkg-deb --fsys-tarfile build/tools/deb/prometheus_*.deb | tar -x -O ./usr/bin/promtool > $@.tmp
+	chmod 0755 $@.tmp && mv $@.tmp $@ && rm -rf build/tools/deb
+	$@ --version | head -1
+
 test: check pytest
 
-pytest: deps venv collections
+pytest: deps venv collections promtool
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 demo: venv collections

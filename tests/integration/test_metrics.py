@@ -5,6 +5,7 @@ for the same pull, and against storage_info."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,15 @@ from tests.integration.test_modules import BIN, ENV, ROOT, run_module
 from tests.support.checks import manifest
 
 TEMPLATE = ROOT / "roles" / "schedule" / "templates" / "ds-replica-cron.j2"
+RULES = ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"
+RULE_TESTS = ROOT / "tests" / "prometheus" / "dirstorage-alerts.test.yml"
+
+
+def promtool(*args, stdin=None):
+    """Prometheus' own checker (`make promtool` puts it in build/tools)."""
+    exe = shutil.which("promtool") or str(ROOT / "build" / "tools" / "promtool")
+    assert Path(exe).is_file(), "promtool is missing: run `make promtool` (from Debian's prometheus package)"
+    return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
 def render_wrapper(tmp_path, textfile_dir):
@@ -56,6 +66,8 @@ def test_metrics_match_the_module_result(unpack_fixture, tmp_path):
                          capture_output=True, text=True, timeout=120, check=False)
     assert (run.returncode, run.stdout, run.stderr) == (0, "", "")  # silent: cron mails nothing
     values = read_metrics(textfile / "dirstorage_main.prom")
+    check = promtool("check", "metrics", stdin=(textfile / "dirstorage_main.prom").read_text())
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
     assert values["last_result"] == 1
     assert t0 <= values["last_attempt_timestamp_seconds"] <= values["last_success_timestamp_seconds"] <= time.time()
     assert values["transactions"] == would["transactions"]
@@ -73,9 +85,21 @@ def test_metrics_match_the_module_result(unpack_fixture, tmp_path):
                             capture_output=True, text=True, timeout=120, check=False)
     assert failed.returncode != 0 and "identity" in failed.stderr
     after = read_metrics(textfile / "dirstorage_main.prom")
+    check = promtool("check", "metrics", stdin=(textfile / "dirstorage_main.prom").read_text())
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
     assert after["last_result"] == 0
     assert after["last_success_timestamp_seconds"] == values["last_success_timestamp_seconds"]
     assert after["last_attempt_timestamp_seconds"] >= values["last_attempt_timestamp_seconds"]
     assert after["transactions"] == values["transactions"]
     assert storage.Storage(d / "replica").last_tid().hex().upper() == m["master"]["last_tid"]
     assert not [p for p in Path(textfile).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_alert_rules_load_and_fire_as_documented():
+    """The rules operators load into Prometheus are valid, and each alert fires
+    (and stays quiet) as its comment says: promtool's rule unit tests, with a
+    healthy second storage that must never alert."""
+    check = promtool("check", "rules", str(RULES))
+    assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, check.stdout + check.stderr
+    run = promtool("test", "rules", str(RULE_TESTS))
+    assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
