@@ -91,3 +91,31 @@ def test_demo_playbook_runs_from_the_installed_collection(installed, unpack_fixt
     assert storage_info(str(standby))["last_tid"] == storage_info(str(master))["last_tid"]
     # the module ran from the installed copy, not from the checkout
     assert (collections / "ansible_collections" / "dirstorage" / "replication" / "playbooks" / "demo.yml").is_file()
+
+
+def test_execution_environment_definition_builds_a_context(installed, tmp_path):
+    """ansible-builder (3.x, the one AWX users run) accepts execution-environment.yml
+    and, reading the installed collection's meta/execution-environment.yml, finds
+    its Python and system requirements. (The image build itself needs the base
+    image from quay.io, which this machine cannot reach.)"""
+    collections, env, tarball = installed
+    work = tmp_path / "ee"
+    work.mkdir()
+    (work / tarball.name).write_bytes(tarball.read_bytes())
+    (work / "execution-environment.yml").write_text((ROOT / "execution-environment.yml").read_text())
+    _run([BIN / "ansible-builder", "create", "-f", "execution-environment.yml", "-c", "context"], cwd=work, env=env)
+    containerfile = (work / "context" / "Dockerfile").read_text()
+    assert "ansible-core==" in containerfile and "ansible-galaxy" in containerfile
+    assert (work / "context" / "_build" / "collections" / tarball.name).read_bytes() == tarball.read_bytes()
+    galaxy = yaml.safe_load((work / "context" / "_build" / "requirements.yml").read_text())
+    assert galaxy["collections"][0]["type"] == "file"
+    assert galaxy["collections"][0]["name"].endswith(tarball.name)
+
+    res = _run([BIN / "ansible-builder", "introspect", "--sanitize", collections], cwd=work, env=env)
+    deps = yaml.safe_load(res.stdout)
+    runtime = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    for req in filter(None, runtime):
+        assert any(p.startswith(req) and "dirstorage.replication" in p for p in deps["python"]), (req, deps)
+    system = " ".join(deps["system"])
+    for pkg in ("openssh-client [platform:dpkg]", "openssh-clients [platform:rpm]", "tar"):
+        assert pkg in system, (pkg, deps)
