@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 # Extend from the command line or another makefile, e.g. make test PYTEST_ARGS="tests/unit -x"
 PYTEST_ARGS ?= tests -ra
 
-DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar
+DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
@@ -42,7 +42,8 @@ collections:
 		rm -rf $(COLLECTION_LINK); ln -s ../../.. $(COLLECTION_LINK); \
 	fi
 
-# Debian packages the tests use (real sshd, ssh client, rsync, cron, tar).
+# Debian packages the tests use (real sshd, ssh client, rsync, cron, tar; strace kills a pull at
+# each of its disk changes in tests/integration/test_crash_points.py).
 deps:
 	@missing=""; \
 	for p in $(DEBIAN_PACKAGES); do \

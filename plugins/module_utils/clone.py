@@ -5,12 +5,18 @@
 
 The copy is written into a hidden sibling folder (``.NAME.clone-PID``) and
 renamed into place only when it is complete and durable, so an interrupted
-clone never looks like a valid replica.
+clone never looks like a valid replica.  With --force, the old replica and
+the new copy swap places in one atomic step (renameat2 RENAME_EXCHANGE);
+where the filesystem cannot, the old one is moved aside first
+(``.NAME.replaced-PID``) and put back by the next clone if a crash came
+between the two renames.
 """
 
 from __future__ import annotations
 
 import configparser
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -32,11 +38,53 @@ def _pid_alive(pid):
     return True
 
 
-def _remove_stale_partials(parent, base):
-    prefix = ".%s.clone-" % base
-    for entry in os.listdir(parent):
+def _stale(parent, base, kind):
+    """Hidden folders `.BASE.KIND-PID` whose process is gone."""
+    prefix = ".%s.%s-" % (base, kind)
+    for entry in sorted(os.listdir(parent)):
         if entry.startswith(prefix) and entry[len(prefix):].isdigit() and not _pid_alive(int(entry[len(prefix):])):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+            yield os.path.join(parent, entry)
+
+
+def _remove_stale_partials(parent, base):
+    for path in _stale(parent, base, "clone"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _restore_replaced(parent, base, log):
+    """A --force clone that died between moving the old replica aside and
+    moving the new copy in: put the old one back (the next steps decide what
+    to do with it); one that died later left only rubbish."""
+    dest = os.path.join(parent, base)
+    for aside in _stale(parent, base, "replaced"):
+        if not os.path.lexists(dest):
+            os.rename(aside, dest)
+            fsync_path(parent, directory=True)
+            log("put back %s, moved aside by an interrupted clone" % dest)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a, b):
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False if
+    this system or filesystem cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
 
 
 def _format_of(settings_bytes):
@@ -57,6 +105,8 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     parent, base = os.path.split(dest)
     if not os.path.isdir(parent):
         raise DSError("the folder %s does not exist" % parent, "create it first")
+    _restore_replaced(parent, base, log)
+    _remove_stale_partials(parent, base)
     old_lock = None
     if os.path.exists(dest):
         if os.path.exists(os.path.join(dest, "config", "settings")):
@@ -68,7 +118,6 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
                 raise DSError("%s is in use (misc/lock is held)" % dest, "stop what uses it first")
         elif os.listdir(dest) and not force:
             raise DSError("%s exists and is not empty" % dest, "choose an empty or new folder, or use --force")
-    _remove_stale_partials(parent, base)
     partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
     os.mkdir(partial, 0o755)
     try:
@@ -84,14 +133,20 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
         st.transaction(after) if after != b"\0" * 8 else None  # the newest transaction must be readable
         journal.Durability(partial, True).commit()
         if os.path.exists(dest):
-            aside = os.path.join(parent, ".%s.replaced-%d" % (base, os.getpid()))
-            os.rename(dest, aside)
-            os.rename(partial, dest)
-            shutil.rmtree(aside, ignore_errors=True)
+            if _exchange(partial, dest):
+                # the old replica now sits at `partial`: removed below (or,
+                # after a crash, by the next clone, as a stale partial)
+                fsync_path(parent, directory=True)
+            else:
+                aside = os.path.join(parent, ".%s.replaced-%d" % (base, os.getpid()))
+                os.rename(dest, aside)
+                os.rename(partial, dest)
+                fsync_path(parent, directory=True)
+                partial = aside
         else:
             os.rename(partial, dest)
-        fsync_path(parent, directory=True)
-        partial = None
+            fsync_path(parent, directory=True)
+            partial = None
         result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(b"\0" * 8),
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
         return result

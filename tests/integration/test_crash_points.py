@@ -1,0 +1,250 @@
+"""A pull killed at every step that changes the replica's disk, not at random
+moments: the old state or the new one, and the next run repairs.
+
+strace's fault injection (`-e inject=SYSCALL:signal=KILL:when=N`) SIGKILLs the
+pull as it enters its Nth call of SYSCALL, before the call takes effect.  A
+baseline run counts the pull's calls of every syscall that writes to disk
+(rename, mkdir, unlink, fsync, syncfs, ftruncate, flock, link, write ...);
+then for each of them the pull is killed at every call (writes: a spread of
+calls), on a fresh copy of the golden `bushy` case.  Killing at the entry of
+call N leaves the disk exactly as it is after call N-1, so together the runs
+visit every state between two disk changes a crash can leave.
+
+The master's serve runs in a process of its own (tests/support/local_ssh.py
+stands in for ssh), untraced: only the replica side is killed.
+
+After each kill:
+- before the commit point (the rename of the spool to journal/replica.tar)
+  the replica outside misc/ is byte for byte what it was;
+- past it, recovery (what any tool opening the replica does) gives byte for
+  byte the replica a clean pull gives;
+- a plain pull then exits 0 and leaves that same replica, nothing pending,
+  no spool left, and `ds-replica verify` passes.
+
+(Power loss, where unsynced writes vanish, is not simulated: that needs a
+block device that drops writes, e.g. dm-flakey in a VM.)
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import journal, storage
+from tests.support.checks import assert_objects, manifest, replica_state
+from tests.support.reliability import DS_REPLICA, report
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "tests" / "support" / "local_ssh.py")
+STRACE = shutil.which("strace") or "/usr/bin/strace"
+# every syscall by which a pull changes what is on disk (or its locks)
+DISK_CALLS = ("rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "link",
+              "linkat", "symlink", "symlinkat", "fsync", "fdatasync", "syncfs", "sync", "ftruncate", "truncate",
+              "fchmod", "fchmodat", "chmod", "flock", "write", "pwrite64", "writev", "close")
+# calls too many to kill at each one: a spread of them (first and last included)
+SAMPLED = {"write": 20, "close": 12, "mkdir": 12, "unlinkat": 8, "unlink": 8}
+
+pytestmark = pytest.mark.slow
+
+
+def pull_argv(case):
+    return [DS_REPLICA, "-q", "-e", LOCAL_SSH, "--remote-command", DS_REPLICA,
+            "local:%s" % (case / "master"), str(case / "replica")]
+
+
+def outside_misc(path):
+    """The replica's files and folders, byte for byte, but for misc/ (locks,
+    the spool): what a reader of the storage sees."""
+    return {k: v for k, v in replica_state(path).items() if k != "misc" and not k.startswith("misc/")}
+
+
+def count_calls(case, tmp_path):
+    out = tmp_path / "strace-counts.txt"
+    proc = subprocess.run([STRACE, "-c", "-U", "name,calls", "-o", str(out), *pull_argv(case)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    counts = {}
+    for line in out.read_text().splitlines():
+        m = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
+        if m and m.group(1) in DISK_CALLS:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def kill_points(counts):
+    for call, n in sorted(counts.items()):
+        if call in SAMPLED and n > SAMPLED[call]:
+            points = sorted({1 + round(i * (n - 1) / (SAMPLED[call] - 1)) for i in range(SAMPLED[call])})
+        else:
+            points = range(1, n + 1)
+        for when in points:
+            yield call, when
+
+
+def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
+    probe = subprocess.run([STRACE, "-o", "/dev/null", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.fail("strace cannot trace here (%s): run `make deps` as root to install it, and allow ptrace"
+                    % probe.stderr.strip(), pytrace=False)
+    pristine = unpack_fixture("bushy")
+    m = manifest(pristine)
+    old = outside_misc(pristine / "replica")
+
+    # the reference: one clean pull, and the syscalls it makes
+    ref_case = tmp_path / "reference"
+    shutil.copytree(pristine, ref_case, symlinks=True)
+    counts = count_calls(ref_case, tmp_path)
+    assert counts.get("rename") and counts.get("fsync") or counts.get("syncfs"), counts
+    new = outside_misc(ref_case / "replica")
+    assert new != old
+    assert_objects(ref_case / "replica", m["master"]["objects"])
+
+    figures = collections.Counter()
+    work = tmp_path / "run"
+    for call, when in kill_points(counts):
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(pristine, work, symlinks=True)
+        where = "killed at %s #%d" % (call, when)
+        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=%s:signal=KILL:when=%d" % (call, when),
+                               *pull_argv(work)], capture_output=True, text=True, timeout=120, check=False)
+        replica = work / "replica"
+        st = storage.Storage(replica)
+        if proc.returncode == 0:
+            figures["finished before the kill point"] += 1  # fewer calls this time: a whole pull
+            assert outside_misc(replica) == new, where
+            continue
+        assert proc.returncode == -signal.SIGKILL, "%s: exit %s\n%s" % (where, proc.returncode, proc.stderr)
+        figures["kills"] += 1
+        pending = (replica / "journal" / journal.REPLICA_TAR).exists()
+        now = outside_misc(replica)
+        if not pending:
+            # before the commit point, or after the pending increment was retired
+            assert now in (old, new), "%s: the replica is neither the old nor the new one" % where
+            figures["old state" if now == old else "new state"] += 1
+        else:
+            figures["pending (past the commit point)"] += 1
+            # what any tool opening the replica does: recovery, on a copy
+            opened = tmp_path / "opened"
+            if opened.exists():
+                shutil.rmtree(opened)
+            shutil.copytree(replica, opened, symlinks=True)
+            ost = storage.Storage(opened)
+            with ost.lock(), ost.sublock():
+                journal.recover(ost)
+            assert outside_misc(opened) == new, "%s: recovery did not give the new replica" % where
+        # the next run repairs: a plain pull, nothing left behind
+        again = subprocess.run(pull_argv(work), capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0, "%s: the next pull failed: %s" % (where, again.stderr)
+        assert outside_misc(replica) == new, "%s: the next pull did not give the new replica" % where
+        assert st.journal_entries() == [] and not (replica / "misc" / ".replica.incoming").exists(), where
+    verify = subprocess.run([DS_REPLICA, "verify", str(work / "replica")], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert figures["kills"] >= sum(1 for _unused in kill_points(counts)) * 0.9, figures
+    assert figures["old state"] and figures["pending (past the commit point)"], figures
+    report(request, "crash_points", dict(calls=dict(sorted(counts.items())), **figures))
+
+
+def _leftovers(parent):
+    return sorted(p.name for p in Path(parent).iterdir() if p.name.startswith("."))
+
+
+# ds-replica on a filesystem without renameat2 RENAME_EXCHANGE: the old replica
+# is moved aside, then the new copy moved in
+NO_EXCHANGE = [sys.executable, "-c", "import sys; from dirstorage_replica import clone, cli; "
+               "clone._exchange = lambda a, b: False; sys.exit(cli.main())"]
+
+
+@pytest.mark.parametrize("over", ["new", "force", "force-no-exchange"])
+def test_clone_killed_at_every_disk_change(unpack_fixture, tmp_path, request, over):
+    """A first copy killed anywhere: the destination holds nothing that looks
+    like a storage (or, with --force, still the old replica) or the whole new
+    copy; the next clone finishes and leaves no hidden folder behind."""
+    pristine = unpack_fixture("bushy")
+    m = manifest(pristine)
+    force = over != "new"
+    exe = NO_EXCHANGE if over == "force-no-exchange" else [DS_REPLICA]
+
+    def argv(parent):
+        return [*exe, "clone", "-q", *(["--force"] if force else []), "-e", LOCAL_SSH,
+                "--remote-command", DS_REPLICA, "local:%s" % (pristine / "master"), str(parent / "standby")]
+
+    def prepare(parent):
+        if parent.exists():
+            shutil.rmtree(parent)
+        parent.mkdir()
+        if force:
+            shutil.copytree(pristine / "replica", parent / "standby", symlinks=True)
+
+    ref = tmp_path / "reference"
+    prepare(ref)
+    old = outside_misc(ref / "standby") if force else None
+    out = tmp_path / "strace-counts.txt"
+    proc = subprocess.run([STRACE, "-c", "-U", "name,calls", "-o", str(out), *argv(ref)], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    counts = {}
+    for line in out.read_text().splitlines():
+        mm = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
+        if mm and mm.group(1) in DISK_CALLS:
+            counts[mm.group(1)] = int(mm.group(2))
+    new = outside_misc(ref / "standby")
+    assert_objects(ref / "standby", m["master"]["objects"])
+    assert _leftovers(ref) == []
+
+    figures = collections.Counter()
+    work = tmp_path / "run"
+    for call, when in kill_points(counts):
+        prepare(work)
+        where = "killed at %s #%d" % (call, when)
+        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=%s:signal=KILL:when=%d" % (call, when),
+                               *argv(work)], capture_output=True, text=True, timeout=120, check=False)
+        dest = work / "standby"
+        if proc.returncode == 0:
+            figures["finished before the kill point"] += 1
+        else:
+            assert proc.returncode == -signal.SIGKILL, "%s: exit %s\n%s" % (where, proc.returncode, proc.stderr)
+            figures["kills"] += 1
+        aside = [p for p in work.iterdir() if p.name.startswith(".standby.replaced-")]
+        if not dest.exists() and aside:
+            # between the two renames of a filesystem without RENAME_EXCHANGE: the
+            # old replica whole, set aside, for the next clone to put back
+            assert over == "force-no-exchange", "%s: the old replica was moved aside" % where
+            assert [outside_misc(p) for p in aside] == [old], "%s: the old replica set aside is not whole" % where
+            figures["old replica set aside"] += 1
+        elif not dest.exists():
+            assert not force, "%s: the old replica is gone from its place" % where
+            figures["nothing"] += 1
+        else:
+            now = outside_misc(dest)
+            assert now in (old, new), "%s: the destination is neither the old replica nor the new copy" % where
+            figures["old replica" if now == old else "new copy"] += 1
+        again = subprocess.run(argv(work) + (["--force"] if dest.exists() and not force else []),
+                               capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0, "%s: the next clone failed: %s" % (where, again.stderr)
+        assert outside_misc(dest) == new, "%s: the next clone did not give the new copy" % where
+        assert _leftovers(work) == [], "%s: left behind: %s" % (where, _leftovers(work))
+    assert figures["kills"] >= sum(1 for _unused in kill_points(counts)) * 0.9, figures
+    assert figures["new copy"] and (figures["old replica"] if force else figures["nothing"]), figures
+    if over == "force-no-exchange":
+        assert figures["old replica set aside"], figures
+        # a clone without --force after such a crash: the old replica is put back and kept
+        prepare(work)
+        crashed = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=rename:signal=KILL:when=%d"
+                                  % counts["rename"], *argv(work)], capture_output=True, text=True, timeout=120,
+                                 check=False)
+        assert crashed.returncode == -signal.SIGKILL and not (work / "standby").exists()
+        refused = subprocess.run([c for c in argv(work) if c != "--force"], capture_output=True, text=True,
+                                 timeout=120, check=False)
+        assert refused.returncode != 0 and "already holds a storage" in refused.stderr, refused.stderr
+        assert outside_misc(work / "standby") == old and _leftovers(work) == []
+    report(request, "clone_crash_points_" + over,
+           dict(calls=dict(sorted(counts.items())), **figures))
