@@ -28,6 +28,7 @@ block device that drops writes, e.g. dm-flakey in a VM.)
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
 import signal
@@ -49,7 +50,7 @@ DISK_CALLS = ("rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "u
               "linkat", "symlink", "symlinkat", "fsync", "fdatasync", "syncfs", "sync", "ftruncate", "truncate",
               "fchmod", "fchmodat", "chmod", "flock", "write", "pwrite64", "writev", "close")
 # calls too many to kill at each one: a spread of them (first and last included)
-SAMPLED = {"write": 20, "close": 12, "mkdir": 12, "unlinkat": 8, "unlink": 8}
+SAMPLED = {"write": 20, "close": 12, "mkdir": 12, "unlinkat": 8, "unlink": 8, "rename": 30}
 
 pytestmark = pytest.mark.slow
 
@@ -248,3 +249,68 @@ def test_clone_killed_at_every_disk_change(unpack_fixture, tmp_path, request, ov
         assert outside_misc(work / "standby") == old and _leftovers(work) == []
     report(request, "clone_crash_points_" + over,
            dict(calls=dict(sorted(counts.items())), **figures))
+
+
+def test_direct_snapshot_serve_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
+    """The master's side: a stopped master that crashed with committed
+    transactions still in its journal (golden `crashed-master` case).  Its serve
+    takes the `direct` snapshot (recover the journal, recombine B/, write
+    misc/snapshot) and is killed at each of its disk changes.  The pull fails
+    retryably or clearly, the replica is unchanged, and the next pull recovers
+    the master and brings the replica to exactly the recovered master."""
+    pristine = unpack_fixture("crashed-master")
+    m = manifest(pristine)
+    old = outside_misc(pristine / "replica")
+    wrapper = tmp_path / "traced-ds-replica"
+    wrapper.write_text('#!/bin/sh\nexec %s -o "$DS_STRACE_OUT" $DS_STRACE_ARGS %s "$@"\n' % (STRACE, DS_REPLICA))
+    wrapper.chmod(0o755)
+
+    def argv(case):
+        return [DS_REPLICA, "-q", "-e", LOCAL_SSH, "--remote-command", str(wrapper), "local:%s" % (case / "master"),
+                str(case / "replica")]
+
+    ref = tmp_path / "reference"
+    shutil.copytree(pristine, ref, symlinks=True)
+    out = tmp_path / "strace-counts.txt"
+    env = dict(os.environ, DS_STRACE_OUT=str(out), DS_STRACE_ARGS="-c -U name,calls")
+    proc = subprocess.run(argv(ref), capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    counts = {}
+    for line in out.read_text().splitlines():
+        mm = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
+        if mm and mm.group(1) in DISK_CALLS:
+            counts[mm.group(1)] = int(mm.group(2))
+    assert counts.get("rename"), counts
+    new = outside_misc(ref / "replica")
+    recovered = outside_misc(ref / "master")
+    assert_objects(ref / "replica", m["after_recovery"]["objects"])
+
+    figures = collections.Counter()
+    work = tmp_path / "run"
+    for call, when in kill_points(counts):
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(pristine, work, symlinks=True)
+        where = "serve killed at %s #%d" % (call, when)
+        env = dict(os.environ, DS_STRACE_OUT="/dev/null", DS_STRACE_ARGS="-e inject=%s:signal=KILL:when=%d"
+                   % (call, when))
+        proc = subprocess.run(argv(work), capture_output=True, text=True, timeout=120, check=False, env=env)
+        if proc.returncode == 0:
+            figures["finished before the kill point"] += 1
+            assert outside_misc(work / "replica") == new, where
+        else:
+            figures["kills"] += 1
+            assert proc.returncode in (1, 75) and proc.stderr.count("\n") == 1, "%s: %r" % (where, proc.stderr)
+            assert "Traceback" not in proc.stderr, where
+            figures["exit %d" % proc.returncode] += 1
+            assert outside_misc(work / "replica") == old, "%s: the replica changed" % where
+            # the master is left for its own recovery: no lock or snapshot held by the dead serve
+            assert not storage.Storage(work / "master").lock().probe()[0], where
+        again = subprocess.run(argv(work), capture_output=True, text=True, timeout=120, check=False,
+                               env=dict(os.environ, DS_STRACE_OUT="/dev/null", DS_STRACE_ARGS=""))
+        assert again.returncode == 0, "%s: the next pull failed: %s" % (where, again.stderr)
+        assert outside_misc(work / "replica") == new, "%s: the replica is not the recovered master" % where
+        assert outside_misc(work / "master") == recovered, "%s: the master did not recover the same" % where
+        assert storage.Storage(work / "master").snapshot_code() == "shutdown", where
+    assert figures["kills"] >= sum(1 for _unused in kill_points(counts)) * 0.9, figures
+    report(request, "serve_crash_points_direct", dict(calls=dict(sorted(counts.items())), **figures))
