@@ -185,7 +185,8 @@ def cmd_serve(argv):
     log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
     stdout = sys.stdout.buffer
     serve(args.directory, sys.stdin.buffer, stdout, log=log, snapshot_timeout=args.snapshot_timeout,
-          snapshot_interval=args.snapshot_interval, warn=lambda m: _stderr("ds-replica serve: warning: " + m))
+          snapshot_interval=args.snapshot_interval, warn=lambda m: _stderr("ds-replica serve: warning: " + m),
+          detach_cleanup=True)
     return EXIT_OK
 
 

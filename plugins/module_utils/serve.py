@@ -435,7 +435,29 @@ def answer_verify(st, req, stdout):
     return None
 
 
-def _serve_clone(st, snap, stdout, log, stage=True):
+def remove_detached(path):
+    """Remove a staging folder in a child process that outlives this one, so
+    the standby gets the exit status at once instead of after unlinking every
+    link of the tree (about 11 s for 437k files here).  A child that dies
+    leaves a stale staging folder, which the next clone removes."""
+    try:
+        pid = os.fork()
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    if pid:
+        return
+    try:  # the child: let go of the ssh session's pipes and terminal
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        shutil.rmtree(path, ignore_errors=True)
+    finally:
+        os._exit(0)
+
+
+def _serve_clone(st, snap, stdout, log, stage=True, detach_cleanup=False):
     """A first copy: hard-link A/ into a staging folder in snapshot mode and
     send it after leaving; where links cannot be made, send A/ itself while
     the storage keeps serving from B/."""
@@ -450,11 +472,17 @@ def _serve_clone(st, snap, stdout, log, stage=True):
             counts = write_clone(st, stdout)
     if staged is not None:
         log("staged the copy in %.3fs of snapshot mode" % snap.seconds)
+        sent = False
         try:
             _clone_header(stdout, st, master_tid, snap.seconds)
             counts = write_clone(st, stdout, staged)
+            stdout.flush()
+            sent = True
         finally:
-            shutil.rmtree(st.sub(staged), ignore_errors=True)
+            if sent and detach_cleanup:
+                remove_detached(st.sub(staged))
+            else:
+                shutil.rmtree(st.sub(staged), ignore_errors=True)
     stdout.flush()
     log("clone sent %(files)d files, %(bytes)d bytes" % counts)
     return None
@@ -468,7 +496,8 @@ def _clone_header(stdout, st, master_tid, snapshot_seconds):
     stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
 
 
-def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None):
+def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None,
+          detach_cleanup=False):
     """Answer one request.  Raises DSError on refusal (the caller prints it and
     exits non-zero); writes nothing to stdout before all checks passed."""
     log = log or (lambda msg: None)
@@ -501,7 +530,7 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
         else:
             snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log, warn=warn)
             if req.kind == "clone":
-                return _serve_clone(st, snap, stdout, log, opts.get("stage", "1") != "0")
+                return _serve_clone(st, snap, stdout, log, opts.get("stage", "1") != "0", detach_cleanup)
             with snap:
                 check_reference(st, req)
                 collect(st, req.tid, inc)

@@ -119,3 +119,31 @@ def test_stale_staging_of_a_dead_serve_is_removed(master, tmp_path):
     copy = storage.Storage(str(tmp_path / "copy"))
     for oid in range(1, tm.last_oid + 1):
         assert copy.load(oid.to_bytes(8, "big")) == tm.load(oid)
+
+
+def test_staging_is_removed_after_the_serve_has_answered(master, tmp_path):
+    """The serve on the master does not make the standby wait while it unlinks
+    the staged tree: a detached child removes it after the answer is complete."""
+    from dirstorage_replica import storage
+    tm, toolkit, home = master
+    proc = subprocess.run([DS_REPLICA, "serve", str(home)], input=b"replica clone 1\n\n", capture_output=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"replica answer 1 ") and proc.stdout.endswith(b"\0" * 1024)
+    deadline = time.monotonic() + 30
+    while _staging(home):
+        assert time.monotonic() < deadline, "the staged copy was never removed"
+        time.sleep(0.05)
+    assert tm.snapshot_code is None
+    # and the copy a standby makes through it reads as the master
+    from dirstorage_replica.clone import clone
+    local_ssh = "%s %s" % (sys.executable, Path(__file__).resolve().parent.parent / "support" / "local_ssh.py")
+    from dirstorage_replica.replica import PullOptions
+    clone("local:%s" % home, str(tmp_path / "copy"), PullOptions(ssh_command=local_ssh, remote_command=DS_REPLICA))
+    copy = storage.Storage(str(tmp_path / "copy"))
+    for oid in range(1, tm.last_oid + 1):
+        assert copy.load(oid.to_bytes(8, "big")) == tm.load(oid)
+    deadline = time.monotonic() + 30
+    while _staging(home):
+        assert time.monotonic() < deadline, "the staged copy was never removed"
+        time.sleep(0.05)
