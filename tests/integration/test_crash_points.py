@@ -66,17 +66,29 @@ def outside_misc(path):
     return {k: v for k, v in replica_state(path).items() if k != "misc" and not k.startswith("misc/")}
 
 
-def count_calls(case, tmp_path):
-    out = tmp_path / "strace-counts.txt"
-    proc = subprocess.run([STRACE, "-c", "-U", "name,calls", "-o", str(out), *pull_argv(case)],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
+def parse_counts(path):
+    """`strace -c -U name,calls` output -> {syscall: calls} for DISK_CALLS."""
     counts = {}
-    for line in out.read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         m = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
         if m and m.group(1) in DISK_CALLS:
             counts[m.group(1)] = int(m.group(2))
     return counts
+
+
+def count_calls(argv, tmp_path):
+    """Run `argv` whole under strace -c; its disk-changing calls, counted."""
+    out = tmp_path / "strace-counts.txt"
+    proc = subprocess.run([STRACE, "-c", "-U", "name,calls", "-o", str(out), *argv],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return parse_counts(out)
+
+
+def fresh_copy(src, dst):
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, symlinks=True)
 
 
 def kill_points(counts):
@@ -101,7 +113,7 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     # the reference: one clean pull, and the syscalls it makes
     ref_case = tmp_path / "reference"
     shutil.copytree(pristine, ref_case, symlinks=True)
-    counts = count_calls(ref_case, tmp_path)
+    counts = count_calls(pull_argv(ref_case), tmp_path)
     assert counts.get("rename") and counts.get("fsync") or counts.get("syncfs"), counts
     new = outside_misc(ref_case / "replica")
     assert new != old
@@ -110,9 +122,7 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     figures = collections.Counter()
     work = tmp_path / "run"
     for call, when in kill_points(counts):
-        if work.exists():
-            shutil.rmtree(work)
-        shutil.copytree(pristine, work, symlinks=True)
+        fresh_copy(pristine, work)
         where = "killed at %s #%d" % (call, when)
         proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=%s:signal=KILL:when=%d" % (call, when),
                                *pull_argv(work)], capture_output=True, text=True, timeout=120, check=False)
@@ -134,9 +144,7 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
             figures["pending (past the commit point)"] += 1
             # what any tool opening the replica does: recovery, on a copy
             opened = tmp_path / "opened"
-            if opened.exists():
-                shutil.rmtree(opened)
-            shutil.copytree(replica, opened, symlinks=True)
+            fresh_copy(replica, opened)
             ost = storage.Storage(opened)
             with ost.lock(), ost.sublock():
                 journal.recover(ost)
@@ -188,15 +196,7 @@ def test_clone_killed_at_every_disk_change(unpack_fixture, tmp_path, request, ov
     ref = tmp_path / "reference"
     prepare(ref)
     old = outside_misc(ref / "standby") if force else None
-    out = tmp_path / "strace-counts.txt"
-    proc = subprocess.run([STRACE, "-c", "-U", "name,calls", "-o", str(out), *argv(ref)], capture_output=True,
-                          text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    counts = {}
-    for line in out.read_text().splitlines():
-        mm = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
-        if mm and mm.group(1) in DISK_CALLS:
-            counts[mm.group(1)] = int(mm.group(2))
+    counts = count_calls(argv(ref), tmp_path)
     new = outside_misc(ref / "standby")
     assert_objects(ref / "standby", m["master"]["objects"])
     assert _leftovers(ref) == []
@@ -275,11 +275,7 @@ def test_direct_snapshot_serve_killed_at_every_disk_change(unpack_fixture, tmp_p
     env = dict(os.environ, DS_STRACE_OUT=str(out), DS_STRACE_ARGS="-c -U name,calls")
     proc = subprocess.run(argv(ref), capture_output=True, text=True, timeout=120, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
-    counts = {}
-    for line in out.read_text().splitlines():
-        mm = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
-        if mm and mm.group(1) in DISK_CALLS:
-            counts[mm.group(1)] = int(mm.group(2))
+    counts = parse_counts(out)
     assert counts.get("rename"), counts
     new = outside_misc(ref / "replica")
     recovered = outside_misc(ref / "master")
@@ -288,9 +284,7 @@ def test_direct_snapshot_serve_killed_at_every_disk_change(unpack_fixture, tmp_p
     figures = collections.Counter()
     work = tmp_path / "run"
     for call, when in kill_points(counts):
-        if work.exists():
-            shutil.rmtree(work)
-        shutil.copytree(pristine, work, symlinks=True)
+        fresh_copy(pristine, work)
         where = "serve killed at %s #%d" % (call, when)
         env = dict(os.environ, DS_STRACE_OUT="/dev/null", DS_STRACE_ARGS="-e inject=%s:signal=KILL:when=%d"
                    % (call, when))
