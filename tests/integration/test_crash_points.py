@@ -28,7 +28,9 @@ block device that drops writes, e.g. dm-flakey in a VM.)
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import os
+import queue
 import re
 import shutil
 import signal
@@ -51,6 +53,9 @@ DISK_CALLS = ("rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "u
               "fchmod", "fchmodat", "chmod", "flock", "write", "pwrite64", "writev", "close")
 # calls too many to kill at each one: a spread of them (first and last included)
 SAMPLED = {"write": 20, "close": 12, "mkdir": 12, "unlinkat": 8, "unlink": 8, "rename": 30}
+# where the pull test already covers the copy itself (--force clones) or the answer (serve)
+LIGHT = {"write": 6, "close": 6, "mkdir": 4, "unlinkat": 6, "unlink": 4, "rename": 20}
+WORKERS = 2  # kill points run two at a time, each in its own folder
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +96,41 @@ def fresh_copy(src, dst):
     shutil.copytree(src, dst, symlinks=True)
 
 
-def kill_points(counts):
+def kill_points(counts, sampled=None):
+    sampled = SAMPLED if sampled is None else sampled
+    points = []
     for call, n in sorted(counts.items()):
-        if call in SAMPLED and n > SAMPLED[call]:
-            points = sorted({1 + round(i * (n - 1) / (SAMPLED[call] - 1)) for i in range(SAMPLED[call])})
+        if call in sampled and n > sampled[call]:
+            whens = sorted({1 + round(i * (n - 1) / (sampled[call] - 1)) for i in range(sampled[call])})
         else:
-            points = range(1, n + 1)
-        for when in points:
-            yield call, when
+            whens = range(1, n + 1)
+        points += [(call, when) for when in whens]
+    return points
+
+
+def run_kill_points(points, one, tmp_path):
+    """one(call, when, workdir) -> labels, for every kill point, WORKERS at a
+    time, each worker in a folder of its own; the labels counted."""
+    dirs = queue.Queue()
+    for i in range(WORKERS):
+        dirs.put(tmp_path / ("run%d" % i))
+
+    def task(point):
+        work = dirs.get()
+        try:
+            return one(point[0], point[1], work)
+        finally:
+            dirs.put(work)
+
+    figures = collections.Counter()
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        for labels in pool.map(task, points):
+            figures.update(labels)
+    return figures
+
+
+def inject(call, when):
+    return "inject=%s:signal=KILL:when=%d" % (call, when)
 
 
 def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
@@ -119,31 +151,28 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     assert new != old
     assert_objects(ref_case / "replica", m["master"]["objects"])
 
-    figures = collections.Counter()
-    work = tmp_path / "run"
-    for call, when in kill_points(counts):
+    def one(call, when, work):
         fresh_copy(pristine, work)
         where = "killed at %s #%d" % (call, when)
-        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=%s:signal=KILL:when=%d" % (call, when),
-                               *pull_argv(work)], capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", inject(call, when), *pull_argv(work)],
+                              capture_output=True, text=True, timeout=120, check=False)
         replica = work / "replica"
         st = storage.Storage(replica)
         if proc.returncode == 0:
-            figures["finished before the kill point"] += 1  # fewer calls this time: a whole pull
             assert outside_misc(replica) == new, where
-            continue
+            return ["finished before the kill point"]  # fewer calls this time: a whole pull
         assert proc.returncode == -signal.SIGKILL, "%s: exit %s\n%s" % (where, proc.returncode, proc.stderr)
-        figures["kills"] += 1
+        labels = ["kills"]
         pending = (replica / "journal" / journal.REPLICA_TAR).exists()
         now = outside_misc(replica)
         if not pending:
             # before the commit point, or after the pending increment was retired
             assert now in (old, new), "%s: the replica is neither the old nor the new one" % where
-            figures["old state" if now == old else "new state"] += 1
+            labels.append("old state" if now == old else "new state")
         else:
-            figures["pending (past the commit point)"] += 1
+            labels.append("pending (past the commit point)")
             # what any tool opening the replica does: recovery, on a copy
-            opened = tmp_path / "opened"
+            opened = work.with_name(work.name + "-opened")
             fresh_copy(replica, opened)
             ost = storage.Storage(opened)
             with ost.lock(), ost.sublock():
@@ -154,10 +183,14 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
         assert again.returncode == 0, "%s: the next pull failed: %s" % (where, again.stderr)
         assert outside_misc(replica) == new, "%s: the next pull did not give the new replica" % where
         assert st.journal_entries() == [] and not (replica / "misc" / ".replica.incoming").exists(), where
-    verify = subprocess.run([DS_REPLICA, "verify", str(work / "replica")], capture_output=True, text=True,
-                            timeout=120, check=False)
+        return labels
+
+    points = kill_points(counts)
+    figures = run_kill_points(points, one, tmp_path)
+    verify = subprocess.run([DS_REPLICA, "verify", str(tmp_path / "run0" / "replica")], capture_output=True,
+                            text=True, timeout=120, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert figures["kills"] >= sum(1 for _unused in kill_points(counts)) * 0.9, figures
+    assert figures["kills"] >= len(points) * 0.9, figures
     assert figures["old state"] and figures["pending (past the commit point)"], figures
     report(request, "crash_points", dict(calls=dict(sorted(counts.items())), **figures))
 
@@ -184,12 +217,17 @@ def test_clone_killed_at_every_disk_change(unpack_fixture, tmp_path, request, ov
 
     def argv(parent):
         return [*exe, "clone", "-q", *(["--force"] if force else []), "-e", LOCAL_SSH,
-                "--remote-command", DS_REPLICA, "local:%s" % (pristine / "master"), str(parent / "standby")]
+                "--remote-command", DS_REPLICA, "local:%s" % (parent / "master"), str(parent / "standby")]
 
     def prepare(parent):
-        if parent.exists():
-            shutil.rmtree(parent)
-        parent.mkdir()
+        """parent/master (a worker's own copy, kept) and parent/standby."""
+        if not (parent / "master").exists():
+            parent.mkdir(exist_ok=True)
+            shutil.copytree(pristine / "master", parent / "master", symlinks=True)
+        if (parent / "standby").exists():
+            shutil.rmtree(parent / "standby")
+        for hidden in _leftovers(parent):
+            shutil.rmtree(parent / hidden)
         if force:
             shutil.copytree(pristine / "replica", parent / "standby", symlinks=True)
 
@@ -201,47 +239,49 @@ def test_clone_killed_at_every_disk_change(unpack_fixture, tmp_path, request, ov
     assert_objects(ref / "standby", m["master"]["objects"])
     assert _leftovers(ref) == []
 
-    figures = collections.Counter()
-    work = tmp_path / "run"
-    for call, when in kill_points(counts):
+    def one(call, when, work):
         prepare(work)
         where = "killed at %s #%d" % (call, when)
-        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=%s:signal=KILL:when=%d" % (call, when),
-                               *argv(work)], capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", inject(call, when), *argv(work)],
+                              capture_output=True, text=True, timeout=120, check=False)
         dest = work / "standby"
         if proc.returncode == 0:
-            figures["finished before the kill point"] += 1
+            labels = ["finished before the kill point"]
         else:
             assert proc.returncode == -signal.SIGKILL, "%s: exit %s\n%s" % (where, proc.returncode, proc.stderr)
-            figures["kills"] += 1
+            labels = ["kills"]
         aside = [p for p in work.iterdir() if p.name.startswith(".standby.replaced-")]
         if not dest.exists() and aside:
             # between the two renames of a filesystem without RENAME_EXCHANGE: the
             # old replica whole, set aside, for the next clone to put back
             assert over == "force-no-exchange", "%s: the old replica was moved aside" % where
             assert [outside_misc(p) for p in aside] == [old], "%s: the old replica set aside is not whole" % where
-            figures["old replica set aside"] += 1
+            labels.append("old replica set aside")
         elif not dest.exists():
             assert not force, "%s: the old replica is gone from its place" % where
-            figures["nothing"] += 1
+            labels.append("nothing")
         else:
             now = outside_misc(dest)
             assert now in (old, new), "%s: the destination is neither the old replica nor the new copy" % where
-            figures["old replica" if now == old else "new copy"] += 1
+            labels.append("old replica" if now == old else "new copy")
         again = subprocess.run(argv(work) + (["--force"] if dest.exists() and not force else []),
                                capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0, "%s: the next clone failed: %s" % (where, again.stderr)
         assert outside_misc(dest) == new, "%s: the next clone did not give the new copy" % where
         assert _leftovers(work) == [], "%s: left behind: %s" % (where, _leftovers(work))
-    assert figures["kills"] >= sum(1 for _unused in kill_points(counts)) * 0.9, figures
+        return labels
+
+    points = kill_points(counts, LIGHT if force else SAMPLED)
+    figures = run_kill_points(points, one, tmp_path)
+    assert figures["kills"] >= len(points) * 0.9, figures
     assert figures["new copy"] and (figures["old replica"] if force else figures["nothing"]), figures
     if over == "force-no-exchange":
         assert figures["old replica set aside"], figures
         # a clone without --force after such a crash: the old replica is put back and kept
+        work = tmp_path / "run0"
         prepare(work)
-        crashed = subprocess.run([STRACE, "-o", "/dev/null", "-e", "inject=rename:signal=KILL:when=%d"
-                                  % counts["rename"], *argv(work)], capture_output=True, text=True, timeout=120,
-                                 check=False)
+        crashed = subprocess.run([STRACE, "-o", "/dev/null", "-e", inject("rename", counts["rename"]), *argv(work)],
+                                 capture_output=True, text=True, timeout=120, check=False)
         assert crashed.returncode == -signal.SIGKILL and not (work / "standby").exists()
         refused = subprocess.run([c for c in argv(work) if c != "--force"], capture_output=True, text=True,
                                  timeout=120, check=False)
@@ -281,24 +321,20 @@ def test_direct_snapshot_serve_killed_at_every_disk_change(unpack_fixture, tmp_p
     recovered = outside_misc(ref / "master")
     assert_objects(ref / "replica", m["after_recovery"]["objects"])
 
-    figures = collections.Counter()
-    work = tmp_path / "run"
-    for call, when in kill_points(counts):
+    def one(call, when, work):
         fresh_copy(pristine, work)
         where = "serve killed at %s #%d" % (call, when)
-        env = dict(os.environ, DS_STRACE_OUT="/dev/null", DS_STRACE_ARGS="-e inject=%s:signal=KILL:when=%d"
-                   % (call, when))
+        env = dict(os.environ, DS_STRACE_OUT="/dev/null", DS_STRACE_ARGS="-e " + inject(call, when))
         proc = subprocess.run(argv(work), capture_output=True, text=True, timeout=120, check=False, env=env)
         if proc.returncode == 0:
-            figures["finished before the kill point"] += 1
+            labels = ["finished before the kill point"]
             assert outside_misc(work / "replica") == new, where
         else:
-            figures["kills"] += 1
             assert proc.returncode in (1, 75) and proc.stderr.count("\n") == 1, "%s: %r" % (where, proc.stderr)
             assert "Traceback" not in proc.stderr, where
-            figures["exit %d" % proc.returncode] += 1
+            labels = ["kills", "exit %d" % proc.returncode]
             assert outside_misc(work / "replica") == old, "%s: the replica changed" % where
-            # the master is left for its own recovery: no lock or snapshot held by the dead serve
+            # the master is left for its own recovery: no lock held by the dead serve
             assert not storage.Storage(work / "master").lock().probe()[0], where
         again = subprocess.run(argv(work), capture_output=True, text=True, timeout=120, check=False,
                                env=dict(os.environ, DS_STRACE_OUT="/dev/null", DS_STRACE_ARGS=""))
@@ -306,5 +342,9 @@ def test_direct_snapshot_serve_killed_at_every_disk_change(unpack_fixture, tmp_p
         assert outside_misc(work / "replica") == new, "%s: the replica is not the recovered master" % where
         assert outside_misc(work / "master") == recovered, "%s: the master did not recover the same" % where
         assert storage.Storage(work / "master").snapshot_code() == "shutdown", where
-    assert figures["kills"] >= sum(1 for _unused in kill_points(counts)) * 0.9, figures
+        return labels
+
+    points = kill_points(counts, LIGHT)
+    figures = run_kill_points(points, one, tmp_path)
+    assert figures["kills"] >= len(points) * 0.9, figures
     report(request, "serve_crash_points_direct", dict(calls=dict(sorted(counts.items())), **figures))
