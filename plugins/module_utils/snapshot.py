@@ -202,8 +202,7 @@ class Snapshot(object):
         self.seconds = 0.0
         self._t0 = None
         self.method = None
-        self.peer = None
-        self.peer_wait = 0.0
+        self.peer = None  # our turn among ds-replica processes (a FileLock)
 
     def __enter__(self):
         self.enter()
@@ -253,7 +252,8 @@ class Snapshot(object):
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
         self.peer = lock
-        self.peer_wait = time.monotonic() - t0
+        if said:
+            self.log("our turn came after %.1fs" % (time.monotonic() - t0))
 
     def _release_peer(self):
         if self.peer is not None:
