@@ -138,12 +138,17 @@ def test_a_pull_waits_its_turn_behind_another_ds_replica(running):
     assert master.snapshot_code == "user/" + peer.code
     proc = subprocess.Popen([DS_REPLICA, "-v", str(home), str(standby)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    time.sleep(1.5)
-    assert proc.poll() is None, proc.communicate()[0]  # waiting, not failed
+    t0 = time.monotonic()
+    seen = []
+    while not any("waiting for another ds-replica process" in line for line in seen):
+        line = proc.stdout.readline()
+        assert line, "the pull ended instead of waiting: %s" % "".join(seen)
+        seen.append(line)
+    time.sleep(0.5)
+    assert proc.poll() is None and time.monotonic() - t0 >= 1.0  # waiting, not failed
     peer.leave()
-    out = proc.communicate(timeout=60)[0]
+    out = "".join(seen) + proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, out
-    assert "waiting for another ds-replica process" in out
     assert not master.in_snapshot
     _replica_matches_master(master, standby)
 
