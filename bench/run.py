@@ -23,7 +23,9 @@ bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
 Settings (environment or flags): BENCH_N (default 30000,300000), BENCH_K (100),
 BENCH_RUNS (3), BENCH_CM_RUNS (persistent-connection runs, default BENCH_RUNS; 0 skips them),
 BENCH_K_SNAPSHOT (1000), BENCH_CLONE_N (largest N),
-BENCH_CLONE_RUNS (1), BENCH_MEM_MB (1024), BENCH_ONLY (e.g. "a,b,d"), BENCH_CACHE, BENCH_BWLIMIT (KiB/s).
+BENCH_CLONE_RUNS (1), BENCH_MEM_MB (1024), BENCH_ONLY (e.g. "a,b,d"), BENCH_CACHE, BENCH_BWLIMIT (KiB/s),
+BENCH_BASELINE_DS (another engine's ds-replica: scenario a times it too, run for run, so that a refactoring
+is compared before/after in one run on one machine state).
 Results: bench/results/results.json; plot: docs/benchmark-pull-vs-n.png.
 """
 
@@ -144,12 +146,13 @@ class Bench(object):
         argv = shlex.split(ssh) + [self.user_host, "true"]
         return median([timed(argv)[0] for _unused in range(runs)])
 
-    def pull_argv(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None):
-        return list(wrap) + [DS, "--json", "-q", "-e", ssh or self.ssh, "--remote-command", remote] + \
+    def pull_argv(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None, ds=DS):
+        return list(wrap) + [ds, "--json", "-q", "-e", ssh or self.ssh, "--remote-command", remote] + \
             list(extra) + ["%s:%s" % (self.user_host, master), replica]
 
-    def pull(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None):
-        wall, out = timed(self.pull_argv(master, replica, extra, remote, wrap, ssh))
+    def pull(self, master, replica, extra=(), remote=DS, wrap=(), ssh=None, ds=DS):
+        """Time one pull; `ds` (with `remote` the same program) may be another engine's ds-replica."""
+        wall, out = timed(self.pull_argv(master, replica, extra, remote, wrap, ssh, ds))
         res = json.loads(out)
         if not res.get("changed"):
             raise RuntimeError("the pull changed nothing: %s" % res)
@@ -220,16 +223,23 @@ class Bench(object):
         for n in self.a.n:
             info = self.storage(n, self.a.k)
             replica = self.replica_for(info, "n%d" % n)
-            ds_t, rs_t, res = [], [], None
+            ds_t, rs_t, base_t, res = [], [], [], None
             for _unused in range(self.a.runs):
                 generate.reset_replica(info["base"], replica, info["increment"])
                 drop_dirty()
                 wall, res = self.pull(info["master"], replica)
                 ds_t.append(wall)
+                if self.a.baseline_ds:  # the same pull by another engine, interleaved: before/after in one run
+                    generate.reset_replica(info["base"], replica, info["increment"])
+                    drop_dirty()
+                    base = self.a.baseline_ds
+                    base_t.append(self.pull(info["master"], replica, remote=base, ds=base)[0])
                 generate.reset_replica(info["base"], replica, info["increment"])
                 drop_dirty()
                 rs_t.append(self.rsync(info["master"], replica))
             extra = {"ssh_true_s": self.handshake(self.ssh)}
+            if base_t:
+                extra.update(baseline_ds=self.a.baseline_ds, baseline_s=base_t, baseline_median_s=median(base_t))
             generate.reset_replica(info["base"], replica, info["increment"])
             drop_dirty()
             extra["breakdown"] = self.breakdown(info["master"], replica, self.ssh)
@@ -545,6 +555,10 @@ def report(results):
         lines.append("a. N=%-7s increment %5d files: ds-replica %7.3fs  rsync %7.3fs  -> ds-replica %.1fx faster "
                      "(target >= 20x)" % (n, r["increment_files"], r["ds_replica_median_s"], r["rsync_median_s"],
                                           r["rsync_median_s"] / r["ds_replica_median_s"]))
+        if "baseline_median_s" in r:
+            ratio = r["ds_replica_median_s"] / r["baseline_median_s"]
+            lines.append("   baseline engine %s: %7.3fs -> this engine takes x%.2f of its time"
+                         % (r["baseline_ds"], r["baseline_median_s"], ratio))
         if "ds_replica_cm_median_s" in r:
             lines.append("   persistent ssh connection: ds-replica %7.3fs  rsync %7.3fs  -> %.1fx "
                          "(ssh true: %.3fs new, %.3fs through the master)"
@@ -616,6 +630,9 @@ def main(argv=None):
     p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f,g"))
     p.add_argument("--cache", default=os.environ.get("BENCH_CACHE", generate.DEFAULT_CACHE))
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--baseline-ds", default=os.environ.get("BENCH_BASELINE_DS"), metavar="PATH",
+                   help="scenario a also times this ds-replica (another engine, installed on this machine; "
+                        "it serves itself on the master), interleaved with this one's runs")
     p.add_argument("--merge", action="store_true", help="keep other scenarios of an earlier results.json")
     a = p.parse_args(argv)
     a.clone_n = a.clone_n or max(a.n)
