@@ -58,7 +58,7 @@ def open_channel(master, opts, log, verb="serve", prepare=0.0):
     if opts.ssh_command:
         return transport.openssh(opts.ssh_command, user or opts.user, host, command, port=opts.port,
                                  key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                 accept_new_host_key=opts.accept_new_host_key)
+                                 accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
     return transport.paramiko_connect(host, command, user=user or opts.user, port=opts.port,
                                       key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
                                       accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout,
