@@ -14,7 +14,7 @@ options:
     description:
       - SSH port of the master.
       - Default is the port from C(~/.ssh/config) for that host, else C(22).
-      - Ignored for a local master and with O(ssh_command) (put C(-p) in the command instead).
+      - Ignored for a local master. With O(ssh_command), passed to it as C(-p PORT).
     type: int
   user:
     description:
@@ -24,16 +24,19 @@ options:
   key_file:
     description:
       - Private key file used to log into the master (a path on the standby, not the key itself).
+      - With O(ssh_command), passed to it as C(-i KEY_FILE).
     type: path
   known_hosts_file:
     description:
       - C(known_hosts) file that the master's host key is checked against.
       - Default is C(~/.ssh/known_hosts) of the account running the module (plus C(/etc/ssh/ssh_known_hosts)).
+      - With O(ssh_command), passed to it as C(-o UserKnownHostsFile=KNOWN_HOSTS_FILE).
     type: path
   accept_new_host_key:
     description:
       - Record the master's host key in O(known_hosts_file) when it is not known yet.
       - A host key that B(changed) is always refused, whatever this option says.
+      - With O(ssh_command), C(true) passes C(-o StrictHostKeyChecking=accept-new) to it.
     type: bool
     default: false
   remote_command:
@@ -44,8 +47,10 @@ options:
   ssh_command:
     description:
       - Use this OpenSSH command instead of the built-in client (paramiko), for example C(ssh -p 2222 -o BatchMode=yes).
-      - With it, O(port), O(key_file), O(known_hosts_file) and O(accept_new_host_key) are not used; put the
-        corresponding C(ssh) options in the command.
+      - O(port), O(key_file), O(known_hosts_file), O(accept_new_host_key) and O(timeout) are passed to it as
+        OpenSSH options, after the command's own (never through a shell), so that an option written in the
+        command takes precedence (OpenSSH keeps the first value it is given). The user and host come from
+        O(master) (or O(user)).
     type: str
   snapshot_timeout:
     description:
@@ -61,6 +66,12 @@ options:
   timeout:
     description:
       - Network timeout in seconds.
+      - With the built-in client, it bounds connecting, logging in and any silence of the master once its answer
+        has begun (before it begins, the master is also given the time of its waits for snapshot mode).
+      - With O(ssh_command), it bounds connecting only (the TCP connection, the SSH handshake and key exchange),
+        passed as C(-o ConnectTimeout=N) in whole seconds (rounded up). A master that stops answering later is
+        noticed only through the OpenSSH client's own settings (for example C(-o ServerAliveInterval=15) in the
+        command).
     type: float
     default: 60
   compress:

@@ -3,31 +3,32 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The thin adapter between Ansible module parameters and the engine.
 
-The argument spec of the connection options (documented once, in
-plugins/doc_fragments/connection.py) and PullOptions built from a module's
-params.  This is the only module_utils file written for Ansible; it needs no
-Ansible import itself.
+The argument spec of the connection options, derived from the table in
+options.py (documented in plugins/doc_fragments/connection.py, which a unit
+test holds to the table), and PullOptions built from a module's params.  This
+is the only module_utils file written for Ansible; it needs no Ansible import
+itself.
 """
 
 from __future__ import annotations
 
-from .replica import PullOptions
+from .options import CONNECTION_OPTIONS, PullOptions
 
-CONNECTION_ARGS = dict(
-    port=dict(type="int"),
-    user=dict(type="str"),
-    key_file=dict(type="path", no_log=False),
-    known_hosts_file=dict(type="path"),
-    accept_new_host_key=dict(type="bool", default=False),
-    remote_command=dict(type="str", default="ds-replica"),
-    ssh_command=dict(type="str"),
-    snapshot_timeout=dict(type="float", default=0.0),
-    snapshot_interval=dict(type="float", default=5.0),
-    timeout=dict(type="float", default=60.0),
-    compress=dict(type="bool", default=False),
-    bwlimit=dict(type="float"),
-    protocol=dict(type="int", default=1, choices=[0, 1]),
-)
+
+def _spec(option):
+    """One option's entry in an Ansible argument spec."""
+    spec = dict(type=option.type)
+    default = option.default_for("module")
+    if default is not None:
+        spec["default"] = default
+    if option.choices:
+        spec["choices"] = list(option.choices)
+    if option.no_log is not None:
+        spec["no_log"] = option.no_log
+    return spec
+
+
+CONNECTION_ARGS = {o.name: _spec(o) for o in CONNECTION_OPTIONS if o.module}
 
 
 def argument_spec(**own):

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
 import traceback
 
+from .options import CONNECTION_OPTIONS, PullOptions
 from .storage import DSError
 
 EXIT_OK = 0
@@ -52,28 +52,23 @@ def _stderr(msg):
     sys.stderr.flush()
 
 
+CLI_TYPES = {"int": int, "float": float, "str": str, "path": str}
+
+
 def _add_ssh_options(p):
+    """The connection flags, from the table in options.py."""
     g = p.add_argument_group("connection")
-    g.add_argument("-e", dest="ssh_command", metavar="SSHCMD",
-                   help="use this OpenSSH command instead of the built-in client, e.g. 'ssh -p 2222'")
-    g.add_argument("-d", dest="remote_dir", metavar="DIR",
-                   help="folder holding ds-replica on the master (default: the folder of this ds-replica)")
-    g.add_argument("--remote-command", metavar="PATH", help="full path of ds-replica on the master")
-    g.add_argument("-p", "--port", type=int, help="ssh port of the master")
-    g.add_argument("-i", "--identity", dest="key_file", metavar="KEY", help="private key file")
-    g.add_argument("--known-hosts", dest="known_hosts_file", metavar="FILE",
-                   help="known_hosts file to check the master's host key against (default ~/.ssh/known_hosts)")
-    g.add_argument("--accept-new-host-key", action="store_true",
-                   help="record the master's host key if it is not known yet (a changed key is always refused)")
-    g.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
-    g.add_argument("--snapshot-timeout", type=float, default=0.0, metavar="S",
-                   help="keep retrying snapshot mode on the master for S seconds (the old -t)")
-    g.add_argument("--snapshot-interval", type=float, default=5.0, metavar="S",
-                   help="pause between those tries (the old -s; default 5)")
-    g.add_argument("--compress", action="store_true", help="compress the transfer (for slow links)")
-    g.add_argument("--bwlimit", type=float, metavar="KIB", help="limit the transfer to KIB KiB/s")
-    g.add_argument("--protocol", type=int, choices=(0, 1), default=1,
-                   help="request version: 0 talks to an old replica.py master (no statistics)")
+    for option in CONNECTION_OPTIONS:
+        if not option.flags:
+            continue
+        kw = dict(dest=option.name, help=option.help)
+        if option.type == "bool":
+            kw["action"] = "store_true"
+        else:
+            kw.update(type=CLI_TYPES[option.type], metavar=option.metavar, choices=option.choices)
+            default = option.default_for("cli")
+            kw["default"] = None if callable(default) else default
+        g.add_argument(*option.flags, **kw)
 
 
 def _common(p):
@@ -97,16 +92,15 @@ def _pull_parser():
 
 
 def _options(args):
-    from .replica import PullOptions
-    remote_dir = args.remote_dir
-    if remote_dir is None and not args.remote_command:
-        remote_dir = os.path.dirname(os.path.abspath(sys.argv[0])) if sys.argv and sys.argv[0] else None
-    return PullOptions(port=args.port, key_file=args.key_file, known_hosts_file=args.known_hosts_file,
-                       accept_new_host_key=args.accept_new_host_key, ssh_command=args.ssh_command,
-                       remote_command=args.remote_command, remote_dir=remote_dir,
-                       snapshot_timeout=args.snapshot_timeout, snapshot_interval=args.snapshot_interval,
-                       timeout=args.timeout, compress=args.compress,
-                       bwlimit=args.bwlimit, protocol=args.protocol, check=getattr(args, "check", False))
+    """PullOptions from the parsed flags; a flag not given takes its default
+    (a computed one, such as -d, is computed now)."""
+    given = {}
+    for option in CONNECTION_OPTIONS:
+        if option.flags:
+            value = getattr(args, option.name)
+            default = option.default_for("cli")
+            given[option.name] = default() if value is None and callable(default) else value
+    return PullOptions(check=getattr(args, "check", False), **given)
 
 
 def _human(n):

@@ -23,7 +23,8 @@ import shutil
 import time
 
 from . import journal, ustar
-from .replica import ANSWER_PREFIX, PullOptions, Throttle, master_failure, open_channel
+from .options import PullOptions
+from .replica import ANSWER_PREFIX, Throttle, master_failure, open_channel
 from .serve import Request
 from .storage import Corrupt, DSError, Storage, fsync_path, hex_tid
 

@@ -150,7 +150,8 @@ def verify(path, master=None, opts=None, log=None):
 
 
 def _master_digests(master, st, since, opts, log):
-    from .replica import ANSWER_PREFIX, PullOptions, master_failure, open_channel
+    from .options import PullOptions
+    from .replica import ANSWER_PREFIX, master_failure, open_channel
     from .serve import Request
     opts = opts or PullOptions()
     req = Request("verify", 1, st.identity, st.last_tid(), EMPTY_MD5.hex(), {"since": hex_tid(since)})
@@ -185,7 +186,8 @@ def _print(result, as_json, lines):
 def master_lag(path, master, opts=None, log=None):
     """Ask the master what a pull would bring (a dry run, no snapshot mode,
     no lock on the replica): transactions waiting and the lag in seconds."""
-    from .replica import ANSWER_PREFIX, PullOptions, master_failure, open_channel
+    from .options import PullOptions
+    from .replica import ANSWER_PREFIX, master_failure, open_channel
     from .serve import Request
     st = Storage(path)
     before = st.last_tid()

@@ -17,6 +17,7 @@ import re
 import time
 
 from . import journal, snapshot, transport, ustar
+from .options import PullOptions
 from .serve import Request
 from .storage import (
     ZERO_TID,
@@ -38,29 +39,6 @@ LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errn
 ANSWER_PREFIX = b"replica answer 1 "
 
 
-class PullOptions(object):
-    """Everything a pull can be told (CLI flags and module options)."""
-
-    def __init__(self, port=None, user=None, key_file=None, known_hosts_file=None, accept_new_host_key=False,
-                 ssh_command=None, remote_command=None, remote_dir=None, snapshot_timeout=0.0, timeout=60.0,
-                 compress=False, bwlimit=None, protocol=1, check=False, snapshot_interval=5.0):
-        self.port = port
-        self.user = user
-        self.key_file = key_file
-        self.known_hosts_file = known_hosts_file
-        self.accept_new_host_key = accept_new_host_key
-        self.ssh_command = ssh_command
-        self.remote_command = remote_command
-        self.remote_dir = remote_dir
-        self.snapshot_timeout = snapshot_timeout
-        self.snapshot_interval = snapshot_interval
-        self.timeout = timeout
-        self.compress = compress
-        self.bwlimit = bwlimit
-        self.protocol = protocol
-        self.check = check
-
-
 def parse_master(spec):
     """'[user@]host:path' -> (user, host, path); a plain path -> (None, None, path)."""
     m = re.match(r"^(?:([^@/:]+)@)?(\[[^\]]+\]|[^/:@]+):(.+)$", spec)
@@ -80,7 +58,7 @@ def open_channel(master, opts, log, verb="serve", prepare=0.0):
     if opts.ssh_command:
         return transport.openssh(opts.ssh_command, user or opts.user, host, command, port=opts.port,
                                  key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                 accept_new_host_key=opts.accept_new_host_key)
+                                 accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
     return transport.paramiko_connect(host, command, user=user or opts.user, port=opts.port,
                                       key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
                                       accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout,

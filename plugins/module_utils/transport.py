@@ -10,6 +10,7 @@ finish() -> (exit status, stderr text), abort().
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import socket
@@ -220,10 +221,12 @@ def remote_command(master_path, remote_command=None, remote_dir=None, verb="serv
     return " ".join(shlex.quote(w) for w in (exe, verb, master_path))
 
 
-def openssh(ssh_command, user, host, command, port=None, key_file=None, known_hosts_file=None,
-            accept_new_host_key=False):
-    """Run `command` on the master through an OpenSSH client command line;
-    explicit options are passed on as OpenSSH flags (never through a shell)."""
+def openssh_argv(ssh_command, user, host, command, port=None, key_file=None, known_hosts_file=None,
+                 accept_new_host_key=False, timeout=None):
+    """The argv that runs `command` on the master through an OpenSSH client
+    command line; explicit options become OpenSSH flags after the command's own
+    (never through a shell).  `timeout` bounds connecting (ConnectTimeout: the
+    TCP connection, the SSH handshake and key exchange), in whole seconds."""
     argv = shlex.split(ssh_command)
     if not argv:
         raise DSError("the ssh command is empty", "give a command such as 'ssh -p 2222'")
@@ -235,8 +238,15 @@ def openssh(ssh_command, user, host, command, port=None, key_file=None, known_ho
         argv += ["-o", "UserKnownHostsFile=%s" % known_hosts_file]
     if accept_new_host_key:
         argv += ["-o", "StrictHostKeyChecking=accept-new"]
+    if timeout:
+        argv += ["-o", "ConnectTimeout=%d" % max(1, math.ceil(timeout))]
     dest = "%s@%s" % (user, host) if user else host
-    return ProcessChannel(argv + ["--", dest, command])
+    return argv + ["--", dest, command]
+
+
+def openssh(ssh_command, user, host, command, **options):
+    """Run `command` on the master through an OpenSSH client (see openssh_argv)."""
+    return ProcessChannel(openssh_argv(ssh_command, user, host, command, **options))
 
 
 def paramiko_connect(host, command, user=None, port=None, key_file=None, known_hosts_file=None,

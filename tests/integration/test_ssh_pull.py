@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage
-from dirstorage_replica.replica import PullOptions, pull
+from dirstorage_replica.options import PullOptions
+from dirstorage_replica.replica import pull
 from tests.support.checks import assert_objects, assert_same_files, manifest, replica_state
 from tests.support.sshd import make_keypair
 

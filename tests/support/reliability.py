@@ -35,7 +35,8 @@ import pytest
 
 from dirstorage_replica import journal, storage
 from dirstorage_replica.clone import clone
-from dirstorage_replica.replica import PullOptions, pull
+from dirstorage_replica.options import PullOptions
+from dirstorage_replica.replica import pull
 from tests.support.master import PICKLE_HEAD, TestMaster, create_storage
 
 ROOT = Path(__file__).resolve().parent.parent.parent

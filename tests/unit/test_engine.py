@@ -14,7 +14,8 @@ import pytest
 from dirstorage_replica import journal, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.info import storage_info, verify
-from dirstorage_replica.replica import PullOptions, pull
+from dirstorage_replica.options import PullOptions
+from dirstorage_replica.replica import pull
 from tests.support.checks import assert_objects, assert_reads_as, assert_same_files, manifest, replica_state
 
 NORMAL = ["bushy", "chunky", "lawn", "flat"]

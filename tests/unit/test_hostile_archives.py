@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage, ustar
-from dirstorage_replica.replica import PullOptions, pull
+from dirstorage_replica.options import PullOptions
+from dirstorage_replica.replica import pull
 from tests.support.checks import replica_state
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))

@@ -138,7 +138,7 @@ def test_staging_is_removed_after_the_serve_has_answered(master, tmp_path):
     # and the copy a standby makes through it reads as the master
     from dirstorage_replica.clone import clone
     local_ssh = "%s %s" % (sys.executable, Path(__file__).resolve().parent.parent / "support" / "local_ssh.py")
-    from dirstorage_replica.replica import PullOptions
+    from dirstorage_replica.options import PullOptions
     clone("local:%s" % home, str(tmp_path / "copy"), PullOptions(ssh_command=local_ssh, remote_command=DS_REPLICA))
     copy = storage.Storage(str(tmp_path / "copy"))
     for oid in range(1, tm.last_oid + 1):

@@ -9,7 +9,8 @@ import pytest
 
 from dirstorage_replica import snapshot, storage
 from dirstorage_replica.clone import clone
-from dirstorage_replica.replica import PullOptions, pull
+from dirstorage_replica.options import PullOptions
+from dirstorage_replica.replica import pull
 from tests.support.master import TestMaster, create_storage
 from tests.support.toolkit import ToolkitServer
 
