@@ -43,6 +43,7 @@ def test_parse_master_reads_a_remote_master(spec, expected):
     "/srv/odd:name",          # absolute path with a colon
     "./db1:/srv/s",           # ./ makes a host-looking name a local path
     "../masters/db1:copy",
+    ".old:copy",              # a hidden folder whose name has a colon
     "storage",                # relative, no colon
     "masters/db1:copy",       # a slash before the colon: a path
     "db1:",                   # nothing after the colon
