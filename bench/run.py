@@ -321,7 +321,7 @@ class Bench(object):
         import random
 
         from dirstorage_replica.clone import clone
-        from tests.support.master import TestMaster, create_storage
+        from tests.support.simulated_storage import SimulatedStorage, create_storage
         base = os.path.join(WORK, "compress")
         shutil.rmtree(base, ignore_errors=True)
         master, replica0 = os.path.join(base, "master"), os.path.join(base, "replica0")
@@ -339,10 +339,10 @@ class Bench(object):
                     objects[rng.randint(1, 3000) if tm.last_oid > 3000 else tm.new_oid()] = pickle.dumps(state, 3)
                 tm.commit(objects)
 
-        with TestMaster(master) as tm:
+        with SimulatedStorage(master) as tm:
             commit_some(tm, 50)
         clone(master, replica0)
-        with TestMaster(master) as tm:
+        with SimulatedStorage(master) as tm:
             commit_some(tm, 200)
         out = {}
         for link, extra in (("loopback", []), ("1 MiB/s", ["--bwlimit", "1024"])):

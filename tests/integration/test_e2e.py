@@ -80,7 +80,7 @@ class E2E:
         return dict(PATH="/usr/bin:/bin", PYTHONPATH=str(pylib), PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
 
     def master_argv(self, *args):
-        return ["/usr/bin/python3", "-m", "tests.support.master", str(self.master_home), *args]
+        return ["/usr/bin/python3", "-m", "tests.support.simulated_storage", str(self.master_home), *args]
 
     def write_more(self, seconds=1.0, rate=30, seed=None):
         """Stop the serving master, commit transactions for `seconds`, start it again."""

@@ -21,8 +21,8 @@ from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.replica import pull
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.master import PICKLE_HEAD, TestMaster, create_storage
 from tests.support.reliability import DS_REPLICA, report, run_live_writes, run_pull_kills
+from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 from tests.support.toolkit import ToolkitServer
 
 LIVE_SECONDS = float(os.environ.get("RELIABILITY_LIVE_SECONDS", "60"))
@@ -97,14 +97,14 @@ def test_killed_pulls_leave_transaction_boundaries(fast_dir, request):
 # ------------------------------------------------------ master side killed
 
 class ObservedMaster(object):
-    """A TestMaster in this process with its toolkit, recording the codes of
+    """A SimulatedStorage in this process with its toolkit, recording the codes of
     enterSnapshot/leaveSnapshot calls; `on_enter(code)` runs after a
     successful enterSnapshot, before the answer goes back."""
 
     def __init__(self, home):
         create_storage(home, "bushy")
         self.home = str(home)
-        self.tm = TestMaster(home, flush_interval=0.2).open()
+        self.tm = SimulatedStorage(home, flush_interval=0.2).open()
         self.entered, self.left, self.enter_calls = [], [], 0
         self.on_enter = None
         enter, leave = self.tm.enter_snapshot, self.tm.leave_snapshot
@@ -314,14 +314,14 @@ def small_mount(tmp_path):
 
 def _stopped_master(home, n=5):
     create_storage(home, "lawn")
-    tm = TestMaster(home).open()
+    tm = SimulatedStorage(home).open()
     for _unused in range(n):
         tm.commit({tm.new_oid(): PICKLE_HEAD + os.urandom(2000) + b"."})
     tm.close()
 
 
 def _commit_big(home, objects, size):
-    with TestMaster(home) as tm:
+    with SimulatedStorage(home) as tm:
         for _unused in range(objects):
             tm.commit({tm.new_oid(): PICKLE_HEAD + os.urandom(size) + b"."})
 
@@ -403,7 +403,7 @@ def test_second_pull_is_refused_at_once(pair):
 
 def test_storage_process_holding_the_replica_is_detected(pair):
     master, replica = pair
-    tm = TestMaster(replica).open()  # someone runs a storage on the replica
+    tm = SimulatedStorage(replica).open()  # someone runs a storage on the replica
     try:
         with pytest.raises(storage.Busy, match="in use"):
             pull(str(master), str(replica))
@@ -428,7 +428,7 @@ def test_storage_process_holding_the_replica_is_detected(pair):
 
 def test_replica_written_to_is_refused_as_diverged(pair):
     master, replica = pair
-    with TestMaster(replica) as tm:
+    with SimulatedStorage(replica) as tm:
         tm.commit({0: PICKLE_HEAD + b"someone wrote here."})
     before = replica_state(replica)
     proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, check=False)
@@ -440,7 +440,7 @@ def test_replica_written_to_is_refused_as_diverged(pair):
 
 def test_master_packed_past_the_replica_is_refused(pair):
     master, replica = pair
-    with TestMaster(master) as tm:
+    with SimulatedStorage(master) as tm:
         tm.pack(tm.last_tid)
     before = replica_state(replica)
     proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True, check=False)

@@ -4,7 +4,7 @@
 """`make demo`: the embedded demo, on this machine only (no root, ssh or network).
 
 1. wipes ./demo/ and builds a master storage there (the test master of
-   tests/support/master.py, committing as the real engine does);
+   tests/support/simulated_storage.py, committing as the real engine does);
 2. makes the standby's first copy with the engine's clone;
 3. writes new transactions on the master;
 4. runs `ansible-playbook playbooks/demo.yml`, whose replicate task brings the
@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 from dirstorage_replica import clone, storage  # noqa: E402
 from dirstorage_replica.info import storage_info  # noqa: E402
-from tests.support.master import PICKLE_HEAD, TestMaster, create_storage  # noqa: E402
+from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage  # noqa: E402
 
 DEMO = os.path.join(ROOT, "demo")
 MASTER = os.path.join(DEMO, "master")
@@ -64,7 +64,7 @@ def main():
 
     say("building the master storage in demo/master")
     create_storage(MASTER, "bushy")
-    with TestMaster(MASTER) as master:
+    with SimulatedStorage(MASTER) as master:
         write(master, rng, 30, "history")
     say("master has %d transactions, newest %s" % (30, storage.hex_tid(storage.Storage(MASTER).last_tid())))
 
@@ -73,7 +73,7 @@ def main():
     say("cloned %d transactions, %d files, %d bytes" % (first["transactions"], first["files"], first["bytes"]))
 
     say("writing 12 new transactions on the master")
-    with TestMaster(MASTER) as master:
+    with SimulatedStorage(MASTER) as master:
         write(master, rng, 12, "new")
 
     say("ansible-playbook playbooks/demo.yml")

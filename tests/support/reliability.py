@@ -5,7 +5,7 @@
 and their long versions (tests/soak/test_soak.py).
 
 - ``MasterProcess``: the test master as a separate process (``python -m
-  tests.support.master``) writing at a given rate, with its XML-RPC toolkit and
+  tests.support.simulated_storage``) writing at a given rate, with its XML-RPC toolkit and
   a ``config/snapshot.conf`` saying ``http URL ACCESS`` + ``nodirect``.
 - ``StateLog``: what the replica read like after each pull (newest tid and, per
   object, current tid and pickle MD5), checked at the end, object by object,
@@ -37,7 +37,7 @@ from dirstorage_replica import journal, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
-from tests.support.master import PICKLE_HEAD, TestMaster, create_storage
+from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
@@ -80,12 +80,12 @@ def write_snapshot_conf(home, url, password, extra=("nodirect",)):
 
 
 class MasterProcess(object):
-    """``python -m tests.support.master HOME ...`` in its own process."""
+    """``python -m tests.support.simulated_storage HOME ...`` in its own process."""
 
     def __init__(self, home, rate=0.0, create=None, seed=None, flush_interval=0.5):
         self.home = str(home)
         self.password = "pw-%d" % random.randrange(10 ** 9)
-        argv = [sys.executable, "-m", "tests.support.master", self.home, "--rate", str(rate),
+        argv = [sys.executable, "-m", "tests.support.simulated_storage", self.home, "--rate", str(rate),
                 "--xmlrpc-port", "0", "--user", TOOLKIT_USER, "--password", self.password,
                 "--flush-interval", str(flush_interval)]
         if create:
@@ -298,7 +298,7 @@ def run_pull_kills(workdir, kills, history=600, rate=10.0, seed=11, verify_every
     replica = workdir / "replica"
     # a replica at an early point, then a long history after it
     create_storage(master_home, "chunky")
-    tm = TestMaster(master_home).open()
+    tm = SimulatedStorage(master_home).open()
     for i in range(5):
         tm.commit({tm.new_oid(): PICKLE_HEAD + rng.randbytes(3000) + b"."}, description=b"early %d" % i)
     tm.close()
@@ -377,7 +377,7 @@ def run_pull_kills(workdir, kills, history=600, rate=10.0, seed=11, verify_every
 def _extend_history(home, transactions, rng, large_every=25, large_size=150_000):
     """Commit `transactions` more transactions on a stopped master (no fsync:
     building the history fast; the bytes are what matters)."""
-    tm = TestMaster(home).open()
+    tm = SimulatedStorage(home).open()
     tm.store.sync = False
     try:
         for i in range(transactions):

@@ -5,7 +5,7 @@
 
 `ToolkitServer(master)` serves XML-RPC on 127.0.0.1 (a free port, in a thread)
 with the toolkit's methods `enterSnapshot(code)`, `leaveSnapshot(code)` and
-`currentSnapshotCode()` for a `TestMaster`, behind HTTP basic authentication:
+`currentSnapshotCode()` for a `SimulatedStorage`, behind HTTP basic authentication:
 
 - a missing or wrong Authorization header gets HTTP 401 (as Zope answers);
 - a refusal from the storage (already in snapshot mode, misc/sublock held by a
@@ -31,7 +31,7 @@ TOOLKIT_PATH = "/Control_Panel/DirectoryStorageToolkit"
 
 
 class ToolkitServer(object):
-    """XML-RPC front of a TestMaster; see the module docstring.
+    """XML-RPC front of a SimulatedStorage; see the module docstring.
 
     Attributes: `url`, `username`, `password`, `calls` (a Counter of method
     name -> authenticated calls), `unauthorized` (requests answered 401).

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A test master: a running `Full` DirectoryStorage, written to the spec.
+"""A simulated storage process: a running `Full` DirectoryStorage, written to the spec
+(what a ZEO server's storage does on disk; tests use it as the master).
 
 The replication tool is only as tested as this master is real, so it does what
 the real storage engine does on disk (shared/spec/directorystorage.md and the
@@ -9,17 +10,17 @@ golden fixtures are the reference):
 
 - ``create_storage()`` lays out a new empty storage as ``mkds`` does, plus the
   ``misc/`` files a storage has once it has run and stopped cleanly;
-- ``TestMaster`` holds ``misc/lock`` while open and ``misc/sublock`` except in
+- ``SimulatedStorage`` holds ``misc/lock`` while open and ``misc/sublock`` except in
   snapshot mode, commits through ``journal/working_<TID>_temp`` -> ``_done``,
   flushes the journal into ``A/`` (``B/`` in snapshot mode), recombines ``B/``
   into ``A/`` when leaving snapshot mode, and packs like the real engine (old
   files renamed ``<path>-<epoch>-deleted``, survivors carry the mark bit);
-- ``python -m tests.support.master HOME ...`` runs it as a separate process that
+- ``python -m tests.support.simulated_storage HOME ...`` runs it as a separate process that
   a test can SIGTERM (clean close) or SIGKILL (crash).
 
 What it does not model: object references (every object counts as reachable
 when packing), undo, and ``Minimal`` storages (``create_storage`` can make one
-so that refusals can be tested, ``TestMaster`` refuses to run it).
+so that refusals can be tested, ``SimulatedStorage`` refuses to run it).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def create_storage(home, fmt="bushy", identity=None, classname="Full"):
 
 # ------------------------------------------------------------------ master
 
-class TestMaster(object):
+class SimulatedStorage(object):
     """A running Full DirectoryStorage in `home` (see the module docstring).
 
     `flush_interval` (seconds) starts a background thread that flushes the
@@ -194,8 +195,6 @@ class TestMaster(object):
 
     All methods are thread-safe (one re-entrant lock serialises them).
     """
-
-    __test__ = False  # not a pytest test class
 
     def __init__(self, home, flush_interval=None, flush_batch=None):
         self.home = os.path.abspath(home)
@@ -683,7 +682,7 @@ class TestMaster(object):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.master",
+        prog="python -m tests.support.simulated_storage",
         description="Run a test master storage until killed, SIGTERM (clean close) or --duration.")
     parser.add_argument("home")
     parser.add_argument("--create", metavar="FORMAT", choices=storage.FORMATS,
@@ -705,7 +704,7 @@ def main(argv=None):
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    master = TestMaster(args.home, flush_interval=args.flush_interval).open()
+    master = SimulatedStorage(args.home, flush_interval=args.flush_interval).open()
     server = None
     try:
         if args.xmlrpc_port is not None:

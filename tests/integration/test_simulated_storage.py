@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage as S
-from tests.support.master import SnapshotRefused, TestMaster, create_storage
+from tests.support.simulated_storage import SimulatedStorage, SnapshotRefused, create_storage
 from tests.support.toolkit import ToolkitServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_layout_is_the_engines(tmp_path, unpack_fixture, fmt):
     create_storage(home, fmt)
     fresh = S.Storage(home)
     assert fresh.last_tid() == S.ZERO_TID and fresh.packed_tid() == S.ZERO_TID
-    with TestMaster(home) as master:
+    with SimulatedStorage(home) as master:
         assert master.snapshot_code is None
         assert not (home / "misc" / "snapshot").exists()  # a running storage is not a snapshot
         tids = write_some(master, large=True)
@@ -150,7 +150,7 @@ def test_journal_folder_is_the_engines(tmp_path, unpack_fixture):
     fixture = unpack_fixture("crashed-master") / "master" / "journal"
     home = tmp_path / "m"
     create_storage(home, "bushy")
-    master = TestMaster(home).open()
+    master = SimulatedStorage(home).open()
     master.commit({0: b"root"})
     tid = master.commit({0: b"x", 5: b"y"}, user=b"/ fixture", description=b"tx")
     done = home / "journal" / ("working_%s_done" % S.hex_tid(tid))
@@ -171,7 +171,7 @@ def test_journal_folder_is_the_engines(tmp_path, unpack_fixture):
 def test_crash_before_flush_then_recovery(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "chunky")
-    master = TestMaster(home).open()
+    master = SimulatedStorage(home).open()
     tids = write_some(master)
     master.crash()
     assert S.Storage(home).last_tid() == S.ZERO_TID  # nothing flushed
@@ -180,7 +180,7 @@ def test_crash_before_flush_then_recovery(tmp_path):
     half.mkdir()
     (half / "x.junk").write_bytes(b"junk")
     assert not S.Storage(home).lock().probe()[0]  # a crash leaves no lock behind
-    with TestMaster(home) as master:
+    with SimulatedStorage(home) as master:
         assert not os.listdir(home / "journal")
         assert master.last_tid == tids[-1]
     check_storage(home, tids)
@@ -189,7 +189,7 @@ def test_crash_before_flush_then_recovery(tmp_path):
 def test_recovers_the_crashed_master_fixture(unpack_fixture):
     case = unpack_fixture("crashed-master")
     expect = json.loads((case / "manifest.json").read_text())["after_recovery"]
-    with TestMaster(case / "master") as master:
+    with SimulatedStorage(case / "master") as master:
         assert S.hex_tid(master.last_tid) == expect["last_tid"]
         assert not os.listdir(case / "master" / "journal")
         for oid, obj in expect["objects"].items():
@@ -202,9 +202,9 @@ def test_recovers_the_crashed_master_fixture(unpack_fixture):
 def test_second_open_is_refused_while_locked(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "lawn")
-    with TestMaster(home):
+    with SimulatedStorage(home):
         with pytest.raises(S.Busy):
-            TestMaster(home).open()
+            SimulatedStorage(home).open()
         assert S.Storage(home).sublock().probe()[0]
 
 
@@ -213,7 +213,7 @@ def test_second_open_is_refused_while_locked(tmp_path):
 def test_snapshot_mode_freezes_a_and_recombines(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "bushy")
-    master = TestMaster(home, flush_batch=2).open()
+    master = SimulatedStorage(home, flush_batch=2).open()
     tids = write_some(master)
     master.enter_snapshot("tool-1")
     st = S.Storage(home)
@@ -252,14 +252,14 @@ def test_snapshot_mode_freezes_a_and_recombines(tmp_path):
 def test_close_in_snapshot_mode_keeps_a_frozen(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "flat")
-    master = TestMaster(home).open()
+    master = SimulatedStorage(home).open()
     tids = write_some(master)
     master.enter_snapshot("t")
     tids.append(master.commit({0: b"late"}))
     master.close()
     assert S.Storage(home).last_tid() == tids[-2]
     assert (home / "misc" / "snapshot").read_bytes() == b"user/t"
-    with TestMaster(home):  # reopening recombines B/
+    with SimulatedStorage(home):  # reopening recombines B/
         pass
     check_storage(home, tids)
 
@@ -267,7 +267,7 @@ def test_close_in_snapshot_mode_keeps_a_frozen(tmp_path):
 def test_xmlrpc_toolkit(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "lawn")
-    master = TestMaster(home).open()
+    master = SimulatedStorage(home).open()
     write_some(master)
     server = ToolkitServer(master, username="zope", password="secret")
     try:
@@ -343,7 +343,7 @@ def test_pack_like_the_engine(tmp_path, unpack_fixture):
     assert_packed_like_the_engine(unpack_fixture("bushy") / "master")  # the rule holds for the real engine
     home = tmp_path / "m"
     create_storage(home, "bushy")
-    master = TestMaster(home).open()
+    master = SimulatedStorage(home).open()
     tids = write_some(master) + write_some(master)
     pack_at = tids[6]
     assert master.pack(S.tid_later_than(pack_at, pack_at)) == pack_at  # the newest transaction up to then
@@ -358,7 +358,7 @@ def test_pack_like_the_engine(tmp_path, unpack_fixture):
     assert_packed_like_the_engine(home)
     assert mode(st.path(S.transaction_name(st.last_tid()))) == 0o640  # written after the pack
 
-    with TestMaster(home) as again:
+    with SimulatedStorage(home) as again:
         again.enter_snapshot("x")
         with pytest.raises(SnapshotRefused):  # pack needs A/, a tool holds it
             again.pack(pack_at)
@@ -370,7 +370,7 @@ def test_pack_like_the_engine(tmp_path, unpack_fixture):
 def test_writer_thread_and_snapshot(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "chunky")
-    master = TestMaster(home, flush_interval=0.05).open()
+    master = SimulatedStorage(home, flush_interval=0.05).open()
     master.start_writer(100, large_fraction=0.1, large=(20_000, 60_000), seed=3)
     time.sleep(0.3)
     master.enter_snapshot("w")
@@ -386,7 +386,7 @@ def test_writer_thread_and_snapshot(tmp_path):
 
 
 def run_master(home, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.master", str(home), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.simulated_storage", str(home), *args],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()
     assert line[0] == "READY", line
@@ -415,6 +415,6 @@ def test_process_sigterm_is_a_clean_close_and_sigkill_a_crash(tmp_path):
     proc.kill()
     proc.wait(timeout=20)
     assert not (home / "misc" / "snapshot").exists() and os.listdir(home / "journal")
-    with TestMaster(home) as master:
+    with SimulatedStorage(home) as master:
         assert master.last_tid > chain[0].tid
     check_storage(home)

@@ -18,7 +18,7 @@ from dirstorage_replica.replica import pull
 from tests.support.checks import replica_state
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
-FAKE = str(Path(__file__).resolve().parent.parent / "support" / "fake_master.py")
+FAKE = str(Path(__file__).resolve().parent.parent / "support" / "canned_answer_ssh.py")
 
 
 def genuine_members(d):

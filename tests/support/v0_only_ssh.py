@@ -1,6 +1,6 @@
-"""A stand-in for a master that runs the original replica.py: it knows only
-request version 0 and refuses anything else the way a foreign tool would
-(a message on stderr, exit 1).  Used as `-e "python old_master.py DIR"`; it
+"""An ssh stand-in that speaks only request version 0, like a master that runs
+the original replica.py: it refuses anything else the way a foreign tool would
+(a message on stderr, exit 1).  Used as `-e "python v0_only_ssh.py DIR"`; it
 answers version 0 with the real serve code."""
 
 import io

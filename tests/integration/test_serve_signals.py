@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.master import TestMaster, create_storage
+from tests.support.simulated_storage import SimulatedStorage, create_storage
 from tests.support.toolkit import ToolkitServer
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
@@ -23,7 +23,7 @@ DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
 def master(tmp_path):
     home = tmp_path / "master"
     create_storage(str(home), "bushy")
-    tm = TestMaster(str(home))
+    tm = SimulatedStorage(str(home))
     tm.open()
     for _unused in range(6):  # some big objects: more than a pipe holds
         tm.commit({tm.new_oid(): os.urandom(300_000)})

@@ -279,7 +279,7 @@ def test_falls_back_to_version_0_for_an_old_master(unpack_fixture):
     import shlex
     d = unpack_fixture("bushy")
     m = manifest(d)
-    old = Path(__file__).resolve().parent.parent / "support" / "old_master.py"
+    old = Path(__file__).resolve().parent.parent / "support" / "v0_only_ssh.py"
     cmd = "%s %s %s" % (shlex.quote(sys.executable), shlex.quote(str(old)), shlex.quote(str(d / "master")))
     lines = []
     result = pull("old.invalid:/ignored", str(d / "replica"), PullOptions(ssh_command=cmd), log=lines.append)
@@ -381,15 +381,15 @@ def test_interrupted_clone_never_looks_like_a_replica(unpack_fixture, tmp_path):
 def test_compression_shrinks_what_crosses_the_wire(tmp_path):
     import pickle
 
-    from tests.support.master import TestMaster, create_storage
+    from tests.support.simulated_storage import SimulatedStorage, create_storage
     home = tmp_path / "master"
     create_storage(str(home), "bushy")
-    with TestMaster(str(home)) as tm:
+    with SimulatedStorage(str(home)) as tm:
         tm.commit({tm.new_oid(): b"seed"})
     for compress in (False, True):
         standby = tmp_path / ("standby-%s" % compress)
         clone(str(home), str(standby))
-        with TestMaster(str(home)) as tm:
+        with SimulatedStorage(str(home)) as tm:
             for i in range(20):  # pickles of text-rich objects, as a CMS writes them
                 state = {"title": "Page %d" % i, "body": "Lorem ipsum dolor sit amet. " * 200, "tags": ["a", "b"]}
                 tm.commit({tm.new_oid(): pickle.dumps(state, protocol=3)})

@@ -11,7 +11,7 @@ from dirstorage_replica import snapshot, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
-from tests.support.master import TestMaster, create_storage
+from tests.support.simulated_storage import SimulatedStorage, create_storage
 from tests.support.toolkit import ToolkitServer
 
 
@@ -21,7 +21,7 @@ def running(tmp_path):
     method and `nodirect`, and a standby cloned from it."""
     home = tmp_path / "master"
     create_storage(str(home), "chunky")
-    master = TestMaster(str(home))
+    master = SimulatedStorage(str(home))
     master.open()
     toolkit = ToolkitServer(master, password="s3cret-pw")
     toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
