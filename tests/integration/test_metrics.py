@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dirstorage_replica import storage
@@ -29,16 +30,32 @@ def promtool(*args, stdin=None):
     return subprocess.run([exe, *args], input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
-def render_wrapper(tmp_path, textfile_dir):
-    """Render the role's template with ansible's own template module."""
+def render_launcher(tmp_path, textfile_dir):
+    """The schedule role's launcher, rendered with ansible's own template module. Its python runs
+    with -S (no site-packages), so it finds the engine only in the lib folder it was given, as on a
+    host where the install role copied it."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "dirstorage_replica").symlink_to(ROOT / "plugins" / "module_utils")
     dest = tmp_path / "ds-replica-cron"
-    extra = {"schedule_python": sys.executable, "schedule_ds_replica": str(BIN / "ds-replica"),
-             "schedule_textfile_dir": str(textfile_dir)}
+    extra = {"schedule_python": "%s -S" % sys.executable, "schedule_ds_replica": str(BIN / "ds-replica"),
+             "schedule_textfile_dir": str(textfile_dir), "dirstorage_replication_lib_dir": str(lib)}
     r = subprocess.run([str(BIN / "ansible"), "localhost", "-m", "ansible.builtin.template",
                         "-a", "src=%s dest=%s mode=0755" % (TEMPLATE, dest), "-e", json.dumps(extra)],
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    return dest
+    return [str(dest)]
+
+
+@pytest.fixture(params=["role", "pip"])
+def wrapper(request, tmp_path):
+    """The command line of the wrapper and its metrics folder: as the schedule role installs it
+    (launcher) or as pip does (console script of pyproject.toml, next to ds-replica)."""
+    textfile = tmp_path / "textfile"
+    textfile.mkdir()
+    if request.param == "role":
+        return render_launcher(tmp_path, textfile), textfile
+    return [str(BIN / "ds-replica-cron"), "--textfile-dir", str(textfile)], textfile
 
 
 def read_metrics(path):
@@ -51,18 +68,16 @@ def read_metrics(path):
     return values
 
 
-def test_metrics_match_the_module_result(unpack_fixture, tmp_path):
+def test_metrics_match_the_module_result(unpack_fixture, wrapper):
     d = unpack_fixture("flat")
     m = manifest(d)
-    textfile = tmp_path / "textfile"
-    textfile.mkdir()
-    wrapper = render_wrapper(tmp_path, textfile)
+    wrapper, textfile = wrapper
     # what the module says would come (check mode changes nothing) ...
     ok, would = run_module("replicate", {"master": str(d / "master"), "path": str(d / "replica")}, check=True)
     assert ok and would["transactions"] > 0
     # ... is what the scheduled run moved and reported
     t0 = time.time()
-    run = subprocess.run([str(wrapper), "main", "--", str(d / "master"), str(d / "replica")],
+    run = subprocess.run([*wrapper, "main", "--", str(d / "master"), str(d / "replica")],
                          capture_output=True, text=True, timeout=120, check=False)
     assert (run.returncode, run.stdout, run.stderr) == (0, "", "")  # silent: cron mails nothing
     values = read_metrics(textfile / "dirstorage_main.prom")
@@ -81,7 +96,8 @@ def test_metrics_match_the_module_result(unpack_fixture, tmp_path):
 
     # a failed run: result 0, the last success and its figures kept, status passed on
     (d / "master" / "config" / "identity").write_text("0" * 32 + "\n")
-    failed = subprocess.run([str(wrapper), "main", "--", str(d / "master"), str(d / "replica")],
+    t1 = time.time()
+    failed = subprocess.run([*wrapper, "main", "--", str(d / "master"), str(d / "replica")],
                             capture_output=True, text=True, timeout=120, check=False)
     assert failed.returncode != 0 and "identity" in failed.stderr
     after = read_metrics(textfile / "dirstorage_main.prom")
@@ -89,7 +105,7 @@ def test_metrics_match_the_module_result(unpack_fixture, tmp_path):
     assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
     assert after["last_result"] == 0
     assert after["last_success_timestamp_seconds"] == values["last_success_timestamp_seconds"]
-    assert after["last_attempt_timestamp_seconds"] >= values["last_attempt_timestamp_seconds"]
+    assert t1 <= after["last_attempt_timestamp_seconds"] <= time.time()
     assert after["transactions"] == values["transactions"]
     assert storage.Storage(d / "replica").last_tid().hex().upper() == m["master"]["last_tid"]
     assert not [p for p in Path(textfile).iterdir() if p.name.endswith(".tmp")]
