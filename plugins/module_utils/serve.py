@@ -20,30 +20,30 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 import time
 
 from . import ustar
-from .snapshot import Snapshot
+from .journal import is_mutable
+from .protocol import read_request, write_answer_header
+from .snapshot import Snapshot, stale_code
 from .storage import (
     ZERO_TID,
     Corrupt,
     NotAStorage,
     Refused,
     Storage,
+    chain_digests,
     current_name,
     hex_tid,
     read_file,
     revision_name,
     tid_from_hex,
-    transaction_digest,
     transaction_name,
 )
 
-MAX_REQUEST = 64 * 1024
 MEMORY_FILE_LIMIT = 64 * 1024  # files up to this size may be read into memory...
 MEMORY_BUDGET = 16 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
 FD_RESERVE = 64  # descriptors left free for everything else
@@ -64,67 +64,6 @@ def _fd_budget():
         return max(0, soft - FD_RESERVE)
     except (ImportError, OSError, ValueError):
         return 512
-
-
-class Request(object):
-    def __init__(self, kind, version, identity=None, tid=ZERO_TID, md5=None, options=None):
-        self.kind = kind  # "request" or "clone"
-        self.version = version
-        self.identity = identity
-        self.tid = tid
-        self.md5 = md5
-        self.options = options or {}
-
-    def encode(self):
-        lines = ["replica %s %d" % (self.kind, self.version)]
-        if self.kind in ("request", "verify"):
-            lines += [self.identity, hex_tid(self.tid), self.md5]
-        if self.version >= 1:
-            lines += ["%s: %s" % (k, v) for k, v in sorted(self.options.items())]
-            lines.append("")
-        return ("\n".join(lines) + "\n").encode("ascii")
-
-
-def read_request(stream):
-    """Parse a request from a binary stream, reading no further than needed."""
-    def line():
-        data = stream.readline(1024)
-        if not data.endswith(b"\n"):
-            raise Refused("malformed request: the request ended early")
-        try:
-            return data.decode("ascii").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise Refused("malformed request: not ASCII")
-
-    words = line().split()
-    if (len(words) != 3 or words[0] != "replica" or words[1] not in ("request", "clone", "verify")
-            or not words[2].isdigit()):
-        raise Refused("malformed request: expected 'replica request 0'")
-    kind, version = words[1], int(words[2])
-    if version > 1 or (kind != "request" and version < 1):
-        raise Refused("unsupported request version %s %d: this master speaks versions 0 and 1" % (kind, version))
-    req = Request(kind, version)
-    if kind in ("request", "verify"):
-        req.identity = line().strip()
-        try:
-            req.tid = tid_from_hex(line())
-        except ValueError:
-            raise Refused("malformed request: bad transaction id")
-        req.md5 = line().strip().lower()
-    if version >= 1:
-        total = 0
-        while True:
-            text = line()
-            total += len(text)
-            if total > MAX_REQUEST:
-                raise Refused("malformed request: too long")
-            if not text:
-                break
-            key, sep, value = text.partition(":")
-            if not sep:
-                raise Refused("malformed request option %r" % text)
-            req.options[key.strip()] = value.strip()
-    return req
 
 
 class Entry(object):
@@ -361,7 +300,6 @@ def stage_clone(st, code, log):
 
 def remove_stale_staging(st):
     """Staging folders of clones whose serve died (same host, dead pid)."""
-    from .snapshot import stale_code
     try:
         entries = os.listdir(st.sub("misc"))
     except OSError:
@@ -386,7 +324,7 @@ def write_clone(st, out, folder="A"):
     for rel, name in st.iter_files(folder):
         if name is None:
             continue  # pack leftovers (...-deleted) and strays are not part of the storage
-        if name.startswith("x.") or name.endswith(".c"):
+        if is_mutable(name):
             late.append(rel)
             continue
         path = os.path.join(root, *rel.split("/"))
@@ -403,21 +341,6 @@ def write_clone(st, out, folder="A"):
     return counts
 
 
-def chain_digests(st, newest, stop):
-    """[(tid hex, md5 hex of the transaction file)] newest first, down to but
-    not including `stop` (or as far as the files go after a pack)."""
-    out = []
-    tid = newest
-    while tid != ZERO_TID and tid > stop:
-        try:
-            data = st.transaction_data(tid)
-        except FileNotFoundError:
-            break
-        out.append((hex_tid(tid), transaction_digest(data)))
-        tid = data[24:32]
-    return out
-
-
 def answer_verify(st, req, stdout):
     """The master's transaction digests from the replica's newest transaction
     back to `since` (no snapshot needed: transaction files are write-once)."""
@@ -430,7 +353,7 @@ def answer_verify(st, req, stdout):
                       % (hex_tid(req.tid), hex_tid(st.last_tid())))
     info = {"master_tid": hex_tid(st.last_tid()), "packed_tid": hex_tid(st.packed_tid()),
             "chain": chain_digests(st, req.tid, since)}
-    stdout.write(b"replica answer 1 " + json.dumps(info).encode("ascii") + b"\n")
+    write_answer_header(stdout, info)
     stdout.flush()
     return None
 
@@ -493,7 +416,7 @@ def _clone_header(stdout, st, master_tid, snapshot_seconds):
             "staged": snapshot_seconds is not None}
     if snapshot_seconds is not None:
         info["snapshot_seconds"] = round(snapshot_seconds, 6)
-    stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+    write_answer_header(stdout, info)
 
 
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None,
@@ -541,7 +464,7 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
                     "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
                     "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
                     "format": st.format, "compress": compress, "dry_run": dry_run}
-            stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+            write_answer_header(stdout, info)
         if dry_run:
             stdout.flush()
             return inc

@@ -16,13 +16,10 @@ import socket
 import subprocess
 import threading
 
-from .storage import DSError
+from .serve import serve
+from .storage import DSError, TransportError
 
 LOCAL_EXIT_REFUSED = 1
-
-
-class TransportError(DSError):
-    retryable = True
 
 
 class Channel(object):
@@ -46,7 +43,6 @@ class LocalChannel(Channel):
     """Runs the serve code in a thread of this process, on pipes."""
 
     def __init__(self, home, log=None, **serve_kwargs):
-        from .serve import serve
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         self._to_serve = os.fdopen(w_in, "wb", buffering=0)
@@ -108,7 +104,7 @@ class LocalChannel(Channel):
 class ProcessChannel(Channel):
     """An OpenSSH (or any) command whose stdin/stdout reach the serve."""
 
-    def __init__(self, argv, timeout=None):
+    def __init__(self, argv):
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, bufsize=1 << 16)
