@@ -118,11 +118,23 @@ class Throttle(object):
 
 def validate_increment(checker, before):
     """The increment must be whole transactions chained onto `before`."""
+    txns, revisions, currents, serial = _sort_members(checker.names)
+    if not txns:
+        if serial != before or revisions or currents:
+            raise Corrupt("the increment moves x.serial without transactions")
+        return []
+    order = _chain_order(txns, serial, before)
+    _check_revisions(order, revisions, currents)
+    return order
+
+
+def _sort_members(names):
+    """(transactions by tid, {(oid, tid)} revisions, currents by oid, x.serial)."""
     txns = {}
     revisions = set()
     currents = {}
     serial = None
-    for name, parsed in checker.names.items():
+    for name, parsed in names.items():
         kind, a, b = classify(name)
         if kind == "t":
             txns[a] = parsed
@@ -136,10 +148,11 @@ def validate_increment(checker, before):
             raise Corrupt("the increment carries x.packed, which replication never sends")
     if serial is None:
         raise Corrupt("the increment has no x.serial")
-    if not txns:
-        if serial != before or revisions or currents:
-            raise Corrupt("the increment moves x.serial without transactions")
-        return []
+    return txns, revisions, currents, serial
+
+
+def _chain_order(txns, serial, before):
+    """The transactions from x.serial back to `before`, oldest first; all of them."""
     order = []
     tid = serial
     while tid != before:
@@ -153,6 +166,12 @@ def validate_increment(checker, before):
     if len(order) != len(txns):
         raise Corrupt("the increment holds transactions outside its chain")
     order.reverse()
+    return order
+
+
+def _check_revisions(order, revisions, currents):
+    """Exactly the revisions the transactions wrote, and current-revision
+    files pointing to each object's newest one."""
     newest = {}
     for txn in order:
         for oid in txn.oids:
@@ -167,7 +186,6 @@ def validate_increment(checker, before):
                           % (hex_tid(oid), hex_tid(tid)))
     if set(currents) - set(newest):
         raise Corrupt("the increment holds current-revision files of objects it did not change")
-    return order
 
 
 def lock_replica(st):
