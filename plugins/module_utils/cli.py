@@ -320,24 +320,18 @@ def cmd_verify(argv):
     return OK if result["ok"] else CRITICAL
 
 
+COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull}
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     install_signal_handlers()
     verb = argv[0] if argv and argv[0] in VERBS else None
     prefix = "ds-replica serve: " if verb == "serve" else "ds-replica: "
+    command = COMMANDS[verb] if verb else cmd_pull
     try:
-        if verb == "serve":
-            return cmd_serve(argv[1:])
-        if verb == "clone":
-            return cmd_clone(argv[1:])
-        if verb == "status":
-            return cmd_status(argv[1:])
-        if verb == "verify":
-            return cmd_verify(argv[1:])
-        if verb == "pull":
-            argv = argv[1:]
-        return cmd_pull(argv)
+        return command(argv[1:] if verb else argv)
     except DSError as e:
         if verbose:
             traceback.print_exc()

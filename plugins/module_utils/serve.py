@@ -427,54 +427,78 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     req = read_request(stdin)
     st = Storage(home)
     st.require_full("master")
-    if req.kind == "clone":
-        if not os.path.isdir(st.a_dir):
-            raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
-    else:
-        check_request(st, req)
+    _check_master(st, req)
     if req.kind == "verify":
         return answer_verify(st, req, stdout)
-    opts = req.options
-    try:
-        timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
-        snapshot_interval = min(max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1), 600.0)
-    except ValueError:
-        raise Refused("malformed request option snapshot-timeout or snapshot-interval")
-    dry_run = opts.get("dry-run") == "1"
-    compress = opts.get("compress", "none")
-    if compress not in ("none", "gzip"):
-        raise Refused("unsupported compression %r" % compress)
+    timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
+    dry_run = req.options.get("dry-run") == "1"
+    compress = _compression(req.options)
+    snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    if req.kind == "clone" and not dry_run:
+        return _serve_clone(st, snap, stdout, log, req.options.get("stage", "1") != "0", detach_cleanup)
     inc = Increment()
-    snap_seconds = 0.0
     try:
-        if dry_run:
-            check_reference(st, req)
-            collect(st, req.tid, inc, dry_run=True)
-        else:
-            snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log, warn=warn)
-            if req.kind == "clone":
-                return _serve_clone(st, snap, stdout, log, opts.get("stage", "1") != "0", detach_cleanup)
-            with snap:
-                check_reference(st, req)
-                collect(st, req.tid, inc)
-            snap_seconds = snap.seconds
-            log("master held in snapshot mode for %.3fs (%s)" % (snap_seconds, snap.method))
+        snap_seconds = _gather(st, req, inc, None if dry_run else snap, log)
         if req.version >= 1:
-            info = {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
-                    "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
-                    "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
-                    "format": st.format, "compress": compress, "dry_run": dry_run}
-            write_answer_header(stdout, info)
-        if dry_run:
-            stdout.flush()
-            return inc
-        if compress == "gzip":
-            gz = gzip.GzipFile(fileobj=stdout, mode="wb", compresslevel=1, mtime=0)
-            inc.write(gz)
-            gz.close()
-        else:
-            inc.write(stdout)
+            write_answer_header(stdout, _increment_header(st, inc, snap_seconds, compress, dry_run))
+        if not dry_run:
+            _send(inc, stdout, compress)
         stdout.flush()
         return inc
     finally:
         inc.close()
+
+
+def _check_master(st, req):
+    if req.kind != "clone":
+        check_request(st, req)
+    elif not os.path.isdir(st.a_dir):
+        raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
+
+
+def _snapshot_waits(opts, snapshot_timeout, snapshot_interval):
+    """(timeout, interval) of the snapshot retries: the request's, within bounds."""
+    try:
+        timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
+        interval = min(max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1), 600.0)
+    except ValueError:
+        raise Refused("malformed request option snapshot-timeout or snapshot-interval")
+    return timeout, interval
+
+
+def _compression(opts):
+    compress = opts.get("compress", "none")
+    if compress not in ("none", "gzip"):
+        raise Refused("unsupported compression %r" % compress)
+    return compress
+
+
+def _gather(st, req, inc, snap, log):
+    """Check the replica's reference and list what is new into `inc`: in
+    snapshot mode, or (snap None, a dry run) without it.  Returns the
+    seconds the master was held."""
+    if snap is None:
+        check_reference(st, req)
+        collect(st, req.tid, inc, dry_run=True)
+        return 0.0
+    with snap:
+        check_reference(st, req)
+        collect(st, req.tid, inc)
+    log("master held in snapshot mode for %.3fs (%s)" % (snap.seconds, snap.method))
+    return snap.seconds
+
+
+def _increment_header(st, inc, snap_seconds, compress, dry_run):
+    return {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
+            "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
+            "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
+            "format": st.format, "compress": compress, "dry_run": dry_run}
+
+
+def _send(inc, stdout, compress):
+    if compress == "gzip":
+        gz = gzip.GzipFile(fileobj=stdout, mode="wb", compresslevel=1, mtime=0)
+        inc.write(gz)
+        gz.close()
+    else:
+        inc.write(stdout)
