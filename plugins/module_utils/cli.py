@@ -5,7 +5,7 @@
 
 Exit codes: a pull, serve or clone exits 0, 1 (failed) or 75 (busy, retry
 later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
-2 CRITICAL (3 UNKNOWN for bad usage).
+2 CRITICAL (bad usage exits 2, as argparse does).
 
     ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory
     ds-replica serve [--snapshot-timeout S] MasterDirectory
@@ -34,7 +34,7 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
 VERBS = ("serve", "clone", "status", "verify", "pull")
-OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3  # status and verify (Nagios)
+OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
 class Terminated(BaseException):

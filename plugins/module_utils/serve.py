@@ -148,14 +148,12 @@ class Increment(object):
             if e.data is not None:
                 writer.add_bytes(e.name, e.data, mtime=now)
                 continue
-            writer._put(ustar.header(e.name, e.size, 0o640, now))
             if e.fd is not None:
                 os.lseek(e.fd, 0, os.SEEK_SET)
-                _copy(lambda n, fd=e.fd: os.read(fd, n), e.size, writer, e.name)
+                writer.add_stream(e.name, e.size, lambda n, fd=e.fd: os.read(fd, n), mtime=now)
             else:
                 self.spool.seek(e.spool_offset)
-                _copy(self.spool.read, e.size, writer, e.name)
-            writer._put(ustar.padding(e.size))
+                writer.add_stream(e.name, e.size, self.spool.read, mtime=now)
         writer.close()
         return writer.written
 
@@ -169,16 +167,6 @@ def _read_fd(fd, size):
         parts.append(chunk)
         size -= len(chunk)
     return b"".join(parts)
-
-
-def _copy(read, size, writer, name):
-    left = size
-    while left:
-        chunk = read(min(left, 1 << 20))
-        if not chunk:
-            raise Corrupt("%s shrank while it was being sent" % name)
-        writer._put(chunk)
-        left -= len(chunk)
 
 
 def check_request(st, req):

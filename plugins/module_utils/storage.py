@@ -381,14 +381,6 @@ def read_file(path):
         return f.read()
 
 
-def md5_file(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------ locks
 
 class FileLock(object):
