@@ -3,10 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The master side of a pull: `ds-replica serve HOME`.
 
-Reads a request on stdin, answers on stdout.  Request version 0 is the
-original tool's (four lines); the answer is a plain ustar archive of paths
-relative to HOME.  Version 1 adds ``key: value`` options up to a blank line
-and prefixes the archive with one line ``replica answer 1 {json}``.
+Reads a request on stdin, answers on stdout (the request and the answer
+header are described in protocol.py): a ustar archive of paths relative
+to HOME, after the header for version 1.
 
 The master is held in snapshot mode only while the increment is read
 locally: mutable files (x.serial, x.oid, o….c) are read into memory and the
