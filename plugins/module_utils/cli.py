@@ -3,6 +3,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """`ds-replica`: the command line, with the original replica.py usage.
 
+Exit codes: a pull, serve or clone exits 0, 1 (failed) or 75 (busy, retry
+later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
+2 CRITICAL (bad usage exits 2, as argparse does).
+
     ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory
     ds-replica serve [--snapshot-timeout S] MasterDirectory
     ds-replica clone [options] [user@]MasterHost:MasterDirectory NewReplicaDirectory
@@ -19,13 +23,18 @@ import sys
 import time
 import traceback
 
+from .clone import clone
+from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
+from .replica import pull
+from .serve import serve
 from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
 VERBS = ("serve", "clone", "status", "verify", "pull")
+OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
 class Terminated(BaseException):
@@ -141,7 +150,6 @@ class Progress(object):
 
 def cmd_pull(argv):
     args = _pull_parser().parse_args(argv)
-    from .replica import pull
     log = _stderr if args.verbose else None
     progress = Progress(not args.quiet)
     try:
@@ -175,7 +183,6 @@ def cmd_serve(argv):
     p.add_argument("-s", "--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
     p.add_argument("directory")
     args = p.parse_args(argv)
-    from .serve import serve
     log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
     stdout = sys.stdout.buffer
     serve(args.directory, sys.stdin.buffer, stdout, log=log, snapshot_timeout=args.snapshot_timeout,
@@ -194,7 +201,6 @@ def cmd_clone(argv):
     p.add_argument("master")
     p.add_argument("replica")
     args = p.parse_args(argv)
-    from .clone import clone
     progress = Progress(not args.quiet)
     try:
         result = clone(args.master, args.replica, _options(args), force=args.force,
@@ -209,14 +215,106 @@ def cmd_clone(argv):
     return EXIT_OK
 
 
+def _print(result, as_json, lines):
+    if as_json:
+        _stdout(json.dumps(result, sort_keys=True, indent=2))
+    else:
+        for line in lines:
+            _stdout(line)
+
+
+def _status_parser():
+    p = argparse.ArgumentParser(prog="ds-replica status",
+                                description="Summarise a storage (and, given its master, how far behind it is). "
+                                            "Exit 0 OK, 1 WARNING, 2 CRITICAL (Nagios).")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--master", metavar="[USER@]HOST:PATH",
+                   help="the replica's master: report the lag and what is waiting (asks the master; no lock taken)")
+    p.add_argument("--warn-age", type=float, metavar="S",
+                   help="WARNING when the replica lags its master (or, without --master, when the newest "
+                        "transaction is older) by more than S seconds")
+    p.add_argument("--crit-age", type=float, metavar="S", help="CRITICAL likewise")
+    _add_ssh_options(p)
+    p.add_argument("directory")
+    return p
+
+
+def _status_state(info, args):
+    """(exit code, state word) from the age thresholds and a pending increment."""
+    age = info["master"]["lag_seconds"] if args.master else info["age_seconds"]
+    if age is not None and args.crit_age is not None and age > args.crit_age:
+        return CRITICAL, "CRITICAL"
+    if age is not None and args.warn_age is not None and age > args.warn_age:
+        return WARNING, "WARNING"
+    if info["journal_pending_replica"]:
+        return WARNING, "WARNING"
+    return OK, "OK"
+
+
+def _status_lines(info, state):
+    holders = []
+    for name in ("lock", "sublock"):
+        if info[name]["held"]:
+            holders.append("misc/%s held%s" % (name, " by pid %s" % info[name]["pid"] if info[name]["pid"] else ""))
+    ago = ", %.0fs ago" % info["age_seconds"] if info["age_seconds"] is not None else ""
+    pending = ", replica increment pending" if info["journal_pending_replica"] else ""
+    lines = [
+        "%s: %s storage %s (%s, %s)" % (state, info["classname"], info["path"], info["format"], info["identity"]),
+        "newest transaction: %s (%s)%s" % (info["last_tid"], info["last_time"] or "empty", ago),
+        "packed up to: %s" % (info["packed_tid"] if info["packed_time"] else "never"),
+        "snapshot: %s" % (info["snapshot_code"] or "no"),
+        "locks: %s" % (", ".join(holders) or "free"),
+        "journal backlog: %d transaction(s)%s" % (info["journal_backlog"], pending),
+        "last replication: %s" % (info["last_replication"] or "never"),
+    ]
+    if "master" in info:
+        lag = info["master"]
+        lines.append("master: newest transaction %s (%s); lag %.1fs, %d transaction(s), %d bytes waiting"
+                     % (lag["master_tid"], lag["master_time"], lag["lag_seconds"], lag["waiting_transactions"],
+                        lag["waiting_bytes"]))
+    return lines
+
+
 def cmd_status(argv):
-    from .info import cmd_status as run
-    return run(argv)
+    args = _status_parser().parse_args(argv)
+    try:
+        info = storage_info(args.directory)
+        if args.master:
+            info["master"] = master_lag(args.directory, args.master, _options(args))
+    except DSError as e:
+        _stdout("CRITICAL: %s" % e)
+        return CRITICAL
+    code, state = _status_state(info, args)
+    _print(dict(info, state=state), args.json, _status_lines(info, state))
+    return code
 
 
 def cmd_verify(argv):
-    from .info import cmd_verify as run
-    return run(argv)
+    p = argparse.ArgumentParser(prog="ds-replica verify",
+                                description="Check a storage against its own checksums, and a replica against its "
+                                            "master. Exit 0 OK, 2 CRITICAL.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _add_ssh_options(p)
+    p.add_argument("directory")
+    p.add_argument("master", nargs="?", help="[user@]host:path of the master, or a local path")
+    args = p.parse_args(argv)
+    try:
+        result = verify(args.directory, args.master, _options(args))
+    except DSError as e:
+        _stdout("CRITICAL: %s" % e)
+        return CRITICAL
+    state = "OK" if result["ok"] else "CRITICAL"
+    lines = ["%s: %s: %d transactions and %d files checked%s" % (
+        state, result["path"], result["checked_transactions"], result["checked_files"],
+        ", %d transactions match the master" % result["master_checked_transactions"] if args.master else "")]
+    lines += ["  " + pr for pr in result["problems"][:50]]
+    _print(dict(result, state=state), args.json, lines)
+    return OK if result["ok"] else CRITICAL
+
+
+COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull}
 
 
 def main(argv=None):
@@ -225,23 +323,14 @@ def main(argv=None):
     install_signal_handlers()
     verb = argv[0] if argv and argv[0] in VERBS else None
     prefix = "ds-replica serve: " if verb == "serve" else "ds-replica: "
+    command = COMMANDS[verb] if verb else cmd_pull
     try:
-        if verb == "serve":
-            return cmd_serve(argv[1:])
-        if verb == "clone":
-            return cmd_clone(argv[1:])
-        if verb == "status":
-            return cmd_status(argv[1:])
-        if verb == "verify":
-            return cmd_verify(argv[1:])
-        if verb == "pull":
-            argv = argv[1:]
-        return cmd_pull(argv)
+        return command(argv[1:] if verb else argv)
     except DSError as e:
         if verbose:
             traceback.print_exc()
         _stderr(prefix + str(e))
-        return EXIT_TEMPFAIL if e.retryable else getattr(e, "cli_exit", EXIT_FAIL)
+        return EXIT_TEMPFAIL if e.retryable else EXIT_FAIL
     except Terminated as e:
         _stderr(prefix + "%s; the replica is unchanged or complete (never half-written)" % e)
         return 143

@@ -17,16 +17,15 @@ from __future__ import annotations
 import configparser
 import ctypes
 import errno
-import json
 import os
 import shutil
 import time
 
 from . import journal, ustar
 from .options import PullOptions
-from .replica import ANSWER_PREFIX, Throttle, master_failure, open_channel
-from .serve import Request
-from .storage import Corrupt, DSError, Storage, fsync_path, hex_tid
+from .protocol import Request, Session
+from .replica import Throttle, open_channel, refuse_same_folder
+from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid
 
 
 def _pid_alive(pid):
@@ -102,53 +101,21 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
+    refuse_same_folder(master, dest, "copy")
     dest = os.path.abspath(dest)
     parent, base = os.path.split(dest)
     if not os.path.isdir(parent):
         raise DSError("the folder %s does not exist" % parent, "create it first")
     _restore_replaced(parent, base, log)
     _remove_stale_partials(parent, base)
-    old_lock = None
-    if os.path.exists(dest):
-        if os.path.exists(os.path.join(dest, "config", "settings")):
-            if not force:
-                raise DSError("%s already holds a storage: refusing to overwrite it" % dest,
-                              "pull into it instead, or use --force (force: true) to replace it")
-            old_lock = Storage(dest, must_exist=False).lock()
-            if not old_lock.acquire():
-                raise DSError("%s is in use (misc/lock is held)" % dest, "stop what uses it first")
-        elif os.listdir(dest) and not force:
-            raise DSError("%s exists and is not empty" % dest, "choose an empty or new folder, or use --force")
+    old_lock = _claim_destination(dest, force)
     partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
     os.mkdir(partial, 0o755)
     try:
         result = _receive(master, partial, opts, log, progress)
-        st = Storage(partial)
-        st.require_full("master")
-        for folder in ("B", "journal", "misc"):
-            os.makedirs(os.path.join(partial, folder), exist_ok=True)
-        for name in ("lock", "sublock"):
-            open(os.path.join(partial, "misc", name), "ab").close()
-        st.write_snapshot_marker("shutdown")
-        after = st.last_tid()
-        st.transaction(after) if after != b"\0" * 8 else None  # the newest transaction must be readable
-        journal.Durability(partial, True).commit()
-        if os.path.exists(dest):
-            if _exchange(partial, dest):
-                # the old replica now sits at `partial`: removed below (or,
-                # after a crash, by the next clone, as a stale partial)
-                fsync_path(parent, directory=True)
-            else:
-                aside = os.path.join(parent, ".%s.replaced-%d" % (base, os.getpid()))
-                os.rename(dest, aside)
-                os.rename(partial, dest)
-                fsync_path(parent, directory=True)
-                partial = aside
-        else:
-            os.rename(partial, dest)
-            fsync_path(parent, directory=True)
-            partial = None
-        result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(b"\0" * 8),
+        after = _complete_copy(partial)
+        partial = _put_in_place(partial, dest)
+        result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(ZERO_TID),
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
         return result
     finally:
@@ -158,61 +125,115 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
             old_lock.release()
 
 
+def _claim_destination(dest, force):
+    """Refuse a destination that holds something (unless forced); lock a
+    storage that will be replaced.  Returns that lock, or None."""
+    if not os.path.exists(dest):
+        return None
+    if os.path.exists(os.path.join(dest, "config", "settings")):
+        if not force:
+            raise DSError("%s already holds a storage: refusing to overwrite it" % dest,
+                          "pull into it instead, or use --force (force: true) to replace it")
+        old_lock = Storage(dest, must_exist=False).lock()
+        if not old_lock.acquire():
+            raise DSError("%s is in use (misc/lock is held)" % dest, "stop what uses it first")
+        return old_lock
+    if os.listdir(dest) and not force:
+        raise DSError("%s exists and is not empty" % dest, "choose an empty or new folder, or use --force")
+    return None
+
+
+def _complete_copy(partial):
+    """Make the received tree a whole, durable storage; returns its newest tid."""
+    st = Storage(partial)
+    st.require_full("master")
+    for folder in ("B", "journal", "misc"):
+        os.makedirs(os.path.join(partial, folder), exist_ok=True)
+    for name in ("lock", "sublock"):
+        open(os.path.join(partial, "misc", name), "ab").close()
+    st.write_snapshot_marker("shutdown")
+    after = st.last_tid()
+    if after != ZERO_TID:
+        st.transaction(after)  # the newest transaction must be readable
+    journal.Durability(partial, True).commit()
+    return after
+
+
+def _put_in_place(partial, dest):
+    """Rename the copy to `dest` (swapping with an old one); returns what is
+    left to remove (the old replica), or None."""
+    parent, base = os.path.split(dest)
+    if not os.path.exists(dest):
+        os.rename(partial, dest)
+        fsync_path(parent, directory=True)
+        return None
+    if _exchange(partial, dest):
+        # the old replica now sits at `partial`: removed by the caller (or,
+        # after a crash, by the next clone, as a stale partial)
+        fsync_path(parent, directory=True)
+        return partial
+    aside = os.path.join(parent, ".%s.replaced-%d" % (base, os.getpid()))
+    os.rename(dest, aside)
+    os.rename(partial, dest)
+    fsync_path(parent, directory=True)
+    return aside
+
+
 def _receive(master, partial, opts, log, progress):
     # hard-linking a large tree into the staging folder takes a while
     chan = open_channel(master, opts, log, prepare=3600.0)
-    ok = False
     try:
-        chan.send(Request("clone", 1).encode())
-        chan.close_input()
-        first = chan.readline(65536)
-        if not first.startswith(ANSWER_PREFIX):
-            status, err = chan.finish()
-            ok = True
-            raise master_failure(status or 1, err if err.strip() else first.decode("utf-8", "replace"))
-        info = json.loads(first[len(ANSWER_PREFIX):].decode("ascii"))
-        checker = journal.MemberChecker(None, allow_config=True, keep=False)
-        t_start = time.monotonic()
-        files = nbytes = transactions = 0
-        made = set()
-        dur = journal.Durability(partial, True)
-        read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
-        for member in ustar.iter_members(read):
-            if checker.fmt is None and member.name.startswith("A/"):
-                raise Corrupt("the clone archive sends A/ before config/settings")
-            logical = checker.check(member)
-            if member.name == "config/settings":
-                checker.fmt = _format_of(member.data)
-                if checker.fmt not in ("bushy", "chunky", "lawn", "flat"):
-                    raise Corrupt("the master's config/settings names an unknown format %r" % checker.fmt)
-            path = os.path.join(partial, *member.name.split("/"))
-            folder = os.path.dirname(path)
-            if folder not in made:
-                os.makedirs(folder, exist_ok=True)
-                made.add(folder)
-            journal.write_file(path, member.data, journal.member_mode(member.mode))
-            dur.step(member.size)
-            files += 1
-            nbytes += member.size
-            if logical is not None and logical.startswith("t"):
-                transactions += 1
-            if progress:
-                progress(files, nbytes)
-        status, err = chan.finish()
-        ok = True
-        if status != 0:
-            raise master_failure(status, err)
-        if "config/identity" not in checker.seen or "config/settings" not in checker.seen:
-            raise Corrupt("the clone archive lacks config/settings or config/identity")
-        log("received %d files, %d bytes" % (files, nbytes))
-        return {"transactions": transactions, "files": files, "bytes": nbytes,
-                # a staged copy says how long the master was held; otherwise it
-                # was held for the whole transfer
-                "snapshot_seconds": info.get("snapshot_seconds", round(time.monotonic() - t_start, 3)),
-                "master_tid": info.get("master_tid")}
+        with Session(chan, Request("clone", 1)) as session:
+            info = session.start()
+            t_start = time.monotonic()
+            read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
+            checker, counts = _write_members(read, partial, progress)
+            session.finish_ok()
     except OSError as e:
         raise DSError("the clone transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
                       "try again; nothing was left behind")
-    finally:
-        if not ok:
-            chan.abort()
+    if "config/identity" not in checker.seen or "config/settings" not in checker.seen:
+        raise Corrupt("the clone archive lacks config/settings or config/identity")
+    log("received %(files)d files, %(bytes)d bytes" % counts)
+    # a staged copy says how long the master was held; otherwise it was held
+    # for the whole transfer
+    counts["snapshot_seconds"] = info.get("snapshot_seconds", round(time.monotonic() - t_start, 3))
+    counts["master_tid"] = info.get("master_tid")
+    return counts
+
+
+def _write_members(read, partial, progress):
+    """Check and write every member of the clone archive under `partial`;
+    returns (checker, counts)."""
+    checker = journal.MemberChecker(None, allow_config=True, keep=False)
+    counts = {"transactions": 0, "files": 0, "bytes": 0}
+    made = set()
+    dur = journal.Durability(partial, True)
+    for member in ustar.iter_members(read):
+        logical = _check_clone_member(checker, member)
+        path = os.path.join(partial, *member.name.split("/"))
+        folder = os.path.dirname(path)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        journal.write_file(path, member.data, journal.member_mode(member.mode))
+        dur.step(member.size)
+        counts["files"] += 1
+        counts["bytes"] += member.size
+        if logical is not None and logical.startswith("t"):
+            counts["transactions"] += 1
+        if progress:
+            progress(counts["files"], counts["bytes"])
+    return checker, counts
+
+
+def _check_clone_member(checker, member):
+    """config/settings first (it names the format A/ is checked against)."""
+    if checker.fmt is None and member.name.startswith("A/"):
+        raise Corrupt("the clone archive sends A/ before config/settings")
+    logical = checker.check(member)
+    if member.name == "config/settings":
+        checker.fmt = _format_of(member.data)
+        if checker.fmt not in FORMATS:
+            raise Corrupt("the master's config/settings names an unknown format %r" % checker.fmt)
+    return logical

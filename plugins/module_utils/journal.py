@@ -119,19 +119,19 @@ def _b_files(st):
     return found
 
 
-def _move_into(st, src, name, dur):
+def _move_into(st, src, name):
     dst = st.path(name, "A")
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     os.replace(src, dst)
 
 
-def recombine(st, dur):
+def recombine(st):
     """Move every file of B/ into A/ (newer than A/ by construction)."""
     moved = 0
     for rel, name in list(st.iter_files("B")):
         if name is None:
             raise Corrupt("%s: B/%s is not a storage file name" % (st.home, rel), "inspect it by hand")
-        _move_into(st, os.path.join(st.b_dir, *rel.split("/")), name, dur)
+        _move_into(st, os.path.join(st.b_dir, *rel.split("/")), name)
         moved += 1
     if moved:
         # remove the now empty folders of B/
@@ -163,7 +163,7 @@ def recover(st, apply_pending=True):
     if done or b_files:
         # A/ is about to change: it is not a snapshot until we are done.
         st.remove_snapshot_marker()
-    report["recombined"] = recombine(st, dur)
+    report["recombined"] = recombine(st)
     for entry in done:
         folder = os.path.join(st.journal_dir, entry)
         names = sorted(os.listdir(folder))
@@ -172,7 +172,7 @@ def recover(st, apply_pending=True):
                 raise Corrupt("%s: journal/%s/%s is not a storage file name" % (st.home, entry, fn),
                               "inspect it by hand")
         for fn in names:
-            _move_into(st, os.path.join(folder, fn), fn, dur)
+            _move_into(st, os.path.join(folder, fn), fn)
         dur.commit()
         os.rmdir(folder)
         report["rolled_forward"] += 1

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import errno
 import gzip
-import json
 import os
 import re
 import time
 
 from . import journal, snapshot, transport, ustar
 from .options import PullOptions
-from .serve import Request
+from .protocol import (
+    Request,
+    Session,
+    ask_with_fallback,
+    master_failure,
+    pull_request_options,
+    request_version,
+)
 from .storage import (
     ZERO_TID,
     Busy,
     Corrupt,
     DSError,
-    Refused,
     Storage,
+    TransportError,
     classify,
     fsync_path,
     hex_tid,
@@ -36,7 +42,6 @@ from .storage import (
 INCOMING = ".replica.incoming"
 # errors of the replica's own disk while receiving (not of the network)
 LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
-ANSWER_PREFIX = b"replica answer 1 "
 
 
 def parse_master(spec):
@@ -73,38 +78,6 @@ def answer_timeout(opts):
     return opts.timeout + max(st, snapshot.PEER_WAIT) + st
 
 
-class OldMaster(DSError):
-    """A master that is not ds-replica refused a version 1 request."""
-
-    def __init__(self, text):
-        self.text = text
-        super().__init__("the master refused request version 1: %s" % text)
-
-
-def master_failure(status, err, what="the master"):
-    """Turn a failed serve (exit status and stderr) into one clear line."""
-    lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
-    if status is not None and status < 0:
-        # an ssh client killed by a signal, or (paramiko) no exit status at all
-        return transport.TransportError("the connection to %s was lost before the answer was complete" % what,
-                                        "check the network and the master; the replica is unchanged")
-    if not lines:
-        return transport.TransportError("%s ended without an answer (exit status %s)" % (what, status),
-                                        "check the network and ds-replica on the master; the replica is "
-                                        "unchanged")
-    served = [ln for ln in lines if ln.startswith("ds-replica serve:") or ln.startswith("ds-replica:")]
-    text = (served or lines)[-1]
-    text = re.sub(r"^ds-replica( serve)?:\s*", "", text)
-    if status == 255 and not served:
-        return transport.TransportError("ssh to %s failed: %s" % (what, text), "check the host, user, key and port")
-    if status == 127 or "not found" in text and not served:
-        return DSError("%s could not run ds-replica: %s" % (what, text),
-                       "install ds-replica on the master or give its folder with -d")
-    if "cannot enter snapshot mode" in text:
-        return Busy("master refused: %s" % text)
-    return Refused("master refused: %s" % text)
-
-
 class Throttle(object):
     def __init__(self, read, kib_per_second):
         self._read = read
@@ -123,11 +96,23 @@ class Throttle(object):
 
 def validate_increment(checker, before):
     """The increment must be whole transactions chained onto `before`."""
+    txns, revisions, currents, serial = _sort_members(checker.names)
+    if not txns:
+        if serial != before or revisions or currents:
+            raise Corrupt("the increment moves x.serial without transactions")
+        return []
+    order = _chain_order(txns, serial, before)
+    _check_revisions(order, revisions, currents)
+    return order
+
+
+def _sort_members(names):
+    """(transactions by tid, {(oid, tid)} revisions, currents by oid, x.serial)."""
     txns = {}
     revisions = set()
     currents = {}
     serial = None
-    for name, parsed in checker.names.items():
+    for name, parsed in names.items():
         kind, a, b = classify(name)
         if kind == "t":
             txns[a] = parsed
@@ -141,10 +126,11 @@ def validate_increment(checker, before):
             raise Corrupt("the increment carries x.packed, which replication never sends")
     if serial is None:
         raise Corrupt("the increment has no x.serial")
-    if not txns:
-        if serial != before or revisions or currents:
-            raise Corrupt("the increment moves x.serial without transactions")
-        return []
+    return txns, revisions, currents, serial
+
+
+def _chain_order(txns, serial, before):
+    """The transactions from x.serial back to `before`, oldest first; all of them."""
     order = []
     tid = serial
     while tid != before:
@@ -158,6 +144,12 @@ def validate_increment(checker, before):
     if len(order) != len(txns):
         raise Corrupt("the increment holds transactions outside its chain")
     order.reverse()
+    return order
+
+
+def _check_revisions(order, revisions, currents):
+    """Exactly the revisions the transactions wrote, and current-revision
+    files pointing to each object's newest one."""
     newest = {}
     for txn in order:
         for oid in txn.oids:
@@ -172,7 +164,6 @@ def validate_increment(checker, before):
                           % (hex_tid(oid), hex_tid(tid)))
     if set(currents) - set(newest):
         raise Corrupt("the increment holds current-revision files of objects it did not change")
-    return order
 
 
 def lock_replica(st):
@@ -189,84 +180,117 @@ def lock_replica(st):
     return lock, sub
 
 
+def same_folder(master, folder):
+    """Whether `master` is a local path naming `folder` itself (symlinks
+    and spellings resolved)."""
+    _user, host, path = parse_master(master)
+    if host is not None:
+        return False
+    try:
+        return os.path.samefile(path, folder)
+    except OSError:
+        return False
+
+
+def refuse_same_folder(master, folder, what="replica"):
+    """A storage cannot be its own master: say so at once, not as a busy
+    master that a retry would never cure."""
+    if same_folder(master, folder):
+        raise DSError("the master and the %s are the same folder (%s)" % (what, os.path.abspath(folder)),
+                      "give the %s a folder of its own" % what)
+
+
 def pull(master, replica_dir, opts=None, log=None, progress=None):
     """One replication event.  Returns a result dict; raises DSError."""
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
+    refuse_same_folder(master, replica_dir)
     st = Storage(replica_dir)
     st.require_full("replica")
     lock, sub = lock_replica(st)
     incoming = st.sub("misc", INCOMING)
     try:
-        if opts.check:
-            # check mode changes nothing, not even a recovery: only say so
-            journal.check_journal(st)
-            report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
-            if st.journal_entries():
-                log("the replica's journal needs recovery; the next real pull will do it first")
-        else:
-            report = journal.recover(st)
-        if report["replica_tar"]:
-            log("applied an increment left pending by an interrupted pull")
-        elif report["rolled_forward"] or report["rolled_back"] or report["recombined"]:
-            log("recovered the replica's journal")
+        _recover(st, opts.check, log)
         before = st.last_tid()
-        try:
-            md5 = st.transaction_md5(before)
-        except FileNotFoundError:
-            raise Corrupt("replica %s: its newest transaction %s has no file" % (st.home, hex_tid(before)),
-                          "verify the replica; make a new copy with 'ds-replica clone'")
-        options = {}
-        if opts.check:
-            options["dry-run"] = "1"
-        if opts.compress:
-            options["compress"] = "gzip"
-        if opts.snapshot_timeout:
-            options["snapshot-timeout"] = "%g" % opts.snapshot_timeout
-            options["snapshot-interval"] = "%g" % opts.snapshot_interval
-        version = 1 if (opts.protocol >= 1 or options) else 0
-        req = Request("request", version, st.identity, before, md5, options)
+        req = _pull_request(st, before, opts)
         log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
-        try:
-            result = _exchange(master, st, req, opts, log, incoming, before, progress)
-        except OldMaster as e:
-            if options:
-                raise Refused("the master does not speak request version 1 (%s)" % e.text,
-                              "drop --check/--compress/--snapshot-timeout for this master, or upgrade it")
-            log("the master does not speak request version 1 (%s); asking again with version 0" % e.text)
-            req.version = 0
-            result = _exchange(master, st, req, opts, log, incoming, before, progress)
-        if result["transactions"] and not opts.check:
-            _commit(st, incoming)
-            log("commit point passed; applying %d files" % result["files"])
-            try:
-                journal.apply_archive(st)
-            except OSError as e:
-                raise DSError("cannot apply the increment to %s (%s%s)" % (
-                    st.home, e.strerror or e, ": %s" % e.filename if e.filename else ""),
-                    "it stays pending in journal/replica.tar: fix the cause (free space?) and pull again, "
-                    "which finishes it first")
-        elif not opts.check and st.snapshot_code() is None:
-            st.write_snapshot_marker("shutdown")
-        after = before if opts.check else st.last_tid()
-        result.setdefault("wire_bytes", 0)
-        result.update(before_tid=hex_tid(before), after_tid=hex_tid(after),
-                      changed=bool(result["transactions"]) and not opts.check)
-        newest = result.pop("master_newest", None) or (after if not opts.check else None)
-        if newest is not None and newest != ZERO_TID and after != ZERO_TID:
-            result["lag_seconds"] = round(max(0.0, tid_to_epoch(newest) - tid_to_epoch(after)), 3)
-        else:
-            result["lag_seconds"] = 0.0
-        result["elapsed_seconds"] = round(time.monotonic() - t0, 3)
-        return result
+
+        def ask(req):
+            return _exchange(master, st, req, opts, log, incoming, before, progress)
+
+        result = ask_with_fallback(ask, req, log)
+        if not opts.check:
+            _apply(st, incoming, result, log)
+        return _report(result, st, before, opts.check, t0)
     finally:
-        try:
-            os.unlink(incoming)
-        except FileNotFoundError:
-            pass
+        _remove(incoming)
         sub.release()
         lock.release()
+
+
+def _recover(st, check, log):
+    """Finish what an interrupted pull left (check mode only says so)."""
+    if check:
+        # check mode changes nothing, not even a recovery: only say so
+        journal.check_journal(st)
+        report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
+        if st.journal_entries():
+            log("the replica's journal needs recovery; the next real pull will do it first")
+    else:
+        report = journal.recover(st)
+    if report["replica_tar"]:
+        log("applied an increment left pending by an interrupted pull")
+    elif report["rolled_forward"] or report["rolled_back"] or report["recombined"]:
+        log("recovered the replica's journal")
+
+
+def _pull_request(st, before, opts):
+    try:
+        md5 = st.transaction_md5(before)
+    except FileNotFoundError:
+        raise Corrupt("replica %s: its newest transaction %s has no file" % (st.home, hex_tid(before)),
+                      "verify the replica; make a new copy with 'ds-replica clone'")
+    options = pull_request_options(opts.check, opts.compress, opts.snapshot_timeout, opts.snapshot_interval)
+    return Request("request", request_version(opts.protocol, options), st.identity, before, md5, options)
+
+
+def _apply(st, incoming, result, log):
+    """Pass the commit point and apply the increment (or, with nothing new,
+    leave the replica marked as a snapshot)."""
+    if result["transactions"]:
+        _commit(st, incoming)
+        log("commit point passed; applying %d files" % result["files"])
+        try:
+            journal.apply_archive(st)
+        except OSError as e:
+            raise DSError("cannot apply the increment to %s (%s%s)" % (
+                st.home, e.strerror or e, ": %s" % e.filename if e.filename else ""),
+                "it stays pending in journal/replica.tar: fix the cause (free space?) and pull again, "
+                "which finishes it first")
+    elif st.snapshot_code() is None:
+        st.write_snapshot_marker("shutdown")
+
+
+def _report(result, st, before, check, t0):
+    after = before if check else st.last_tid()
+    result.setdefault("wire_bytes", 0)
+    result.update(before_tid=hex_tid(before), after_tid=hex_tid(after),
+                  changed=bool(result["transactions"]) and not check)
+    newest = result.pop("master_newest", None) or (after if not check else None)
+    if newest is not None and newest != ZERO_TID and after != ZERO_TID:
+        result["lag_seconds"] = round(max(0.0, tid_to_epoch(newest) - tid_to_epoch(after)), 3)
+    else:
+        result["lag_seconds"] = 0.0
+    result["elapsed_seconds"] = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _when(tid):
@@ -275,92 +299,95 @@ def _when(tid):
 
 
 def _exchange(master, st, req, opts, log, incoming, before, progress):
-    chan = open_channel(master, opts, log)
-    ok = False
+    """Ask the master once; receive its increment into `incoming`."""
+    chan = _WireCounter(open_channel(master, opts, log))
     try:
-        chan.send(req.encode())
-        chan.close_input()
-        info = {}
-        wire = [0]
-
-        def read(n, _raw=chan.read):
-            data = _raw(n)
-            wire[0] += len(data)
-            return data
-
-        if opts.bwlimit:  # the cap is on the wire, before any decompression
-            read = Throttle(read, opts.bwlimit).read
-        if req.version >= 1:
-            first = chan.readline(65536)
-            wire[0] += len(first)
-            if not first.startswith(ANSWER_PREFIX):
-                status, err = chan.finish()
-                ok = True
-                if status == 0 and not first:
-                    raise Corrupt("the master sent no answer")
-                text = err if err.strip() else first.decode("utf-8", "replace")
-                failure = master_failure(status or 1, text)
-                # an old tool answers with its own message and a plain failure
-                # status; a killed ssh client (status < 0), a missing command
-                # (127) or ssh's own failure (255) are not an old master
-                if (0 < status < 126 and text.strip() and "ds-replica serve:" not in text
-                        and not isinstance(failure, transport.TransportError)):
-                    raise OldMaster(" ".join(text.split())[:200] or "no message")
-                raise failure
-            try:
-                info = json.loads(first[len(ANSWER_PREFIX):].decode("ascii"))
-            except ValueError:
-                raise Corrupt("the master's answer header is not valid")
+        with Session(chan, req) as session:
+            info = session.start()
             if info.get("dry_run"):
-                status, err = chan.finish()
-                ok = True
-                if status != 0:
-                    raise master_failure(status, err)
+                session.finish_ok()
                 return _result(info, info["transactions"], info["files"], info["bytes"])
-            if info.get("compress") == "gzip":
-                read = gzip.GzipFile(fileobj=_Reader(read), mode="rb").read
-        checker = journal.MemberChecker(st.format)
-        spool = _Spool(incoming, st.sync)
-        count = [0, 0]
-        try:
-            for member in ustar.iter_members(read, sink=spool.write):
-                checker.check(member)
-                member.data = None  # spooled already: keep memory flat
-                count[0] += 1
-                count[1] += member.size
-                if progress:
-                    progress(count[0], count[1], info.get("files"), info.get("bytes"))
-        except Corrupt:
-            status, err = chan.finish()
-            ok = True
-            if status != 0 or not spool.size:
-                raise master_failure(status or 1, err)
-            raise
-        finally:
-            spool.close()
-        status, err = chan.finish()
-        ok = True
-        if status != 0:
-            raise master_failure(status, err)
-        order = validate_increment(checker, before)
-        result = _result(info, len(order), count[0] if order else 0, count[1] if order else 0)
-        result["wire_bytes"] = wire[0]
-        if order:
-            result["master_newest"] = max(order[-1].tid, _tid(info.get("master_newest_tid")))
-        log("received %d transactions, %d files, %d bytes" % (len(order), count[0], count[1]))
-        if "snapshot_seconds" in info:
-            log("master held in snapshot mode for %.3fs" % info["snapshot_seconds"])
-        return result
+            read = _answer_reader(chan.read, info, opts.bwlimit)
+            checker, count = _receive_increment(session, read, st, incoming, info, progress)
+            session.finish_ok()
     except (OSError, EOFError) as e:
-        if getattr(e, "errno", None) in LOCAL_DISK_ERRORS:
-            raise DSError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
-                          "free space on the replica's disk (or fix its permissions); the replica is unchanged")
-        reason = getattr(e, "strerror", None) or e
-        raise transport.TransportError("the transfer from the master broke off (%s)" % reason,
-                                       "check the network and the master; the replica is unchanged")
+        raise _transfer_error(e, incoming)
+    order = validate_increment(checker, before)
+    return _received(info, order, count, chan.wire, log)
+
+
+class _WireCounter(object):
+    """A channel that counts the bytes of the answer as they come off the wire."""
+
+    def __init__(self, chan):
+        self.chan = chan
+        self.wire = 0
+
+    def read(self, n):
+        data = self.chan.read(n)
+        self.wire += len(data)
+        return data
+
+    def readline(self, limit):
+        data = self.chan.readline(limit)
+        self.wire += len(data)
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.chan, name)
+
+
+def _answer_reader(read, info, bwlimit):
+    if bwlimit:  # the cap is on the wire, before any decompression
+        read = Throttle(read, bwlimit).read
+    if info.get("compress") == "gzip":
+        read = gzip.GzipFile(fileobj=_Reader(read), mode="rb").read
+    return read
+
+
+def _receive_increment(session, read, st, incoming, info, progress):
+    """Check every member and spool the archive into `incoming`; returns
+    (checker, [files, bytes])."""
+    checker = journal.MemberChecker(st.format)
+    spool = _Spool(incoming, st.sync)
+    count = [0, 0]
+    try:
+        for member in ustar.iter_members(read, sink=spool.write):
+            checker.check(member)
+            member.data = None  # spooled already: keep memory flat
+            count[0] += 1
+            count[1] += member.size
+            if progress:
+                progress(count[0], count[1], info.get("files"), info.get("bytes"))
+    except Corrupt:
+        # a broken archive from a master that failed: say why it failed
+        status, err = session.finish()
+        if status != 0 or not spool.size:
+            raise master_failure(status or 1, err)
+        raise
     finally:
-        if not ok:
-            chan.abort()
+        spool.close()
+    return checker, count
+
+
+def _received(info, order, count, wire, log):
+    result = _result(info, len(order), count[0] if order else 0, count[1] if order else 0)
+    result["wire_bytes"] = wire
+    if order:
+        result["master_newest"] = max(order[-1].tid, _tid(info.get("master_newest_tid")))
+    log("received %d transactions, %d files, %d bytes" % (len(order), count[0], count[1]))
+    if "snapshot_seconds" in info:
+        log("master held in snapshot mode for %.3fs" % info["snapshot_seconds"])
+    return result
+
+
+def _transfer_error(e, incoming):
+    if getattr(e, "errno", None) in LOCAL_DISK_ERRORS:
+        return DSError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
+                       "free space on the replica's disk (or fix its permissions); the replica is unchanged")
+    reason = getattr(e, "strerror", None) or e
+    return TransportError("the transfer from the master broke off (%s)" % reason,
+                          "check the network and the master; the replica is unchanged")
 
 
 def _tid(text):

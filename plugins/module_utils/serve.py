@@ -3,10 +3,9 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The master side of a pull: `ds-replica serve HOME`.
 
-Reads a request on stdin, answers on stdout.  Request version 0 is the
-original tool's (four lines); the answer is a plain ustar archive of paths
-relative to HOME.  Version 1 adds ``key: value`` options up to a blank line
-and prefixes the archive with one line ``replica answer 1 {json}``.
+Reads a request on stdin, answers on stdout (the request and the answer
+header are described in protocol.py): a ustar archive of paths relative
+to HOME, after the header for version 1.
 
 The master is held in snapshot mode only while the increment is read
 locally: mutable files (x.serial, x.oid, o….c) are read into memory and the
@@ -20,30 +19,30 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 import time
 
 from . import ustar
-from .snapshot import Snapshot
+from .journal import is_mutable
+from .protocol import read_request, write_answer_header
+from .snapshot import Snapshot, stale_code
 from .storage import (
     ZERO_TID,
     Corrupt,
     NotAStorage,
     Refused,
     Storage,
+    chain_digests,
     current_name,
     hex_tid,
     read_file,
     revision_name,
     tid_from_hex,
-    transaction_digest,
     transaction_name,
 )
 
-MAX_REQUEST = 64 * 1024
 MEMORY_FILE_LIMIT = 64 * 1024  # files up to this size may be read into memory...
 MEMORY_BUDGET = 16 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
 FD_RESERVE = 64  # descriptors left free for everything else
@@ -64,67 +63,6 @@ def _fd_budget():
         return max(0, soft - FD_RESERVE)
     except (ImportError, OSError, ValueError):
         return 512
-
-
-class Request(object):
-    def __init__(self, kind, version, identity=None, tid=ZERO_TID, md5=None, options=None):
-        self.kind = kind  # "request" or "clone"
-        self.version = version
-        self.identity = identity
-        self.tid = tid
-        self.md5 = md5
-        self.options = options or {}
-
-    def encode(self):
-        lines = ["replica %s %d" % (self.kind, self.version)]
-        if self.kind in ("request", "verify"):
-            lines += [self.identity, hex_tid(self.tid), self.md5]
-        if self.version >= 1:
-            lines += ["%s: %s" % (k, v) for k, v in sorted(self.options.items())]
-            lines.append("")
-        return ("\n".join(lines) + "\n").encode("ascii")
-
-
-def read_request(stream):
-    """Parse a request from a binary stream, reading no further than needed."""
-    def line():
-        data = stream.readline(1024)
-        if not data.endswith(b"\n"):
-            raise Refused("malformed request: the request ended early")
-        try:
-            return data.decode("ascii").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise Refused("malformed request: not ASCII")
-
-    words = line().split()
-    if (len(words) != 3 or words[0] != "replica" or words[1] not in ("request", "clone", "verify")
-            or not words[2].isdigit()):
-        raise Refused("malformed request: expected 'replica request 0'")
-    kind, version = words[1], int(words[2])
-    if version > 1 or (kind != "request" and version < 1):
-        raise Refused("unsupported request version %s %d: this master speaks versions 0 and 1" % (kind, version))
-    req = Request(kind, version)
-    if kind in ("request", "verify"):
-        req.identity = line().strip()
-        try:
-            req.tid = tid_from_hex(line())
-        except ValueError:
-            raise Refused("malformed request: bad transaction id")
-        req.md5 = line().strip().lower()
-    if version >= 1:
-        total = 0
-        while True:
-            text = line()
-            total += len(text)
-            if total > MAX_REQUEST:
-                raise Refused("malformed request: too long")
-            if not text:
-                break
-            key, sep, value = text.partition(":")
-            if not sep:
-                raise Refused("malformed request option %r" % text)
-            req.options[key.strip()] = value.strip()
-    return req
 
 
 class Entry(object):
@@ -209,14 +147,12 @@ class Increment(object):
             if e.data is not None:
                 writer.add_bytes(e.name, e.data, mtime=now)
                 continue
-            writer._put(ustar.header(e.name, e.size, 0o640, now))
             if e.fd is not None:
                 os.lseek(e.fd, 0, os.SEEK_SET)
-                _copy(lambda n, fd=e.fd: os.read(fd, n), e.size, writer, e.name)
+                writer.add_stream(e.name, e.size, lambda n, fd=e.fd: os.read(fd, n), mtime=now)
             else:
                 self.spool.seek(e.spool_offset)
-                _copy(self.spool.read, e.size, writer, e.name)
-            writer._put(ustar.padding(e.size))
+                writer.add_stream(e.name, e.size, self.spool.read, mtime=now)
         writer.close()
         return writer.written
 
@@ -230,16 +166,6 @@ def _read_fd(fd, size):
         parts.append(chunk)
         size -= len(chunk)
     return b"".join(parts)
-
-
-def _copy(read, size, writer, name):
-    left = size
-    while left:
-        chunk = read(min(left, 1 << 20))
-        if not chunk:
-            raise Corrupt("%s shrank while it was being sent" % name)
-        writer._put(chunk)
-        left -= len(chunk)
 
 
 def check_request(st, req):
@@ -361,7 +287,6 @@ def stage_clone(st, code, log):
 
 def remove_stale_staging(st):
     """Staging folders of clones whose serve died (same host, dead pid)."""
-    from .snapshot import stale_code
     try:
         entries = os.listdir(st.sub("misc"))
     except OSError:
@@ -386,7 +311,7 @@ def write_clone(st, out, folder="A"):
     for rel, name in st.iter_files(folder):
         if name is None:
             continue  # pack leftovers (...-deleted) and strays are not part of the storage
-        if name.startswith("x.") or name.endswith(".c"):
+        if is_mutable(name):
             late.append(rel)
             continue
         path = os.path.join(root, *rel.split("/"))
@@ -403,21 +328,6 @@ def write_clone(st, out, folder="A"):
     return counts
 
 
-def chain_digests(st, newest, stop):
-    """[(tid hex, md5 hex of the transaction file)] newest first, down to but
-    not including `stop` (or as far as the files go after a pack)."""
-    out = []
-    tid = newest
-    while tid != ZERO_TID and tid > stop:
-        try:
-            data = st.transaction_data(tid)
-        except FileNotFoundError:
-            break
-        out.append((hex_tid(tid), transaction_digest(data)))
-        tid = data[24:32]
-    return out
-
-
 def answer_verify(st, req, stdout):
     """The master's transaction digests from the replica's newest transaction
     back to `since` (no snapshot needed: transaction files are write-once)."""
@@ -430,7 +340,7 @@ def answer_verify(st, req, stdout):
                       % (hex_tid(req.tid), hex_tid(st.last_tid())))
     info = {"master_tid": hex_tid(st.last_tid()), "packed_tid": hex_tid(st.packed_tid()),
             "chain": chain_digests(st, req.tid, since)}
-    stdout.write(b"replica answer 1 " + json.dumps(info).encode("ascii") + b"\n")
+    write_answer_header(stdout, info)
     stdout.flush()
     return None
 
@@ -493,7 +403,7 @@ def _clone_header(stdout, st, master_tid, snapshot_seconds):
             "staged": snapshot_seconds is not None}
     if snapshot_seconds is not None:
         info["snapshot_seconds"] = round(snapshot_seconds, 6)
-    stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+    write_answer_header(stdout, info)
 
 
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None,
@@ -504,54 +414,78 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     req = read_request(stdin)
     st = Storage(home)
     st.require_full("master")
-    if req.kind == "clone":
-        if not os.path.isdir(st.a_dir):
-            raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
-    else:
-        check_request(st, req)
+    _check_master(st, req)
     if req.kind == "verify":
         return answer_verify(st, req, stdout)
-    opts = req.options
-    try:
-        timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
-        snapshot_interval = min(max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1), 600.0)
-    except ValueError:
-        raise Refused("malformed request option snapshot-timeout or snapshot-interval")
-    dry_run = opts.get("dry-run") == "1"
-    compress = opts.get("compress", "none")
-    if compress not in ("none", "gzip"):
-        raise Refused("unsupported compression %r" % compress)
+    timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
+    dry_run = req.options.get("dry-run") == "1"
+    compress = _compression(req.options)
+    snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    if req.kind == "clone" and not dry_run:
+        return _serve_clone(st, snap, stdout, log, req.options.get("stage", "1") != "0", detach_cleanup)
     inc = Increment()
-    snap_seconds = 0.0
     try:
-        if dry_run:
-            check_reference(st, req)
-            collect(st, req.tid, inc, dry_run=True)
-        else:
-            snap = Snapshot(st, timeout=timeout, interval=snapshot_interval, log=log, warn=warn)
-            if req.kind == "clone":
-                return _serve_clone(st, snap, stdout, log, opts.get("stage", "1") != "0", detach_cleanup)
-            with snap:
-                check_reference(st, req)
-                collect(st, req.tid, inc)
-            snap_seconds = snap.seconds
-            log("master held in snapshot mode for %.3fs (%s)" % (snap_seconds, snap.method))
+        snap_seconds = _gather(st, req, inc, None if dry_run else snap, log)
         if req.version >= 1:
-            info = {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
-                    "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
-                    "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
-                    "format": st.format, "compress": compress, "dry_run": dry_run}
-            stdout.write(b"replica answer 1 " + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
-        if dry_run:
-            stdout.flush()
-            return inc
-        if compress == "gzip":
-            gz = gzip.GzipFile(fileobj=stdout, mode="wb", compresslevel=1, mtime=0)
-            inc.write(gz)
-            gz.close()
-        else:
-            inc.write(stdout)
+            write_answer_header(stdout, _increment_header(st, inc, snap_seconds, compress, dry_run))
+        if not dry_run:
+            _send(inc, stdout, compress)
         stdout.flush()
         return inc
     finally:
         inc.close()
+
+
+def _check_master(st, req):
+    if req.kind != "clone":
+        check_request(st, req)
+    elif not os.path.isdir(st.a_dir):
+        raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)
+
+
+def _snapshot_waits(opts, snapshot_timeout, snapshot_interval):
+    """(timeout, interval) of the snapshot retries: the request's, within bounds."""
+    try:
+        timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
+        interval = min(max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1), 600.0)
+    except ValueError:
+        raise Refused("malformed request option snapshot-timeout or snapshot-interval")
+    return timeout, interval
+
+
+def _compression(opts):
+    compress = opts.get("compress", "none")
+    if compress not in ("none", "gzip"):
+        raise Refused("unsupported compression %r" % compress)
+    return compress
+
+
+def _gather(st, req, inc, snap, log):
+    """Check the replica's reference and list what is new into `inc`: in
+    snapshot mode, or (snap None, a dry run) without it.  Returns the
+    seconds the master was held."""
+    if snap is None:
+        check_reference(st, req)
+        collect(st, req.tid, inc, dry_run=True)
+        return 0.0
+    with snap:
+        check_reference(st, req)
+        collect(st, req.tid, inc)
+    log("master held in snapshot mode for %.3fs (%s)" % (snap.seconds, snap.method))
+    return snap.seconds
+
+
+def _increment_header(st, inc, snap_seconds, compress, dry_run):
+    return {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
+            "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
+            "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
+            "format": st.format, "compress": compress, "dry_run": dry_run}
+
+
+def _send(inc, stdout, compress):
+    if compress == "gzip":
+        gz = gzip.GzipFile(fileobj=stdout, mode="wb", compresslevel=1, mtime=0)
+        inc.write(gz)
+        gz.close()
+    else:
+        inc.write(stdout)

@@ -332,10 +332,9 @@ class Snapshot(object):
                 return False
             try:
                 report = journal.recover(st, apply_pending=False)
-                dur = journal.Durability(st.home, st.sync)
-                if journal.recombine(st, dur):
+                if journal.recombine(st):
                     st.remove_snapshot_marker()
-                    dur.commit()
+                    journal.Durability(st.home, st.sync).commit()
                 if st.snapshot_code() != SHUTDOWN:
                     # not running, recovered: a stopped storage, whatever
                     # snapshot code a crashed process left behind

@@ -4,7 +4,7 @@
 """DirectoryStorage on disk: names, formats, file headers, the chain, locks.
 
 Plain Python, standard library only; shared by the CLI, the Ansible modules
-and the tests.  See docs/spec (shared/spec/directorystorage.md) for the facts.
+and the tests.  See docs/storage-format-notes.md for the facts.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ JOURNAL_ENTRY_RE = re.compile(r"^working_([0-9A-F]{16})_(temp|done)$")
 class DSError(Exception):
     """An error with a one-line message that says what is wrong and what to do."""
 
-    #: exit status for the CLI (2 = critical in Nagios terms, 1 = warning)
-    exit_code = 2
     #: whether trying again later may succeed
     retryable = False
 
@@ -71,6 +69,12 @@ class Busy(DSError):
 
 class Corrupt(DSError):
     """A file or an archive is not what it claims to be."""
+
+
+class TransportError(DSError):
+    """The way to the master failed (ssh, network); trying later may work."""
+
+    retryable = True
 
 
 # --------------------------------------------------------------------- ids
@@ -331,6 +335,21 @@ def check_member(fmt_name, data, what):
     return data
 
 
+def chain_digests(st, newest, stop):
+    """[(tid hex, md5 hex of the transaction file)] newest first, down to but
+    not including `stop` (or as far as the files go after a pack)."""
+    out = []
+    tid = newest
+    while tid != ZERO_TID and tid > stop:
+        try:
+            data = st.transaction_data(tid)
+        except FileNotFoundError:
+            break
+        out.append((hex_tid(tid), transaction_digest(data)))
+        tid = data[24:32]
+    return out
+
+
 # -------------------------------------------------------------------- I/O
 
 def fsync_path(path, directory=False):
@@ -360,14 +379,6 @@ def write_atomic(path, data, mode=0o644, sync=True):
 def read_file(path):
     with open(path, "rb") as f:
         return f.read()
-
-
-def md5_file(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------ locks

@@ -17,13 +17,10 @@ import socket
 import subprocess
 import threading
 
-from .storage import DSError
+from .serve import serve
+from .storage import DSError, TransportError
 
 LOCAL_EXIT_REFUSED = 1
-
-
-class TransportError(DSError):
-    retryable = True
 
 
 class Channel(object):
@@ -47,7 +44,6 @@ class LocalChannel(Channel):
     """Runs the serve code in a thread of this process, on pipes."""
 
     def __init__(self, home, log=None, **serve_kwargs):
-        from .serve import serve
         r_in, w_in = os.pipe()
         r_out, w_out = os.pipe()
         self._to_serve = os.fdopen(w_in, "wb", buffering=0)
@@ -109,7 +105,7 @@ class LocalChannel(Channel):
 class ProcessChannel(Channel):
     """An OpenSSH (or any) command whose stdin/stdout reach the serve."""
 
-    def __init__(self, argv, timeout=None):
+    def __init__(self, argv):
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, bufsize=1 << 16)
@@ -257,58 +253,21 @@ def paramiko_connect(host, command, user=None, port=None, key_file=None, known_h
         import paramiko
     except ImportError:
         raise DSError("paramiko is not installed", "install it (pip install paramiko) or use -e ssh")
-    cfg = {}
-    user_config = os.path.expanduser("~/.ssh/config")
-    if os.path.exists(user_config):
-        try:
-            sc = paramiko.SSHConfig.from_path(user_config)
-            cfg = sc.lookup(host)
-        except (OSError, paramiko.SSHException):
-            cfg = {}
+    cfg = _ssh_config(paramiko, host)
     real_host = cfg.get("hostname", host)
     port = int(port or cfg.get("port", 22))
     user = user or cfg.get("user") or None
     if key_file is None and cfg.get("identityfile"):
         key_file = [os.path.expanduser(p) for p in cfg["identityfile"]]
     client = paramiko.SSHClient()
-    kh = os.path.expanduser(known_hosts_file or "~/.ssh/known_hosts")
-    try:
-        if os.path.exists(kh):
-            client.load_host_keys(kh)
-        elif accept_new_host_key:
-            os.makedirs(os.path.dirname(kh) or ".", mode=0o700, exist_ok=True)
-            open(kh, "a").close()
-            client.load_host_keys(kh)
-        if known_hosts_file is None and os.path.exists("/etc/ssh/ssh_known_hosts"):
-            client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
-    except (OSError, paramiko.SSHException) as e:
-        raise DSError("cannot read known hosts file %s (%s)" % (kh, e))
-    client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_new_host_key else paramiko.RejectPolicy())
+    kh = _load_host_keys(paramiko, client, known_hosts_file, accept_new_host_key)
     where = "%s%s:%d" % (user + "@" if user else "", real_host, port)
     try:
         client.connect(real_host, port=port, username=user, key_filename=key_file, timeout=timeout,
                        banner_timeout=timeout, auth_timeout=timeout)
-    except paramiko.BadHostKeyException:
+    except Exception as e:
         client.close()
-        raise DSError("the host key of %s has CHANGED since it was recorded in %s: refusing to connect (possible "
-                      "man-in-the-middle)" % (where, kh),
-                      "if the master was reinstalled, verify its new key and replace the old one "
-                      "(ssh-keygen -R)")
-    except paramiko.AuthenticationException:
-        client.close()
-        raise DSError("ssh authentication to %s failed" % where, "check the key file and the master's "
-                      "authorized_keys")
-    except paramiko.SSHException as e:
-        client.close()
-        if "not found in known_hosts" in str(e):
-            raise DSError("the host key of %s is unknown (not in %s): refusing to connect" % (where, kh),
-                          "add the master's key to known_hosts (the standby role pins it), or accept it once "
-                          "with --accept-new-host-key")
-        raise TransportError("ssh to %s failed: %s" % (where, str(e).splitlines()[0] if str(e) else e))
-    except (OSError, socket.timeout) as e:
-        client.close()
-        raise TransportError("cannot reach the master %s (%s)" % (where, getattr(e, "strerror", None) or e),
-                             "check the host name, port and network")
+        raise _connect_error(paramiko, e, where, kh)
     if accept_new_host_key:
         try:
             client.save_host_keys(kh)
@@ -322,3 +281,55 @@ def paramiko_connect(host, command, user=None, port=None, key_file=None, known_h
         client.close()
         raise TransportError("cannot start the replication command on %s (%s)" % (where, e))
     return ParamikoChannel(client, chan, io_timeout=timeout)
+
+
+def _ssh_config(paramiko, host):
+    """The ~/.ssh/config entry of `host` ({} if none or unreadable)."""
+    user_config = os.path.expanduser("~/.ssh/config")
+    if not os.path.exists(user_config):
+        return {}
+    try:
+        return paramiko.SSHConfig.from_path(user_config).lookup(host)
+    except (OSError, paramiko.SSHException):
+        return {}
+
+
+def _load_host_keys(paramiko, client, known_hosts_file, accept_new_host_key):
+    """Load the known host keys (creating the file when new keys may be
+    recorded) and set the policy for unknown ones; returns the file's path."""
+    kh = os.path.expanduser(known_hosts_file or "~/.ssh/known_hosts")
+    try:
+        if os.path.exists(kh):
+            client.load_host_keys(kh)
+        elif accept_new_host_key:
+            os.makedirs(os.path.dirname(kh) or ".", mode=0o700, exist_ok=True)
+            open(kh, "a").close()
+            client.load_host_keys(kh)
+        if known_hosts_file is None and os.path.exists("/etc/ssh/ssh_known_hosts"):
+            client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
+    except (OSError, paramiko.SSHException) as e:
+        raise DSError("cannot read known hosts file %s (%s)" % (kh, e))
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_new_host_key else paramiko.RejectPolicy())
+    return kh
+
+
+def _connect_error(paramiko, e, where, kh):
+    """One clear error for a failed ssh connection (unexpected ones pass through)."""
+    if isinstance(e, paramiko.BadHostKeyException):
+        return DSError("the host key of %s has CHANGED since it was recorded in %s: refusing to connect (possible "
+                       "man-in-the-middle)" % (where, kh),
+                       "if the master was reinstalled, verify its new key and replace the old one "
+                       "(ssh-keygen -R)")
+    if isinstance(e, paramiko.AuthenticationException):
+        return DSError("ssh authentication to %s failed" % where, "check the key file and the master's "
+                       "authorized_keys")
+    if isinstance(e, paramiko.SSHException):
+        if "not found in known_hosts" in str(e):
+            return DSError("the host key of %s is unknown (not in %s): refusing to connect" % (where, kh),
+                           "add the master's key to known_hosts (the standby role pins it), or accept it once "
+                           "with --accept-new-host-key")
+        return TransportError("ssh to %s failed: %s" % (where, str(e).splitlines()[0] if str(e) else e))
+    if isinstance(e, (OSError, socket.timeout)):
+        return TransportError("cannot reach the master %s (%s)" % (where, getattr(e, "strerror", None) or e),
+                              "check the host name, port and network")
+    return e

@@ -11,6 +11,8 @@ refused rather than interpreted.
 
 from __future__ import annotations
 
+import os
+
 from .storage import Corrupt
 
 BLOCK = 512
@@ -84,17 +86,20 @@ class Writer(object):
 
     def add_file(self, name, path, mode=0o640, mtime=0, chunk=1 << 20):
         with open(path, "rb") as f:
-            import os
-            size = os.fstat(f.fileno()).st_size
-            self._put(header(name, size, mode, mtime))
-            left = size
-            while left:
-                data = f.read(min(chunk, left))
-                if not data:
-                    raise Corrupt("%s shrank while it was being sent" % path)
-                self._put(data)
-                left -= len(data)
-            self._put(padding(size))
+            self.add_stream(name, os.fstat(f.fileno()).st_size, f.read, mode, mtime, what=path, chunk=chunk)
+
+    def add_stream(self, name, size, read, mode=0o640, mtime=0, what=None, chunk=1 << 20):
+        """A member of `size` bytes taken from `read(n)`; Corrupt if they end
+        early (a file that shrank while it was sent)."""
+        self._put(header(name, size, mode, mtime))
+        left = size
+        while left:
+            data = read(min(chunk, left))
+            if not data:
+                raise Corrupt("%s shrank while it was being sent" % (what or name))
+            self._put(data)
+            left -= len(data)
+        self._put(padding(size))
 
     def close(self):
         end = _ZERO_BLOCK * 2

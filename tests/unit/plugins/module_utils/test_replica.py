@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 # the one place these are imported from (they may move to protocol.py)
-from dirstorage_replica.replica import master_failure, parse_master, validate_increment
+from dirstorage_replica.protocol import master_failure
+from dirstorage_replica.replica import parse_master, validate_increment
 from dirstorage_replica.storage import (
     Busy,
     Corrupt,

@@ -1,0 +1,252 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The wire protocol between a standby and `ds-replica serve`, in one place.
+
+A request is a few ASCII lines on the serve's stdin:
+
+    replica KIND VERSION          KIND: request, clone or verify
+    IDENTITY                      (request and verify only)
+    TID                           16 hex digits: the replica's newest transaction
+    MD5                           hex MD5 of that transaction file
+    key: value                    (version 1 only) options, up to a blank line
+
+Version 0 is the original replica.py's `replica request 0` (four lines); its
+answer is a plain ustar archive.  A version 1 answer starts with one line
+``replica answer 1 {json}`` (the answer header), then the archive if any.
+
+The client side: `Session` sends a request, reads and checks the answer
+header, and turns any failure of the master into one clear error
+(`master_failure`); `ask_with_fallback` asks an old master (which refuses
+version 1) again with version 0 when the request allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, TransportError, hex_tid, tid_from_hex
+
+KINDS = ("request", "clone", "verify")
+MAX_REQUEST = 64 * 1024
+ANSWER_PREFIX = b"replica answer 1 "
+HEADER_LIMIT = 65536  # the longest answer header a client reads
+
+
+# ---------------------------------------------------------------- request
+
+class Request(object):
+    def __init__(self, kind, version, identity=None, tid=ZERO_TID, md5=None, options=None):
+        self.kind = kind  # one of KINDS
+        self.version = version
+        self.identity = identity
+        self.tid = tid
+        self.md5 = md5
+        self.options = options or {}
+
+    def encode(self):
+        lines = ["replica %s %d" % (self.kind, self.version)]
+        if self.kind in ("request", "verify"):
+            lines += [self.identity, hex_tid(self.tid), self.md5]
+        if self.version >= 1:
+            lines += ["%s: %s" % (k, v) for k, v in sorted(self.options.items())]
+            lines.append("")
+        return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _read_line(stream):
+    data = stream.readline(1024)
+    if not data.endswith(b"\n"):
+        raise Refused("malformed request: the request ended early")
+    try:
+        return data.decode("ascii").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise Refused("malformed request: not ASCII")
+
+
+def _read_first_line(stream):
+    words = _read_line(stream).split()
+    if len(words) != 3 or words[0] != "replica" or words[1] not in KINDS or not words[2].isdigit():
+        raise Refused("malformed request: expected 'replica request 0'")
+    kind, version = words[1], int(words[2])
+    if version > 1 or (kind != "request" and version < 1):
+        raise Refused("unsupported request version %s %d: this master speaks versions 0 and 1" % (kind, version))
+    return Request(kind, version)
+
+
+def _read_reference(stream, req):
+    req.identity = _read_line(stream).strip()
+    try:
+        req.tid = tid_from_hex(_read_line(stream))
+    except ValueError:
+        raise Refused("malformed request: bad transaction id")
+    req.md5 = _read_line(stream).strip().lower()
+
+
+def _read_options(stream, req):
+    total = 0
+    while True:
+        text = _read_line(stream)
+        total += len(text)
+        if total > MAX_REQUEST:
+            raise Refused("malformed request: too long")
+        if not text:
+            return
+        key, sep, value = text.partition(":")
+        if not sep:
+            raise Refused("malformed request option %r" % text)
+        req.options[key.strip()] = value.strip()
+
+
+def read_request(stream):
+    """Parse a request from a binary stream, reading no further than needed."""
+    req = _read_first_line(stream)
+    if req.kind in ("request", "verify"):
+        _read_reference(stream, req)
+    if req.version >= 1:
+        _read_options(stream, req)
+    return req
+
+
+# ------------------------------------------------------ version negotiation
+
+def pull_request_options(check=False, compress=False, snapshot_timeout=0.0, snapshot_interval=5.0):
+    """The version 1 options of a pull request."""
+    options = {}
+    if check:
+        options["dry-run"] = "1"
+    if compress:
+        options["compress"] = "gzip"
+    if snapshot_timeout:
+        options["snapshot-timeout"] = "%g" % snapshot_timeout
+        options["snapshot-interval"] = "%g" % snapshot_interval
+    return options
+
+
+def request_version(protocol, options):
+    """The version a pull request needs: 1 when asked for or when it carries
+    options (version 0 has none), else 0."""
+    return 1 if (protocol >= 1 or options) else 0
+
+
+class OldMaster(DSError):
+    """A master that is not ds-replica refused a version 1 request."""
+
+    def __init__(self, text):
+        self.text = text
+        super().__init__("the master refused request version 1: %s" % text)
+
+
+def ask_with_fallback(ask, req, log):
+    """`ask(req)`; when an old master (the original replica.py) refuses
+    version 1, ask again with version 0, which it speaks, unless the request
+    needs version 1 options."""
+    try:
+        return ask(req)
+    except OldMaster as e:
+        if req.options:
+            raise Refused("the master does not speak request version 1 (%s)" % e.text,
+                          "drop --check/--compress/--snapshot-timeout for this master, or upgrade it")
+        log("the master does not speak request version 1 (%s); asking again with version 0" % e.text)
+        req.version = 0
+        return ask(req)
+
+
+# ------------------------------------------------------------ answer header
+
+def write_answer_header(stream, info):
+    """The first line of every version 1 answer."""
+    stream.write(ANSWER_PREFIX + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
+
+
+def parse_answer_header(line):
+    """The JSON of an answer header line (which starts with ANSWER_PREFIX)."""
+    try:
+        return json.loads(line[len(ANSWER_PREFIX):].decode("ascii"))
+    except ValueError:
+        raise Corrupt("the master's answer header is not valid")
+
+
+def master_failure(status, err, what="the master"):
+    """Turn a failed serve (exit status and stderr) into one clear line."""
+    lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+    if status is not None and status < 0:
+        # an ssh client killed by a signal, or (paramiko) no exit status at all
+        return TransportError("the connection to %s was lost before the answer was complete" % what,
+                              "check the network and the master; the replica is unchanged")
+    if not lines:
+        return TransportError("%s ended without an answer (exit status %s)" % (what, status),
+                              "check the network and ds-replica on the master; the replica is unchanged")
+    served = [ln for ln in lines if ln.startswith("ds-replica serve:") or ln.startswith("ds-replica:")]
+    text = (served or lines)[-1]
+    text = re.sub(r"^ds-replica( serve)?:\s*", "", text)
+    if status == 255 and not served:
+        return TransportError("ssh to %s failed: %s" % (what, text), "check the host, user, key and port")
+    if status == 127 or "not found" in text and not served:
+        return DSError("%s could not run ds-replica: %s" % (what, text),
+                       "install ds-replica on the master or give its folder with -d")
+    if "cannot enter snapshot mode" in text:
+        return Busy("master refused: %s" % text)
+    return Refused("master refused: %s" % text)
+
+
+def refusal(status, err, first, may_be_old=True):
+    """The error for an answer that does not start with the header: the
+    master's message (stderr, else what it wrote instead of the header), as
+    OldMaster when it may be and looks like an old tool refusing version 1."""
+    if status == 0 and not first:
+        return Corrupt("the master sent no answer")
+    text = err if err.strip() else first.decode("utf-8", "replace")
+    failure = master_failure(status or 1, text)
+    # an old tool answers with its own message and a plain failure status; a
+    # killed ssh client (status < 0), a missing command (127) or ssh's own
+    # failure (255) are not an old master
+    if (may_be_old and status is not None and 0 < status < 126 and text.strip() and "ds-replica serve:" not in text
+            and not isinstance(failure, TransportError)):
+        return OldMaster(" ".join(text.split())[:200] or "no message")
+    return failure
+
+
+# ------------------------------------------------------------------ client
+
+class Session(object):
+    """One request and its answer on a transport channel, as a context
+    manager: leaving it before `finish()` aborts the channel."""
+
+    def __init__(self, chan, req):
+        self.chan = chan
+        self.req = req
+        self.finished = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self.finished:
+            self.chan.abort()
+
+    def start(self, limit=HEADER_LIMIT):
+        """Send the request, close its input, read and check the answer
+        header; returns its dict ({} for version 0, which has none)."""
+        self.chan.send(self.req.encode())
+        self.chan.close_input()
+        if self.req.version < 1:
+            return {}
+        first = self.chan.readline(limit)
+        if not first.startswith(ANSWER_PREFIX):
+            status, err = self.finish()
+            # only a pull request has a version 0 an old master would take
+            raise refusal(status, err, first, may_be_old=self.req.kind == "request")
+        return parse_answer_header(first)
+
+    def finish(self):
+        """(exit status, stderr text) of the serve; the channel is done."""
+        self.finished = True
+        return self.chan.finish()
+
+    def finish_ok(self):
+        """Finish, raising the master's failure unless it exited 0."""
+        status, err = self.finish()
+        if status != 0:
+            raise master_failure(status, err)

@@ -1,0 +1,156 @@
+"""The wire protocol (plugins/module_utils/protocol.py) as pure functions:
+the bytes of a request, parsing it back, the answer header, the version
+negotiation and the one-line errors of a failed answer."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from dirstorage_replica import protocol
+from dirstorage_replica.storage import Busy, Corrupt, Refused, TransportError
+
+TID = bytes.fromhex("040D44D78EBB2244")
+IDENT = "0123456789abcdef0123456789abcdef"
+MD5 = "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def test_version_0_request_is_the_original_four_lines():
+    req = protocol.Request("request", 0, IDENT, TID, MD5, {"ignored": "in version 0"})
+    assert req.encode() == ("replica request 0\n%s\n040D44D78EBB2244\n%s\n" % (IDENT, MD5)).encode()
+
+
+def test_version_1_request_adds_sorted_options_and_a_blank_line():
+    req = protocol.Request("request", 1, IDENT, TID, MD5, {"dry-run": "1", "compress": "gzip"})
+    assert req.encode().endswith(b"%s\ncompress: gzip\ndry-run: 1\n\n" % MD5.encode())
+    assert protocol.Request("clone", 1).encode() == b"replica clone 1\n\n"
+
+
+@pytest.mark.parametrize("kind,version,options", [("request", 0, {}), ("request", 1, {"since": "0" * 16}),
+                                                  ("verify", 1, {"a": "b"}), ("clone", 1, {"stage": "0"})])
+def test_read_request_reads_back_what_encode_wrote(kind, version, options):
+    sent = protocol.Request(kind, version, IDENT, TID, MD5, options)
+    stream = io.BytesIO(sent.encode() + b"archive bytes that are not read")
+    got = protocol.read_request(stream)
+    assert (got.kind, got.version, got.options) == (kind, version, options if version else {})
+    if kind != "clone":
+        assert (got.identity, got.tid, got.md5) == (IDENT, TID, MD5)
+    assert stream.read() == b"archive bytes that are not read"
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"replica request 2\n", "unsupported request version request 2"),
+    (b"replica clone 0\n", "unsupported request version clone 0"),
+    (b"hello\n", "malformed request: expected 'replica request 0'"),
+    (b"replica request 0\nX\nnot a tid\n", "malformed request: bad transaction id"),
+    (b"replica request 0\n", "malformed request: the request ended early"),
+    (b"replica clone 1\nno colon\n\n", "malformed request option 'no colon'"),
+])
+def test_read_request_refuses_bad_requests(data, message):
+    with pytest.raises(Refused) as err:
+        protocol.read_request(io.BytesIO(data))
+    assert str(err.value).startswith(message)
+
+
+def test_answer_header_round_trip():
+    out = io.BytesIO()
+    protocol.write_answer_header(out, {"transactions": 3, "format": "lawn"})
+    line = out.getvalue()
+    assert line == b'replica answer 1 {"format": "lawn", "transactions": 3}\n'
+    assert protocol.parse_answer_header(line) == {"format": "lawn", "transactions": 3}
+    with pytest.raises(Corrupt, match="answer header is not valid"):
+        protocol.parse_answer_header(protocol.ANSWER_PREFIX + b"{nope\n")
+
+
+def test_request_version_needs_1_for_options_only():
+    assert protocol.request_version(0, {}) == 0
+    assert protocol.request_version(0, protocol.pull_request_options(compress=True)) == 1
+    assert protocol.request_version(1, {}) == 1
+    assert protocol.pull_request_options(check=True, snapshot_timeout=2.5, snapshot_interval=1) == {
+        "dry-run": "1", "snapshot-timeout": "2.5", "snapshot-interval": "1"}
+
+
+def test_old_master_is_asked_again_with_version_0():
+    asked, said = [], []
+
+    def ask(req):
+        asked.append(req.version)
+        if req.version:
+            raise protocol.OldMaster("Traceback: bad request")
+        return "answer"
+
+    req = protocol.Request("request", 1, IDENT, TID, MD5)
+    assert protocol.ask_with_fallback(ask, req, said.append) == "answer"
+    assert asked == [1, 0] and "asking again with version 0" in said[0]
+    with pytest.raises(Refused, match="does not speak request version 1"):
+        protocol.ask_with_fallback(ask, protocol.Request("request", 1, IDENT, TID, MD5, {"dry-run": "1"}), print)
+
+
+@pytest.mark.parametrize("status,err,first,kind", [
+    (1, "Traceback ...\nValueError: bad version\n", b"", protocol.OldMaster),
+    (1, "ds-replica serve: replica identity x does not match", b"", Refused),
+    (1, "ds-replica serve: master /m cannot enter snapshot mode: busy", b"", Busy),
+    (255, "ssh: connect to host m port 22: Connection refused", b"", TransportError),
+    (-9, "", b"", TransportError),
+    (0, "", b"", Corrupt),
+])
+def test_refusal_gives_one_clear_error(status, err, first, kind):
+    failure = protocol.refusal(status, err, first)
+    assert type(failure) is kind
+    assert "\n" not in str(failure)
+
+
+def test_only_a_pull_request_may_meet_an_old_master():
+    failure = protocol.refusal(1, "unknown command\n", b"", may_be_old=False)
+    assert type(failure) is Refused and str(failure) == "master refused: unknown command"
+
+
+class _Channel(object):
+    def __init__(self, answer, status=0, err=""):
+        self.sent = b""
+        self.answer = io.BytesIO(answer)
+        self.result = (status, err)
+        self.aborted = self.finished = False
+
+    def send(self, data):
+        self.sent += data
+
+    def close_input(self):
+        pass
+
+    def readline(self, limit):
+        return self.answer.readline(limit)
+
+    def finish(self):
+        self.finished = True
+        return self.result
+
+    def abort(self):
+        self.aborted = True
+
+
+def test_session_reads_the_header_and_finishes():
+    chan = _Channel(b'replica answer 1 {"chain": []}\n')
+    req = protocol.Request("verify", 1, IDENT, TID, MD5)
+    with protocol.Session(chan, req) as session:
+        assert session.start() == {"chain": []}
+        session.finish_ok()
+    assert chan.sent == req.encode() and chan.finished and not chan.aborted
+
+
+def test_session_turns_a_refusal_into_the_masters_message():
+    chan = _Channel(b"", status=1, err="ds-replica serve: storage has been packed since the last replica\n")
+    with pytest.raises(Refused, match="^master refused: storage has been packed"):
+        with protocol.Session(chan, protocol.Request("request", 1, IDENT, TID, MD5)) as session:
+            session.start()
+    assert chan.finished and not chan.aborted
+
+
+def test_leaving_a_session_early_aborts_the_channel():
+    chan = _Channel(b'replica answer 1 {}\n')
+    with pytest.raises(RuntimeError):
+        with protocol.Session(chan, protocol.Request("clone", 1)) as session:
+            session.start()
+            raise RuntimeError("the caller failed")
+    assert chan.aborted
