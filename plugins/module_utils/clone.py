@@ -24,8 +24,9 @@ import time
 from . import journal, ustar
 from .options import PullOptions
 from .protocol import Request, Session
-from .replica import Throttle, open_channel, refuse_same_folder
+from .replica import refuse_same_folder
 from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid
+from .transport import Throttle, open_channel
 
 
 def _pid_alive(pid):

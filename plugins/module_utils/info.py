@@ -17,7 +17,6 @@ import time
 from . import journal
 from .options import PullOptions
 from .protocol import Request, Session
-from .replica import open_channel
 from .storage import (
     EMPTY_MD5,
     ZERO_TID,
@@ -34,6 +33,7 @@ from .storage import (
     tid_to_epoch,
     transaction_name,
 )
+from .transport import open_channel
 
 
 def _iso(tid):

@@ -12,10 +12,9 @@ from __future__ import annotations
 import errno
 import gzip
 import os
-import re
 import time
 
-from . import journal, snapshot, transport, ustar
+from . import journal, ustar
 from .options import PullOptions
 from .protocol import (
     Request,
@@ -38,60 +37,11 @@ from .storage import (
     tid_to_datetime,
     tid_to_epoch,
 )
+from .transport import Throttle, open_channel, refuse_same_folder
 
 INCOMING = ".replica.incoming"
 # errors of the replica's own disk while receiving (not of the network)
 LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
-
-
-def parse_master(spec):
-    """'[user@]host:path' -> (user, host, path); a plain path -> (None, None, path)."""
-    m = re.match(r"^(?:([^@/:]+)@)?(\[[^\]]+\]|[^/:@]+):(.+)$", spec)
-    if not m or spec.startswith("/") or spec.startswith("."):
-        return None, None, spec
-    return m.group(1), m.group(2).strip("[]"), m.group(3)
-
-
-def open_channel(master, opts, log, verb="serve", prepare=0.0):
-    """`prepare`: seconds the master may need beyond its snapshot waits before
-    it answers (a clone stages the whole tree first)."""
-    user, host, path = parse_master(master)
-    if host is None:
-        return transport.LocalChannel(path, log=log, snapshot_timeout=0.0)
-    command = transport.remote_command(path, opts.remote_command, opts.remote_dir, verb)
-    log("connecting to %s and running: %s" % (host, command))
-    if opts.ssh_command:
-        return transport.openssh(opts.ssh_command, user or opts.user, host, command, port=opts.port,
-                                 key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                 accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
-    return transport.paramiko_connect(host, command, user=user or opts.user, port=opts.port,
-                                      key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                      accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout,
-                                      read_timeout=answer_timeout(opts) + prepare)
-
-
-def answer_timeout(opts):
-    """How long the master may take before its first byte: the I/O timeout plus
-    its waits for snapshot mode (its turn among ds-replica processes, then the
-    --snapshot-timeout retries)."""
-    st = max(0.0, opts.snapshot_timeout or 0.0)
-    return opts.timeout + max(st, snapshot.PEER_WAIT) + st
-
-
-class Throttle(object):
-    def __init__(self, read, kib_per_second):
-        self._read = read
-        self.rate = kib_per_second * 1024.0
-        self.start = time.monotonic()
-        self.total = 0
-
-    def read(self, n):
-        data = self._read(min(n, max(4096, int(self.rate / 10))))
-        self.total += len(data)
-        ahead = self.total / self.rate - (time.monotonic() - self.start)
-        if ahead > 0:
-            time.sleep(ahead)
-        return data
 
 
 def validate_increment(checker, before):
@@ -178,26 +128,6 @@ def lock_replica(st):
         lock.release()
         raise Busy("replica %s is in use (misc/sublock is held)" % st.home, "wait and try again")
     return lock, sub
-
-
-def same_folder(master, folder):
-    """Whether `master` is a local path naming `folder` itself (symlinks
-    and spellings resolved)."""
-    _user, host, path = parse_master(master)
-    if host is not None:
-        return False
-    try:
-        return os.path.samefile(path, folder)
-    except OSError:
-        return False
-
-
-def refuse_same_folder(master, folder, what="replica"):
-    """A storage cannot be its own master: say so at once, not as a busy
-    master that a retry would never cure."""
-    if same_folder(master, folder):
-        raise DSError("the master and the %s are the same folder (%s)" % (what, os.path.abspath(folder)),
-                      "give the %s a folder of its own" % what)
 
 
 def pull(master, replica_dir, opts=None, log=None, progress=None):

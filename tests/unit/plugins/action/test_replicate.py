@@ -7,7 +7,7 @@ import pytest
 from ansible.errors import AnsibleActionFail
 from ansible_collections.dirstorage.replication.plugins.action.replicate import ActionModule
 
-from dirstorage_replica.replica import parse_master
+from dirstorage_replica.transport import parse_master
 
 
 class _Templar(object):

@@ -1,5 +1,4 @@
-"""Pure functions of the pull: reading the master argument, turning a failed serve into
-one line, and checking that an increment is whole transactions."""
+"""Pure functions of the pull: checking that an increment is whole transactions."""
 
 from __future__ import annotations
 
@@ -7,129 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
-# the one place these are imported from (they may move to protocol.py)
-from dirstorage_replica.protocol import master_failure
-from dirstorage_replica.replica import parse_master, validate_increment
+from dirstorage_replica.replica import validate_increment
 from dirstorage_replica.storage import (
-    Busy,
     Corrupt,
-    DSError,
-    Refused,
     build_transaction,
     current_name,
     parse_transaction,
     revision_name,
     transaction_name,
 )
-from dirstorage_replica.transport import TransportError
-
-# ------------------------------------------------------------- parse_master
-
-
-@pytest.mark.parametrize("spec,expected", [
-    ("zope@db1:/srv/zodb/main", ("zope", "db1", "/srv/zodb/main")),
-    ("db1:/srv/zodb/main", (None, "db1", "/srv/zodb/main")),
-    ("db1.example.org:relative/storage", (None, "db1.example.org", "relative/storage")),
-    ("192.0.2.7:/srv/s", (None, "192.0.2.7", "/srv/s")),
-    ("[::1]:/srv/s", (None, "::1", "/srv/s")),
-    ("zope@[fe80::1%eth0]:/srv/s", ("zope", "fe80::1%eth0", "/srv/s")),
-    ("db1:/srv/odd:name", (None, "db1", "/srv/odd:name")),       # colons after the first belong to the path
-])
-def test_parse_master_reads_a_remote_master(spec, expected):
-    assert parse_master(spec) == expected
-
-
-@pytest.mark.parametrize("spec", [
-    "/srv/zodb/main",
-    "/srv/odd:name",          # absolute path with a colon
-    "./db1:/srv/s",           # ./ makes a host-looking name a local path
-    "../masters/db1:copy",
-    ".old:copy",              # a hidden folder whose name has a colon
-    "storage",                # relative, no colon
-    "masters/db1:copy",       # a slash before the colon: a path
-    "db1:",                   # nothing after the colon
-])
-def test_parse_master_keeps_a_local_path_as_it_is(spec):
-    assert parse_master(spec) == (None, None, spec)
-
-
-# ----------------------------------------------------------- master_failure
-
-def _line(err):
-    text = str(err)
-    assert "\n" not in text
-    return text
-
-
-def test_a_lost_connection_says_so_whatever_stderr_holds():
-    err = master_failure(-1, "ds-replica serve: cannot enter snapshot mode\n", what="db1")
-    assert type(err) is TransportError and err.retryable
-    assert _line(err) == ("the connection to db1 was lost before the answer was complete; "
-                          "check the network and the master; the replica is unchanged")
-
-
-@pytest.mark.parametrize("status", [0, 1, None])
-def test_a_master_that_ends_silently_is_a_transport_error(status):
-    err = master_failure(status, "  \n\n", what="db1")
-    assert type(err) is TransportError
-    assert _line(err) == ("db1 ended without an answer (exit status %s); check the network and ds-replica on the "
-                          "master; the replica is unchanged" % status)
-
-
-def test_ssh_exit_255_is_an_ssh_failure_with_its_last_line():
-    stderr = "Warning: Permanently added 'db1' (ED25519) to the list of known hosts.\r\n" \
-             "ssh: connect to host db1 port 2222: Connection refused\r\n"
-    err = master_failure(255, stderr, what="db1")
-    assert type(err) is TransportError
-    assert _line(err) == ("ssh to db1 failed: ssh: connect to host db1 port 2222: Connection refused; "
-                          "check the host, user, key and port")
-
-
-def test_exit_255_after_ds_replica_spoke_is_its_refusal_not_ssh():
-    err = master_failure(255, "ds-replica serve: the replica is ahead of the master\n")
-    assert type(err) is Refused
-    assert _line(err) == "master refused: the replica is ahead of the master"
-
-
-@pytest.mark.parametrize("status,stderr", [
-    (127, "bash: line 1: ds-replica: command not found\n"),
-    (1, "sh: 1: ds-replica: not found\n"),
-])
-def test_a_master_without_ds_replica_says_to_install_it(status, stderr):
-    err = master_failure(status, stderr)
-    assert type(err) is DSError and not err.retryable
-    assert _line(err) == ("the master could not run ds-replica: %s; install ds-replica on the master or give its "
-                          "folder with -d" % stderr.strip())
-
-
-def test_not_found_in_ds_replicas_own_message_is_a_refusal():
-    err = master_failure(2, "ds-replica serve: transaction 040D44D78AA51655 not found on the master\n")
-    assert type(err) is Refused
-    assert _line(err) == "master refused: transaction 040D44D78AA51655 not found on the master"
-
-
-def test_a_master_in_snapshot_mode_is_busy():
-    stderr = "ds-replica serve: cannot enter snapshot mode: /srv/s is in snapshot mode (user/backup); retry later\n"
-    err = master_failure(75, stderr)
-    assert type(err) is Busy and err.retryable
-    assert _line(err) == "master refused: cannot enter snapshot mode: /srv/s is in snapshot mode (user/backup); " \
-                         "retry later"
-
-
-def test_any_other_message_is_a_refusal_with_the_last_ds_replica_line():
-    stderr = ("ds-replica serve: note: snapshot taken\n"
-              "ds-replica: /srv/s has another identity than the replica\n"
-              "Connection to db1 closed.\n")
-    err = master_failure(2, stderr)
-    assert type(err) is Refused and not err.retryable
-    assert _line(err) == "master refused: /srv/s has another identity than the replica"
-
-
-def test_a_refusal_without_a_ds_replica_line_quotes_the_last_line():
-    err = master_failure(1, "Traceback (most recent call last):\n  ...\nPermissionError: [Errno 13] denied\n")
-    assert type(err) is Refused
-    assert _line(err) == "master refused: PermissionError: [Errno 13] denied"
-
 
 # ------------------------------------------------------- validate_increment
 
