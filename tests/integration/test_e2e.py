@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -260,6 +261,26 @@ def _cron_command(name):
     return fields[5], fields[6].replace("\\%", "%")
 
 
+def _recap_hosts(stdout):
+    """The host lines of the PLAY RECAP of an ansible-playbook run."""
+    recap = stdout.split("PLAY RECAP", 1)[1]
+    return [ln for ln in recap.splitlines() if re.match(r"^\S+\s+: ok=", ln)]
+
+
+def _recap_hosts_named(proc):
+    names = [ln.split()[0] for ln in _recap_hosts(proc.stdout)]
+    assert len(names) == 1 + len(STANDBY_USERS), proc.stdout[-3000:]  # the master and the standbys
+    return names
+
+
+def assert_nothing_changed(proc, hosts):
+    """Idempotency: each of `hosts` has a recap line, and every one says
+    changed=0 (not just one of them)."""
+    lines = {ln.split()[0]: ln for ln in _recap_hosts(proc.stdout)}
+    assert set(hosts) <= set(lines), (hosts, proc.stdout[-3000:])
+    assert all(re.search(r"\bchanged=0\s", lines[h]) for h in hosts), proc.stdout[-3000:]
+
+
 def test_provision_replicate_schedule(e2e):
     t0 = time.monotonic()
     master = e2e.master_home
@@ -278,7 +299,7 @@ def test_provision_replicate_schedule(e2e):
     assert keys.count(f'restrict,command="/usr/local/bin/ds-replica serve {master}"') == 2, keys
     # provisioning again changes nothing
     again = e2e.playbook("provision.yml")
-    assert "changed=0" in again.stdout.split("PLAY RECAP", 1)[1], again.stdout[-3000:]
+    assert_nothing_changed(again, hosts=_recap_hosts_named(again))
 
     # -- new transactions; one pull on every standby ---------------------------------
     e2e.write_more(seconds=1.0, seed=2)
@@ -294,12 +315,14 @@ def test_provision_replicate_schedule(e2e):
     for host in STANDBY_USERS:
         (result,) = report[host]
         assert result["changed"] is False and result["transactions"] == 0, result
-    assert "changed=0" in proc.stdout.split("PLAY RECAP", 1)[1]
+    # (its localhost play rewrites the report file, which e2e.replicate() removed first)
+    assert_nothing_changed(proc, hosts=STANDBY_USERS)
 
     # -- check mode reports what would come and changes nothing ------------------------
     e2e.write_more(seconds=0.7, seed=3)
     before = {h: replica_state(e2e.replica(h)) for h in STANDBY_USERS}
     _unused, report = e2e.replicate("--check")
+    announced = {h: report[h][0]["transactions"] for h in STANDBY_USERS}
     for host in STANDBY_USERS:
         (result,) = report[host]
         assert result["changed"] is True and result["transactions"] > 0, result
@@ -315,7 +338,7 @@ def test_provision_replicate_schedule(e2e):
     assert run.returncode == 0, run.stderr
     assert run.stdout == "" and run.stderr == "", (run.stdout, run.stderr)  # cron mails nothing
     assert_reads_as(e2e.replica(host), master)
-    _check_metrics(e2e, host, name, ok=True)
+    _check_metrics(e2e, host, name, ok=True, transactions=announced[host])
 
     # a failing run (master unreachable) keeps the last success and reports the failure
     # (a wrong master path would not do: the forced command serves its one storage whatever is asked)
@@ -333,7 +356,9 @@ def test_provision_replicate_schedule(e2e):
     ssh = e2e.sshd.ssh_argv("cat", "/etc/passwd", user=MASTER_USER, host=HOSTS[0], key=e2e.key(host))
     proc = _run(ssh, timeout=60)
     assert "root:" not in proc.stdout, proc.stdout
-    assert "ds-replica serve" in proc.stderr or proc.returncode != 0, (proc.returncode, proc.stderr)
+    # the forced command ran instead: a serve that got no request (not an ssh failure, 255)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "ds-replica serve: malformed request: the request ended early" in proc.stderr, proc.stderr
 
     # -- schedule state=absent removes the entries and metrics ---------------------------
     e2e.playbook("schedule.yml", "-e", "schedule_state=absent")
@@ -354,7 +379,7 @@ def _metrics(prom):
     return values
 
 
-def _check_metrics(e2e, host, name, ok):
+def _check_metrics(e2e, host, name, ok, transactions):
     from prometheus_client.parser import text_string_to_metric_families
 
     prom = e2e.metrics_dir / f"dirstorage_{name}.prom"
@@ -377,9 +402,9 @@ def _check_metrics(e2e, host, name, ok):
     replica = storage.Storage(str(e2e.replica(host)))
     previous = e2e.replica(host) / "misc" / "replica.previous"
     # the run brought the transactions the check-mode run announced
-    assert values["transactions"] > 0
+    assert values["transactions"] == transactions
     assert values["bytes"] > 0
     assert values["lag_seconds"] == 0  # replica now at the master's newest transaction
-    assert values["snapshot_seconds"] >= 0
+    assert 0 < values["snapshot_seconds"] < 60  # the master reported how long it held its snapshot
     assert replica.last_tid() == storage.Storage(str(e2e.master_home)).last_tid()
     assert abs(previous.stat().st_mtime - values["last_success_timestamp_seconds"]) < 60

@@ -18,7 +18,7 @@ import yaml
 
 from dirstorage_replica.ansible_args import CONNECTION_ARGS
 from dirstorage_replica.storage import Storage, hex_tid
-from tests.support.checks import assert_reads_as, manifest, replica_state
+from tests.support.checks import assert_reads_as, expected_refusal, manifest, replica_state
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -96,7 +96,7 @@ def test_replicate_refusal_is_one_line_and_leaves_replica(unpack_fixture):
     before = replica_state(replica)
     ok, res = run_module("replicate", {"master": str(case / "master"), "path": replica})
     assert not ok
-    assert manifest(case)["expect_error"] in res["msg"]
+    assert expected_refusal(manifest(case)) in res["msg"]
     assert "\n" not in res["msg"] and "Traceback" not in res["msg"]
     assert res["retryable"] is False
     assert replica_state(replica) == before

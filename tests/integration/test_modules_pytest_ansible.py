@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.support.checks import assert_objects, manifest, replica_state
+from tests.support.checks import assert_objects, expected_refusal, manifest, replica_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
@@ -46,7 +46,7 @@ def test_refusal_fails_with_one_line(localhost, unpack_fixture):
     before = replica_state(d / "replica")
     res = localhost("replicate", master=str(d / "master"), path=str(d / "replica"))
     assert res.get("failed") is True
-    assert "identity" in res["msg"] and "\n" not in res["msg"]
+    assert expected_refusal(manifest(d)) in res["msg"] and "\n" not in res["msg"]
     assert replica_state(d / "replica") == before
 
 
