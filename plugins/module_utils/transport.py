@@ -376,12 +376,12 @@ def open_channel(master, opts, log, verb="serve", prepare=0.0):
     log("connecting to %s and running: %s" % (host, command))
     if opts.ssh_command:
         return openssh(opts.ssh_command, user or opts.user, host, command, port=opts.port,
-                                 key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                 accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
+                       key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
+                       accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout)
     return paramiko_connect(host, command, user=user or opts.user, port=opts.port,
-                                      key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
-                                      accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout,
-                                      read_timeout=answer_timeout(opts) + prepare)
+                            key_file=opts.key_file, known_hosts_file=opts.known_hosts_file,
+                            accept_new_host_key=opts.accept_new_host_key, timeout=opts.timeout,
+                            read_timeout=answer_timeout(opts) + prepare)
 
 
 def answer_timeout(opts):

@@ -236,7 +236,7 @@ def test_hostile_archive_is_refused(unpack_fixture, tmp_path, case):
     kind, message = EXPECTED[case]
     with pytest.raises(storage.DSError) as err:
         pull("evil.invalid:/srv/storage", str(d / "replica"), opts)
-    assert type(err.value) is kind, err.value
+    assert err.value.__class__ is kind, err.value
     assert message in str(err.value)
     assert "\n" not in str(err.value)
     assert replica_state(d / "replica") == before

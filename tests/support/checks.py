@@ -21,8 +21,8 @@ def expected_refusal(m) -> str:
     phrase for `foreign` ("identity") is also met by "has no readable
     config/identity", so name both identities there."""
     if m["expect_error"] == "identity":
-        return "replica identity %s does not match master identity %s" % (m["replica"]["identity"],
-                                                                         m["master"]["identity"])
+        return "replica identity %s does not match master identity %s" % (
+            m["replica"]["identity"], m["master"]["identity"])
     return m["expect_error"]
 
 

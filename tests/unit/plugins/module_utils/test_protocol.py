@@ -98,13 +98,13 @@ def test_old_master_is_asked_again_with_version_0():
 ])
 def test_refusal_gives_one_clear_error(status, err, first, kind):
     failure = protocol.refusal(status, err, first)
-    assert type(failure) is kind
+    assert failure.__class__ is kind
     assert "\n" not in str(failure)
 
 
 def test_only_a_pull_request_may_meet_an_old_master():
     failure = protocol.refusal(1, "unknown command\n", b"", may_be_old=False)
-    assert type(failure) is Refused and str(failure) == "master refused: unknown command"
+    assert failure.__class__ is Refused and str(failure) == "master refused: unknown command"
 
 
 class _Channel(object):
@@ -167,7 +167,7 @@ def _line(err):
 
 def test_a_lost_connection_says_so_whatever_stderr_holds():
     err = master_failure(-1, "ds-replica serve: cannot enter snapshot mode\n", what="db1")
-    assert type(err) is TransportError and err.retryable
+    assert err.__class__ is TransportError and err.retryable
     assert _line(err) == ("the connection to db1 was lost before the answer was complete; "
                           "check the network and the master; the replica is unchanged")
 
@@ -175,7 +175,7 @@ def test_a_lost_connection_says_so_whatever_stderr_holds():
 @pytest.mark.parametrize("status", [0, 1, None])
 def test_a_master_that_ends_silently_is_a_transport_error(status):
     err = master_failure(status, "  \n\n", what="db1")
-    assert type(err) is TransportError
+    assert err.__class__ is TransportError
     assert _line(err) == ("db1 ended without an answer (exit status %s); check the network and ds-replica on the "
                           "master; the replica is unchanged" % status)
 
@@ -184,14 +184,14 @@ def test_ssh_exit_255_is_an_ssh_failure_with_its_last_line():
     stderr = "Warning: Permanently added 'db1' (ED25519) to the list of known hosts.\r\n" \
              "ssh: connect to host db1 port 2222: Connection refused\r\n"
     err = master_failure(255, stderr, what="db1")
-    assert type(err) is TransportError
+    assert err.__class__ is TransportError
     assert _line(err) == ("ssh to db1 failed: ssh: connect to host db1 port 2222: Connection refused; "
                           "check the host, user, key and port")
 
 
 def test_exit_255_after_ds_replica_spoke_is_its_refusal_not_ssh():
     err = master_failure(255, "ds-replica serve: the replica is ahead of the master\n")
-    assert type(err) is Refused
+    assert err.__class__ is Refused
     assert _line(err) == "master refused: the replica is ahead of the master"
 
 
@@ -201,21 +201,21 @@ def test_exit_255_after_ds_replica_spoke_is_its_refusal_not_ssh():
 ])
 def test_a_master_without_ds_replica_says_to_install_it(status, stderr):
     err = master_failure(status, stderr)
-    assert type(err) is DSError and not err.retryable
+    assert err.__class__ is DSError and not err.retryable
     assert _line(err) == ("the master could not run ds-replica: %s; install ds-replica on the master or give its "
                           "folder with -d" % stderr.strip())
 
 
 def test_not_found_in_ds_replicas_own_message_is_a_refusal():
     err = master_failure(2, "ds-replica serve: transaction 040D44D78AA51655 not found on the master\n")
-    assert type(err) is Refused
+    assert err.__class__ is Refused
     assert _line(err) == "master refused: transaction 040D44D78AA51655 not found on the master"
 
 
 def test_a_master_in_snapshot_mode_is_busy():
     stderr = "ds-replica serve: cannot enter snapshot mode: /srv/s is in snapshot mode (user/backup); retry later\n"
     err = master_failure(75, stderr)
-    assert type(err) is Busy and err.retryable
+    assert err.__class__ is Busy and err.retryable
     assert _line(err) == "master refused: cannot enter snapshot mode: /srv/s is in snapshot mode (user/backup); " \
                          "retry later"
 
@@ -225,11 +225,11 @@ def test_any_other_message_is_a_refusal_with_the_last_ds_replica_line():
               "ds-replica: /srv/s has another identity than the replica\n"
               "Connection to db1 closed.\n")
     err = master_failure(2, stderr)
-    assert type(err) is Refused and not err.retryable
+    assert err.__class__ is Refused and not err.retryable
     assert _line(err) == "master refused: /srv/s has another identity than the replica"
 
 
 def test_a_refusal_without_a_ds_replica_line_quotes_the_last_line():
     err = master_failure(1, "Traceback (most recent call last):\n  ...\nPermissionError: [Errno 13] denied\n")
-    assert type(err) is Refused
+    assert err.__class__ is Refused
     assert _line(err) == "master refused: PermissionError: [Errno 13] denied"

@@ -16,7 +16,6 @@ from dirstorage_replica.storage import (
     transaction_name,
 )
 
-# ------------------------------------------------------- validate_increment
 
 def _tid(n):
     return n.to_bytes(8, "big")
