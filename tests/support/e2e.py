@@ -285,8 +285,9 @@ class Fleet:
         path.write_text(json.dumps(inv, indent=2))
         return path
 
-    def playbook(self, name, *extra, check_rc=True, timeout=300):
-        """Run playbooks/NAME against the fleet's inventory."""
+    def playbook(self, name, *extra, check_rc=True, timeout=900):
+        """Run playbooks/NAME against the fleet's inventory (the timeout is generous: a loaded
+        2-core machine took over 5 minutes for provision.yml)."""
         env = dict(os.environ)
         env.update(ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.base / "cp"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="True")
