@@ -146,7 +146,7 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     ref_case = tmp_path / "reference"
     shutil.copytree(pristine, ref_case, symlinks=True)
     counts = count_calls(pull_argv(ref_case), tmp_path)
-    assert counts.get("rename") and counts.get("fsync") or counts.get("syncfs"), counts
+    assert counts.get("rename") and (counts.get("fsync") or counts.get("syncfs")), counts
     new = outside_misc(ref_case / "replica")
     assert new != old
     assert_objects(ref_case / "replica", m["master"]["objects"])

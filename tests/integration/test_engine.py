@@ -4,6 +4,7 @@ DirectoryStorage engine (tests/fixtures)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -16,7 +17,14 @@ from dirstorage_replica.clone import clone
 from dirstorage_replica.info import storage_info, verify
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
-from tests.support.checks import assert_objects, assert_reads_as, assert_same_files, manifest, replica_state
+from tests.support.checks import (
+    assert_objects,
+    assert_reads_as,
+    assert_same_files,
+    expected_refusal,
+    manifest,
+    replica_state,
+)
 
 NORMAL = ["bushy", "chunky", "lawn", "flat"]
 REFUSALS = ["packed-since", "diverged", "foreign"]
@@ -66,7 +74,7 @@ def test_refusals_leave_replica_untouched(unpack_fixture, case):
     before = replica_state(d / "replica")
     with pytest.raises(storage.DSError) as err:
         pull(str(d / "master"), str(d / "replica"))
-    assert m["expect_error"] in str(err.value)
+    assert expected_refusal(m) in str(err.value)
     assert "\n" not in str(err.value)
     assert replica_state(d / "replica") == before
 
@@ -79,7 +87,7 @@ def test_cli_refusal_is_one_line_and_fails(unpack_fixture, case):
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ds-replica: ")
-    assert manifest(d)["expect_error"] in lines[0]
+    assert expected_refusal(manifest(d)) in lines[0]
     assert "Traceback" not in proc.stderr
     verbose = subprocess.run([DS_REPLICA, "-v", str(d / "master"), str(d / "replica")], capture_output=True, text=True,
                              check=False)
@@ -105,7 +113,7 @@ def test_pending_replica_is_recovered_first(unpack_fixture):
     assert st.journal_entries() == ["replica.tar"]
     lines = []
     result = pull(str(d / "master"), str(d / "replica"), log=lines.append)
-    assert any("pending" in line for line in lines)
+    assert lines[0] == "applied an increment left pending by an interrupted pull"
     assert result["before_tid"] == m["expected_after_recovery"]
     assert result["after_tid"] == m["master"]["last_tid"]
     assert_objects(d / "replica", m["master"]["objects"])
@@ -148,8 +156,12 @@ def test_replica_ahead_of_master_is_refused(unpack_fixture, tmp_path):
     # the master, restored from an older copy: its history is a prefix of the replica's
     older = unpack_fixture("lawn")
     before = replica_state(d / "replica")
-    # swap: pull the up-to-date replica from the older master copy (same identity)
-    with pytest.raises(storage.DSError, match="reference transaction does not exist|ahead"):
+    # swap: pull the up-to-date replica from the older master copy (same identity).
+    # The master lacks the replica's newest transaction, so it refuses on that
+    # (checked before "is ahead"), naming the transaction
+    newest = manifest(d)["master"]["last_tid"]
+    with pytest.raises(storage.Refused, match=re.escape("reference transaction does not exist on the master (%s)"
+                                                        % newest)):
         pull(str(older / "replica"), str(d / "replica"))
     assert replica_state(d / "replica") == before
 
@@ -240,7 +252,7 @@ def test_serve_refuses_with_message_and_status(unpack_fixture):
                           check=False)
     assert proc.returncode != 0
     assert proc.stdout == b""
-    assert b"identity" in proc.stderr
+    assert expected_refusal(manifest(d)).encode() in proc.stderr
 
 
 def test_clone_then_pull_and_verify(unpack_fixture, tmp_path):
@@ -369,7 +381,7 @@ def test_interrupted_clone_never_looks_like_a_replica(unpack_fixture, tmp_path):
     assert not dest.exists()  # nothing at the destination looks like a storage
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
     assert partial and (partial[0] / "A").is_dir()
-    with pytest.raises(storage.DSError):
+    with pytest.raises(storage.NotAStorage, match=re.escape("%s does not exist" % dest)):
         pull(str(d / "master"), str(dest))
     # the next clone clears the leftover of the dead one and completes
     result = clone(str(d / "master"), str(dest))

@@ -3,8 +3,10 @@ before the commit point, and the replica stays byte-for-byte unchanged."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shlex
+import struct
 import subprocess
 import sys
 import tarfile
@@ -15,6 +17,7 @@ import pytest
 from dirstorage_replica import storage, ustar
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
+from dirstorage_replica.transport import TransportError
 from tests.support.checks import replica_state
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
@@ -53,12 +56,6 @@ def raw_member(w, name, typeflag, data=b"", linkname=b""):
     w._put(data + ustar.padding(len(data)))
 
 
-def flip_md5_body(data):
-    b = bytearray(data)
-    b[-1] ^= 0x01
-    return bytes(b)
-
-
 def _first(members, pred):
     return next(i for i, m in enumerate(members) if pred(m[0]))
 
@@ -71,39 +68,85 @@ def _is_rev(name):
     return name.split("/")[1].startswith("o") and not name.endswith("c") and "/c" not in name
 
 
+def _is_serial(name):
+    return name == "A/x/serial"
+
+
+def as_special(ms, typeflag, linkname=b""):
+    """Send the first revision as a member of another kind, under its genuine
+    name and with its genuine bytes: only the member-type check can refuse it."""
+    i = _first(ms, _is_rev)
+    name, _mode, data = ms[i]
+    return build(ms[:i] + ms[i + 1:], lambda w: raw_member(w, name, typeflag, data, linkname))
+
+
+def flip_mtime_of_first_header(data):
+    """Change one mtime digit (0 -> 1) of the first header: the member stays
+    valid in every other way, so only the header checksum can tell."""
+    b = bytearray(data)
+    assert b[146:148] == b"0\0"
+    b[146] = ord("1")
+    return bytes(b)
+
+
+def flip_transaction_description(data):
+    """Change one byte of the description of a transaction file (its MD5
+    covers it; nothing else looks at it)."""
+    ulen, dlen = struct.unpack(">HH", data[48:52])
+    assert dlen, "the fixture's transaction has a description"
+    pos = storage.TRANSACTION_HEADER + ulen
+    b = bytearray(data)
+    b[pos] ^= 0x01
+    return bytes(b)
+
+
+def flip_revision_pickle(data):
+    b = bytearray(data)
+    b[-1] ^= 0x01
+    return bytes(b)
+
+
+def lengthen_revision(data):
+    """Append bytes to a revision and recompute its MD5 (over bytes 56-): only
+    the length in its header (bytes 4-8) still says otherwise."""
+    data = data + b"junk"
+    return data[:40] + hashlib.md5(data[56:]).digest() + data[56:]
+
+
 def mutate(case, members):
     ms = list(members)
+    rev = _first(ms, _is_rev)
+    serial = ms[_first(ms, _is_serial)]
     if case == "symlink":
-        return build(ms, lambda w: raw_member(w, "A/x/evil", b"2", linkname=b"/etc/passwd"))
+        return as_special(ms, b"2", linkname=b"/etc/passwd")
     if case == "hardlink":
-        return build(ms, lambda w: raw_member(w, "A/x/evil", b"1", linkname=b"A/x/oid"))
+        return as_special(ms, b"1", linkname=b"A/x/serial")
     if case == "device":
-        return build(ms, lambda w: raw_member(w, "A/x/evil", b"3"))
+        return as_special(ms, b"3")
     if case == "directory":
-        return build(ms, lambda w: raw_member(w, "A/o0000000000000001", b"5"))
+        return as_special(ms, b"5")
     if case == "fifo":
-        return build(ms, lambda w: raw_member(w, "A/x/fifo", b"6"))
+        return as_special(ms, b"6")
     if case == "absolute":
         return build(ms + [("/tmp/ds-evil", 0o644, b"x")])
     if case == "dotdot":
         return build(ms + [("A/../../evil", 0o644, b"x")])
     if case == "outside-A":
-        return build(ms + [("config/settings", 0o644, b"[structure]\nformat: flat\n")])
+        # the rest of the path is a genuine storage file name, with genuine bytes
+        return build(ms + [("misc/x/serial", 0o640, serial[2])])
     if case == "B-folder":
-        return build(ms + [("B/x/serial", 0o644, b"\0" * 8)])
+        return build(ms + [("B/x/serial", 0o640, serial[2])])
     if case == "bad-name":
         return build(ms + [("A/x/notes", 0o644, b"hello")])
     if case == "wrong-format-path":
         return build(ms + [("A/o0000000000000001.c", 0o644, b"\0" * 8)])  # flat name in a lawn storage
     if case == "duplicate":
-        return build(ms + [ms[0]])
+        return build(ms + [ms[rev]])
     if case == "setuid":
-        i = _first(ms, _is_rev)
-        ms[i] = (ms[i][0], 0o4755, ms[i][2])
+        ms[rev] = (ms[rev][0], 0o4755, ms[rev][2])
         return build(ms)
     if case == "setgid":
-        i = _first(ms, _is_rev)
-        ms[i] = (ms[i][0], 0o2640, ms[i][2])
+        ms[rev] = (ms[rev][0], 0o2640, ms[rev][2])
         return build(ms)
     if case == "truncated":
         data = build(ms)
@@ -116,37 +159,31 @@ def mutate(case, members):
             w.add_bytes(name, data, mode=mode)
         return out.getvalue()
     if case == "bad-header-checksum":
-        data = bytearray(build(ms))
-        data[10] ^= 0x20
-        return bytes(data)
+        return flip_mtime_of_first_header(build(ms))
     if case == "transaction-md5":
         i = _first(ms, _is_txn)
-        ms[i] = (ms[i][0], ms[i][1], flip_md5_body(ms[i][2]))
+        ms[i] = (ms[i][0], ms[i][1], flip_transaction_description(ms[i][2]))
         return build(ms)
     if case == "revision-md5":
-        i = _first(ms, _is_rev)
-        ms[i] = (ms[i][0], ms[i][1], flip_md5_body(ms[i][2]))
+        ms[rev] = (ms[rev][0], ms[rev][1], flip_revision_pickle(ms[rev][2]))
         return build(ms)
     if case == "revision-length":
-        i = _first(ms, _is_rev)
-        ms[i] = (ms[i][0], ms[i][1], ms[i][2] + b"junk")
+        ms[rev] = (ms[rev][0], ms[rev][1], lengthen_revision(ms[rev][2]))
         return build(ms)
     if case == "missing-revision":
-        i = _first(ms, _is_rev)
-        return build(ms[:i] + ms[i + 1:])
+        return build(ms[:rev] + ms[rev + 1:])
     if case == "missing-transaction":
         i = _first(ms, _is_txn)
         return build(ms[:i] + ms[i + 1:])
     if case == "extra-revision":
-        i = _first(ms, _is_rev)
-        name, mode, data = ms[i]
+        name, mode, data = ms[rev]
         oid = bytes.fromhex(data[8:16].hex())
         fake_tid = bytes.fromhex("040D44D700000001")
-        rev = storage.build_revision(oid, fake_tid, storage.ZERO_TID, b"extra")
+        extra = storage.build_revision(oid, fake_tid, storage.ZERO_TID, b"extra")
         new_name = name.rsplit("/", 1)[0] + "/" + storage.hex_tid(fake_tid)
-        return build(ms + [(new_name, 0o640, rev)])
+        return build(ms + [(new_name, 0o640, extra)])
     if case == "no-serial":
-        i = _first(ms, lambda n: n.endswith("x/serial"))
+        i = _first(ms, _is_serial)
         return build(ms[:i] + ms[i + 1:])
     if case == "garbage":
         return b"this is not a tar archive" * 100
@@ -155,10 +192,37 @@ def mutate(case, members):
     raise AssertionError(case)
 
 
-CASES = ["symlink", "hardlink", "device", "directory", "fifo", "absolute", "dotdot", "outside-A", "B-folder",
-         "bad-name", "wrong-format-path", "duplicate", "setuid", "setgid", "truncated", "no-end-marker",
-         "bad-header-checksum", "transaction-md5", "revision-md5", "revision-length", "missing-revision",
-         "missing-transaction", "extra-revision", "no-serial", "garbage", "empty"]
+REV = "'A/o0000000000000000/040D44D78FCD4E22'"
+# case -> (error type, a distinctive part of the message of the check the case is named for)
+EXPECTED = {
+    "symlink": (storage.Corrupt, REV + " is a symbolic link, not a regular file"),
+    "hardlink": (storage.Corrupt, REV + " is a hard link, not a regular file"),
+    "device": (storage.Corrupt, REV + " is a character device, not a regular file"),
+    "directory": (storage.Corrupt, REV + " is a folder, not a regular file"),
+    "fifo": (storage.Corrupt, REV + " is a FIFO, not a regular file"),
+    "absolute": (storage.Corrupt, "'/tmp/ds-evil' has an absolute or odd path"),
+    "dotdot": (storage.Corrupt, "'A/../../evil' has an empty, '.' or '..' component"),
+    "outside-A": (storage.Corrupt, "'misc/x/serial' is outside the storage's A/ folder"),
+    "B-folder": (storage.Corrupt, "'B/x/serial' is outside the storage's A/ folder"),
+    "bad-name": (storage.Corrupt, "'A/x/notes' is not a valid lawn storage file name"),
+    "wrong-format-path": (storage.Corrupt, "'A/o0000000000000001.c' is not a valid lawn storage file name"),
+    "duplicate": (storage.Corrupt, REV + " appears twice"),
+    "setuid": (storage.Corrupt, REV + " has set-uid, set-gid or sticky bits"),
+    "setgid": (storage.Corrupt, REV + " has set-uid, set-gid or sticky bits"),
+    "truncated": (storage.Corrupt, "archive is truncated (the connection ended early)"),
+    "no-end-marker": (storage.Corrupt, "archive is truncated (the connection ended early)"),
+    "bad-header-checksum": (storage.Corrupt, "archive header checksum mismatch"),
+    "transaction-md5": (storage.Corrupt, "'A/t040D44/D78FCD4E22' fails its MD5 check"),
+    "revision-md5": (storage.Corrupt, REV + " fails its MD5 check"),
+    "revision-length": (storage.Corrupt, REV + " is 404 bytes but its header says 400"),
+    "missing-revision": (storage.Corrupt, "the increment lacks revision 040D44D78FCD4E22 of object 0000000000000000"),
+    "missing-transaction": (storage.Corrupt, "the increment is not whole transactions: 040D44D78FCD4E22 is missing"),
+    "extra-revision": (storage.Corrupt, "the increment holds object revisions no transaction wrote"),
+    "no-serial": (storage.Corrupt, "the increment has no x.serial"),
+    "garbage": (storage.Corrupt, "archive header has a bad checksum field"),
+    "empty": (TransportError, "the master ended without an answer"),
+}
+CASES = list(EXPECTED)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -169,8 +233,11 @@ def test_hostile_archive_is_refused(unpack_fixture, tmp_path, case):
     before = replica_state(d / "replica")
     opts = PullOptions(ssh_command="%s %s %s" % (shlex.quote(sys.executable), shlex.quote(FAKE),
                                                  shlex.quote(str(answer))), protocol=0)
+    kind, message = EXPECTED[case]
     with pytest.raises(storage.DSError) as err:
         pull("evil.invalid:/srv/storage", str(d / "replica"), opts)
+    assert type(err.value) is kind, err.value
+    assert message in str(err.value)
     assert "\n" not in str(err.value)
     assert replica_state(d / "replica") == before
     assert not Path("/tmp/ds-evil").exists()

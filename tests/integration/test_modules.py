@@ -1,6 +1,10 @@
 """The collection's modules, run by real Ansible (ad-hoc `ansible` and `ansible-playbook`,
 local connection) against the golden fixtures; nothing of the engine is mocked.
 
+Most cases run `ansible -o` (which has check mode); pytest-ansible's `ansible_adhoc`
+fixture (`localhost` below: AnsiballZ, the local connection, structured results) runs
+the others.
+
 Each run starts an ansible process (~1 s), so the cases are grouped to keep the
 file under a minute.
 """
@@ -18,7 +22,7 @@ import yaml
 
 from dirstorage_replica.ansible_args import CONNECTION_ARGS
 from dirstorage_replica.storage import Storage, hex_tid
-from tests.support.checks import assert_reads_as, manifest, replica_state
+from tests.support.checks import assert_reads_as, expected_refusal, manifest, replica_state
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -96,7 +100,7 @@ def test_replicate_refusal_is_one_line_and_leaves_replica(unpack_fixture):
     before = replica_state(replica)
     ok, res = run_module("replicate", {"master": str(case / "master"), "path": replica})
     assert not ok
-    assert manifest(case)["expect_error"] in res["msg"]
+    assert expected_refusal(manifest(case)) in res["msg"]
     assert "\n" not in res["msg"] and "Traceback" not in res["msg"]
     assert res["retryable"] is False
     assert replica_state(replica) == before
@@ -157,6 +161,36 @@ def test_clone_check_clone_idempotent(unpack_fixture, tmp_path):
     ok, res = run_module("clone", dict(args, force=True), check=True)
     assert ok and res["changed"] is True
     assert replica_state(dest) == state
+
+
+@pytest.fixture
+def localhost(ansible_adhoc, tmp_path):
+    """Run a module on localhost through pytest-ansible: run(name, **args) -> result
+    (its ad-hoc runs have no check mode: run_module covers that)."""
+    inv = tmp_path / "hosts"
+    inv.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+
+    def run(module, **args):
+        hosts = ansible_adhoc(inventory=str(inv))
+        return getattr(hosts["localhost"], "dirstorage.replication." + module)(**args)["localhost"]
+
+    return run
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_clone_of_a_crashed_master_then_verify(localhost, unpack_fixture, tmp_path):
+    """A master that crashed mid-journal is recovered by its serve before the copy is taken."""
+    d = unpack_fixture("crashed-master")
+    dest = tmp_path / "standby"
+    made = localhost("clone", master=str(d / "master"), path=str(dest))
+    assert made["changed"] is True
+    assert made["after_tid"] == manifest(d)["after_recovery"]["last_tid"]
+    assert_reads_as(dest, d / "master")
+    again = localhost("clone", master=str(d / "master"), path=str(dest))
+    assert again["changed"] is False
+    checked = localhost("verify", path=str(dest), master=str(d / "master"))
+    assert checked["ok"] is True and not checked.get("failed"), checked
+    assert checked["master_checked_transactions"] == checked["checked_transactions"] > 0
 
 
 def test_ansible_doc_renders_every_module():

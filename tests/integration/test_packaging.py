@@ -82,15 +82,22 @@ def test_demo_playbook_runs_from_the_installed_collection(installed, unpack_fixt
     collections, env, _tarball = installed
     case = unpack_fixture("bushy")
     master, standby, result = case / "master", case / "replica", tmp_path / "result.json"
-    _run([BIN / "ansible-playbook", "-i", "localhost,", "dirstorage.replication.demo",
-          "-e", "demo_master=%s demo_standby=%s demo_result=%s" % (master, standby, result)],
-         cwd=tmp_path, env=env)
+    run = _run([BIN / "ansible-playbook", "-vvv", "-i", "localhost,", "dirstorage.replication.demo",
+                "-e", "demo_master=%s demo_standby=%s demo_result=%s" % (master, standby, result)],
+               cwd=tmp_path, env=env)
     pulled = json.loads(result.read_text())
     assert pulled["changed"] and pulled["transactions"] > 0  # bushy's replica lags its master
     assert pulled["after_tid"] == storage_info(str(master))["last_tid"]
     assert storage_info(str(standby))["last_tid"] == storage_info(str(master))["last_tid"]
-    # the module ran from the installed copy, not from the checkout
-    assert (collections / "ansible_collections" / "dirstorage" / "replication" / "playbooks" / "demo.yml").is_file()
+    # the playbook and every module came from the installed copy, not from the checkout
+    installed_copy = collections / "ansible_collections" / "dirstorage" / "replication"
+    assert "plays in %s" % (installed_copy / "playbooks" / "demo.yml") in run.stdout, run.stdout[-3000:]
+    used = [ln.split("Using module file ", 1)[1].strip() for ln in run.stdout.splitlines()
+            if "Using module file " in ln]
+    ours = [m for m in used if Path(m).name in ("replicate.py", "storage_info.py", "verify.py")]
+    assert {Path(m).name for m in ours} == {"replicate.py", "storage_info.py", "verify.py"}, used
+    assert all(Path(m).parent == installed_copy / "plugins" / "modules" for m in ours), ours
+    assert str(ROOT / "plugins") not in run.stdout
 
 
 def test_execution_environment_definition_builds_a_context(installed, tmp_path):

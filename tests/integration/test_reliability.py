@@ -79,8 +79,12 @@ def test_pulls_every_second_while_master_writes(fast_dir, request):
     report(request, "live_writes", stats)
     assert stats["ok"] >= 0.9 * stats["pulls"]
     assert stats["pulls"] >= 0.8 * LIVE_SECONDS
+    # the live pulls carried the writes: nearly every one brought transactions,
+    # and each transaction came exactly once (clone, live pulls, final pull)
+    assert stats["pulls_with_transactions"] >= 0.8 * stats["ok"], stats
+    assert (stats["transactions_at_clone"] + stats["transactions"] + stats["final_transactions"]
+            == stats["master_transactions"]), stats
     assert achieved >= 45, "the test master wrote only %.1f tx/s" % achieved
-    assert stats["states_checked"] == stats["pulls"] + 2
 
 
 # ----------------------------------------------------- pulling side killed
@@ -89,7 +93,9 @@ def test_pulls_every_second_while_master_writes(fast_dir, request):
 def test_killed_pulls_leave_transaction_boundaries(fast_dir, request):
     stats = run_pull_kills(fast_dir, KILLS, history=500)
     report(request, "pull_kills", stats)
-    assert stats["kills"] == KILLS
+    # most runs were really killed mid-pull (not finished before the signal)
+    killed = sum(n for kind, n in stats["kill_points"].items() if kind != "finished-first")
+    assert killed >= KILLS / 2, stats["kill_points"]
     # the kills spread over the pull: at least two distinct phases were hit
     assert len([k for k in stats["kill_points"] if k != "finished-first"]) >= 2, stats["kill_points"]
 
@@ -105,12 +111,13 @@ class ObservedMaster(object):
         create_storage(home, "bushy")
         self.home = str(home)
         self.tm = SimulatedStorage(home, flush_interval=0.2).open()
-        self.entered, self.left, self.enter_calls = [], [], 0
+        self.entered, self.left, self.enter_calls, self.enter_times = [], [], 0, []
         self.on_enter = None
         enter, leave = self.tm.enter_snapshot, self.tm.leave_snapshot
 
         def entering(code):
             self.enter_calls += 1
+            self.enter_times.append(time.monotonic())
             enter(code)
             self.entered.append(code)
             if self.on_enter:
@@ -270,8 +277,10 @@ def test_snapshot_held_by_a_live_backup_is_respected(observed, sshd, tmp_path, r
     assert p.returncode == 75, err  # EX_TEMPFAIL: retry later
     line = _one_line_error(subprocess.CompletedProcess([], p.returncode, out, err))
     assert "cannot enter snapshot mode" in line
-    assert m.enter_calls - calls >= 3, "the serve did not retry"
-    assert 1.8 <= took < 30  # tries at 0, 1, 2 s; a 4th would end past the 3 s budget
+    # tries at 0, 1 and 2 s; a 4th would end past the 3 s budget
+    tries = m.enter_times[calls:]
+    gaps = [tries[i + 1] - tries[i] for i in range(len(tries) - 1)]
+    assert len(tries) == 3 and all(1.0 <= g < 2.0 for g in gaps), gaps
     assert m.tm.snapshot_code == "user/backup-job" and "backup-job" not in m.left
     assert replica_state(replica) == before
     # a backup that holds the snapshot without the sublock: the pull either

@@ -126,10 +126,23 @@ def test_staging_is_removed_after_the_serve_has_answered(master, tmp_path):
     the staged tree: a detached child removes it after the answer is complete."""
     from dirstorage_replica import storage
     tm, toolkit, home = master
-    proc = subprocess.run([DS_REPLICA, "serve", str(home)], input=b"replica clone 1\n\n", capture_output=True,
-                          timeout=60, check=False)
+    # the serve, with removing a staging folder made slow (3 s): the answer and
+    # the exit status must not wait for it, and the folder must still be there
+    # when they come
+    serve = ("import shutil, sys, time\n"
+             "from dirstorage_replica.cli import main\n"
+             "rmtree = shutil.rmtree\n"
+             "def slow(path, *a, **k):\n"
+             "    if '/.clone-' in str(path):\n"
+             "        time.sleep(3)\n"
+             "    rmtree(path, *a, **k)\n"
+             "shutil.rmtree = slow\n"
+             "sys.exit(main(['serve', sys.argv[1]]))\n")
+    proc = subprocess.run([sys.executable, "-c", serve, str(home)], input=b"replica clone 1\n\n",
+                          capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(b"replica answer 1 ") and proc.stdout.endswith(b"\0" * 1024)
+    assert len(_staging(home)) == 1, "the serve waited for the staged copy to be removed"
     deadline = time.monotonic() + 30
     while _staging(home):
         assert time.monotonic() < deadline, "the staged copy was never removed"

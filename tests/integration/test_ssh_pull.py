@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,12 @@ def master_spec(sshd, path):
 def test_pull_over_paramiko(sshd, unpack_fixture, case):
     d = unpack_fixture(case)
     m = manifest(d)
+    started = time.monotonic()
     result = pull(master_spec(sshd, d / "master"), str(d / "replica"), paramiko_opts(sshd))
+    took = time.monotonic() - started
     assert result["after_tid"] == m["master"]["last_tid"] and result["changed"]
-    assert result["snapshot_seconds"] >= 0 and result["files"] == len(m["expected_increment"])
+    # the master reports how long it held its snapshot (0.0 when it does not say)
+    assert 0 < result["snapshot_seconds"] < took and result["files"] == len(m["expected_increment"])
     assert_same_files(d / "replica", d / "master", m["expected_increment"])
     assert_objects(d / "replica", m["master"]["objects"])
     again = pull(master_spec(sshd, d / "master"), str(d / "replica"), paramiko_opts(sshd))
@@ -96,7 +100,12 @@ def test_accept_new_host_key_records_it_once(sshd, unpack_fixture, tmp_path):
                        remote_command=DS_REPLICA, timeout=20, accept_new_host_key=True)
     assert pull(master_spec(sshd, d / "master"), str(d / "replica"), opts)["changed"]
     recorded = kh.read_text()
-    assert sshd.host_key_pub_line.split()[1] in recorded
+    key = sshd.host_key_pub_line.split()[1]
+    assert [line for line in recorded.splitlines() if key in line] == ["[%s]:%d %s %s" % (
+        sshd.host, sshd.port, sshd.host_key_pub_line.split()[0], key)]
+    # a second pull finds the key known and leaves the file as it was
+    assert pull(master_spec(sshd, d / "master"), str(d / "replica"), opts)["changed"] is False
+    assert kh.read_text() == recorded
 
 
 def test_changed_host_key_is_refused_even_with_accept_new(sshd, unpack_fixture, tmp_path):

@@ -55,7 +55,8 @@ def test_unknown_host_key_is_rejected(sshd, tmp_path):
     client = paramiko.SSHClient()
     client.load_host_keys(str(empty))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    with pytest.raises(paramiko.SSHException):
+    # an authentication failure is an SSHException too: the refusal must be the host key's
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts") as err:
         client.connect(
             sshd.host,
             port=sshd.port,
@@ -65,6 +66,7 @@ def test_unknown_host_key_is_rejected(sshd, tmp_path):
             allow_agent=False,
             timeout=10,
         )
+    assert not isinstance(err.value, paramiko.AuthenticationException)
     client.close()
 
 

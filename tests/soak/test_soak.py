@@ -36,6 +36,9 @@ def test_soak_live_writes(fast_dir, request):
     stats = run_live_writes(fast_dir, seconds, rate=rate)
     report(request, "soak_live_writes", stats)
     assert stats["ok"] >= 0.9 * stats["pulls"]
+    assert stats["pulls_with_transactions"] >= 0.8 * stats["ok"], stats
+    assert (stats["transactions_at_clone"] + stats["transactions"] + stats["final_transactions"]
+            == stats["master_transactions"]), stats
 
 
 def test_soak_pull_kills(fast_dir, request):
@@ -43,4 +46,5 @@ def test_soak_pull_kills(fast_dir, request):
     stats = run_pull_kills(fast_dir, kills, history=int(os.environ.get("SOAK_HISTORY", "1500")),
                            verify_every=int(os.environ.get("SOAK_VERIFY_EVERY", "5")))
     report(request, "soak_pull_kills", stats)
-    assert stats["kills"] == kills
+    killed = sum(n for kind, n in stats["kill_points"].items() if kind != "finished-first")
+    assert killed >= kills / 2, stats["kill_points"]

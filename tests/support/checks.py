@@ -16,6 +16,16 @@ def manifest(case_dir) -> dict:
     return json.loads((Path(case_dir) / "manifest.json").read_text())
 
 
+def expected_refusal(m) -> str:
+    """The phrase a refusal of a golden case must contain.  The manifest's
+    phrase for `foreign` ("identity") is also met by "has no readable
+    config/identity", so name both identities there."""
+    if m["expect_error"] == "identity":
+        return "replica identity %s does not match master identity %s" % (m["replica"]["identity"],
+                                                                         m["master"]["identity"])
+    return m["expect_error"]
+
+
 def replica_state(path) -> dict:
     """tree_state without the pid a lock holder writes into misc/lock and
     misc/sublock (informational, as in zc.lockfile); their presence and mode

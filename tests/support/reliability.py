@@ -216,11 +216,13 @@ def run_live_writes(workdir, seconds, rate=50.0, interval=1.0, fmt="bushy", seed
     log = StateLog()
     lags, elapsed, snap = [], [], []
     failures = []
-    stats = {"pulls": 0, "ok": 0, "retryable_failures": 0, "transactions": 0, "bytes": 0}
+    stats = {"pulls": 0, "ok": 0, "retryable_failures": 0, "transactions": 0, "bytes": 0,
+             "pulls_with_transactions": 0}
     try:
         time.sleep(1.0)
         clone(str(master_home), str(replica))  # the first copy, from the live master
         log.record(replica, "clone")
+        stats["transactions_at_clone"] = sum(1 for _unused in storage.Storage(replica).chain())
         deadline = time.monotonic() + seconds
         next_at = time.monotonic()
         while time.monotonic() < deadline:
@@ -237,6 +239,7 @@ def run_live_writes(workdir, seconds, rate=50.0, interval=1.0, fmt="bushy", seed
             else:
                 stats["ok"] += 1
                 stats["transactions"] += result["transactions"]
+                stats["pulls_with_transactions"] += result["transactions"] > 0
                 stats["bytes"] += result["bytes"]
                 lags.append(result["lag_seconds"])
                 elapsed.append(result["elapsed_seconds"])
@@ -250,7 +253,7 @@ def run_live_writes(workdir, seconds, rate=50.0, interval=1.0, fmt="bushy", seed
     finally:
         master.stop()
     # one last pull from the stopped master: the replica catches up exactly
-    pull(str(master_home), str(replica))
+    stats["final_transactions"] = pull(str(master_home), str(replica))["transactions"]
     log.record(replica, "final")
     assert storage.Storage(replica).last_tid() == storage.Storage(master_home).last_tid()
     stats["states_checked"] = len(log.states)

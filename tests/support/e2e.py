@@ -1,0 +1,324 @@
+"""A fleet on loopback for end-to-end tests of the roles and playbooks.
+
+``Fleet`` is one master and some standbys, each a loopback address
+(127.0.0.0/8) of one dedicated OpenSSH sshd that Ansible reaches as root,
+with host key checking on. The master account and the replica accounts are
+real local accounts made by the fleet; the master storage is the simulated
+storage process (``tests/support/simulated_storage.py``) run as the master
+account, answering enterSnapshot/leaveSnapshot over XML-RPC with basic auth,
+so the master role's ``http`` snapshot method is what the pulls use.
+
+Several E2E test files can use it without colliding (as long as they use
+other names): everything a fleet makes is named after its ``prefix`` (the
+accounts, the metrics group) or its storages (the cron files), and with
+``own_paths=True`` ds-replica, its library and the cron wrapper are installed
+under ``/opt/<prefix>/`` (the collection-level ``dirstorage_replication_bin``
+and ``dirstorage_replication_lib_dir``) instead of the default system paths.
+``cleanup()`` removes all of it.
+
+    fleet = Fleet("dsfo", master_ip="127.0.0.2",
+                  standbys={"standby1": ("127.0.0.3", "dsfoone", "fo_one")}, own_paths=True)
+    with fleet.running():   # sshd, accounts, a master storage with some history
+        fleet.playbook("provision.yml")
+        fleet.write_more(seconds=1.0)
+        proc, report = fleet.replicate()
+
+``inventory_hook(inventory_dict)`` (an attribute) may change the inventory
+before each run, e.g. to make a standby the master of another.
+
+Root only (real accounts, /etc/cron.d).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import storage
+from tests.support.sshd import SSHD, ensure_local_user, free_port, remove_local_user, start_sshd
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+DEFAULT_SYSTEM_FILES = ["/usr/local/bin/ds-replica", "/usr/local/bin/ds-replica-cron", "/opt/ds-replica"]
+DEFAULT_GROUP = "dirstorage-metrics"
+
+
+def run(argv, **kw):
+    """A command's CompletedProcess (text, no stdin, never raises on its exit status)."""
+    return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw, check=False)
+
+
+def last_tid(path):
+    return storage.hex_tid(storage.Storage(str(path)).last_tid())
+
+
+def cron_command(name):
+    """(user, command) of the entry the schedule role wrote into /etc/cron.d for storage `name`."""
+    text = Path(f"/etc/cron.d/ds-replica-{name}").read_text()
+    jobs = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#") and "=" not in ln.split()[0]]
+    assert len(jobs) == 1, text
+    fields = jobs[0].split(None, 6)
+    return fields[5], fields[6].replace("\\%", "%")
+
+
+def recap_hosts(stdout):
+    """The host lines of the PLAY RECAP of an ansible-playbook run."""
+    recap = stdout.split("PLAY RECAP", 1)[1]
+    return [ln for ln in recap.splitlines() if re.match(r"^\S+\s+: ok=", ln)]
+
+
+def assert_nothing_changed(proc, hosts):
+    """Idempotency: each of `hosts` has a recap line, and every one says
+    changed=0 (not just one of them)."""
+    lines = {ln.split()[0]: ln for ln in recap_hosts(proc.stdout)}
+    assert set(hosts) <= set(lines), (hosts, proc.stdout[-3000:])
+    assert all(re.search(r"\bchanged=0\s", lines[h]) for h in hosts), proc.stdout[-3000:]
+
+
+class Fleet:
+    """One master and its standbys on loopback (see the module docstring).
+
+    `standbys`: {inventory name: (address, replica account, storage name)}.
+    """
+
+    def __init__(self, prefix, master_ip, standbys, own_paths=False, master_storage="main"):
+        self.prefix = prefix
+        self.master_ip = master_ip
+        self.standbys = dict(standbys)
+        self.master_user = prefix + "master"
+        self.master_storage = master_storage
+        self.own_paths = own_paths
+        self.opt = Path("/opt") / prefix
+        self.group = f"{prefix}-metrics" if own_paths else DEFAULT_GROUP
+        self.system_files = [str(self.opt)] if own_paths else list(DEFAULT_SYSTEM_FILES)
+        self.base = Path(tempfile.mkdtemp(prefix=f"ds-{prefix}-"))
+        os.chmod(self.base, 0o755)
+        self.sshd = None
+        self.master_proc = None
+        self.master_url = None
+        self.password = prefix + "-" + os.urandom(8).hex()
+        self.xmlrpc_port = None
+        self.preexisting = {p for p in self.system_files if os.path.exists(p)}
+        self.users = []
+        self.inventory_hook = None
+
+    # -- paths --------------------------------------------------------------------
+    @property
+    def hosts(self):
+        return [self.master_ip] + [ip for ip, _user, _name in self.standbys.values()]
+
+    @property
+    def master_home(self):
+        return self.base / "master" / "storage"
+
+    @property
+    def metrics_dir(self):
+        return self.base / "metrics"
+
+    @property
+    def bin(self):
+        """Path of ds-replica on every host."""
+        return str(self.opt / "bin" / "ds-replica") if self.own_paths else DEFAULT_SYSTEM_FILES[0]
+
+    def replica(self, host):
+        return self.base / host / "replica"
+
+    def user(self, host):
+        return self.standbys[host][1]
+
+    def storage_name(self, host):
+        return self.standbys[host][2]
+
+    def key(self, host):
+        home = pwd.getpwnam(self.user(host)).pw_dir
+        return Path(home) / ".ssh" / f"ds-replica-{self.storage_name(host)}"
+
+    # -- setting up -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def running(self):
+        """sshd, the accounts and a master storage with some history; cleaned up on exit."""
+        if not os.path.exists(SSHD):
+            pytest.fail(f"{SSHD} missing: run `make deps` as root", pytrace=False)
+        try:
+            self.start()
+            yield self
+        finally:
+            self.cleanup()
+
+    def start(self):
+        self.sshd = start_sshd(listen=self.hosts)
+        self.sshd.authorize("root", self.sshd.client_pub_line)
+        for user in [self.master_user, *(u for _ip, u, _n in self.standbys.values())]:
+            self._make_user(user)
+        master_parent = self.master_home.parent
+        master_parent.mkdir()
+        entry = pwd.getpwnam(self.master_user)
+        os.chown(master_parent, entry.pw_uid, entry.pw_gid)
+        self.xmlrpc_port = free_port()
+        self.run_master("--create", "bushy", "--rate", "40", "--duration", "1", "--seed", "1")
+        self.start_master()
+
+    def _make_user(self, user):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            self.users.append(user)
+        ensure_local_user(user)
+
+    # -- the master storage, run as the master account --------------------------------
+    def master_env(self):
+        pylib = self.base / "pylib"
+        if not pylib.exists():
+            pylib.mkdir()
+            (pylib / "dirstorage_replica").symlink_to(ROOT / "plugins" / "module_utils")
+            (pylib / "tests").symlink_to(ROOT / "tests")
+            os.chmod(pylib, 0o755)
+        return dict(PATH="/usr/bin:/bin", PYTHONPATH=str(pylib), PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
+
+    def master_argv(self, *args):
+        return ["/usr/bin/python3", "-m", "tests.support.simulated_storage", str(self.master_home), *args]
+
+    def run_master(self, *args, timeout=60):
+        """Run the simulated storage on the master's folder once (it must not be serving)."""
+        proc = run(self.master_argv(*args), user=self.master_user, env=self.master_env(), cwd="/tmp",
+                   timeout=timeout)
+        assert proc.returncode == 0, proc.stderr
+
+    def write_more(self, seconds=1.0, rate=30, seed=None):
+        """Stop the serving master, commit transactions for `seconds`, start it again."""
+        self.stop_master()
+        self.run_master("--rate", str(rate), "--duration", str(seconds),
+                        *(["--seed", str(seed)] if seed is not None else []))
+        self.start_master()
+
+    def start_master(self):
+        self.master_proc = subprocess.Popen(
+            self.master_argv("--xmlrpc-port", str(self.xmlrpc_port), "--user", "replica",
+                             "--password", self.password),
+            user=self.master_user, env=self.master_env(), cwd="/tmp", stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        line = self.master_proc.stdout.readline()
+        assert line.startswith("READY "), line + self.master_proc.stderr.read()
+        self.master_url = line.split()[1]
+
+    def stop_master(self):
+        if self.master_proc is not None and self.master_proc.poll() is None:
+            self.master_proc.terminate()
+            self.master_proc.wait(timeout=30)
+        self.master_proc = None
+
+    # -- ansible ------------------------------------------------------------------
+    def ssh_common_args(self):
+        return " ".join([
+            "-F /dev/null", "-o IdentitiesOnly=yes", f"-o UserKnownHostsFile={self.sshd.known_hosts_path}",
+            "-o GlobalKnownHostsFile=/dev/null", "-o StrictHostKeyChecking=yes", "-o BatchMode=yes",
+        ])
+
+    def group_vars(self):
+        s = self.sshd
+        gv = {
+            "ansible_connection": "ssh",
+            "ansible_user": "root",
+            "ansible_port": s.port,
+            "ansible_ssh_private_key_file": str(s.client_key_path),
+            "ansible_ssh_common_args": self.ssh_common_args(),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_pipelining": True,
+            "ansible_become_method": "su",
+            "schedule_textfile_dir": str(self.metrics_dir),
+            "schedule_minute": "*/30",
+        }
+        if self.own_paths:
+            gv.update(dirstorage_replication_bin=self.bin,
+                      dirstorage_replication_lib_dir=str(self.opt / "lib"),
+                      schedule_bin=str(self.opt / "bin" / "ds-replica-cron"),
+                      schedule_textfile_group=self.group)
+        return gv
+
+    def master_vars(self):
+        s = self.sshd
+        return {
+            "ansible_host": self.master_ip,
+            "master_user": self.master_user,
+            # the test sshd reads keys from its own folder (AuthorizedKeysFile)
+            "master_authorized_keys_file": str(s.authorized_keys_path(self.master_user)),
+            # the master's own host key file, which the standbys pin
+            "master_host_key_file": str(s.workdir / "ssh_host_ed25519_key.pub"),
+            "master_storages": [{
+                "name": self.master_storage,
+                "path": str(self.master_home),
+                "snapshot": [
+                    {"http": {"url": self.master_url, "user": "replica", "password": self.password}},
+                    "nodirect",
+                ],
+            }],
+        }
+
+    def standby_vars(self, host):
+        ip, user, name = self.standbys[host]
+        return {
+            "ansible_host": ip,
+            "standby_user": user,
+            "standby_storages": [{"name": name, "master_path": str(self.master_home), "path": str(self.replica(host))}],
+        }
+
+    def inventory(self):
+        inv = {"all": {
+            "vars": self.group_vars(),
+            "children": {
+                "dirstorage_masters": {"hosts": {"master": self.master_vars()}},
+                "dirstorage_standbys": {"hosts": {h: self.standby_vars(h) for h in self.standbys}},
+            },
+        }}
+        if self.inventory_hook is not None:
+            self.inventory_hook(inv)
+        path = self.base / "inventory.json"
+        path.write_text(json.dumps(inv, indent=2))
+        return path
+
+    def playbook(self, name, *extra, check_rc=True, timeout=300):
+        """Run playbooks/NAME against the fleet's inventory."""
+        env = dict(os.environ)
+        env.update(ANSIBLE_SSH_CONTROL_PATH_DIR=str(self.base / "cp"), ANSIBLE_NOCOLOR="1",
+                   ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="True")
+        argv = [str(PLAYBOOK), "-i", str(self.inventory()), str(ROOT / "playbooks" / name), *extra]
+        proc = run(argv, cwd=ROOT, env=env, timeout=timeout)
+        if check_rc:
+            assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+        return proc
+
+    def replicate(self, *extra, check_rc=True):
+        """replicate.yml; returns (process, its report: {host: [result per storage]})."""
+        report = self.base / "report.json"
+        report.unlink(missing_ok=True)
+        proc = self.playbook("replicate.yml", "-e", f"dirstorage_replicate_report={report}", *extra,
+                             check_rc=check_rc)
+        return proc, json.loads(report.read_text()) if report.exists() else {}
+
+    # -- teardown -------------------------------------------------------------------
+    def cleanup(self):
+        self.stop_master()
+        if self.sshd is not None:
+            self.sshd.stop()
+        for _ip, _user, name in self.standbys.values():
+            Path(f"/etc/cron.d/ds-replica-{name}").unlink(missing_ok=True)
+            Path(f"/run/lock/ds-replica-{name}.lock").unlink(missing_ok=True)
+        for user in self.users:
+            remove_local_user(user)
+        run(["groupdel", self.group])
+        for p in self.system_files:
+            if p not in self.preexisting:
+                if os.path.isdir(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                elif os.path.exists(p):
+                    os.unlink(p)
+        shutil.rmtree(self.base, ignore_errors=True)
