@@ -13,26 +13,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-BIN = Path(sys.executable).parent
+from tests.support.awx_job import BIN, ROOT, run_checked
+
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
 FQCN = "%s.%s" % (GALAXY["namespace"], GALAXY["name"])
 
 pytestmark = pytest.mark.slow
-
-
-def _run(argv, cwd, env, timeout=300):
-    res = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True,
-                         timeout=timeout, check=False)
-    assert res.returncode == 0, "%s failed (%d)\n--- stdout\n%s\n--- stderr\n%s" % (
-        " ".join(map(str, argv)), res.returncode, res.stdout[-4000:], res.stderr[-4000:])
-    return res
 
 
 @pytest.fixture
@@ -53,7 +44,7 @@ def repo(tmp_path):
 def _used_copy(collections, env, cwd):
     """The file ansible-doc reads the replicate module from, with only `collections` on the path."""
     env = dict(env, ANSIBLE_COLLECTIONS_PATH=str(collections))
-    res = _run([BIN / "ansible-doc", "--json", FQCN + ".replicate"], cwd=cwd, env=env)
+    res = run_checked([BIN / "ansible-doc", "--json", FQCN + ".replicate"], cwd=cwd, env=env, text=True)
     return Path(json.loads(res.stdout)[FQCN + ".replicate"]["doc"]["filename"])
 
 
@@ -70,7 +61,7 @@ def _assert_installed(collections, env, cwd):
 def test_install_from_a_git_url(repo, tmp_path):
     clone, env = repo
     collections = tmp_path / "collections"
-    _run([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
+    run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
           "git+file://%s" % clone], cwd=tmp_path, env=env)
     _assert_installed(collections, env, tmp_path)
 
@@ -82,6 +73,6 @@ def test_install_from_requirements_yml_with_a_git_version(repo, tmp_path):
     requirements.write_text(yaml.safe_dump({"collections": [
         {"name": "file://%s" % clone, "type": "git", "version": "v" + GALAXY["version"]}]}))
     collections = tmp_path / "collections"
-    _run([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections, "-r", requirements],
+    run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections, "-r", requirements],
          cwd=tmp_path, env=env)
     _assert_installed(collections, env, tmp_path)

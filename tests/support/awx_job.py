@@ -47,9 +47,10 @@ def clean_env(**extra):
     return env
 
 
-def _run(argv, cwd, env, timeout=600, stdin=None, check=True):
+def run_checked(argv, cwd, env, timeout=600, stdin=None, check=True, text=False):
+    """A command's CompletedProcess; with `check`, its exit status must be 0 (else its output is shown)."""
     res = subprocess.run([str(a) for a in argv], cwd=str(cwd), env=env, input=stdin, capture_output=True,
-                         timeout=timeout, check=False)
+                         timeout=timeout, text=text, check=False)
     assert res.returncode == 0 or not check, "%s failed (%d)\n--- stdout\n%s\n--- stderr\n%s" % (
         " ".join(map(str, argv)), res.returncode, res.stdout[-4000:], res.stderr[-4000:])
     return res
@@ -84,7 +85,7 @@ class PrivateDataDir(object):
         env = clean_env(ANSIBLE_CONFIG=str(self.path / "no-ansible.cfg"), ANSIBLE_GALAXY_SERVER=galaxy_url,
                         ANSIBLE_HOME=str(self.path / "sync-home"))
         (self.path / "no-ansible.cfg").write_text("[defaults]\n")
-        _run([BIN / "ansible-galaxy", "collection", "install", "-r", "collections/requirements.yml",
+        run_checked([BIN / "ansible-galaxy", "collection", "install", "-r", "collections/requirements.yml",
               "-p", self.collections], cwd=self.path / "project", env=env)
         return self.collections / "ansible_collections"
 
@@ -97,12 +98,13 @@ class Job(object):
         self.ident = ident
         env = clean_env(HOME=str(pdd.path / "home"))
         runner = str(BIN / "ansible-runner")
-        stream = _run([runner, "transmit", pdd.path, "-p", playbook, "--ident", ident], cwd=pdd.path, env=env).stdout
+        stream = run_checked([runner, "transmit", pdd.path, "-p", playbook, "--ident", ident], cwd=pdd.path,
+                             env=env).stdout
         worker_dir = pdd.path / ("worker-" + ident)
         # the worker exits with the job's rc; what counts is what it streamed back
-        stream = _run([runner, "worker", "--private-data-dir", worker_dir, "--delete"], cwd=pdd.path, env=env,
+        stream = run_checked([runner, "worker", "--private-data-dir", worker_dir, "--delete"], cwd=pdd.path, env=env,
                       stdin=stream, check=False).stdout
-        self.output = _run([runner, "process", pdd.path, "--ident", ident], cwd=pdd.path, env=env,
+        self.output = run_checked([runner, "process", pdd.path, "--ident", ident], cwd=pdd.path, env=env,
                            stdin=stream).stdout.decode("utf-8", "replace")
         self.artifacts = pdd.path / "artifacts" / ident
 
