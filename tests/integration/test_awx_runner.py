@@ -47,7 +47,7 @@ def fleet():
         # the install role does not create the folder of dirstorage_replication_bin (/opt/dsawx/bin);
         # fleet.cleanup() removes /opt/dsawx
         (fleet.opt / "bin").mkdir(parents=True, exist_ok=True)
-        fleet.playbook("provision.yml")
+        fleet.playbook("provision.yml", timeout=900)  # minutes on a loaded machine
         yield fleet
 
 
