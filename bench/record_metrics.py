@@ -125,7 +125,7 @@ def run_schedule(standbys, masters, seconds, pull_interval, scrape):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     p.add_argument("--seconds", type=float, default=300.0, help="length of the recording")
     p.add_argument("--rate", type=float, default=20.0, help="transactions/s written to the main master")
     p.add_argument("--pull-interval", type=float, default=15.0, help="seconds between scheduled pulls")

@@ -62,7 +62,7 @@ def test_install_from_a_git_url(repo, tmp_path):
     clone, env = repo
     collections = tmp_path / "collections"
     run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
-          "git+file://%s" % clone], cwd=tmp_path, env=env)
+                 "git+file://%s" % clone], cwd=tmp_path, env=env)
     _assert_installed(collections, env, tmp_path)
 
 
@@ -73,6 +73,6 @@ def test_install_from_requirements_yml_with_a_git_version(repo, tmp_path):
     requirements.write_text(yaml.safe_dump({"collections": [
         {"name": "file://%s" % clone, "type": "git", "version": "v" + GALAXY["version"]}]}))
     collections = tmp_path / "collections"
-    run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections, "-r", requirements],
-         cwd=tmp_path, env=env)
+    run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
+                 "-r", requirements], cwd=tmp_path, env=env)
     _assert_installed(collections, env, tmp_path)

@@ -86,7 +86,7 @@ class PrivateDataDir(object):
                         ANSIBLE_HOME=str(self.path / "sync-home"))
         (self.path / "no-ansible.cfg").write_text("[defaults]\n")
         run_checked([BIN / "ansible-galaxy", "collection", "install", "-r", "collections/requirements.yml",
-              "-p", self.collections], cwd=self.path / "project", env=env)
+                     "-p", self.collections], cwd=self.path / "project", env=env)
         return self.collections / "ansible_collections"
 
 
@@ -102,10 +102,10 @@ class Job(object):
                              env=env).stdout
         worker_dir = pdd.path / ("worker-" + ident)
         # the worker exits with the job's rc; what counts is what it streamed back
-        stream = run_checked([runner, "worker", "--private-data-dir", worker_dir, "--delete"], cwd=pdd.path, env=env,
-                      stdin=stream, check=False).stdout
+        stream = run_checked([runner, "worker", "--private-data-dir", worker_dir, "--delete"], cwd=pdd.path,
+                             env=env, stdin=stream, check=False).stdout
         self.output = run_checked([runner, "process", pdd.path, "--ident", ident], cwd=pdd.path, env=env,
-                           stdin=stream).stdout.decode("utf-8", "replace")
+                                  stdin=stream).stdout.decode("utf-8", "replace")
         self.artifacts = pdd.path / "artifacts" / ident
 
     @property
@@ -127,5 +127,3 @@ class Job(object):
 
     def task_events(self, kind, task):
         return [e for e in self.events(kind) if e["event_data"].get("task") == task]
-
-
