@@ -2,7 +2,8 @@
 #
 #   make demo    embedded demo (no root, no ssh server needed)
 #   make test    `make check`, then the whole test suite (as root: installs missing Debian packages first)
-#   make check   ecosystem checks: ansible-test sanity, ansible-lint, ruff (`make sanity`, `make lint`)
+#   make check   ecosystem checks: ansible-test sanity, ansible-lint, ruff, antsibull-docs
+#                (`make sanity`, `make lint`)
 #   make pytest  only the test suite (no checks), for quick iterations
 #   make bench   benchmarks          make soak   long-running tests (SOAK=1)
 #   make clean   remove generated files
@@ -127,13 +128,17 @@ sanity: venv
 		         <(git ls-files --cached --others --exclude-standard | sort) | xargs -r -d '\n' rm -f --
 	cd $(SANITY_ROOT) && $(CURDIR)/$(VENV)/bin/ansible-test sanity $(SANITY_ARGS)
 
-# ruff, then ansible-lint even if ruff failed; fails if either did.
+# ruff, ansible-lint, then the docs lint that collections run before the Ansible docsite takes
+# them (plugin and role docs: schema, semantic markup, references; changelog; galaxy.yml), each
+# even if the one before failed; fails if any did. antsibull-docs calls ansible-doc from PATH.
 lint: venv collections
 	@rc=0; \
 	echo "==> ruff check plugins tests bench"; \
 	$(VENV)/bin/ruff check --output-format concise plugins tests bench || rc=1; \
 	echo "==> ansible-lint --profile production roles playbooks"; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production roles playbooks || rc=1; \
+	echo "==> antsibull-docs lint-collection-docs --plugin-docs ."; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs . || rc=1; \
 	exit $$rc
 
 clean:

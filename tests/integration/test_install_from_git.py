@@ -1,0 +1,78 @@
+"""The collection installed from git, as docs/awx.md shows it for an AWX project's
+collections/requirements.yml (and as `ansible-galaxy collection install git+...` does by
+hand): ansible-galaxy clones the repository, finds galaxy.yml at its root and installs the
+collection, which is then the one Ansible uses.
+
+The repository is a `git clone` of this checkout (its HEAD commit: uncommitted changes are
+not in it), reached by a git+file:// URL; nothing from the checkout is on the collections
+path (an empty ansible.cfg, ANSIBLE_COLLECTIONS_PATH the empty temporary folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.awx_job import BIN, ROOT, run_checked
+
+GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
+FQCN = "%s.%s" % (GALAXY["namespace"], GALAXY["name"])
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """(clone, env): a clone of this checkout's HEAD tagged as a release, and an environment
+    that sees no collection and never asks a Galaxy server."""
+    clone = tmp_path / "dirstorage-replication"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True, timeout=120)
+    subprocess.run(["git", "-C", str(clone), "tag", "v" + GALAXY["version"]], check=True, timeout=60)
+    cfg = tmp_path / "ansible.cfg"
+    cfg.write_text("[defaults]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_CONFIG=str(cfg), ANSIBLE_HOME=str(tmp_path / "home"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_GALAXY_SERVER="https://example.invalid/")
+    return clone, env
+
+
+def _used_copy(collections, env, cwd):
+    """The file ansible-doc reads the replicate module from, with only `collections` on the path."""
+    env = dict(env, ANSIBLE_COLLECTIONS_PATH=str(collections))
+    res = run_checked([BIN / "ansible-doc", "--json", FQCN + ".replicate"], cwd=cwd, env=env, text=True)
+    return Path(json.loads(res.stdout)[FQCN + ".replicate"]["doc"]["filename"])
+
+
+def _assert_installed(collections, env, cwd):
+    installed = collections / "ansible_collections" / GALAXY["namespace"] / GALAXY["name"]
+    manifest = json.loads((installed / "MANIFEST.json").read_text())["collection_info"]
+    assert (manifest["namespace"], manifest["name"], manifest["version"]) == (
+        GALAXY["namespace"], GALAXY["name"], GALAXY["version"])
+    assert _used_copy(collections, env, cwd) == installed / "plugins" / "modules" / "replicate.py"
+    assert (installed / "playbooks" / "replicate.yml").is_file()
+    assert not (installed / ".git").exists()
+
+
+def test_install_from_a_git_url(repo, tmp_path):
+    clone, env = repo
+    collections = tmp_path / "collections"
+    run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
+                 "git+file://%s" % clone], cwd=tmp_path, env=env)
+    _assert_installed(collections, env, tmp_path)
+
+
+def test_install_from_requirements_yml_with_a_git_version(repo, tmp_path):
+    """The commented form of docs/awx.md's collections/requirements.yml: type git, a tag."""
+    clone, env = repo
+    requirements = tmp_path / "requirements.yml"
+    requirements.write_text(yaml.safe_dump({"collections": [
+        {"name": "file://%s" % clone, "type": "git", "version": "v" + GALAXY["version"]}]}))
+    collections = tmp_path / "collections"
+    run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
+                 "-r", requirements], cwd=tmp_path, env=env)
+    _assert_installed(collections, env, tmp_path)
