@@ -41,7 +41,7 @@ def test_read_request_reads_back_what_encode_wrote(kind, version, options):
 
 
 @pytest.mark.parametrize("data,message", [
-    (b"replica request 2\n", "unsupported request version request 2"),
+    (b"replica request 3\n", "unsupported request version request 3"),
     (b"replica clone 0\n", "unsupported request version clone 0"),
     (b"hello\n", "malformed request: expected 'replica request 0'"),
     (b"replica request 0\nX\nnot a tid\n", "malformed request: bad transaction id"),
