@@ -307,6 +307,12 @@ def _status_lines(info, state):
         "journal backlog: %d transaction(s)%s" % (info["journal_backlog"], pending),
         "last replication: %s" % (info["last_replication"] or "never"),
     ]
+    follower = info.get("follower")
+    if follower:
+        lines.append("follower: %s%s, replica at %s, recorded %.0fs ago%s"
+                     % (follower.get("state"), " (pid %s)" % follower.get("pid") if follower.get("running") else
+                        " (not running)", follower.get("tid"), time.time() - (follower.get("updated") or 0),
+                        "; " + follower["error"] if follower.get("error") else ""))
     if "master" in info:
         lag = info["master"]
         lines.append("master: newest transaction %s (%s); lag %.1fs, %d transaction(s), %d bytes waiting"

@@ -193,6 +193,32 @@ class Recorder(object):
             write_metrics(self.metrics, self.name, values_from(read_metrics(self.metrics)))
 
 
+def follower_state(replica_dir):
+    """What the follower last recorded in the replica's misc/ (None if none),
+    and whether its process still runs."""
+    try:
+        with open(os.path.join(replica_dir, "misc", STATE_FILE)) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    state["running"] = state.get("state") != "stopped" and _alive(state.get("pid"))
+    return state
+
+
+def _alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another account
+    return True
+
+
 def metrics_label(path, replica_dir):
     """The storage label: NAME of a metrics file dirstorage_NAME.prom, else the replica folder's name."""
     base = os.path.basename(path or "")

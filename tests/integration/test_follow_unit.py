@@ -18,6 +18,7 @@ import pytest
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
+from dirstorage_replica.info import storage_info
 from tests.integration.test_modules import BIN, ENV, ROOT
 from tests.support.checks import assert_reads_as
 from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
@@ -110,5 +111,9 @@ def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):
     assert follower.returncode == 0, err
     assert err.strip().splitlines()[-1] == "ds-replica: follow stopped; the replica is at a transaction boundary"
     assert_reads_as(replica, master)
-    state = json.loads((replica / "misc" / "ds-replica-follow.json").read_text())
-    assert state["state"] == "stopped" and state["tid"] == newest.hex().upper()
+    # storage_info (the module's answer, ds-replica status) shows what the follower did last
+    state = storage_info(str(replica))["follower"]
+    assert state["state"] == "stopped" and state["tid"] == newest.hex().upper() and state["running"] is False
+    status = subprocess.run([str(BIN / "ds-replica"), "status", str(replica)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "follower: stopped (not running), replica at %s" % newest.hex().upper() in status.stdout
