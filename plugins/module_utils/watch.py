@@ -64,23 +64,27 @@ class Input(object):
 def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=time.monotonic):
     """Until the standby goes: when `newest()` differs from `known` and the
     standby has asked for it (it has, for the first one), `send(known)`
-    gathers and sends an increment and returns the tid it reaches; after
-    `heartbeat` seconds without a frame, a heartbeat.  Returns the last tid sent."""
+    gathers and sends an increment and returns the tid it reaches, at most
+    once per `interval` seconds (the master's time in snapshot mode stays a
+    small share however fast it writes); after `heartbeat` seconds without a
+    frame, a heartbeat.  Returns the last tid sent."""
     source = Input(stdin)
     wanted = True
     said = b""
-    last = clock()
+    last = ready = clock()
     while True:
         tid = newest()
-        if wanted and tid != known:
+        due = wanted and tid != known
+        if due and clock() >= ready:
+            ready = clock() + interval
             known = send(known)
-            wanted = False
+            wanted = due = False
             last = clock()
         elif clock() - last >= heartbeat:
             write_frame(stdout, HEARTBEAT, {"master_tid": hex_tid(tid), "waiting": not wanted})
             stdout.flush()
             last = clock()
-        data = source.wait(interval)
+        data = source.wait(max(0.0, ready - clock()) if due else interval)
         if data is None:
             return known
         said = (said + data)[-64:]

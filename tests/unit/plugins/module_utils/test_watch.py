@@ -22,7 +22,7 @@ class Clock(object):
         return self.now
 
 
-def run_loop(newests, said, interval=1.0, heartbeat=3.0, known=A):
+def run_loop(newests, said, interval=0.01, heartbeat=0.03, known=A, tick=None):
     """Run follow_loop with x.serial reading `newests[i]` at turn i and the
     standby writing `said[i]` (bytes, or None: it closes) during the wait of
     turn i.  Returns ([(turn, since, tid sent)], frames)."""
@@ -40,7 +40,7 @@ def run_loop(newests, said, interval=1.0, heartbeat=3.0, known=A):
             standby.close()
         elif step:
             standby.write(step)
-        clock.now += interval
+        clock.now += interval if tick is None else tick
         return newests[turn[0]]
 
     def send(since):
@@ -48,7 +48,7 @@ def run_loop(newests, said, interval=1.0, heartbeat=3.0, known=A):
         return newests[turn[0]]
 
     try:
-        watch.follow_loop(stdin, out, newest, send, known, 0.01, heartbeat, clock=clock)
+        watch.follow_loop(stdin, out, newest, send, known, interval, heartbeat, clock=clock)
     finally:
         stdin.close()
         if not standby.closed:
@@ -61,7 +61,7 @@ def test_nothing_new_sends_only_heartbeats():
     sent, frames = run_loop([A] * 8, [b""] * 7 + [None])
     assert sent == []
     assert frames and all(f["frame"] == "heartbeat" and f["master_tid"] == A.hex().upper() for f in frames)
-    assert 1 <= len(frames) <= 3  # one per 3 s of a 8 s idle
+    assert 1 <= len(frames) <= 3  # one per 3 turns of 8 idle ones
 
 
 def test_each_new_transaction_is_sent_once_the_standby_asks():
@@ -73,6 +73,14 @@ def test_each_new_transaction_is_sent_once_the_standby_asks():
 def test_a_next_split_across_reads_still_counts():
     sent, _frames = run_loop([B, C, C, C, C], [b"", b"ne", b"xt\n", b"", None])
     assert sent == [(0, A, B), (3, B, C)]
+
+
+def test_a_busy_master_is_gathered_at_most_once_per_interval():
+    # a new transaction at every turn, the standby always ready: still one increment per interval
+    tids = [bytes.fromhex("040D44D78EBB%04X" % n) for n in range(1, 42)]
+    sent, _frames = run_loop(tids, [protocol.NEXT] * 40 + [None], interval=0.01, tick=0.001)
+    turns = [t for t, _since, _tid in sent]
+    assert len(sent) >= 3 and all(b - a >= 10 for a, b in zip(turns, turns[1:], strict=False)), turns
 
 
 def test_the_standby_closing_ends_the_loop_at_once():
