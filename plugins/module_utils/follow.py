@@ -170,10 +170,12 @@ class _Watched(WireCounter):
 class Recorder(object):
     """The metrics file and the state file, after each event."""
 
-    def __init__(self, replica_dir, metrics=None, name=None):
+    def __init__(self, replica_dir, metrics=None, name=None, warn=None):
         self.state_path = os.path.join(replica_dir, "misc", STATE_FILE)
         self.metrics = metrics
         self.name = name or metrics_label(metrics, replica_dir)
+        self.warn = warn or (lambda msg: None)
+        self.metrics_error = None
 
     def state(self, state, **fields):
         fields.update(state=state, pid=os.getpid(), updated=round(time.time(), 3))
@@ -189,8 +191,18 @@ class Recorder(object):
         self._write(lambda previous: after_failure(previous, started))
 
     def _write(self, values_from):
-        if self.metrics:
+        """Write the metrics file; a failure is said once (until it works again), never fatal."""
+        if not self.metrics:
+            return
+        try:
             write_metrics(self.metrics, self.name, values_from(read_metrics(self.metrics)))
+        except OSError as e:
+            text = "cannot write the metrics file %s (%s); following goes on" % (self.metrics, e.strerror or e)
+            if text != self.metrics_error:
+                self.warn(text)
+            self.metrics_error = text
+        else:
+            self.metrics_error = None
 
 
 def follower_state(replica_dir):
@@ -241,7 +253,7 @@ class Follower(object):
         self.stop = stop or StopSwitch()
         self.apply_hook = apply_hook
         self.on_increment = on_increment or (lambda result: None)
-        self.recorder = Recorder(replica_dir, self.settings.metrics, self.settings.metrics_name)
+        self.recorder = Recorder(replica_dir, self.settings.metrics, self.settings.metrics_name, self.warn)
         self.last_apply = None  # monotonic time of the last increment applied
         self.known = None
 

@@ -63,3 +63,17 @@ def test_an_old_master_is_explained():
     assert "cron" in explained.hint
     other = Refused("master refused: replica identity a does not match master identity b")
     assert follow._explained(other) is other
+
+
+def test_a_metrics_file_that_cannot_be_written_is_said_once_and_not_fatal(tmp_path):
+    (tmp_path / "replica" / "misc").mkdir(parents=True)
+    said = []
+    recorder = follow.Recorder(str(tmp_path / "replica"), str(tmp_path / "missing" / "dirstorage_main.prom"),
+                               warn=said.append)
+    for _unused in range(3):
+        recorder.success(0.0, {"lag_seconds": 0.5})
+        recorder.failure(0.0)
+    assert len(said) == 1 and "cannot write the metrics file" in said[0] and "following goes on" in said[0]
+    (tmp_path / "missing").mkdir()
+    recorder.success(0.0, {"lag_seconds": 0.5})
+    assert (tmp_path / "missing" / "dirstorage_main.prom").exists()
