@@ -23,9 +23,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from dirstorage_replica import storage  # noqa: E402
 from dirstorage_replica.clone import clone  # noqa: E402
-from tests.support.reliability import MasterProcess, serve_pids  # noqa: E402
+from tests.support.reliability import FollowerProcess, MasterProcess, serve_pids  # noqa: E402
 
 DS = os.path.join(ROOT, ".venv", "bin", "ds-replica")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,26 +46,6 @@ def cpu_seconds(pid):
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-class Follower(object):
-    def __init__(self, argv, err_path):
-        self.err = open(err_path, "w")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.err, text=True)
-        self.results = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.results.append(json.loads(line))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=120)
-        self.thread.join(timeout=10)
-        self.err.close()
-        return rc
 
 
 def watch_cpu(follower, master_home, seconds, log):
@@ -124,11 +102,11 @@ def run(workdir, ssh, user_host, seconds=600.0, rate=50.0, interval=0.5, flush_i
         since = storage.Storage(replica).last_tid()
         argv = [DS, "follow", "--json", "--interval", "%g" % interval, "-e", ssh, "--remote-command", DS,
                 "%s:%s" % (user_host, master_home), replica]
-        follower = Follower(argv, os.path.join(workdir, "follow.err"))
+        follower = FollowerProcess(argv, os.path.join(workdir, "follow.err"))
         t0 = time.monotonic()
         follower_cpu, serve_cpu, serves = watch_cpu(follower, master_home, seconds, log)
         wall = time.monotonic() - t0
-        rc = follower.stop()
+        rc = follower.end(signal.SIGTERM)
     finally:
         master.stop()
     lags, written = transaction_lags(master_home, follower.results, since)

@@ -43,7 +43,17 @@ from .replica import (
     reference_request,
     transfer_error,
 )
-from .storage import ZERO_TID, Busy, DSError, Refused, TransportError, hex_tid, tid_to_epoch, write_atomic
+from .storage import (
+    ZERO_TID,
+    Busy,
+    DSError,
+    Refused,
+    TransportError,
+    hex_tid,
+    pid_alive,
+    tid_to_epoch,
+    write_atomic,
+)
 from .transport import open_channel
 
 STATE_FILE = "ds-replica-follow.json"  # in the replica's misc/
@@ -215,20 +225,9 @@ def follower_state(replica_dir):
         return None
     if not isinstance(state, dict):
         return None
-    state["running"] = state.get("state") != "stopped" and _alive(state.get("pid"))
+    pid = state.get("pid")
+    state["running"] = state.get("state") != "stopped" and isinstance(pid, int) and pid > 0 and pid_alive(pid)
     return state
-
-
-def _alive(pid):
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, under another account
-    return True
 
 
 def metrics_label(path, replica_dir):

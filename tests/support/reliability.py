@@ -411,12 +411,10 @@ def _extend_history(home, transactions, rng, large_every=25, large_size=150_000)
 # ------------------------------------------------------------ follow kills
 
 class FollowerProcess(object):
-    """`ds-replica follow --json` through a real sshd; its JSON lines (one per
+    """`ds-replica follow --json ...` (`argv`); its JSON lines (one per
     increment) are collected by a thread."""
 
-    def __init__(self, sshd, master_home, replica, stderr_path, interval=0.2):
-        argv = [DS_REPLICA, "follow", "--json", "--interval", str(interval), "-e", sshd.ssh_command_string(),
-                "%s@%s:%s" % (sshd.user, sshd.host, master_home), str(replica)]
+    def __init__(self, argv, stderr_path):
         self.stderr = open(stderr_path, "a")
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
         self.results = []
@@ -426,6 +424,12 @@ class FollowerProcess(object):
     def _read(self):
         for line in self.proc.stdout:
             self.results.append(json.loads(line))
+
+    @classmethod
+    def over_ssh(cls, sshd, master_home, replica, stderr_path, interval=0.2):
+        """Following `master_home` through the test sshd."""
+        return cls([DS_REPLICA, "follow", "--json", "--interval", str(interval), "-e", sshd.ssh_command_string(),
+                    "%s@%s:%s" % (sshd.user, sshd.host, master_home), str(replica)], stderr_path)
 
     def ssh_clients(self):
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "ssh"], capture_output=True, text=True,
@@ -517,7 +521,7 @@ def run_follow_kills(workdir, sshd, seconds, rate=50.0, kill_every=8.0, seed=21,
         time.sleep(1.0)
         clone(str(master_home), str(replica))
         log.record(replica, "clone")
-        follower = FollowerProcess(sshd, master_home, replica, workdir / "follow.err")
+        follower = FollowerProcess.over_ssh(sshd, master_home, replica, workdir / "follow.err")
         t_end = time.monotonic() + seconds
         n = 0
         while time.monotonic() < t_end or min(stats["kills"].values()) < 2:
@@ -534,7 +538,7 @@ def run_follow_kills(workdir, sshd, seconds, rate=50.0, kill_every=8.0, seed=21,
                 follower.proc.wait()
                 lives.append(follower.results)
                 log.record_recovered(replica, "after killing the follower %d" % n)
-                follower = FollowerProcess(sshd, master_home, replica, workdir / "follow.err")
+                follower = FollowerProcess.over_ssh(sshd, master_home, replica, workdir / "follow.err")
             assert master.alive(), "the test master died"
             time.sleep(0.5)  # transactions committed after the kill, which the follower must bring
             target = storage.Storage(master_home).last_tid()
