@@ -357,6 +357,7 @@ class Follower(object):
             except (OSError, EOFError) as e:
                 raise transfer_error(e, incoming)
             result = checked_result(checker, count, self.known, info, chan.wire - wire, self.log)
+            chan.dog.armed = False  # received: applying a large increment may take longer than any silence
             with self.stop.shielded():
                 apply_increment(st, incoming, result, self.log)
             result = make_report(result, st, self.known, False, t0)

@@ -262,6 +262,9 @@ class Session(object):
         if line.startswith(FRAME_PREFIX):
             return parse_frame(line)
         status, err = self.finish()
+        if not line and status in SIGNALLED:
+            raise TransportError("the master's serve was stopped by a signal (exit status %d)" % status,
+                                 "the master restarting or shutting down; the replica is unchanged")
         if not line and not err.strip():
             status = -1  # the serve or the connection went away between frames
         raise refusal(status, err, line, may_be_old=False)
@@ -285,6 +288,7 @@ class Session(object):
 # ------------------------------------------------------ follow (version 2)
 
 FRAME_PREFIX = b"replica frame 2 "
+SIGNALLED = (130, 143)  # `ds-replica serve` ended by SIGINT, or by SIGTERM/SIGHUP (cli.py)
 NEXT = b"next\n"  # the standby, on the open input: "send the next increment when there is one"
 INCREMENT, HEARTBEAT = "increment", "heartbeat"
 CHUNK = 1 << 16

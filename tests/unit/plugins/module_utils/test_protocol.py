@@ -288,3 +288,35 @@ def test_chunked_archive_cut_short_is_an_eof():
 def test_bad_frames_are_corrupt(line, message):
     with pytest.raises(Corrupt, match=message):
         protocol.parse_frame(line)
+
+
+class EndedChannel(object):
+    """A channel whose serve already ended with `status` and `err`."""
+
+    def __init__(self, status, err, out=b""):
+        self.status, self.err, self.out = status, err, io.BytesIO(out)
+
+    def readline(self, limit):
+        return self.out.readline(limit)
+
+    def finish(self):
+        return self.status, self.err
+
+    def abort(self):
+        pass
+
+
+@pytest.mark.parametrize("status,err,kind,retryable", [
+    (143, "ds-replica serve: terminated by signal 15; the replica is unchanged or complete (never half-written)\n",
+     TransportError, True),
+    (-9, "", TransportError, True),
+    (0, "", TransportError, True),
+    (1, "ds-replica serve: replica identity a does not match master identity b: the replica is a copy of another "
+        "storage\n", Refused, False),
+    (75, "ds-replica serve: master m cannot enter snapshot mode: busy\n", Busy, True),
+])
+def test_a_follow_answer_that_ends_says_whether_to_retry(status, err, kind, retryable):
+    session = protocol.Session(EndedChannel(status, err), None)
+    with pytest.raises(DSError) as caught:
+        session.next_frame()
+    assert type(caught.value) is kind and caught.value.retryable is retryable
