@@ -1,0 +1,69 @@
+"""`ds-replica follow` in-process (engine API), where the command line
+cannot reach: the apply hook a hot standby plugs in (its read-only service
+stopped around each apply) and `min_apply_interval`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dirstorage_replica import storage
+from dirstorage_replica.clone import clone
+from dirstorage_replica.follow import Follower, FollowSettings
+from dirstorage_replica.replica import pull
+from tests.support.checks import assert_reads_as
+from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from tests.support.toolkit import ToolkitServer
+
+
+class Enough(BaseException):
+    """Ends the follower from its hook (as a stop would, without signals)."""
+
+
+def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
+    home, replica = tmp_path / "master", tmp_path / "replica"
+    create_storage(home, "bushy")
+    tm = SimulatedStorage(home, flush_interval=0.05).open()
+    toolkit = ToolkitServer(tm)
+    toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
+    tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
+    clone(str(home), str(replica))
+    tm.start_writer(40)
+    applies = []
+
+    def hook():
+        class Around(object):
+            def __enter__(self):
+                applies.append(time.monotonic())  # the read-only service would be stopped here
+
+            def __exit__(self, *exc):
+                if len(applies) >= 4:
+                    raise Enough()  # ... and started again here
+
+        return Around()
+
+    follower = Follower(str(home), str(replica), settings=FollowSettings(interval=0.05, min_apply_interval=1.0),
+                        apply_hook=hook)
+    ended = []
+
+    def run():
+        try:
+            follower.run()
+        except Enough:
+            ended.append("enough")
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=60)
+    finally:
+        tm.stop_writer()
+    assert ended == ["enough"]
+    gaps = [b - a for a, b in zip(applies, applies[1:], strict=False)]
+    assert len(applies) == 4 and all(g >= 0.95 for g in gaps), gaps  # 40 tx/s, yet one apply per second
+    st = storage.Storage(replica)
+    assert st.journal_entries() == [] and st.last_tid() > storage.ZERO_TID
+    toolkit.stop()
+    tm.close()
+    pull(str(home), str(replica))  # the replica was at a transaction of this master: it catches up exactly
+    assert_reads_as(replica, home)
