@@ -286,9 +286,12 @@ class Follower(object):
     def _connection(self, backoff):
         """One connection: the reference, then frames until it fails."""
         self._pause_before_apply()
-        with locked_replica(self.master, self.replica_dir, False, self.log) as (st, _incoming):
+        # recovery may apply a pending increment: a hot standby's service is stopped for it too
+        with self._hooked(), locked_replica(self.master, self.replica_dir, False, self.log) as (st, _incoming):
             self.known = st.last_tid()
             req = reference_request(st, self.known, FOLLOW_VERSION, self._request_options())
+        if self.apply_hook:
+            self.last_apply = time.monotonic()  # that was one stop of the service: the next waits its turn
         chan = _Watched(open_channel(self.master, self.opts, self.log))
         dog = chan.dog = Watchdog(chan.chan, self._silence_limit())
         try:
@@ -296,15 +299,25 @@ class Follower(object):
                 session.start()
                 self.recorder.state("following", tid=self._known_hex(), master=self.master)
                 self._frames(session, chan, dog, backoff)
-        except (OSError, EOFError) as e:
-            raise TransportError("the connection to the master broke off (%s)" % (getattr(e, "strerror", None) or e),
-                                 "check the network and the master; the replica is unchanged")
-        except DSError:
-            if dog.fired:
-                raise self._silent()
-            raise
+        except (OSError, EOFError, DSError) as e:
+            raise self._connection_error(e, dog.fired)
         finally:
             dog.close()
+
+    def _hooked(self):
+        """The apply hook's context (a hot standby's service stopped), if any."""
+        return self.apply_hook() if self.apply_hook else contextlib.nullcontext()
+
+    def _connection_error(self, error, silent):
+        """The error that ended a connection, as the follower reports it."""
+        if silent:
+            return TransportError("the master sent nothing for %ds, not even a heartbeat" % self._silence_limit(),
+                                  "check the network and the master; the replica is unchanged")
+        if isinstance(error, DSError):
+            return error
+        return TransportError("the connection to the master broke off (%s)" % (getattr(error, "strerror", None)
+                                                                               or error),
+                              "check the network and the master; the replica is unchanged")
 
     def _request_options(self):
         s, o = self.settings, self.opts
@@ -312,10 +325,6 @@ class Follower(object):
 
     def _silence_limit(self):
         return 3 * self.settings.heartbeat + self.opts.timeout
-
-    def _silent(self):
-        return TransportError("the master sent nothing for %ds, not even a heartbeat" % self._silence_limit(),
-                              "check the network and the master; the replica is unchanged")
 
     def _frames(self, session, chan, dog, backoff):
         while True:
@@ -341,11 +350,14 @@ class Follower(object):
 
     def _take(self, session, chan, info):
         """Receive, check and apply one increment, as a pull does."""
+        chan.dog.armed = False
+        self._pause_before_apply()  # the first increment of a connection comes unasked
+        chan.dog.touch()
+        chan.dog.armed = True
         t0 = time.monotonic()
         started = time.time()
-        hook = self.apply_hook() if self.apply_hook else contextlib.nullcontext()
         shield = self.stop.shielded() if self.apply_hook else contextlib.nullcontext()
-        with shield, hook, locked_replica(self.master, self.replica_dir, False, self.log) as (st, incoming):
+        with shield, self._hooked(), locked_replica(self.master, self.replica_dir, False, self.log) as (st, incoming):
             if st.last_tid() != self.known:
                 raise Busy("replica %s moved from %s to %s while following: another pull or a storage wrote to it"
                            % (st.home, hex_tid(self.known), hex_tid(st.last_tid())),
