@@ -64,8 +64,8 @@ def watch_cpu(follower, master_home, seconds, log):
         if time.monotonic() >= next_log:
             next_log += 60
             done = follower.results[-1] if follower.results else {}
-            log("follow: %d increments so far, last lag %.3fs" % (len(follower.results),
-                                                                 done.get("apply_lag_seconds", -1)))
+            log("follow: %d increments so far, last lag %.3fs"
+                % (len(follower.results), done.get("apply_lag_seconds", -1)))
     return follower_cpu, sum(serve_cpu.values()), len(serve_cpu)
 
 

@@ -337,7 +337,7 @@ class LocalDiskError(DSError):
 def transfer_error(e, incoming):
     if getattr(e, "errno", None) in LOCAL_DISK_ERRORS:
         return LocalDiskError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
-                       "free space on the replica's disk (or fix its permissions); the replica is unchanged")
+                              "free space on the replica's disk (or fix its permissions); the replica is unchanged")
     reason = getattr(e, "strerror", None) or e
     return TransportError("the transfer from the master broke off (%s)" % reason,
                           "check the network and the master; the replica is unchanged")
