@@ -467,8 +467,11 @@ def _sample(replica, log, label):
     free): a follower that wants it meanwhile backs off and tries again."""
     st = storage.Storage(replica)
     lock = st.lock()
-    if not lock.acquire():
-        return False
+    deadline = time.monotonic() + 2.0
+    while not lock.acquire():  # the follower applies for a few milliseconds at a time
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
     try:
         log.record(replica, label)
     finally:
