@@ -19,11 +19,16 @@ bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
   f. durable apply: journal.apply_archive (a syncfs every 1,000 files or
      64 MiB, then a final one) against fsync per file and per folder, and
      against a single final syncfs (the engine before bb5a421)
+  follow: a live master writing BENCH_FOLLOW_RATE tx/s for BENCH_FOLLOW_SECONDS,
+     followed by `ds-replica follow` (bench/follow.py): lag of each
+     transaction, the master's share of time in snapshot mode, CPU
 
 Settings (environment or flags): BENCH_N (default 30000,300000), BENCH_K (100),
 BENCH_RUNS (3), BENCH_CM_RUNS (persistent-connection runs, default BENCH_RUNS; 0 skips them),
 BENCH_K_SNAPSHOT (1000), BENCH_CLONE_N (largest N),
 BENCH_CLONE_RUNS (1), BENCH_MEM_MB (1024), BENCH_ONLY (e.g. "a,b,d"), BENCH_CACHE, BENCH_BWLIMIT (KiB/s),
+BENCH_FOLLOW_SECONDS (600), BENCH_FOLLOW_RATE (50), BENCH_FOLLOW_INTERVAL (0.5),
+BENCH_FOLLOW_DIR (default /dev/shm when writable: the test master's fsyncs then keep its rate on a busy disk),
 BENCH_BASELINE_DS (another engine's ds-replica: scenario a times it too, run for run, so that a refactoring
 is compared before/after in one run on one machine state).
 Results: bench/results/results.json; plot: docs/benchmark-pull-vs-n.png.
@@ -48,6 +53,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
+import follow as follow_bench  # noqa: E402
 import generate  # noqa: E402
 
 from dirstorage_replica import journal, storage, ustar  # noqa: E402
@@ -278,6 +284,16 @@ class Bench(object):
             shutil.rmtree(replica)
             self.results["scenarios"]["increment"] = out
             self.save()
+
+    # -- follow: continuous replication ------------------------------------
+    def follow(self):
+        where = self.a.follow_dir or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else WORK)
+        out = follow_bench.run(os.path.join(where, "ds-bench-follow"), self.ssh, self.user_host,
+                               seconds=self.a.follow_seconds, rate=self.a.follow_rate,
+                               interval=self.a.follow_interval, log=log)
+        out["where"] = where
+        self.results["scenarios"]["follow"] = out
+        self.save()
 
     # -- c: first copy ----------------------------------------------------
     def first_copy(self):
@@ -599,6 +615,14 @@ def report(results):
         lines.append("e. %.0f MB increment of %s objects (%d files): serve %.0f MB, pull %.0f MB peak RSS "
                      "(target < 100 MB)" % (r["bytes"] / 1e6, profile, r["files"], r["serve_peak_rss_mb"],
                                             r["pull_peak_rss_mb"]))
+    fo = sc.get("follow")
+    if fo:
+        lines.append("follow. %.0fs, master at %.1f tx/s (asked %g), interval %gs: lag p50 %.3fs (target <= 0.5s), "
+                     "p99 %.3fs (target <= 2s); master in snapshot mode %.1f%% of the time (target <= 5%%); "
+                     "CPU follower %.1f%%, serve %.1f%% of a core"
+                     % (fo["seconds"], fo["achieved_tps"], fo["rate_tps"], fo["interval_s"], fo["lag_p50_s"],
+                        fo["lag_p99_s"], 100 * fo["snapshot_share"], 100 * fo["follower_cpu_share"],
+                        100 * fo["serve_cpu_share"]))
     d = sc.get("durable_apply")
     if d:
         lines.append("f. durable apply of %d files: engine (syncfs every %d files) %.0f files/s vs fsync each "
@@ -627,7 +651,11 @@ def main(argv=None):
                    help="a first copy of 300k files takes minutes on this disk: one run by default")
     p.add_argument("--mem-mb", type=int, default=int(os.environ.get("BENCH_MEM_MB", 1024)))
     p.add_argument("--bwlimit", type=int, default=int(os.environ.get("BENCH_BWLIMIT", 0)) or None)
-    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f,g"))
+    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f,g,follow"))
+    p.add_argument("--follow-seconds", type=float, default=float(os.environ.get("BENCH_FOLLOW_SECONDS", 600)))
+    p.add_argument("--follow-rate", type=float, default=float(os.environ.get("BENCH_FOLLOW_RATE", 50)))
+    p.add_argument("--follow-interval", type=float, default=float(os.environ.get("BENCH_FOLLOW_INTERVAL", 0.5)))
+    p.add_argument("--follow-dir", default=os.environ.get("BENCH_FOLLOW_DIR"))
     p.add_argument("--cache", default=os.environ.get("BENCH_CACHE", generate.DEFAULT_CACHE))
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--baseline-ds", default=os.environ.get("BENCH_BASELINE_DS"), metavar="PATH",
@@ -655,6 +683,8 @@ def main(argv=None):
             b.compression()
         if "c" in only:
             b.first_copy()
+        if "follow" in only:
+            b.follow()
     finally:
         b.stop()
     b.results["total_seconds"] = round(time.monotonic() - t0, 1)

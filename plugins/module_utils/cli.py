@@ -10,6 +10,7 @@ later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
     ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory
     ds-replica serve [--snapshot-timeout S] MasterDirectory
     ds-replica clone [options] [user@]MasterHost:MasterDirectory NewReplicaDirectory
+    ds-replica follow [--interval S] [--metrics FILE] [user@]MasterHost:MasterDirectory ReplicaDirectory
     ds-replica status [--json] Directory
     ds-replica verify [--json] ReplicaDirectory [[user@]MasterHost:MasterDirectory]
 """
@@ -24,6 +25,7 @@ import time
 import traceback
 
 from .clone import clone
+from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
 from .replica import pull
@@ -33,7 +35,7 @@ from .storage import DSError
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
-VERBS = ("serve", "clone", "status", "verify", "pull")
+VERBS = ("serve", "clone", "status", "verify", "pull", "follow")
 OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
@@ -215,6 +217,43 @@ def cmd_clone(argv):
     return EXIT_OK
 
 
+def _follow_parser():
+    p = argparse.ArgumentParser(prog="ds-replica follow",
+                                description="Keep a replica following its master through one open connection: "
+                                            "each new transaction is applied seconds after its commit. Runs until "
+                                            "SIGTERM/SIGINT (exit 0) or a refusal that retrying cannot fix (exit 1).")
+    _common(p)
+    _add_ssh_options(p)
+    p.add_argument("--interval", type=float, default=1.0, metavar="S",
+                   help="how often the master looks for a new transaction (default %(default)g)")
+    p.add_argument("--metrics", metavar="FILE",
+                   help="node_exporter textfile to write after each increment and at least every minute")
+    p.add_argument("--min-apply-interval", type=float, default=60.0, metavar="S",
+                   help="with a hot standby's stop/start commands: apply at most once per S seconds "
+                        "(default %(default)g)")
+    p.add_argument("--json", action="store_true", help="print each increment's result as one JSON line on stdout")
+    p.add_argument("master", help="[user@]host:path of the master storage, or a local path")
+    p.add_argument("replica", help="the replica storage folder")
+    return p
+
+
+def cmd_follow(argv):
+    args = _follow_parser().parse_args(argv)
+    stop = StopSwitch()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.ask())
+    settings = FollowSettings(interval=args.interval, metrics=args.metrics,
+                              min_apply_interval=args.min_apply_interval)
+    on_increment = (lambda result: _stdout(json.dumps(result, sort_keys=True))) if args.json else None
+    try:
+        follow(args.master, args.replica, _options(args), settings, log=_stderr if args.verbose else None,
+               warn=lambda m: _stderr("ds-replica: " + m), stop=stop, on_increment=on_increment)
+    except Stopped:
+        if not args.quiet:
+            _stderr("ds-replica: follow stopped; the replica is at a transaction boundary")
+    return EXIT_OK
+
+
 def _print(result, as_json, lines):
     if as_json:
         _stdout(json.dumps(result, sort_keys=True, indent=2))
@@ -268,6 +307,12 @@ def _status_lines(info, state):
         "journal backlog: %d transaction(s)%s" % (info["journal_backlog"], pending),
         "last replication: %s" % (info["last_replication"] or "never"),
     ]
+    follower = info.get("follower")
+    if follower:
+        lines.append("follower: %s%s, replica at %s, recorded %.0fs ago%s"
+                     % (follower.get("state"), " (pid %s)" % follower.get("pid") if follower.get("running") else
+                        " (not running)", follower.get("tid"), time.time() - (follower.get("updated") or 0),
+                        "; " + follower["error"] if follower.get("error") else ""))
     if "master" in info:
         lag = info["master"]
         lines.append("master: newest transaction %s (%s); lag %.1fs, %d transaction(s), %d bytes waiting"
@@ -314,7 +359,8 @@ def cmd_verify(argv):
     return OK if result["ok"] else CRITICAL
 
 
-COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull}
+COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull,
+            "follow": cmd_follow}
 
 
 def main(argv=None):

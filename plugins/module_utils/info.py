@@ -15,6 +15,7 @@ import os
 import time
 
 from . import journal
+from .follow import follower_state
 from .options import PullOptions
 from .protocol import Request, Session
 from .storage import (
@@ -77,6 +78,7 @@ def storage_info(path):
                              .strftime("%Y-%m-%dT%H:%M:%SZ") if last_rep else None),
         "last_replication_age_seconds": round(time.time() - last_rep, 1) if last_rep else None,
         "age_seconds": round(time.time() - tid_to_epoch(last), 1) if last != ZERO_TID else None,
+        "follower": follower_state(st.home),
     }
 
 

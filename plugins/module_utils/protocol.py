@@ -9,7 +9,7 @@ A request is a few ASCII lines on the serve's stdin:
     IDENTITY                      (request and verify only)
     TID                           16 hex digits: the replica's newest transaction
     MD5                           hex MD5 of that transaction file
-    key: value                    (version 1 only) options, up to a blank line
+    key: value                    (versions 1 and 2) options, up to a blank line
 
 Version 0 is the original replica.py's `replica request 0` (four lines); its
 answer is a plain ustar archive.  A version 1 answer starts with one line
@@ -19,16 +19,28 @@ The client side: `Session` sends a request, reads and checks the answer
 header, and turns any failure of the master into one clear error
 (`master_failure`); `ask_with_fallback` asks an old master (which refuses
 version 1) again with version 0 when the request allows it.
+
+Version 2 (`ds-replica follow`) is a pull request that stays open: the
+standby keeps the serve's stdin open (its end tells the serve to stop), and
+the answer is a sequence of frames, each one line ``replica frame 2 {json}``
+(the first increment is sent unasked, each later one after a ``next`` line
+from the standby, so that a standby applying less often is not flooded):
+``{"frame": "increment", ...}`` (the fields of a version 1 answer header)
+followed by its archive in chunks (`ChunkWriter`: a 4-byte big-endian
+length, then that many bytes; a zero length ends the archive), or
+``{"frame": "heartbeat", ...}`` while nothing is new.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 
 from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, TransportError, hex_tid, tid_from_hex
 
 KINDS = ("request", "clone", "verify")
+FOLLOW_VERSION = 2  # `replica request 2`: a pull that stays open (ds-replica follow)
 MAX_REQUEST = 64 * 1024
 ANSWER_PREFIX = b"replica answer 1 "
 HEADER_LIMIT = 65536  # the longest answer header a client reads
@@ -70,8 +82,9 @@ def _read_first_line(stream):
     if len(words) != 3 or words[0] != "replica" or words[1] not in KINDS or not words[2].isdigit():
         raise Refused("malformed request: expected 'replica request 0'")
     kind, version = words[1], int(words[2])
-    if version > 1 or (kind != "request" and version < 1):
-        raise Refused("unsupported request version %s %d: this master speaks versions 0 and 1" % (kind, version))
+    if version > (FOLLOW_VERSION if kind == "request" else 1) or (kind != "request" and version < 1):
+        raise Refused("unsupported request version %s %d: this master speaks versions 0 to %d"
+                      % (kind, version, FOLLOW_VERSION))
     return Request(kind, version)
 
 
@@ -230,6 +243,8 @@ class Session(object):
         """Send the request, close its input, read and check the answer
         header; returns its dict ({} for version 0, which has none)."""
         self.chan.send(self.req.encode())
+        if self.req.version >= FOLLOW_VERSION:
+            return {}  # frames follow (next_frame); the input stays open: its end stops the serve
         self.chan.close_input()
         if self.req.version < 1:
             return {}
@@ -239,6 +254,24 @@ class Session(object):
             # only a pull request has a version 0 an old master would take
             raise refusal(status, err, first, may_be_old=self.req.kind == "request")
         return parse_answer_header(first)
+
+    def next_frame(self, limit=HEADER_LIMIT):
+        """The next frame of a version 2 answer (its dict); when the serve
+        ended or refused instead, its failure."""
+        line = self.chan.readline(limit)
+        if line.startswith(FRAME_PREFIX):
+            return parse_frame(line)
+        status, err = self.finish()
+        if not line and status in SIGNALLED:
+            raise TransportError("the master's serve was stopped by a signal (exit status %d)" % status,
+                                 "the master restarting or shutting down; the replica is unchanged")
+        if not line and not err.strip():
+            status = -1  # the serve or the connection went away between frames
+        raise refusal(status, err, line, may_be_old=False)
+
+    def ask_next(self):
+        """Tell the serve that the standby is ready for the next increment."""
+        self.chan.send(NEXT)
 
     def finish(self):
         """(exit status, stderr text) of the serve; the channel is done."""
@@ -250,3 +283,102 @@ class Session(object):
         status, err = self.finish()
         if status != 0:
             raise master_failure(status, err)
+
+
+# ------------------------------------------------------ follow (version 2)
+
+FRAME_PREFIX = b"replica frame 2 "
+SIGNALLED = (130, 143)  # `ds-replica serve` ended by SIGINT, or by SIGTERM/SIGHUP (cli.py)
+NEXT = b"next\n"  # the standby, on the open input: "send the next increment when there is one"
+INCREMENT, HEARTBEAT = "increment", "heartbeat"
+CHUNK = 1 << 16
+_LENGTH = struct.Struct(">I")
+
+
+def follow_request_options(interval, heartbeat, compress=False, snapshot_timeout=0.0, snapshot_interval=5.0):
+    """The options of a version 2 request: a pull's, plus how often the
+    master looks for a new transaction and sends a heartbeat when idle."""
+    options = pull_request_options(False, compress, snapshot_timeout, snapshot_interval)
+    options.update(interval="%g" % interval, heartbeat="%g" % heartbeat)
+    return options
+
+
+def write_frame(stream, kind, info):
+    """One frame line: `kind` is INCREMENT (its archive follows) or HEARTBEAT."""
+    stream.write(FRAME_PREFIX + json.dumps(dict(info, frame=kind), sort_keys=True).encode("ascii") + b"\n")
+
+
+def parse_frame(line):
+    """The JSON of a frame line; Corrupt unless it is one."""
+    if not line.startswith(FRAME_PREFIX) or not line.endswith(b"\n"):
+        raise Corrupt("the master's follow answer is not a frame: %r" % line[:60])
+    try:
+        info = json.loads(line[len(FRAME_PREFIX):].decode("ascii"))
+    except ValueError:
+        raise Corrupt("the master's follow frame is not valid")
+    if info.get("frame") not in (INCREMENT, HEARTBEAT):
+        raise Corrupt("the master sent an unknown follow frame %r" % info.get("frame"))
+    return info
+
+
+class ChunkWriter(object):
+    """A file-like writer that frames what it is given as length-prefixed
+    chunks; close() writes the end chunk (the underlying stream stays open)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.buf = bytearray()
+
+    def write(self, data):
+        self.buf += data
+        while len(self.buf) >= CHUNK:
+            self._emit(bytes(self.buf[:CHUNK]))
+            del self.buf[:CHUNK]
+        return len(data)
+
+    def flush(self):
+        pass
+
+    def _emit(self, data):
+        self.out.write(_LENGTH.pack(len(data)) + data)
+
+    def close(self):
+        if self.buf:
+            self._emit(bytes(self.buf))
+            self.buf = bytearray()
+        self.out.write(_LENGTH.pack(0))
+        self.out.flush()
+
+
+class ChunkReader(object):
+    """read(n) of one chunked archive from `read`; b"" once its end chunk
+    has been read."""
+
+    def __init__(self, read):
+        self._read = read
+        self.left = 0
+        self.done = False
+
+    def _exact(self, n):
+        parts = []
+        while n:
+            data = self._read(n)
+            if not data:
+                raise EOFError("the connection ended inside a follow frame")
+            parts.append(data)
+            n -= len(data)
+        return b"".join(parts)
+
+    def read(self, n=-1):
+        if self.done:
+            return b""
+        if not self.left:
+            (self.left,) = _LENGTH.unpack(self._exact(_LENGTH.size))
+            if not self.left:
+                self.done = True
+                return b""
+        data = self._read(min(n if n and n > 0 else CHUNK, self.left))
+        if not data:
+            raise EOFError("the connection ended inside a follow frame")
+        self.left -= len(data)
+        return data

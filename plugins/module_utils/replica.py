@@ -9,6 +9,7 @@ Before it the replica is unchanged; after it, recovery finishes the job.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import os
@@ -135,15 +136,10 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
-    refuse_same_folder(master, replica_dir)
-    st = Storage(replica_dir)
-    st.require_full("replica")
-    lock, sub = lock_replica(st)
-    incoming = st.sub("misc", INCOMING)
-    try:
-        _recover(st, opts.check, log)
+    with locked_replica(master, replica_dir, opts.check, log) as (st, incoming):
         before = st.last_tid()
-        req = _pull_request(st, before, opts)
+        options = pull_request_options(opts.check, opts.compress, opts.snapshot_timeout, opts.snapshot_interval)
+        req = reference_request(st, before, request_version(opts.protocol, options), options)
         log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
 
         def ask(req):
@@ -151,8 +147,23 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
 
         result = ask_with_fallback(ask, req, log)
         if not opts.check:
-            _apply(st, incoming, result, log)
-        return _report(result, st, before, opts.check, t0)
+            apply_increment(st, incoming, result, log)
+        return make_report(result, st, before, opts.check, t0)
+
+
+@contextlib.contextmanager
+def locked_replica(master, replica_dir, check, log):
+    """The replica, locked and recovered (check mode only says what recovery
+    would do): yields (Storage, path of the incoming spool); the spool is
+    removed and the locks released on the way out."""
+    refuse_same_folder(master, replica_dir)
+    st = Storage(replica_dir)
+    st.require_full("replica")
+    lock, sub = lock_replica(st)
+    incoming = st.sub("misc", INCOMING)
+    try:
+        _recover(st, check, log)
+        yield st, incoming
     finally:
         _remove(incoming)
         sub.release()
@@ -175,17 +186,17 @@ def _recover(st, check, log):
         log("recovered the replica's journal")
 
 
-def _pull_request(st, before, opts):
+def reference_request(st, before, version, options):
+    """The request naming the replica's newest transaction `before`."""
     try:
         md5 = st.transaction_md5(before)
     except FileNotFoundError:
         raise Corrupt("replica %s: its newest transaction %s has no file" % (st.home, hex_tid(before)),
                       "verify the replica; make a new copy with 'ds-replica clone'")
-    options = pull_request_options(opts.check, opts.compress, opts.snapshot_timeout, opts.snapshot_interval)
-    return Request("request", request_version(opts.protocol, options), st.identity, before, md5, options)
+    return Request("request", version, st.identity, before, md5, options)
 
 
-def _apply(st, incoming, result, log):
+def apply_increment(st, incoming, result, log):
     """Pass the commit point and apply the increment (or, with nothing new,
     leave the replica marked as a snapshot)."""
     if result["transactions"]:
@@ -194,7 +205,7 @@ def _apply(st, incoming, result, log):
         try:
             journal.apply_archive(st)
         except OSError as e:
-            raise DSError("cannot apply the increment to %s (%s%s)" % (
+            raise LocalDiskError("cannot apply the increment to %s (%s%s)" % (
                 st.home, e.strerror or e, ": %s" % e.filename if e.filename else ""),
                 "it stays pending in journal/replica.tar: fix the cause (free space?) and pull again, "
                 "which finishes it first")
@@ -202,7 +213,7 @@ def _apply(st, incoming, result, log):
         st.write_snapshot_marker("shutdown")
 
 
-def _report(result, st, before, check, t0):
+def make_report(result, st, before, check, t0):
     after = before if check else st.last_tid()
     result.setdefault("wire_bytes", 0)
     result.update(before_tid=hex_tid(before), after_tid=hex_tid(after),
@@ -230,23 +241,29 @@ def _when(tid):
 
 def _exchange(master, st, req, opts, log, incoming, before, progress):
     """Ask the master once; receive its increment into `incoming`."""
-    chan = _WireCounter(open_channel(master, opts, log))
+    chan = WireCounter(open_channel(master, opts, log))
     try:
         with Session(chan, req) as session:
             info = session.start()
             if info.get("dry_run"):
                 session.finish_ok()
                 return _result(info, info["transactions"], info["files"], info["bytes"])
-            read = _answer_reader(chan.read, info, opts.bwlimit)
-            checker, count = _receive_increment(session, read, st, incoming, info, progress)
+            read = answer_reader(chan.read, info, opts.bwlimit)
+            checker, count = receive_increment(session, read, st, incoming, info, progress)
             session.finish_ok()
     except (OSError, EOFError) as e:
-        raise _transfer_error(e, incoming)
+        raise transfer_error(e, incoming)
+    return checked_result(checker, count, before, info, chan.wire, log)
+
+
+def checked_result(checker, count, before, info, wire, log):
+    """The result of a received increment, once it is checked to be whole
+    transactions chained onto `before`."""
     order = validate_increment(checker, before)
-    return _received(info, order, count, chan.wire, log)
+    return _received(info, order, count, wire, log)
 
 
-class _WireCounter(object):
+class WireCounter(object):
     """A channel that counts the bytes of the answer as they come off the wire."""
 
     def __init__(self, chan):
@@ -267,7 +284,7 @@ class _WireCounter(object):
         return getattr(self.chan, name)
 
 
-def _answer_reader(read, info, bwlimit):
+def answer_reader(read, info, bwlimit):
     if bwlimit:  # the cap is on the wire, before any decompression
         read = Throttle(read, bwlimit).read
     if info.get("compress") == "gzip":
@@ -275,7 +292,7 @@ def _answer_reader(read, info, bwlimit):
     return read
 
 
-def _receive_increment(session, read, st, incoming, info, progress):
+def receive_increment(session, read, st, incoming, info, progress=None):
     """Check every member and spool the archive into `incoming`; returns
     (checker, [files, bytes])."""
     checker = journal.MemberChecker(st.format)
@@ -311,10 +328,16 @@ def _received(info, order, count, wire, log):
     return result
 
 
-def _transfer_error(e, incoming):
+class LocalDiskError(DSError):
+    """The replica's own disk failed (full, read-only...): not the network.
+    Not retryable for a one-shot pull (exit 1), but a follower waits and
+    tries again, since space may be freed."""
+
+
+def transfer_error(e, incoming):
     if getattr(e, "errno", None) in LOCAL_DISK_ERRORS:
-        return DSError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
-                       "free space on the replica's disk (or fix its permissions); the replica is unchanged")
+        return LocalDiskError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
+                              "free space on the replica's disk (or fix its permissions); the replica is unchanged")
     reason = getattr(e, "strerror", None) or e
     return TransportError("the transfer from the master broke off (%s)" % reason,
                           "check the network and the master; the replica is unchanged")

@@ -26,7 +26,7 @@ import time
 
 from . import ustar
 from .journal import is_mutable
-from .protocol import read_request, write_answer_header
+from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_request, write_answer_header, write_frame
 from .snapshot import Snapshot, stale_code
 from .storage import (
     ZERO_TID,
@@ -42,6 +42,7 @@ from .storage import (
     tid_from_hex,
     transaction_name,
 )
+from .watch import follow_loop, follow_waits
 
 MEMORY_FILE_LIMIT = 64 * 1024  # files up to this size may be read into memory...
 MEMORY_BUDGET = 16 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
@@ -421,6 +422,8 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     dry_run = req.options.get("dry-run") == "1"
     compress = _compression(req.options)
     snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    if req.version >= FOLLOW_VERSION and not dry_run:
+        return _serve_follow(st, req, snap, stdin, stdout, compress, log)
     if req.kind == "clone" and not dry_run:
         return _serve_clone(st, snap, stdout, log, req.options.get("stage", "1") != "0", detach_cleanup)
     inc = Increment()
@@ -489,3 +492,37 @@ def _send(inc, stdout, compress):
         gz.close()
     else:
         inc.write(stdout)
+
+
+# ------------------------------------------------- follow (request version 2)
+
+def _serve_follow(st, req, snap, stdin, stdout, compress, log):
+    """`ds-replica follow`: check the replica's reference at once, then send
+    an increment whenever A/x.serial moves (watch.py), until the standby goes."""
+    interval, heartbeat = follow_waits(req.options)
+    check_reference(st, req)
+    reference = [req]
+
+    def send(_known):
+        inc = _send_frame(st, reference[0], snap, stdout, compress, log)
+        reference[0] = Request("request", req.version, req.identity, inc.master_tid,
+                               st.transaction_md5(inc.master_tid))
+        return inc.master_tid
+
+    follow_loop(stdin, stdout, st.last_tid, send, req.tid, interval, heartbeat)
+    return None
+
+
+def _send_frame(st, req, snap, stdout, compress, log):
+    """One increment frame: gathered in snapshot mode, sent after leaving it."""
+    inc = Increment()
+    try:
+        snap_seconds = _gather(st, req, inc, snap, log)
+        write_frame(stdout, INCREMENT, _increment_header(st, inc, snap_seconds, compress, False))
+        chunks = ChunkWriter(stdout)
+        _send(inc, chunks, compress)
+        chunks.close()
+        stdout.flush()
+        return inc
+    finally:
+        inc.close()

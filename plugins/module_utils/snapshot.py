@@ -22,7 +22,7 @@ import urllib.parse
 import xmlrpc.client
 
 from . import journal
-from .storage import Busy, DSError, FileLock
+from .storage import Busy, DSError, FileLock, pid_alive
 
 CODE_PREFIX = "ds-replica"
 SHUTDOWN = "shutdown"
@@ -173,15 +173,9 @@ def stale_code(marker):
     if not m or m.group(1) != socket.gethostname():
         return None
     pid = int(m.group(2))
-    if pid == os.getpid():
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return code
-    except PermissionError:
-        return None  # alive, under another user
-    return None  # alive: its owner will leave the snapshot
+    if pid == os.getpid() or pid_alive(pid):
+        return None  # alive: its owner will leave the snapshot
+    return code
 
 
 class Snapshot(object):

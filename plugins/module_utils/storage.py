@@ -352,6 +352,17 @@ def chain_digests(st, newest, stop):
 
 # -------------------------------------------------------------------- I/O
 
+def pid_alive(pid):
+    """Whether process `pid` of this host exists (under any account)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, under another account
+    return True
+
+
 def fsync_path(path, directory=False):
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
     fd = os.open(path, flags)

@@ -128,6 +128,17 @@ storage:
       description: Seconds since the newest transaction (null for an empty storage).
       type: float
       sample: 61.3
+    follower:
+      description:
+        - What C(ds-replica follow) last recorded about this replica (C(misc/ds-replica-follow.json)), null if no
+          follower ever ran on it.
+        - C(state) is C(following), C(retrying) (with C(error) and C(retry_in)) or C(stopped) (with C(error) when a
+          refusal stopped it); C(running) says whether its process is alive; C(tid) is the replica's newest
+          transaction as the follower last saw it, C(updated) the Unix time of the record (renewed every heartbeat,
+          10 s, while it follows).
+      type: dict
+      sample: {"state": "following", "running": true, "pid": 4242, "tid": "040D44D78EBB2244",
+               "lag_seconds": 0.21, "updated": 1764150900.5, "master": "zope@db1:/srv/zeo/main"}
 """
 
 # Ansible modules keep their imports after the documentation strings.

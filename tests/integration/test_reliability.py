@@ -21,12 +21,13 @@ from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.replica import pull
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.reliability import DS_REPLICA, report, run_live_writes, run_pull_kills
+from tests.support.reliability import DS_REPLICA, report, run_follow_kills, run_live_writes, run_pull_kills
 from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 from tests.support.toolkit import ToolkitServer
 
 LIVE_SECONDS = float(os.environ.get("RELIABILITY_LIVE_SECONDS", "60"))
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "25"))
+FOLLOW_SECONDS = float(os.environ.get("RELIABILITY_FOLLOW_SECONDS", "63"))
 
 
 @pytest.fixture
@@ -85,6 +86,21 @@ def test_pulls_every_second_while_master_writes(fast_dir, request):
     assert (stats["transactions_at_clone"] + stats["transactions"] + stats["final_transactions"]
             == stats["master_transactions"]), stats
     assert achieved >= 45, "the test master wrote only %.1f tx/s" % achieved
+
+
+# ------------------------------------------------------- the follower
+
+@pytest.mark.slow
+def test_follower_keeps_up_through_kills(fast_dir, sshd, request):
+    """`ds-replica follow` over a real sshd, the master writing 50 tx/s; the
+    follower, the master's serve and the ssh connection are each SIGKILLed
+    at least twice: every sampled state reads as the master at its
+    transaction, increments come in order, each kill is recovered alone."""
+    stats = run_follow_kills(fast_dir, sshd, FOLLOW_SECONDS, rate=50.0, kill_every=FOLLOW_SECONDS / 8)
+    report(request, "follow_kills", stats)
+    assert all(n >= 2 for n in stats["kills"].values()), stats["kills"]
+    assert stats["master_transactions"] >= 45 * FOLLOW_SECONDS, "the test master wrote too slowly"
+    assert stats["samples"] >= 4 and stats["states_checked"] >= 8
 
 
 # ----------------------------------------------------- pulling side killed

@@ -4,8 +4,12 @@ Collected only with SOAK=1 (see tests/conftest.py), so `make test` never
 reports them as skipped.
 
 SOAK_SECONDS (default 1800) of pulls every second while the master writes
-SOAK_RATE (default 60) transactions/s; SOAK_KILLS (default 300) SIGKILLed pulls.
-Figures go to tests/output/reliability.json (soak_live_writes, soak_pull_kills).
+SOAK_RATE (default 60) transactions/s; SOAK_KILLS (default 300) SIGKILLed pulls;
+SOAK_FOLLOW_SECONDS (default 1800) of `ds-replica follow` over the real sshd while
+the master writes 50 tx/s, with the follower, its serve or ssh SIGKILLed every
+SOAK_FOLLOW_KILL_EVERY (default 30) seconds.
+Figures go to tests/output/reliability.json (soak_live_writes, soak_pull_kills,
+soak_follow_kills).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.reliability import report, run_live_writes, run_pull_kills
+from tests.support.reliability import report, run_follow_kills, run_live_writes, run_pull_kills
 
 
 @pytest.fixture
@@ -48,3 +52,11 @@ def test_soak_pull_kills(fast_dir, request):
     report(request, "soak_pull_kills", stats)
     killed = sum(n for kind, n in stats["kill_points"].items() if kind != "finished-first")
     assert killed >= kills / 2, stats["kill_points"]
+
+
+def test_soak_follow_kills(fast_dir, sshd, request):
+    seconds = float(os.environ.get("SOAK_FOLLOW_SECONDS", "1800"))
+    every = float(os.environ.get("SOAK_FOLLOW_KILL_EVERY", "30"))
+    stats = run_follow_kills(fast_dir, sshd, seconds, rate=50.0, kill_every=every)
+    report(request, "soak_follow_kills", stats)
+    assert all(n >= 2 for n in stats["kills"].values()), stats["kills"]

@@ -12,8 +12,8 @@ and their long versions (tests/soak/test_soak.py).
   against the master's own history (its revision and transaction files are
   write-once, and the test master never packs here): the replica must read
   exactly as the master did at the replica's newest transaction.
-- ``run_live_writes`` and ``run_pull_kills``: the two scenarios that the
-  integration tests run briefly and the soak runs long.
+- ``run_live_writes``, ``run_pull_kills`` and ``run_follow_kills``: the
+  scenarios that the integration tests run briefly and the soak runs long.
 - ``report``: put a test's figures in ``tests/output/reliability.json`` and on
   the pytest terminal (whatever ``-s`` says).
 """
@@ -24,10 +24,12 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -157,6 +159,15 @@ class StateLog(object):
         self._last_tid = tid
         self.states.append((label, tid, objects))
         return tid
+
+    def record_recovered(self, replica, label=""):
+        """Record a replica whose pulling process was killed: recovered first,
+        as any tool opening it would."""
+        st = storage.Storage(replica)
+        with st.lock(), st.sublock():
+            journal.recover(st)
+        assert st.journal_entries() == [], "%s: the journal is not empty after recovery" % label
+        return self.record(replica, label)
 
     def forget_chain_position(self):
         """The replica was replaced (restored from an older copy)."""
@@ -398,3 +409,184 @@ def _extend_history(home, transactions, rng, large_every=25, large_size=150_000)
     finally:
         tm.store.sync = True
         tm.close()
+
+
+# ------------------------------------------------------------ follow kills
+
+class FollowerProcess(object):
+    """`ds-replica follow --json ...` (`argv`); its JSON lines (one per
+    increment) are collected by a thread."""
+
+    def __init__(self, argv, stderr_path):
+        self.stderr = open(stderr_path, "a")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.results = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.results.append(json.loads(line))
+
+    @classmethod
+    def over_ssh(cls, sshd, master_home, replica, stderr_path, interval=0.2):
+        """Following `master_home` through the test sshd."""
+        return cls([DS_REPLICA, "follow", "--json", "--interval", str(interval), "-e", sshd.ssh_command_string(),
+                    "%s@%s:%s" % (sshd.user, sshd.host, master_home), str(replica)], stderr_path)
+
+    def ssh_clients(self):
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "ssh"], capture_output=True, text=True,
+                             check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def end(self, sig):
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            self._reader.join(timeout=10)
+            self.stderr.close()
+        return self.proc.returncode
+
+
+def serve_pids(master_home):
+    """The `ds-replica serve` processes of this master (no other test's)."""
+    out = subprocess.run(["pgrep", "-f", "ds-replica serve %s" % master_home], capture_output=True, text=True,
+                         check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError("timed out after %gs waiting for %s" % (timeout, what))
+
+
+def _sample(replica, log, label):
+    """Record the replica's state when no follower is applying (its lock is
+    free): a follower that wants it meanwhile backs off and tries again."""
+    st = storage.Storage(replica)
+    lock = st.lock()
+    deadline = time.monotonic() + 2.0
+    while not lock.acquire():  # the follower applies for a few milliseconds at a time
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    try:
+        log.record(replica, label)
+    finally:
+        lock.release()
+    return True
+
+
+def _kill(kind, follower, master_home):
+    """SIGKILL the follower, the master's serve or the ssh client; returns the pids."""
+    if kind == "follower":
+        follower.proc.kill()
+        return [follower.proc.pid]
+    pids = serve_pids(master_home) if kind == "serve" else follower.ssh_clients()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _continuous(lives):
+    """Increments in the order applied, for each life of the follower: each
+    starts exactly where the previous ended (across a killed follower: not
+    before, since recovery may have finished an increment it did not report)."""
+    flat = [r for life in lives for r in life]
+    for prev, cur in zip(flat, flat[1:], strict=False):
+        assert cur["before_tid"] >= prev["after_tid"], "increment applied out of order: %s then %s" % (prev, cur)
+    for life in lives:
+        for prev, cur in zip(life, life[1:], strict=False):
+            assert cur["before_tid"] == prev["after_tid"], "transactions missing between %s and %s" % (prev, cur)
+    assert all(r["after_tid"] > r["before_tid"] and r["transactions"] > 0 for r in flat)
+    return flat
+
+
+KILL_KINDS = ("follower", "serve", "ssh")
+
+
+def run_follow_kills(workdir, sshd, seconds, rate=50.0, kill_every=8.0, seed=21, recover_within=45.0):
+    """A master writing `rate` tx/s for `seconds`, followed over ssh by
+    `ds-replica follow`; every `kill_every` s the follower, the master's
+    serve or the ssh client (in turn) is SIGKILLed.  A killed follower is
+    started again (as systemd's Restart=always does); the others must be
+    recovered by the follower alone.  Every sampled state of the replica is
+    checked against the master at the end."""
+    workdir = Path(workdir)
+    master_home, replica = workdir / "master", workdir / "replica"
+    master = MasterProcess(master_home, rate=rate, create="bushy", seed=seed, flush_interval=0.2)
+    log = StateLog()
+    stats = {"kills": dict.fromkeys(KILL_KINDS, 0), "samples": 0, "recovery_max_s": 0.0}
+    lives = []
+    try:
+        time.sleep(1.0)
+        clone(str(master_home), str(replica))
+        log.record(replica, "clone")
+        follower = FollowerProcess.over_ssh(sshd, master_home, replica, workdir / "follow.err")
+        t_end = time.monotonic() + seconds
+        n = 0
+        while time.monotonic() < t_end or min(stats["kills"].values()) < 2:
+            time.sleep(kill_every / 2)
+            stats["samples"] += _sample(replica, log, "sample %d" % n)
+            time.sleep(kill_every / 2)
+            kind = KILL_KINDS[n % len(KILL_KINDS)]
+            t_kill = time.monotonic()
+            if not _kill(kind, follower, master_home):
+                continue  # nothing to kill at this instant (reconnecting): try again next turn
+            n += 1
+            stats["kills"][kind] += 1
+            if kind == "follower":
+                follower.proc.wait()
+                lives.append(follower.results)
+                log.record_recovered(replica, "after killing the follower %d" % n)
+                follower = FollowerProcess.over_ssh(sshd, master_home, replica, workdir / "follow.err")
+            assert master.alive(), "the test master died"
+            time.sleep(0.5)  # transactions committed after the kill, which the follower must bring
+            target = storage.Storage(master_home).last_tid()
+            done = _wait_for(lambda tid=target: storage.Storage(replica).last_tid() >= tid, recover_within,
+                             "the follower to recover from killing the %s" % kind)
+            stats["recovery_max_s"] = max(stats["recovery_max_s"], round(done - t_kill, 3))
+        assert follower.end(signal.SIGTERM) == 0, "SIGTERM: the follower did not exit 0"
+        lives.append(follower.results)
+        _wait_for(lambda: not serve_pids(master_home), 15, "the master's serve to end")
+        assert not (storage.Storage(master_home).snapshot_code() or "").startswith("user/ds-replica"), \
+            "a snapshot was left held on the master"
+        st = storage.Storage(replica)
+        assert st.journal_entries() == [] and not os.path.exists(st.sub("misc", ".replica.incoming"))
+        log.record(replica, "after SIGTERM")
+    finally:
+        master.stop()
+    results = _continuous(lives)
+    pull(str(master_home), str(replica))
+    log.record(replica, "final")
+    stats.update(_follow_figures(results, log, master_home, seconds, rate))
+    stats["messages"] = _one_line_messages(workdir / "follow.err")
+    return stats
+
+
+def _one_line_messages(path):
+    """The follower's stderr: every line one message; a few distinct ones."""
+    lines = Path(path).read_text().splitlines()
+    assert all(line.startswith("ds-replica: ") for line in lines) and "Traceback" not in "".join(lines), lines[:20]
+    kinds = sorted({re.sub(r"[0-9A-F]{16}|\d+(\.\d+)?", "N", line) for line in lines})
+    return kinds[:8]
+
+
+def _follow_figures(results, log, master_home, seconds, rate):
+    lags = sorted(r["apply_lag_seconds"] for r in results)
+    return {
+        "states_checked": len(log.states),
+        "objects_compared": log.check(master_home),
+        "increments": len(results),
+        "transactions_followed": sum(r["transactions"] for r in results),
+        "master_transactions": sum(1 for _unused in storage.Storage(master_home).chain()),
+        "newest_lag_p50_s": lags[len(lags) // 2] if lags else None,
+        "newest_lag_max_s": lags[-1] if lags else None,
+        "seconds": seconds,
+        "rate_tps": rate,
+    }

@@ -41,7 +41,7 @@ def test_read_request_reads_back_what_encode_wrote(kind, version, options):
 
 
 @pytest.mark.parametrize("data,message", [
-    (b"replica request 2\n", "unsupported request version request 2"),
+    (b"replica request 3\n", "unsupported request version request 3"),
     (b"replica clone 0\n", "unsupported request version clone 0"),
     (b"hello\n", "malformed request: expected 'replica request 0'"),
     (b"replica request 0\nX\nnot a tid\n", "malformed request: bad transaction id"),
@@ -233,3 +233,90 @@ def test_a_refusal_without_a_ds_replica_line_quotes_the_last_line():
     err = master_failure(1, "Traceback (most recent call last):\n  ...\nPermissionError: [Errno 13] denied\n")
     assert err.__class__ is Refused
     assert _line(err) == "master refused: PermissionError: [Errno 13] denied"
+
+
+# ------------------------------------------------------ follow (version 2)
+
+def test_version_2_is_a_pull_request_with_follow_options():
+    options = protocol.follow_request_options(0.5, 10, compress=True)
+    sent = protocol.Request("request", protocol.FOLLOW_VERSION, IDENT, TID, MD5, options)
+    got = protocol.read_request(io.BytesIO(sent.encode()))
+    assert (got.kind, got.version, got.tid) == ("request", 2, TID)
+    assert got.options == {"interval": "0.5", "heartbeat": "10", "compress": "gzip"}
+
+
+@pytest.mark.parametrize("first", [b"replica clone 2\n", b"replica verify 2\n"])
+def test_version_2_is_only_for_pull_requests(first):
+    with pytest.raises(Refused, match="unsupported request version .* 2: this master speaks versions 0 to 2"):
+        protocol.read_request(io.BytesIO(first))
+
+
+@pytest.mark.parametrize("size", [0, 1, protocol.CHUNK - 1, protocol.CHUNK, 3 * protocol.CHUNK + 17])
+def test_chunked_archive_reads_back_and_leaves_the_next_frame(size):
+    out = io.BytesIO()
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    writer = protocol.ChunkWriter(out)
+    for i in range(0, len(payload), 1000):
+        writer.write(payload[i:i + 1000])
+    writer.close()
+    protocol.write_frame(out, protocol.HEARTBEAT, {"master_tid": "00"})
+    stream = io.BytesIO(out.getvalue())
+    reader = protocol.ChunkReader(stream.read)
+    got = b"".join(iter(lambda: reader.read(777), b""))
+    assert got == payload
+    assert reader.read(10) == b""  # stays at its end
+    assert protocol.parse_frame(stream.readline()) == {"frame": "heartbeat", "master_tid": "00"}
+
+
+def test_chunked_archive_cut_short_is_an_eof():
+    out = io.BytesIO()
+    writer = protocol.ChunkWriter(out)
+    writer.write(b"a" * 5000)
+    writer.close()
+    reader = protocol.ChunkReader(io.BytesIO(out.getvalue()[:3000]).read)
+    with pytest.raises(EOFError):
+        while reader.read(1024):
+            pass
+
+
+@pytest.mark.parametrize("line,message", [
+    (b"replica answer 1 {}\n", "not a frame"),
+    (b"replica frame 2 {\n", "frame is not valid"),
+    (b'replica frame 2 {"frame": "party"}\n', "unknown follow frame"),
+    (b'replica frame 2 {"frame": "increment"}', "not a frame"),  # cut before its end of line
+])
+def test_bad_frames_are_corrupt(line, message):
+    with pytest.raises(Corrupt, match=message):
+        protocol.parse_frame(line)
+
+
+class EndedChannel(object):
+    """A channel whose serve already ended with `status` and `err`."""
+
+    def __init__(self, status, err, out=b""):
+        self.status, self.err, self.out = status, err, io.BytesIO(out)
+
+    def readline(self, limit):
+        return self.out.readline(limit)
+
+    def finish(self):
+        return self.status, self.err
+
+    def abort(self):
+        pass
+
+
+@pytest.mark.parametrize("status,err,kind,retryable", [
+    (143, "ds-replica serve: terminated by signal 15; the replica is unchanged or complete (never half-written)\n",
+     TransportError, True),
+    (-9, "", TransportError, True),
+    (0, "", TransportError, True),
+    (1, "ds-replica serve: replica identity a does not match master identity b: the replica is a copy of another "
+        "storage\n", Refused, False),
+    (75, "ds-replica serve: master m cannot enter snapshot mode: busy\n", Busy, True),
+])
+def test_a_follow_answer_that_ends_says_whether_to_retry(status, err, kind, retryable):
+    session = protocol.Session(EndedChannel(status, err), None)
+    with pytest.raises(DSError) as caught:
+        session.next_frame()
+    assert type(caught.value) is kind and caught.value.retryable is retryable

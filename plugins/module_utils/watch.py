@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The master side of `ds-replica follow` (request version 2, protocol.py):
+wait for the storage's newest transaction to change, then have one
+increment sent; heartbeats while nothing is new; stop when the standby
+closes the connection.
+
+While nothing changes the master is left alone: no snapshot mode, and no
+read but `newest()` (A/x.serial, 8 bytes) every `interval` seconds.  The
+gathering itself (snapshot mode, the archive) is serve.py's, passed in as
+`send`.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from .protocol import HEARTBEAT, NEXT, write_frame
+from .storage import Refused, hex_tid
+
+INTERVAL_BOUNDS = (0.05, 60.0)
+HEARTBEAT_BOUNDS = (1.0, 60.0)
+
+
+def follow_waits(options):
+    """(interval, heartbeat) seconds asked by a version 2 request, within bounds."""
+    try:
+        interval = float(options.get("interval", "1"))
+        heartbeat = float(options.get("heartbeat", "10"))
+    except ValueError:
+        raise Refused("malformed request option interval or heartbeat")
+    return _bound(interval, INTERVAL_BOUNDS), _bound(heartbeat, HEARTBEAT_BOUNDS)
+
+
+def _bound(value, bounds):
+    return min(max(value, bounds[0]), bounds[1])
+
+
+class Input(object):
+    """The standby's side of the connection: `wait(seconds)` returns what it
+    wrote meanwhile (b"" if nothing), or None once it closed it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        try:
+            self.fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self.fd = None  # a stream without a descriptor (tests): read it, never wait
+
+    def wait(self, seconds):
+        if self.fd is None:
+            data = self.stream.read(4096)
+            return data if data else None
+        ready, _w, _x = select.select([self.fd], [], [], seconds)
+        if not ready:
+            return b""
+        data = os.read(self.fd, 4096)
+        return data if data else None
+
+
+def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=time.monotonic):
+    """Until the standby goes: when `newest()` differs from `known` and the
+    standby has asked for it (it has, for the first one), `send(known)`
+    gathers and sends an increment and returns the tid it reaches, at most
+    once per `interval` seconds (the master's time in snapshot mode stays a
+    small share however fast it writes); after `heartbeat` seconds without a
+    frame, a heartbeat.  Returns the last tid sent."""
+    source = Input(stdin)
+    wanted = True
+    said = b""
+    last = ready = clock()
+    while True:
+        tid = newest()
+        due = wanted and tid != known
+        if due and clock() >= ready:
+            ready = clock() + interval
+            known = send(known)
+            wanted = due = False
+            last = clock()
+        elif clock() - last >= heartbeat:
+            write_frame(stdout, HEARTBEAT, {"master_tid": hex_tid(tid), "waiting": not wanted})
+            stdout.flush()
+            last = clock()
+        data = source.wait(max(0.0, ready - clock()) if due else interval)
+        if data is None:
+            return known
+        said = (said + data)[-64:]
+        if NEXT in said:
+            wanted, said = True, b""

@@ -1,0 +1,100 @@
+"""`ds-replica follow` in-process (engine API), where the command line
+cannot reach: the apply hook a hot standby plugs in (its read-only service
+stopped around each apply) and `min_apply_interval`; and a master too old to
+follow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from dirstorage_replica import storage
+from dirstorage_replica.clone import clone
+from dirstorage_replica.follow import Follower, FollowSettings
+from dirstorage_replica.info import storage_info
+from dirstorage_replica.replica import pull
+from tests.support.checks import assert_reads_as
+from tests.support.reliability import DS_REPLICA
+from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from tests.support.toolkit import ToolkitServer
+
+
+class Enough(BaseException):
+    """Ends the follower from its hook (as a stop would, without signals)."""
+
+
+def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
+    home, replica = tmp_path / "master", tmp_path / "replica"
+    create_storage(home, "bushy")
+    tm = SimulatedStorage(home, flush_interval=0.05).open()
+    toolkit = ToolkitServer(tm)
+    toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
+    tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
+    clone(str(home), str(replica))
+    tm.start_writer(40)
+    applies = []
+
+    def hook():
+        class Around(object):
+            def __enter__(self):
+                applies.append(time.monotonic())  # the read-only service would be stopped here
+
+            def __exit__(self, *exc):
+                if len(applies) >= 4:
+                    raise Enough()  # ... and started again here
+
+        return Around()
+
+    follower = Follower(str(home), str(replica), settings=FollowSettings(interval=0.05, min_apply_interval=1.0),
+                        apply_hook=hook)
+    ended = []
+
+    def run():
+        try:
+            follower.run()
+        except Enough:
+            ended.append("enough")
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        thread.join(timeout=60)
+    finally:
+        tm.stop_writer()
+    assert ended == ["enough"]
+    gaps = [b - a for a, b in zip(applies, applies[1:], strict=False)]
+    assert len(applies) == 4 and all(g >= 0.95 for g in gaps), gaps  # 40 tx/s, yet one apply per second
+    st = storage.Storage(replica)
+    assert st.journal_entries() == [] and st.last_tid() > storage.ZERO_TID
+    toolkit.stop()
+    tm.close()
+    pull(str(home), str(replica))  # the replica was at a transaction of this master: it catches up exactly
+    assert_reads_as(replica, home)
+
+
+OLD_MASTER = """\
+import sys
+sys.stdin.buffer.readline()  # `replica request 2`: refused at the first line, as ds-replica 0.1 does
+sys.stderr.write("ds-replica serve: unsupported request version request 2: this master speaks versions 0 and 1\\n")
+sys.exit(1)
+"""
+
+
+def test_a_master_too_old_to_follow_stops_the_follower_with_what_to_do(tmp_path):
+    home, replica = tmp_path / "master", tmp_path / "replica"
+    create_storage(home, "bushy")
+    with SimulatedStorage(home) as tm:
+        tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
+    clone(str(home), str(replica))
+    old = tmp_path / "old_master_ssh.py"
+    old.write_text(OLD_MASTER)
+    proc = subprocess.run([DS_REPLICA, "follow", "-e", "%s %s" % (sys.executable, old), "old.invalid:%s" % home,
+                           str(replica)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1  # at once: retrying cannot teach the master a new version
+    assert proc.stderr.splitlines() == [
+        "ds-replica: the master does not speak request version 2, which following needs (master refused: "
+        "unsupported request version request 2: this master speaks versions 0 and 1); upgrade ds-replica on the "
+        "master, or schedule pulls with cron instead"]
+    assert storage_info(str(replica))["follower"]["state"] == "stopped"

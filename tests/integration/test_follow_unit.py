@@ -1,0 +1,119 @@
+"""The schedule role's follow mode: the systemd unit it installs, rendered with
+ansible's own template module, checked by `systemd-analyze verify` where that
+exists, and its ExecStart run directly (no systemd here): the follower it
+starts keeps the replica at the master's newest transaction and stops
+cleanly on SIGTERM, the signal systemd sends."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+from dirstorage_replica import storage
+from dirstorage_replica.clone import clone
+from dirstorage_replica.info import storage_info
+from tests.integration.test_modules import BIN, ENV, ROOT
+from tests.support.checks import assert_reads_as
+from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+
+TEMPLATE = ROOT / "roles" / "schedule" / "templates" / "ds-replica-follow.service.j2"
+
+
+def render_unit(tmp_path, item, **extra):
+    dest = tmp_path / ("ds-replica-follow-%s.service" % item["name"])
+    variables = {"item": item, "schedule_account": getpass.getuser(), "schedule_ds_replica": str(BIN / "ds-replica"),
+                 "schedule_textfile_dir": str(tmp_path / "textfile"), "schedule_follow_interval": 0.2,
+                 "schedule_follow_restart_seconds": 10, **extra}
+    r = subprocess.run([str(BIN / "ansible"), "localhost", "-m", "ansible.builtin.template",
+                        "-a", "src=%s dest=%s mode=0644" % (TEMPLATE, dest), "-e", json.dumps(variables)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return dest
+
+
+def directives(unit):
+    """{key: [values]} of the unit file (sections ignored)."""
+    found = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            found.setdefault(key, []).append(value)
+    return found
+
+
+@pytest.fixture
+def pair(tmp_path):
+    master = tmp_path / "master"
+    create_storage(master, "bushy")
+    with SimulatedStorage(master) as tm:
+        tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
+    replica = tmp_path / "replica dir"  # a space: the unit's quoting must hold
+    clone(str(master), str(replica))
+    (tmp_path / "textfile").mkdir()
+    return master, replica
+
+
+def item_for(master, replica, **extra):
+    return {"name": "main", "path": str(replica), "master": str(master), "master_port": 22,
+            "key_file": "/home/dsreplica/.ssh/ds-replica-main", "known_hosts_file": "/home/dsreplica/.ssh/known_hosts",
+            "compress": False, "snapshot_timeout": 0.0, **extra}
+
+
+def test_unit_is_hardened_and_restarts(tmp_path, pair):
+    master, replica = pair
+    unit = render_unit(tmp_path, item_for(master, replica))
+    d = directives(unit)
+    assert d["User"] == [getpass.getuser()] and d["Restart"] == ["always"]
+    assert d["NoNewPrivileges"] == ["yes"] and d["ProtectSystem"] == ["strict"] and d["PrivateTmp"] == ["yes"]
+    writable = shlex.split(d["ReadWritePaths"][0])
+    assert str(replica) in writable and "-" + str(tmp_path / "textfile") in writable
+    assert d["KillSignal"] == ["SIGTERM"]
+    if shutil.which("systemd-analyze"):
+        r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                           check=False)
+        # a unit error or warning names the file
+        problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]
+        assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):
+    master, replica = pair
+    unit = render_unit(tmp_path, item_for(master, replica, snapshot_timeout=2.0))
+    argv = shlex.split(directives(unit)["ExecStart"][0])
+    assert argv[1] == "follow" and argv[-2:] == [str(master), str(replica)] and "--snapshot-timeout" in argv
+    follower = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with SimulatedStorage(master) as tm:
+            for i in range(20):
+                tm.commit({tm.new_oid(): PICKLE_HEAD + b"txn %d." % i})
+                time.sleep(0.05)
+        newest = storage.Storage(master).last_tid()
+        metrics = tmp_path / "textfile" / "dirstorage_main.prom"
+
+        def caught_up():  # the replica at the master's newest, and the metrics written after it
+            return (storage.Storage(replica).last_tid() == newest and metrics.exists()
+                    and 'dirstorage_replication_last_result{storage="main"} 1.0' in metrics.read_text())
+
+        deadline = time.monotonic() + 30
+        while not caught_up() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert caught_up(), "the follower did not keep up"
+    finally:
+        follower.send_signal(signal.SIGTERM)
+        _out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert err.strip().splitlines()[-1] == "ds-replica: follow stopped; the replica is at a transaction boundary"
+    assert_reads_as(replica, master)
+    # storage_info (the module's answer, ds-replica status) shows what the follower did last
+    state = storage_info(str(replica))["follower"]
+    assert state["state"] == "stopped" and state["tid"] == newest.hex().upper() and state["running"] is False
+    status = subprocess.run([str(BIN / "ds-replica"), "status", str(replica)], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert "follower: stopped (not running), replica at %s" % newest.hex().upper() in status.stdout
