@@ -25,25 +25,15 @@ from . import journal, ustar
 from .options import PullOptions
 from .protocol import Request, Session
 from .replica import refuse_same_folder
-from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid
+from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid, pid_alive
 from .transport import Throttle, open_channel
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stale(parent, base, kind):
     """Hidden folders `.BASE.KIND-PID` whose process is gone."""
     prefix = ".%s.%s-" % (base, kind)
     for entry in sorted(os.listdir(parent)):
-        if entry.startswith(prefix) and entry[len(prefix):].isdigit() and not _pid_alive(int(entry[len(prefix):])):
+        if entry.startswith(prefix) and entry[len(prefix):].isdigit() and not pid_alive(int(entry[len(prefix):])):
             yield os.path.join(parent, entry)
 
 
