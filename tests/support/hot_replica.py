@@ -12,6 +12,10 @@ answers (as `systemctl start` does), so it is usable as a --start-command:
 
     python -m tests.support.hot_replica start HOME LOG PIDFILE
     kill $(cat PIDFILE)                # the --stop-command
+
+`write HOME` commits one transaction into a storage that nobody runs (as a
+storage process that was not read-only would have): a replica written
+while it served.
 """
 
 from __future__ import annotations
@@ -99,7 +103,18 @@ def longest_silence(log_path):
     return max(gaps) if gaps else (0.0, None)
 
 
+def write(home):
+    """Commit one transaction into `home` (not running) and close it cleanly."""
+    from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage
+
+    with SimulatedStorage(home) as st:
+        st.commit({st.new_oid(): PICKLE_HEAD + b"written on the standby."})
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 5 or sys.argv[1] != "start":
-        sys.exit("usage: python -m tests.support.hot_replica start HOME LOG PIDFILE")
+    if sys.argv[1:2] == ["write"] and len(sys.argv) == 3:
+        sys.exit(write(sys.argv[2]))
+    if sys.argv[1:2] != ["start"] or len(sys.argv) != 5:
+        sys.exit("usage: python -m tests.support.hot_replica start HOME LOG PIDFILE | write HOME")
     sys.exit(start(*sys.argv[2:]))
