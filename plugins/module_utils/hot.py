@@ -41,16 +41,20 @@ def run_command(command, timeout):
     return proc.returncode, last_line(proc.stdout)
 
 
-def command_failed(which, command, status, said):
-    """The one-line error of a failed stop or start command."""
-    hints = {
-        "stop": "the replica is unchanged and the start command was run; check the stop command "
-                "(it runs with /bin/sh -c as the replica account)",
-        "start": "the storage process that serves the replica is not running: start it by hand, "
-                 "then check the start command",
-    }
-    return DSError("the %s command failed (exit %d%s): %s" % (which, status, ": " + said if said else "", command),
-                   hints[which])
+def _output(said):
+    return ": " + said if said else ""
+
+
+def stop_failed(command, status, said):
+    return DSError("the stop command failed (exit %d%s): %s" % (status, _output(said), command),
+                   "the replica is unchanged and the start command was run; check the stop command "
+                   "(it runs with /bin/sh -c as the replica account)")
+
+
+def start_failed(command, status, said):
+    return DSError("the start command failed (exit %d%s): %s" % (status, _output(said), command),
+                   "the storage process that serves the replica is not running: start it by hand, "
+                   "then check the start command")
 
 
 class HotStandby(object):
@@ -72,7 +76,7 @@ class HotStandby(object):
         self.log("stopping the storage process: %s" % self.stop_command)
         status, said = run_command(self.stop_command, self.stop_timeout)
         if status != 0:
-            raise command_failed("stop", self.stop_command, status, said)
+            raise stop_failed(self.stop_command, status, said)
         left = self.stop_timeout - (time.monotonic() - self.stopped_at)
         if not lock.acquire_within(max(left, 0.0)):
             pid = lock.holder()
@@ -91,7 +95,7 @@ class HotStandby(object):
         self.downtime = time.monotonic() - self.stopped_at
         self.stopped_at = None
         if status != 0:
-            raise command_failed("start", self.start_command, status, said)
+            raise start_failed(self.start_command, status, said)
 
 
 def hot_standby(stop_command, start_command, stop_timeout=None, log=None):
