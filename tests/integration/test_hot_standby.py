@@ -17,6 +17,7 @@ import pytest
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
+from tests.integration.test_modules import run_module
 from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401
 from tests.support import hot_replica
 from tests.support.checks import assert_reads_as, replica_state
@@ -192,3 +193,17 @@ def test_two_pulls_never_overlap(standby):
         _out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert_reads_as(standby.replica, standby.master)
+
+
+def test_the_replicate_module_runs_a_hot_pull(standby):
+    _commit_big(standby.master, 3, 1000)
+    ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
+                                          "stop_command": standby.stop, "start_command": standby.start,
+                                          "stop_timeout": 30})
+    assert ok and result["changed"] and result["transactions"] == 3, result
+    assert 0 < result["downtime_seconds"] < result["elapsed_seconds"]
+    assert_reads_as(standby.replica, standby.master)
+    assert standby.serving()
+    ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
+                                          "stop_command": standby.stop})
+    assert not ok and "parameters are required together: stop_command, start_command" in result["msg"], result
