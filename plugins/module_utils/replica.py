@@ -241,11 +241,17 @@ def _pull_steps(master, st, hold, incoming, opts, log, progress):
 
     result = ask_with_fallback(ask, req, log)
     if not opts.check:
-        if result["transactions"] and not hold.taken:
-            hold.take()
-            _check_unchanged(st, req, log)
-        _apply(st, incoming, result, log, hold.taken)
+        take_and_apply(st, hold, incoming, result, req, log)
     return result, before
+
+
+def take_and_apply(st, hold, incoming, result, req, log):
+    """Apply a received increment: a hot standby's replica is taken now (its
+    process stopped) if anything is new, and must not have moved since `req`."""
+    if result["transactions"] and not hold.taken:
+        hold.take()
+        _check_unchanged(st, req, log)
+    _apply(st, incoming, result, log, hold.taken)
 
 
 def _take_first(st, hold, check, log):

@@ -104,6 +104,16 @@ def test_nothing_new_stops_nothing(standby):
     assert standby.pidfile.read_text() == pid and not standby.started.exists()
 
 
+def test_check_mode_stops_nothing(standby):
+    _commit_big(standby.master, 3, 1000)
+    pid, before = standby.pidfile.read_text(), replica_state(standby.replica)
+    rc, result, err = standby.run("--check")
+    assert rc == 0, err
+    assert (result["transactions"], result["downtime_seconds"]) == (3, 0.0)
+    assert standby.pidfile.read_text() == pid and not standby.started.exists()
+    assert replica_state(standby.replica) == before
+
+
 def _refused(standby, rc, err, code, phrase, before):
     assert rc == code, err
     assert len(err.splitlines()) == 1 and err.startswith("ds-replica: ") and phrase in err, err
