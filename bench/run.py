@@ -22,6 +22,9 @@ bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
   follow: a live master writing BENCH_FOLLOW_RATE tx/s for BENCH_FOLLOW_SECONDS,
      followed by `ds-replica follow` (bench/follow.py): lag of each
      transaction, the master's share of time in snapshot mode, CPU
+  h. hot standby: a read-only process serves the replica; the pull stops it
+     only for the apply: downtime against the pull's wall time, K=100 and 1000
+     (BENCH_ONLY=h; not in the default set)
 
 Settings (environment or flags): BENCH_N (default 30000,300000), BENCH_K (100),
 BENCH_RUNS (3), BENCH_CM_RUNS (persistent-connection runs, default BENCH_RUNS; 0 skips them),
@@ -411,6 +414,46 @@ class Bench(object):
         self.results["scenarios"]["snapshot"] = out
         self.save()
 
+    # -- h: hot standby downtime --------------------------------------------
+    def hot(self):
+        """A hot standby: a read-only process (tests/support/hot_replica.py) serves the replica; the
+        pull stops it only for the apply.  Wall time of the pull, its downtime_seconds (stop command
+        to the end of the start command) and the longest silence in the process's answers."""
+        from tests.support import hot_replica
+
+        n = min(self.a.n)
+        out = {"n_revisions": n}
+        log_path, pidfile = os.path.join(WORK, "hot-answers.log"), os.path.join(WORK, "hot.pid")
+        for k in (100, 1000):
+            info = self.storage(n, k)
+            replica = self.replica_for(info, "hot")
+            start = "cd %s && %s -m tests.support.hot_replica start %s %s %s" % tuple(
+                shlex.quote(x) for x in (ROOT, sys.executable, replica, log_path, pidfile))
+            hot = ["--stop-command", "kill $(cat %s)" % shlex.quote(pidfile), "--start-command", start]
+            walls, downs, silences = [], [], []
+            for _unused in range(self.a.runs):
+                generate.reset_replica(info["base"], replica, info["increment"])
+                drop_dirty()
+                if os.path.exists(log_path):
+                    os.unlink(log_path)
+                sh(["/bin/sh", "-c", start])
+                try:
+                    wall, res = self.pull(info["master"], replica, hot)
+                finally:
+                    sh(["/bin/sh", "-c", "kill $(cat %s); while [ -e %s ]; do sleep 0.01; done"
+                        % (shlex.quote(pidfile), shlex.quote(pidfile))])
+                walls.append(wall)
+                downs.append(res["downtime_seconds"])
+                silences.append(hot_replica.longest_silence(log_path)[0])
+            out[str(k)] = {"files": len(info["increment"]), "bytes": info["increment_bytes"], "wall_s": walls,
+                           "downtime_s": downs, "silence_s": silences, "wall_median_s": median(walls),
+                           "downtime_median_s": median(downs), "silence_median_s": median(silences)}
+            log("hot standby K=%d: down %s of a %s pull (longest silence %s)" % (
+                k, secs(median(downs)), secs(median(walls)), secs(median(silences))))
+            shutil.rmtree(replica)
+        self.results["scenarios"]["hot"] = out
+        self.save()
+
     # -- e: memory ----------------------------------------------------------
     def memory(self):
         n = min(self.a.n)
@@ -631,6 +674,13 @@ def report(results):
                         d["ratio"]))
         lines.append("   one final syncfs (before bb5a421): %.0f files/s -> x%.2f against fsync each"
                      % (d["one_syncfs_files_per_s"], d["ratio_one_syncfs"]))
+    h = sc.get("hot")
+    for k in ("100", "1000"):
+        if h and k in h:
+            r = h[k]
+            lines.append("h. hot standby, K=%s (%d files): storage process down %.3fs (longest silence %.3fs) of a "
+                         "%.3fs pull" % (k, r["files"], r["downtime_median_s"], r["silence_median_s"],
+                                         r["wall_median_s"]))
     return "\n".join(lines)
 
 
@@ -685,6 +735,8 @@ def main(argv=None):
             b.first_copy()
         if "follow" in only:
             b.follow()
+        if "h" in only:
+            b.hot()
     finally:
         b.stop()
     b.results["total_seconds"] = round(time.monotonic() - t0, 1)

@@ -8,6 +8,7 @@ later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
 2 CRITICAL (bad usage exits 2, as argparse does).
 
     ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory
+    ds-replica --stop-command CMD --start-command CMD [--stop-timeout S] MASTER REPLICA   (a hot standby)
     ds-replica serve [--snapshot-timeout S] MasterDirectory
     ds-replica clone [options] [user@]MasterHost:MasterDirectory NewReplicaDirectory
     ds-replica follow [--interval S] [--metrics FILE] [user@]MasterHost:MasterDirectory ReplicaDirectory
@@ -26,6 +27,7 @@ import traceback
 
 from .clone import clone
 from .follow import FollowSettings, Stopped, StopSwitch, follow
+from .hot import STOP_TIMEOUT, hot_standby
 from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
 from .replica import pull
@@ -97,9 +99,19 @@ def _pull_parser():
     _add_ssh_options(p)
     p.add_argument("-n", "--check", action="store_true", help="ask what would come; change nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    _add_hot_options(p)
     p.add_argument("master", help="[user@]host:path of the master storage, or a local path")
     p.add_argument("replica", help="the replica storage folder")
     return p
+
+
+def _add_hot_options(p):
+    g = p.add_argument_group("hot standby (a storage process serves the replica; it is stopped only for the apply)")
+    g.add_argument("--stop-command", metavar="CMD", help="stops the storage process (run with /bin/sh -c)")
+    g.add_argument("--start-command", metavar="CMD", help="starts it again, also after a failure")
+    g.add_argument("--stop-timeout", type=float, default=STOP_TIMEOUT, metavar="S",
+                   help="wait at most S seconds for each command and for misc/lock to be free "
+                        "(default %(default)g)")
 
 
 def _options(args):
@@ -155,15 +167,17 @@ def cmd_pull(argv):
     log = _stderr if args.verbose else None
     progress = Progress(not args.quiet)
     try:
-        result = pull(args.master, args.replica, _options(args), log=log, progress=progress)
+        hot = hot_standby(args.stop_command, args.start_command, args.stop_timeout, log)
+        result = pull(args.master, args.replica, _options(args), log=log, progress=progress, hot=hot)
     finally:
         progress.done()
     if args.json:
         _stdout(json.dumps(result, sort_keys=True))
     if args.verbose:
-        _stderr("%d transactions, %d files, %s in %.2fs; master in snapshot mode %.3fs; lag %.1fs"
+        _stderr("%d transactions, %d files, %s in %.2fs; master in snapshot mode %.3fs; lag %.1fs%s"
                 % (result["transactions"], result["files"], _human(result["bytes"]), result["elapsed_seconds"],
-                   result["snapshot_seconds"], result["lag_seconds"]))
+                   result["snapshot_seconds"], result["lag_seconds"],
+                   "; storage process down %.3fs" % result["downtime_seconds"] if hot else ""))
     if not args.quiet:
         if args.check:
             _stderr("Would replicate %d transactions (%d files, %s)" % (

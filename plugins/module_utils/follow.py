@@ -287,7 +287,7 @@ class Follower(object):
         """One connection: the reference, then frames until it fails."""
         self._pause_before_apply()
         # recovery may apply a pending increment: a hot standby's service is stopped for it too
-        with self._hooked(), locked_replica(self.master, self.replica_dir, False, self.log) as (st, _incoming):
+        with self._hooked(), locked_replica(self.master, self.replica_dir, False, self.log) as (st, _incoming, _hold):
             self.known = st.last_tid()
             req = reference_request(st, self.known, FOLLOW_VERSION, self._request_options())
         if self.apply_hook:
@@ -357,7 +357,8 @@ class Follower(object):
         t0 = time.monotonic()
         started = time.time()
         shield = self.stop.shielded() if self.apply_hook else contextlib.nullcontext()
-        with shield, self._hooked(), locked_replica(self.master, self.replica_dir, False, self.log) as (st, incoming):
+        taken = locked_replica(self.master, self.replica_dir, False, self.log)
+        with shield, self._hooked(), taken as (st, incoming, _hold):
             if st.last_tid() != self.known:
                 raise Busy("replica %s moved from %s to %s while following: another pull or a storage wrote to it"
                            % (st.home, hex_tid(self.known), hex_tid(st.last_tid())),

@@ -29,9 +29,10 @@ METRICS = (
     ("transactions", "gauge", "Transactions received by the last successful pull."),
     ("bytes", "gauge", "Bytes of file content received by the last successful pull."),
     ("snapshot_seconds", "gauge", "Time the master was held in snapshot mode by the last successful pull."),
+    ("downtime_seconds", "gauge", "Time a hot standby's storage process was stopped by the last successful pull."),
 )
 # The figures of a pull's result (ds-replica --json) that the metrics keep.
-RESULT_FIGURES = ("lag_seconds", "transactions", "bytes", "snapshot_seconds")
+RESULT_FIGURES = ("lag_seconds", "transactions", "bytes", "snapshot_seconds", "downtime_seconds")
 
 
 def metrics_path(textfile_dir, name):

@@ -25,11 +25,14 @@ from .protocol import (
     pull_request_options,
     request_version,
 )
+from .snapshot import PEER_WAIT, take_turn
 from .storage import (
     ZERO_TID,
     Busy,
     Corrupt,
     DSError,
+    FileLock,
+    Refused,
     Storage,
     TransportError,
     classify,
@@ -41,6 +44,8 @@ from .storage import (
 from .transport import Throttle, open_channel, refuse_same_folder
 
 INCOMING = ".replica.incoming"
+# the pull's own lock, beside misc/lock: a hot standby's storage process holds misc/lock
+PULL_LOCK = ".ds-replica-pull.lock"
 # errors of the replica's own disk while receiving (not of the network)
 LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
 
@@ -117,26 +122,92 @@ def _check_revisions(order, revisions, currents):
         raise Corrupt("the increment holds current-revision files of objects it did not change")
 
 
-def lock_replica(st):
-    lock = st.lock()
+def in_use(st, lock):
+    """The refusal when misc/lock is held by someone else."""
+    pid = lock.holder()
+    return Busy("replica %s is in use (misc/lock is held%s): a storage process or another pull has it"
+                % (st.home, " by pid %d" % pid if pid else ""),
+                "stop the storage that uses the replica, or wait for the other pull to end")
+
+
+def lock_pull(st):
+    """The pull's own lock (misc/PULL_LOCK): two pulls into one replica never
+    overlap, even while a hot standby's storage process holds misc/lock."""
+    lock = FileLock(st.sub("misc", PULL_LOCK))
     if not lock.acquire():
         pid = lock.holder()
-        raise Busy("replica %s is in use (misc/lock is held%s): a storage process or another pull has it"
-                   % (st.home, " by pid %d" % pid if pid else ""),
-                   "stop the storage that uses the replica, or wait for the other pull to end")
-    sub = st.sublock()
-    if not sub.acquire():
-        lock.release()
-        raise Busy("replica %s is in use (misc/sublock is held)" % st.home, "wait and try again")
-    return lock, sub
+        raise Busy("replica %s is in use by another pull%s" % (st.home, " (pid %d)" % pid if pid else ""),
+                   "wait for the other pull to end")
+    return lock
 
 
-def pull(master, replica_dir, opts=None, log=None, progress=None):
-    """One replication event.  Returns a result dict; raises DSError."""
+def _turn_refused(st):
+    def refuse(pid, waited):
+        return Busy("replica %s is being served to another standby: ds-replica pid %s has held its snapshot "
+                    "for %.0fs" % (st.home, pid or "unknown", waited),
+                    "retry later (a serve holds it only while it reads the increment)")
+    return refuse
+
+
+class Hold(object):
+    """What a pull holds of its replica once it takes it: the snapshot turn
+    (a serve to a cascaded standby waits for it), misc/lock and misc/sublock;
+    for a hot standby, its storage process is stopped meanwhile."""
+
+    def __init__(self, st, hot=None, log=None):
+        self.st = st
+        self.hot = hot
+        self.log = log or (lambda msg: None)
+        self.turn = self.lock = self.sub = None
+
+    @property
+    def taken(self):
+        return self.lock is not None
+
+    def take(self):
+        """Cold: lock now (refused if held).  Hot: stop the storage process,
+        wait for misc/lock, lock."""
+        st = self.st
+        self.turn = take_turn(st, PEER_WAIT, self.log, _turn_refused(st))
+        lock = st.lock()
+        if self.hot is not None:
+            self.hot.stop_and_lock(lock, st.home)
+        elif not lock.acquire():
+            raise in_use(st, lock)
+        self.lock = lock
+        sub = st.sublock()
+        if not sub.acquire():
+            raise Busy("replica %s is in use (misc/sublock is held)" % st.home, "wait and try again")
+        self.sub = sub
+
+    def release(self, failure=None):
+        """Release the locks, start a stopped storage process, give up the
+        turn.  A failed start is its own error (naming `failure`, if any)."""
+        for lock in (self.sub, self.lock):
+            if lock is not None:
+                lock.release()
+        self.sub = self.lock = None
+        try:
+            if self.hot is not None:
+                self.hot.start()
+        except DSError as e:
+            if failure is None:
+                raise
+            raise DSError("%s; the pull had failed before: %s" % (e.message, failure), e.hint) from failure
+        finally:
+            if self.turn is not None:
+                self.turn.release()
+                self.turn = None
+
+
+def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
+    """One replication event.  Returns a result dict; raises DSError.
+    `hot` (a hot.HotStandby): the replica is served by a storage process,
+    stopped only for the commit and apply."""
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
-    with locked_replica(master, replica_dir, opts.check, log) as (st, incoming):
+    with locked_replica(master, replica_dir, opts.check, log, hot) as (st, incoming, hold):
         before = st.last_tid()
         options = pull_request_options(opts.check, opts.compress, opts.snapshot_timeout, opts.snapshot_interval)
         req = reference_request(st, before, request_version(opts.protocol, options), options)
@@ -147,27 +218,66 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
 
         result = ask_with_fallback(ask, req, log)
         if not opts.check:
-            apply_increment(st, incoming, result, log)
-        return make_report(result, st, before, opts.check, t0)
+            take_and_apply(st, hold, incoming, result, req, log)
+    result["downtime_seconds"] = round(hot.downtime, 3) if hot is not None else 0.0
+    return make_report(result, st, before, opts.check, t0)
 
 
 @contextlib.contextmanager
-def locked_replica(master, replica_dir, check, log):
-    """The replica, locked and recovered (check mode only says what recovery
-    would do): yields (Storage, path of the incoming spool); the spool is
-    removed and the locks released on the way out."""
+def locked_replica(master, replica_dir, check, log, hot=None):
+    """The replica under the pull's own lock, taken (cold: misc/lock now; hot:
+    only when its journal needs recovery first) and recovered (check mode only
+    says what recovery would do).  Yields (Storage, path of the incoming spool,
+    Hold); on the way out the spool is removed, the locks released and a
+    stopped storage process started again."""
     refuse_same_folder(master, replica_dir)
     st = Storage(replica_dir)
     st.require_full("replica")
-    lock, sub = lock_replica(st)
+    own = lock_pull(st)
+    hold = Hold(st, hot, log)
     incoming = st.sub("misc", INCOMING)
+    failure = None
     try:
-        _recover(st, check, log)
-        yield st, incoming
+        _take_first(st, hold, check, log)
+        yield st, incoming, hold
+    except BaseException as e:
+        failure = e
+        raise
     finally:
         _remove(incoming)
-        sub.release()
-        lock.release()
+        try:
+            hold.release(failure)
+        finally:
+            own.release()
+
+
+def take_and_apply(st, hold, incoming, result, req, log):
+    """Apply a received increment: a hot standby's replica is taken now (its
+    process stopped) if anything is new, and must not have moved since `req`."""
+    if result["transactions"] and not hold.taken:
+        hold.take()
+        _check_unchanged(st, req, log)
+    apply_increment(st, incoming, result, log, hold.taken)
+
+
+def _take_first(st, hold, check, log):
+    """A cold pull takes the replica before it asks; a hot one only when the
+    replica's journal needs recovery first (then it stays stopped)."""
+    if hold.hot is None or (not check and st.journal_entries()):
+        hold.take()
+    _recover(st, check, log)
+
+
+def _check_unchanged(st, req, log):
+    """After a hot standby's storage process stopped: its newest transaction
+    must still be the one the increment was asked for."""
+    _recover(st, False, log)
+    now = st.last_tid()
+    if now != req.tid or st.transaction_md5(now) != req.md5:
+        raise Refused("replica %s has diverged: it was written while it served (newest transaction %s, %s when "
+                      "the pull began)" % (st.home, hex_tid(now), hex_tid(req.tid)),
+                      "a standby's storage process must open it read-only; the increment was not applied; "
+                      "make a new copy with 'ds-replica clone'")
 
 
 def _recover(st, check, log):
@@ -196,9 +306,9 @@ def reference_request(st, before, version, options):
     return Request("request", version, st.identity, before, md5, options)
 
 
-def apply_increment(st, incoming, result, log):
+def apply_increment(st, incoming, result, log, taken=True):
     """Pass the commit point and apply the increment (or, with nothing new,
-    leave the replica marked as a snapshot)."""
+    leave a replica taken cold marked as a snapshot)."""
     if result["transactions"]:
         _commit(st, incoming)
         log("commit point passed; applying %d files" % result["files"])
@@ -209,7 +319,7 @@ def apply_increment(st, incoming, result, log):
                 st.home, e.strerror or e, ": %s" % e.filename if e.filename else ""),
                 "it stays pending in journal/replica.tar: fix the cause (free space?) and pull again, "
                 "which finishes it first")
-    elif st.snapshot_code() is None:
+    elif taken and st.snapshot_code() is None:
         st.write_snapshot_marker("shutdown")
 
 

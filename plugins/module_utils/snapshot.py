@@ -36,6 +36,32 @@ PEER_LOCK = ".ds-replica-snapshot.lock"
 PEER_WAIT = 30.0
 
 
+def take_turn(st, wait, log, refuse):
+    """Our turn at the storage's snapshot among ds-replica processes (a serve
+    holding it in snapshot mode, a pull applying to a replica): the held
+    FileLock of PEER_LOCK, after waiting at most `wait` seconds; None when
+    misc/ is not writable for this account (no turns then).  When the wait
+    runs out, raises `refuse(holder pid, seconds waited)`."""
+    lock = FileLock(st.sub("misc", PEER_LOCK))
+    t0 = time.monotonic()
+    said = []
+
+    def waiting(pid):
+        said.append(pid)
+        log("waiting for another ds-replica process (pid %s) to leave snapshot mode" % (pid or "unknown"))
+
+    try:
+        held = lock.acquire_within(wait, waiting)
+    except OSError as e:
+        log("cannot take %s (%s); not coordinating with other ds-replica processes" % (PEER_LOCK, e.strerror or e))
+        return None
+    if not held:
+        raise refuse(lock.holder(), time.monotonic() - t0)
+    if said:
+        log("our turn came after %.1fs" % (time.monotonic() - t0))
+    return lock
+
+
 class Method(object):
     def __init__(self, kind, url=None, access=None, line=0):
         self.kind = kind
@@ -220,34 +246,12 @@ class Snapshot(object):
     def _take_turn(self, wait):
         """Wait (at most `wait` seconds) for any other ds-replica process
         holding this storage in snapshot mode to be done."""
-        lock = FileLock(self.st.sub("misc", PEER_LOCK))
-        t0 = time.monotonic()
-        pause = 0.01
-        said = False
-        while True:
-            try:
-                if lock.acquire():
-                    break
-            except OSError as e:
-                # misc/ not writable for this account: no turns, the retry
-                # loop below still applies
-                self.log("cannot take %s (%s); not coordinating with other ds-replica processes"
-                         % (PEER_LOCK, e.strerror or e))
-                return
-            waited = time.monotonic() - t0
-            if waited >= wait:
-                raise Busy("master %s cannot enter snapshot mode: another ds-replica process (pid %s) has held "
-                           "it for %.0fs" % (self.st.home, lock.holder() or "unknown", waited),
-                           "retry later, or allow more time with --snapshot-timeout")
-            if not said and waited >= 1.0:
-                said = True
-                self.log("waiting for another ds-replica process (pid %s) to leave snapshot mode"
-                         % (lock.holder() or "unknown"))
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
-        self.peer = lock
-        if said:
-            self.log("our turn came after %.1fs" % (time.monotonic() - t0))
+        def refuse(pid, waited):
+            return Busy("master %s cannot enter snapshot mode: another ds-replica process (pid %s) has held "
+                        "it for %.0fs" % (self.st.home, pid or "unknown", waited),
+                        "retry later, or allow more time with --snapshot-timeout")
+
+        self.peer = take_turn(self.st, wait, self.log, refuse)
 
     def _release_peer(self):
         if self.peer is not None:

@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import struct
+import time
 
 ZERO_TID = b"\0" * 8
 FORMATS = ("bushy", "chunky", "lawn", "flat")
@@ -416,6 +417,23 @@ class FileLock(object):
         except OSError:
             pass
         self.fd = fd
+        return True
+
+    def acquire_within(self, seconds, on_wait=None):
+        """Try again and again (pauses growing to 0.5 s) for at most `seconds`;
+        True once held.  `on_wait(holder pid)` is called once, after a second."""
+        t0 = time.monotonic()
+        pause = 0.01
+        said = False
+        while not self.acquire():
+            waited = time.monotonic() - t0
+            if waited >= seconds:
+                return False
+            if on_wait and not said and waited >= 1.0:
+                said = True
+                on_wait(self.holder())
+            time.sleep(min(pause, max(seconds - waited, 0.001)))
+            pause = min(pause * 2, 0.5)
         return True
 
     def release(self):

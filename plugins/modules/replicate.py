@@ -45,6 +45,26 @@ options:
     description:
       - Handled by the action plugin on the controller. The storage folder on O(master_host).
     type: path
+  stop_command:
+    description:
+      - Hot standby. A storage process (a read-only ZEO server, say) serves the replica and holds its C(misc/lock).
+        The increment is received and checked while the process still serves; only then is this command run
+        (with C(/bin/sh -c), as the user the module runs as), C(misc/lock) awaited, the increment applied and
+        O(start_command) run. Nothing is stopped when nothing is new.
+      - Requires O(start_command).
+    type: str
+  start_command:
+    description:
+      - Hot standby. Starts the storage process again after the apply; it also runs when anything failed after
+        O(stop_command) ran.
+      - Requires O(stop_command).
+    type: str
+  stop_timeout:
+    description:
+      - Hot standby. Seconds that O(stop_command) and O(start_command) may each take, and that the pull waits after
+        the start of O(stop_command) for C(misc/lock) to be free.
+    type: float
+    default: 60
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
@@ -65,8 +85,8 @@ attributes:
   bypass_host_loop:
     support: none
 notes:
-  - The module takes C(misc/lock) of the replica; it fails with a retryable message if a storage process or another
-    pull holds it.
+  - The module takes C(misc/lock) of the replica; without O(stop_command) it fails with a retryable message if a
+    storage process or another pull holds it. Two pulls into one replica never overlap.
   - Check mode needs a master running this tool (O(protocol=1)).
 seealso:
   - module: dirstorage.replication.clone
@@ -93,6 +113,15 @@ EXAMPLES = r"""
 - name: Show what came
   ansible.builtin.debug:
     msg: "{{ pulled.transactions }} transactions, {{ pulled.bytes }} bytes, lag {{ pulled.lag_seconds }}s"
+
+- name: A hot standby served by a read-only ZEO server, stopped only for the apply
+  dirstorage.replication.replicate:
+    master: zope@db1.example.com:/var/lib/zope/storage
+    path: /srv/standby/storage
+    stop_command: sudo -n systemctl stop zeo-standby
+    start_command: sudo -n systemctl start zeo-standby
+    stop_timeout: 120
+  register: hot
 
 - name: A master on the same machine
   dirstorage.replication.replicate:
@@ -146,6 +175,11 @@ elapsed_seconds:
   returned: success
   type: float
   sample: 0.31
+downtime_seconds:
+  description: Time from the start of O(stop_command) to the end of O(start_command); 0 when nothing was stopped.
+  returned: success
+  type: float
+  sample: 0.18
 master_tid:
   description: Newest transaction id of the master as it answered (null with O(protocol=0)).
   returned: success
@@ -160,11 +194,12 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     fail_message,
     pull_options,
 )
+from ansible_collections.dirstorage.replication.plugins.module_utils.hot import STOP_TIMEOUT, hot_standby  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.replica import pull  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 RESULT_KEYS = ("before_tid", "after_tid", "transactions", "files", "bytes", "lag_seconds", "snapshot_seconds",
-               "elapsed_seconds", "master_tid")
+               "elapsed_seconds", "master_tid", "downtime_seconds")
 
 
 def main():
@@ -175,7 +210,12 @@ def main():
             # resolved into master by the action plugin on the controller
             master_host=dict(type="str"),
             master_path=dict(type="path"),
+            # hot standby
+            stop_command=dict(type="str"),
+            start_command=dict(type="str"),
+            stop_timeout=dict(type="float", default=STOP_TIMEOUT),
         ),
+        required_together=[("stop_command", "start_command")],
         supports_check_mode=True,
     )
     p = module.params
@@ -185,7 +225,8 @@ def main():
     if not p["master"]:
         module.fail_json(msg="master is required (or master_host and master_path)")
     try:
-        result = pull(p["master"], p["path"], pull_options(p, check=module.check_mode))
+        hot = hot_standby(p["stop_command"], p["start_command"], p["stop_timeout"])
+        result = pull(p["master"], p["path"], pull_options(p, check=module.check_mode), hot=hot)
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e), retryable=bool(getattr(e, "retryable", False)))
     out = {k: result.get(k) for k in RESULT_KEYS}

@@ -7,9 +7,14 @@ import json
 from pathlib import Path
 
 from dirstorage_replica import storage
+from dirstorage_replica.replica import PULL_LOCK
+from dirstorage_replica.snapshot import PEER_LOCK
 from tests.support.treeutil import tree_state
 
 LOCK_FILES = ("misc/lock", "misc/sublock")
+# ds-replica's own lock files (two pulls never overlap; pulls and serves take
+# turns): bookkeeping beside the storage, created on first use and never removed
+OWN_LOCK_FILES = ("misc/" + PULL_LOCK, "misc/" + PEER_LOCK)
 
 
 def manifest(case_dir) -> dict:
@@ -29,8 +34,10 @@ def expected_refusal(m) -> str:
 def replica_state(path) -> dict:
     """tree_state without the pid a lock holder writes into misc/lock and
     misc/sublock (informational, as in zc.lockfile); their presence and mode
-    still count."""
+    still count.  ds-replica's own lock files do not count."""
     state = tree_state(path)
+    for name in OWN_LOCK_FILES:
+        state.pop(name, None)
     for name in LOCK_FILES:
         if name in state:
             kind, mode, _digest = state[name]

@@ -13,7 +13,7 @@ import pytest
 from dirstorage_replica import cron, metrics
 
 RESULT = {"changed": True, "transactions": 3, "files": 5, "bytes": 2048, "lag_seconds": 0.5,
-          "snapshot_seconds": 0.25}
+          "snapshot_seconds": 0.25, "downtime_seconds": 0.125}
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ def test_after_success_sets_the_times_the_result_and_the_figures():
     values = metrics.after_success(previous, started=100.0, finished=103.0, result=result)
     assert values == {"last_attempt_timestamp_seconds": 100.0, "last_success_timestamp_seconds": 103.0,
                       "last_result": 1, "lag_seconds": 1.5, "transactions": 7.0, "bytes": 4096.0,
-                      "snapshot_seconds": 0.0}
+                      "snapshot_seconds": 0.0, "downtime_seconds": 0.0}
     assert previous == dict(ALL, last_result=0)  # not modified
 
 

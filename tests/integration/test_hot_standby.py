@@ -1,0 +1,219 @@
+"""Hot standby: a real process holds the replica as a read-only storage
+process does (misc/lock and misc/sublock, answering reads in a loop and
+logging each answer: tests/support/hot_replica.py); `ds-replica
+--stop-command ... --start-command ...` stops it only for the apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import storage
+from dirstorage_replica.clone import clone
+from tests.integration.test_modules import run_module
+from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401
+from tests.support import hot_replica
+from tests.support.checks import assert_reads_as, replica_state
+from tests.support.reliability import DS_REPLICA
+
+ROOT = Path(__file__).resolve().parents[2]
+BWLIMIT_KIB = 200  # ~800 KB of increment: a transfer of about 4 s
+PY = shlex.quote(sys.executable)
+
+
+class Standby(object):
+    """A replica of `master` served by a hot_replica process, with the
+    commands that stop and start it."""
+
+    def __init__(self, tmp_path, master, replica=None):
+        self.master = master
+        self.replica = replica or tmp_path / "replica"
+        self.log = tmp_path / "answers.log"
+        self.pidfile = tmp_path / "serving.pid"
+        self.started = tmp_path / "start-command-ran"
+        q = {k: shlex.quote(str(v)) for k, v in vars(self).items()}
+        self.stop = "kill $(cat %(pidfile)s)" % q
+        self.start = "touch %s && cd %s && %s -m tests.support.hot_replica start %s %s %s" % (
+            q["started"], shlex.quote(str(ROOT)), PY, q["replica"], q["log"], q["pidfile"])
+
+    def run(self, *flags, stop=None, start=None, timeout=120):
+        """ds-replica --json with the hot-standby commands; (exit status, result or None, stderr)."""
+        argv = [DS_REPLICA, "-q", "--json", "--stop-command", stop or self.stop, "--start-command",
+                start or self.start, *flags, str(self.master), str(self.replica)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        result = json.loads(proc.stdout) if proc.returncode == 0 else None
+        return proc.returncode, result, proc.stderr.strip()
+
+    def serve(self):
+        assert subprocess.run(self.start, shell=True, check=False).returncode == 0
+        self.started.unlink()
+
+    def serving(self):
+        return self.pidfile.exists() and storage.FileLock(str(self.replica / "misc" / "lock")).probe()[0]
+
+    def shutdown(self):
+        if self.pidfile.exists():
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 15)
+            deadline = time.monotonic() + 10
+            while self.pidfile.exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+
+@pytest.fixture
+def standby(tmp_path):
+    master = tmp_path / "master"
+    _stopped_master(master, 10)
+    clone(str(master), str(tmp_path / "replica"))
+    s = Standby(tmp_path, master)
+    s.serve()
+    yield s
+    s.shutdown()
+
+
+def test_the_process_stops_only_for_the_apply(standby):
+    _commit_big(standby.master, 40, 20000)  # about 800 KB: 4 s at the --bwlimit
+    t0 = time.time()
+    rc, result, err = standby.run("--bwlimit", str(BWLIMIT_KIB))
+    assert rc == 0, err
+    assert result["transactions"] == 40 and result["elapsed_seconds"] >= 3.0
+    assert_reads_as(standby.replica, standby.master)
+    assert standby.serving()
+    # it answered all through the transfer, and was silent only about as long as the downtime
+    silence, silent_from = hot_replica.longest_silence(standby.log)
+    answers = hot_replica.answers(standby.log)
+    assert sum(t0 + 0.5 < t < silent_from for t, _tid in answers) > 50
+    assert 0 < result["downtime_seconds"] < result["elapsed_seconds"] / 3
+    assert silence <= result["downtime_seconds"] + 0.2
+    # and it answers the master's newest transaction since
+    assert answers[-1][1] == storage.hex_tid(storage.Storage(standby.master).last_tid())
+
+
+def test_nothing_new_stops_nothing(standby):
+    pid = standby.pidfile.read_text()
+    rc, result, err = standby.run()
+    assert rc == 0, err
+    assert (result["transactions"], result["downtime_seconds"]) == (0, 0.0)
+    assert standby.pidfile.read_text() == pid and not standby.started.exists()
+
+
+def test_check_mode_stops_nothing(standby):
+    _commit_big(standby.master, 3, 1000)
+    pid, before = standby.pidfile.read_text(), replica_state(standby.replica)
+    rc, result, err = standby.run("--check")
+    assert rc == 0, err
+    assert (result["transactions"], result["downtime_seconds"]) == (3, 0.0)
+    assert standby.pidfile.read_text() == pid and not standby.started.exists()
+    assert replica_state(standby.replica) == before
+
+
+def _refused(standby, rc, err, code, phrase, before):
+    assert rc == code, err
+    assert len(err.splitlines()) == 1 and err.startswith("ds-replica: ") and phrase in err, err
+    assert replica_state(standby.replica) == before
+    assert standby.started.exists()  # the start command ran all the same
+
+
+def test_stop_command_fails(standby):
+    _commit_big(standby.master, 3, 1000)
+    before = replica_state(standby.replica)
+    rc, _res, err = standby.run(stop="echo no such service >&2; exit 3", start="touch %s" % standby.started)
+    _refused(standby, rc, err, 1, "the stop command failed (exit 3: no such service)", before)
+
+
+def test_lock_not_freed_in_time(standby):
+    _commit_big(standby.master, 3, 1000)
+    before = replica_state(standby.replica)
+    t0 = time.monotonic()
+    rc, _res, err = standby.run("--stop-timeout", "1", stop="true", start="touch %s" % standby.started)
+    assert time.monotonic() - t0 < 10
+    _refused(standby, rc, err, 75, "misc/lock is still held by pid", before)
+
+
+def test_replica_written_while_serving_is_refused(standby):
+    _commit_big(standby.master, 3, 1000)
+    # the stop command stops the process, then a writer (not read-only) commits into the replica
+    stop = "%s && while [ -e %s ]; do sleep 0.01; done && cd %s && %s -m tests.support.hot_replica write %s" % (
+        standby.stop, shlex.quote(str(standby.pidfile)), shlex.quote(str(ROOT)), PY, shlex.quote(str(standby.replica)))
+    rc, _res, err = standby.run(stop=stop)
+    assert rc == 1, err
+    assert "has diverged: it was written while it served" in err, err
+    # the write stays (it is the standby's), the increment was not applied, nothing is left pending
+    st, m = storage.Storage(standby.replica), storage.Storage(standby.master)
+    assert st.last_tid() not in {t.tid for t in m.chain()}
+    assert not os.path.exists(st.path(storage.transaction_name(m.last_tid())))
+    assert st.journal_entries() == [] and not (standby.replica / "misc" / ".replica.incoming").exists()
+    assert standby.serving()
+
+
+def test_start_command_fails(standby):
+    _commit_big(standby.master, 3, 1000)
+    rc, _res, err = standby.run(start="echo cannot start >&2; exit 4")
+    assert rc == 1
+    assert err == "ds-replica: the start command failed (exit 4: cannot start): echo cannot start >&2; exit 4; " \
+                  "the storage process that serves the replica is not running: start it by hand, then check " \
+                  "the start command", err
+    assert_reads_as(standby.replica, standby.master)  # applied before
+    assert not standby.serving()
+
+
+def test_apply_fails_on_a_full_disk_and_the_next_pull_finishes(tmp_path, small_mount):  # noqa: F811
+    master = tmp_path / "master"
+    _stopped_master(master)
+    clone(str(master), str(small_mount / "replica"))
+    s = Standby(tmp_path, master, small_mount / "replica")
+    s.serve()
+    try:
+        free = os.statvfs(small_mount).f_bavail * os.statvfs(small_mount).f_frsize
+        _commit_big(master, 4, int(free * 0.7) // 4)  # fits once (the spool), not twice (the apply)
+        rc, _res, err = s.run()
+        assert rc == 1 and "cannot apply the increment" in err and "pending" in err, err
+        assert (s.replica / "journal" / "replica.tar").exists()
+        assert s.started.exists() and s.serving()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small_mount)], check=True)
+        rc, result, err = s.run()
+        assert rc == 0, err
+        assert_reads_as(s.replica, master)
+        assert s.serving() and result["downtime_seconds"] > 0
+    finally:
+        s.shutdown()
+
+
+def test_two_pulls_never_overlap(standby):
+    _commit_big(standby.master, 40, 20000)
+    first = subprocess.Popen([DS_REPLICA, "-q", "--bwlimit", str(BWLIMIT_KIB), "--stop-command", standby.stop,
+                              "--start-command", standby.start, str(standby.master), str(standby.replica)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the first one receives (the process still serves)
+        for hot in (True, False):
+            flags = ("--stop-command", standby.stop, "--start-command", standby.start) if hot else ()
+            proc = subprocess.run([DS_REPLICA, "-q", *flags, str(standby.master), str(standby.replica)],
+                                  capture_output=True, text=True, timeout=30, check=False)
+            assert proc.returncode == 75, proc.stderr
+            assert "is in use by another pull (pid %d)" % first.pid in proc.stderr, proc.stderr
+    finally:
+        _out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert_reads_as(standby.replica, standby.master)
+
+
+def test_the_replicate_module_runs_a_hot_pull(standby):
+    _commit_big(standby.master, 3, 1000)
+    ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
+                                          "stop_command": standby.stop, "start_command": standby.start,
+                                          "stop_timeout": 30})
+    assert ok and result["changed"] and result["transactions"] == 3, result
+    assert 0 < result["downtime_seconds"] < result["elapsed_seconds"]
+    assert_reads_as(standby.replica, standby.master)
+    assert standby.serving()
+    ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
+                                          "stop_command": standby.stop})
+    assert not ok and "parameters are required together: stop_command, start_command" in result["msg"], result
