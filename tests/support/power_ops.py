@@ -256,12 +256,19 @@ def _after_reboot(op, ref, cut, disk, outside, workdir, finished):
         if finished == 0:
             assert state == ref["after"][name], "%s: %s lost what the command had reported done" % (cut, name)
         labels.append("%s %s" % (name, "absent" if state is None else "old" if state == allowed[0] else "new"))
+    for name in set(op.storages) - set(op.checked_after_cut or op.storages):
+        labels.append("%s %s" % (name, "mid-recovery" if _unrecovered(disk / name) else "recovered"))
     proc = subprocess.run(op.next_argv(disk, outside), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, "%s: the next run failed: %s" % (cut, proc.stderr)
     assert states(op, disk) == ref["after"], "%s: the next run did not give the state of a clean run" % cut
     stray = sorted(set(names(disk)) ^ set(ref["names"]))
     assert not stray, "%s: after the next run %d names differ from a clean run's: %s" % (cut, len(stray), stray[:4])
     return labels
+
+
+def _unrecovered(home):
+    """A master's journal or B/ still holds files its recovery moves."""
+    return any((home / "journal").iterdir()) or any(p.is_file() for p in (home / "B").rglob("*"))
 
 
 def _opened(replica, workdir):
