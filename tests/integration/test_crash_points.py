@@ -21,8 +21,7 @@ After each kill:
 - a plain pull then exits 0 and leaves that same replica, nothing pending,
   no spool left, and `ds-replica verify` passes.
 
-(Power loss, where unsynced writes vanish, is not simulated: that needs a
-block device that drops writes, e.g. dm-flakey in a VM.)
+(Power loss, where unsynced writes vanish, is tests/integration/test_power_loss.py.)
 """
 
 from __future__ import annotations

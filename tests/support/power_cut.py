@@ -46,6 +46,8 @@ from pathlib import Path
 
 import pytest
 
+from dirstorage_replica.storage import fsync_path
+
 STRACE = shutil.which("strace") or "/usr/bin/strace"
 IMAGE_MB = {"ext4": 64, "xfs": 320}  # xfsprogs 6 makes no file system under 300 MB
 # (file system, mount options) under test; ext4's default data=ordered and its weaker data=writeback
@@ -252,19 +254,10 @@ def self_test(workdir, fs_name):
 
 
 def _write(path, data, sync):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    Path(path).write_bytes(data)
     if sync:
-        fd = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
+        fsync_path(os.path.dirname(path), directory=True)
 
 
 @contextlib.contextmanager
