@@ -35,6 +35,7 @@ from typing import Callable, Optional
 
 from dirstorage_replica import journal, storage
 from tests.support import power_cut
+from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
     LOCAL_SSH,
     STRACE,
@@ -86,6 +87,8 @@ class Operation:
     may_be_absent: tuple = ()
     wrapped: bool = False
     checked_after_cut: Optional[tuple] = None  # storages whose cut state is checked (default: all)
+    # manifest.json entry whose `objects` every storage must read as after a clean run
+    reads_as: str = "master"
 
 
 def _wrapper(outside):
@@ -115,7 +118,7 @@ OPERATIONS = {
                         ("master", "replica"),
                         lambda d, o: _DIRECT(d, o, master_on_disk=True),
                         lambda d, o: _pull(_plain)(d, o, master_on_disk=True),
-                        wrapped=True, checked_after_cut=("replica",)),
+                        wrapped=True, checked_after_cut=("replica",), reads_as="after_recovery"),
 }
 
 
@@ -166,6 +169,9 @@ def reference(op, case, workdir):
         counts = count_calls(op.argv(disk, outside), workdir)
     after = states(op, disk)
     assert after != before and None not in after.values(), "the reference run changed nothing"
+    objects = manifest(case)[op.reads_as]["objects"]
+    for name in op.storages:
+        assert_objects(disk / name, objects)  # the state every cut must end in: object by object as the master
     ref = {"counts": counts, "before": before, "after": after, "names": names(disk)}
     if "master" in op.storages:
         assert storage.Storage(disk / "master").snapshot_code() == "shutdown"
