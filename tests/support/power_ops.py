@@ -30,6 +30,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -336,7 +337,10 @@ def run_operation(name, workdir, choose):
     failures = []
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         for fs, labels in pool.map(one, cuts):
-            failures += [label for label in labels if label.startswith("FAILED")]
+            failed = [label for label in labels if label.startswith("FAILED")]
+            for label in failed:  # at once, for long runs (seen with pytest -s)
+                print(label, file=sys.stderr, flush=True)
+            failures += failed
             figures[fs].update(label for label in labels if not label.startswith("FAILED"))
     assert not failures, "%d of %d cuts failed:\n%s" % (len(failures), len(cuts), "\n".join(failures[:30]))
     return ref, figures
