@@ -193,17 +193,20 @@ class Frozen(object):
         """SIGKILL the traced process first, so that strace reaps it (a zombie
         would still count as alive, and the next run must see it dead, as after a
         reboot), then the rest of the process group this test started."""
-        for pid in self._group():
-            if _tracer(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while any(_tracer(pid) for pid in self._group()) and time.monotonic() < deadline:
+        traced = [pid for pid in self._group() if _tracer(pid)]
+        for pid in traced:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while any(os.path.exists("/proc/%d" % pid) for pid in traced) and time.monotonic() < deadline:
             time.sleep(0.01)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.proc.returncode is None:
             self.proc.communicate(timeout=30)
+        # the next run must find it gone, as after a reboot: else the harness, not the engine, failed
+        assert not any(os.path.exists("/proc/%d" % pid) for pid in traced), \
+            "harness: the cut process %s was not reaped within 60 s" % traced
 
     def _group(self):
         found = []
