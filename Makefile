@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 # Extend from the command line or another makefile, e.g. make test PYTEST_ARGS="tests/unit -x"
 PYTEST_ARGS ?= tests -ra
 
-DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace
+DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
@@ -44,7 +44,9 @@ collections:
 	fi
 
 # Debian packages the tests use (real sshd, ssh client, rsync, cron, tar; strace kills a pull at
-# each of its disk changes in tests/integration/test_crash_points.py).
+# each of its disk changes in tests/integration/test_crash_points.py; e2fsprogs, xfsprogs,
+# util-linux (losetup) and mount put replicas on ext4 and xfs loop devices and cut their power in
+# tests/integration/test_power_loss.py).
 deps:
 	@missing=""; \
 	for p in $(DEBIAN_PACKAGES); do \

@@ -148,6 +148,7 @@ def recover(st, apply_pending=True):
     Caller holds misc/lock and misc/sublock.  Returns a dict of what was done.
     """
     has_tar, done, temp = check_journal(st)
+    st.remove_marker_leftovers()
     report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
     if has_tar:
         if not apply_pending:

@@ -373,9 +373,12 @@ def fsync_path(path, directory=False):
         os.close(fd)
 
 
+ATOMIC_TEMP = ".tmp-"  # write_atomic(path) writes path + ATOMIC_TEMP + its pid, then renames it
+
+
 def write_atomic(path, data, mode=0o644, sync=True):
     """Write a small file by write-to-temp, fsync, rename (never torn)."""
-    tmp = "%s.tmp-%d" % (path, os.getpid())
+    tmp = "%s%s%d" % (path, ATOMIC_TEMP, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         os.write(fd, data)
@@ -386,6 +389,18 @@ def write_atomic(path, data, mode=0o644, sync=True):
     os.replace(tmp, path)
     if sync:
         fsync_path(os.path.dirname(path) or ".", directory=True)
+
+
+def remove_atomic_leftovers(path):
+    """Remove the temporary files of write_atomic(path) that a writer which
+    died (or lost power) before its rename left behind; only for a caller that
+    is the sole writer of `path` (it holds the locks that say so)."""
+    folder, base = os.path.split(path)
+    prefix = base + ATOMIC_TEMP
+    for entry in os.listdir(folder or "."):
+        pid = entry[len(prefix):]
+        if entry.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid():
+            os.unlink(os.path.join(folder, entry))
 
 
 def read_file(path):
@@ -631,6 +646,10 @@ class Storage(object):
 
     def write_snapshot_marker(self, code="shutdown"):
         write_atomic(self.sub("misc", "snapshot"), code.encode("utf-8"), mode=0o640, sync=self.sync)
+
+    def remove_marker_leftovers(self):
+        """misc/snapshot.tmp-PID of a marker write cut short (caller holds misc/lock and misc/sublock)."""
+        remove_atomic_leftovers(self.sub("misc", "snapshot"))
 
     def remove_snapshot_marker(self):
         try:

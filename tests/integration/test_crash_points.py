@@ -21,8 +21,7 @@ After each kill:
 - a plain pull then exits 0 and leaves that same replica, nothing pending,
   no spool left, and `ds-replica verify` passes.
 
-(Power loss, where unsynced writes vanish, is not simulated: that needs a
-block device that drops writes, e.g. dm-flakey in a VM.)
+(Power loss, where unsynced writes vanish, is tests/integration/test_power_loss.py.)
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import collections
 import concurrent.futures
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -41,16 +39,18 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import journal, storage
-from tests.support.checks import assert_objects, manifest, replica_state
+from tests.support.checks import assert_objects, manifest
+from tests.support.crash_calls import (
+    LOCAL_SSH,
+    STRACE,
+    call_points,
+    count_calls,
+    fresh_copy,
+    outside_misc,
+    parse_counts,
+)
 from tests.support.reliability import DS_REPLICA, report
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "tests" / "support" / "local_ssh.py")
-STRACE = shutil.which("strace") or "/usr/bin/strace"
-# every syscall by which a pull changes what is on disk (or its locks)
-DISK_CALLS = ("rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "link",
-              "linkat", "symlink", "symlinkat", "fsync", "fdatasync", "syncfs", "sync", "ftruncate", "truncate",
-              "fchmod", "fchmodat", "chmod", "flock", "write", "pwrite64", "writev", "close")
 # calls too many to kill at each one: a spread of them (first and last included)
 SAMPLED = {"write": 20, "close": 12, "mkdir": 12, "unlinkat": 8, "unlink": 8, "rename": 30}
 # where the pull test already covers the copy itself (--force clones) or the answer (serve)
@@ -65,47 +65,8 @@ def pull_argv(case):
             "local:%s" % (case / "master"), str(case / "replica")]
 
 
-def outside_misc(path):
-    """The replica's files and folders, byte for byte, but for misc/ (locks,
-    the spool): what a reader of the storage sees."""
-    return {k: v for k, v in replica_state(path).items() if k != "misc" and not k.startswith("misc/")}
-
-
-def parse_counts(path):
-    """`strace -c -U name,calls` output -> {syscall: calls} for DISK_CALLS."""
-    counts = {}
-    for line in Path(path).read_text().splitlines():
-        m = re.match(r"^\s*(\w+)\s+(\d+)\s*$", line)
-        if m and m.group(1) in DISK_CALLS:
-            counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-def count_calls(argv, tmp_path):
-    """Run `argv` whole under strace -c; its disk-changing calls, counted."""
-    out = tmp_path / "strace-counts.txt"
-    proc = subprocess.run([STRACE, "-c", "-U", "name,calls", "-o", str(out), *argv],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return parse_counts(out)
-
-
-def fresh_copy(src, dst):
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(src, dst, symlinks=True)
-
-
 def kill_points(counts, sampled=None):
-    sampled = SAMPLED if sampled is None else sampled
-    points = []
-    for call, n in sorted(counts.items()):
-        if call in sampled and n > sampled[call]:
-            whens = sorted({1 + round(i * (n - 1) / (sampled[call] - 1)) for i in range(sampled[call])})
-        else:
-            whens = range(1, n + 1)
-        points += [(call, when) for when in whens]
-    return points
+    return call_points(counts, SAMPLED if sampled is None else sampled)
 
 
 def run_kill_points(points, one, tmp_path):

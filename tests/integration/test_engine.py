@@ -130,6 +130,19 @@ def test_recovery_alone_applies_pending_increment(unpack_fixture):
     assert_reads_as(d / "replica", d / "master")
 
 
+def test_a_marker_write_cut_short_leaves_nothing_behind(unpack_fixture):
+    """A power cut between writing misc/snapshot.tmp-PID (fsynced) and its rename
+    becoming durable leaves that file (found by tests/integration/test_power_loss.py):
+    the next pull removes it, on the replica and, through the `direct` snapshot's
+    recovery, on the master."""
+    d = unpack_fixture("bushy")
+    for side in ("replica", "master"):
+        (d / side / "misc" / "snapshot.tmp-999999999").write_bytes(b"shutdown")
+    pull(str(d / "master"), str(d / "replica"))
+    for side in ("replica", "master"):
+        assert sorted(p.name for p in (d / side / "misc").glob("snapshot*")) == ["snapshot"], side
+
+
 def test_strange_journal_entry_stops_everything(unpack_fixture):
     d = unpack_fixture("bushy")
     (d / "replica" / "journal" / "surprise").write_bytes(b"?")

@@ -1,0 +1,34 @@
+"""Every power cut (make soak: SOAK=1): for each operation of
+tests/support/power_ops.py (pull, clone, clone --force, the master's direct
+snapshot), on ext4 data=ordered, ext4 data=writeback and xfs, a cut after
+every disk-changing call, each with both kinds of image (strict, tick), and
+after the command reported success.  Only `write`, `close` and `unlinkat`
+(hundreds of calls, one per file) are spread: SOAK_POWER_SPREAD of each
+(default 40, first and last included; 0 = every one).
+
+Collected only with SOAK=1 (see tests/conftest.py).  Figures go to
+tests/output/reliability.json (power_cut_soak_<operation>).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.support import power_cut, power_ops
+from tests.support.reliability import report
+
+SPREAD = int(os.environ.get("SOAK_POWER_SPREAD", "40"))
+MANY = ("write", "close", "unlinkat")
+
+
+@pytest.mark.parametrize("name", list(power_ops.OPERATIONS))
+def test_power_cut_at_every_write(request, name):
+    power_cut.require_machine(tuple(power_cut.FILESYSTEMS))
+    sampled = {call: SPREAD for call in MANY} if SPREAD else None
+    with power_cut.workdir("ds-power-soak-%s-" % name) as workdir:
+        ref, figures = power_ops.run_operation(name, workdir,
+                                               lambda counts, _i, fs: power_ops.every_cut(counts, fs, sampled))
+    report(request, "power_cut_soak_" + name, {"calls": dict(sorted(ref["counts"].items())),
+                                               **{fs: dict(sorted(c.items())) for fs, c in figures.items()}})
