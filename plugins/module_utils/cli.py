@@ -27,12 +27,12 @@ import traceback
 
 from .clone import clone
 from .follow import FollowSettings, Stopped, StopSwitch, follow
-from .hot import STOP_TIMEOUT, hot_standby
+from .hot import STOP_TIMEOUT, hot_standby, stopped
 from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
 from .replica import pull
 from .serve import serve
-from .storage import DSError
+from .storage import DSError, Storage
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -246,9 +246,19 @@ def _follow_parser():
                    help="with a hot standby's stop/start commands: apply at most once per S seconds "
                         "(default %(default)g)")
     p.add_argument("--json", action="store_true", help="print each increment's result as one JSON line on stdout")
+    _add_hot_options(p)
     p.add_argument("master", help="[user@]host:path of the master storage, or a local path")
     p.add_argument("replica", help="the replica storage folder")
     return p
+
+
+def _follow_apply_hook(args, log):
+    """A hot standby's stop and start around each apply of the follower (None: cold)."""
+    hot = hot_standby(args.stop_command, args.start_command, args.stop_timeout, log)
+    if hot is None:
+        return None
+    lock = Storage(args.replica).lock()
+    return lambda: stopped(hot, lock, args.replica)
 
 
 def cmd_follow(argv):
@@ -259,9 +269,11 @@ def cmd_follow(argv):
     settings = FollowSettings(interval=args.interval, metrics=args.metrics,
                               min_apply_interval=args.min_apply_interval)
     on_increment = (lambda result: _stdout(json.dumps(result, sort_keys=True))) if args.json else None
+    log = _stderr if args.verbose else None
     try:
-        follow(args.master, args.replica, _options(args), settings, log=_stderr if args.verbose else None,
-               warn=lambda m: _stderr("ds-replica: " + m), stop=stop, on_increment=on_increment)
+        follow(args.master, args.replica, _options(args), settings, log=log,
+               warn=lambda m: _stderr("ds-replica: " + m), stop=stop, on_increment=on_increment,
+               apply_hook=_follow_apply_hook(args, log))
     except Stopped:
         if not args.quiet:
             _stderr("ds-replica: follow stopped; the replica is at a transaction boundary")

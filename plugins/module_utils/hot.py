@@ -13,6 +13,7 @@ end of the start command.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 
@@ -107,3 +108,16 @@ def hot_standby(stop_command, start_command, stop_timeout=None, log=None):
         raise DSError("a hot standby needs both a stop command and a start command",
                       "give --stop-command and --start-command together (module: stop_command and start_command)")
     return HotStandby(stop_command, start_command, STOP_TIMEOUT if stop_timeout is None else stop_timeout, log)
+
+
+@contextlib.contextmanager
+def stopped(hot, lock, home):
+    """The storage process stopped for the block (misc/lock, `lock`, seen
+    free, then let go for the block's own locking); started again after it,
+    also after a failure.  The follower's apply hook."""
+    hot.stop_and_lock(lock, home)
+    lock.release()
+    try:
+        yield
+    finally:
+        hot.start()

@@ -83,6 +83,24 @@ def test_unit_is_hardened_and_restarts(tmp_path, pair):
         assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
+def test_a_hot_standby_unit_passes_its_commands_and_allows_sudo(tmp_path, pair):
+    master, replica = pair
+    stop, start = "sudo -n /usr/bin/systemctl stop zeo-ro", "sudo -n /usr/bin/systemctl start zeo-ro"
+    unit = render_unit(tmp_path, item_for(master, replica, stop_command=stop, start_command=start, stop_timeout=90))
+    d = directives(unit)
+    argv = shlex.split(d["ExecStart"][0])
+    at = argv.index("--stop-command")
+    assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"]
+    # sudo is set-uid: a hot standby's unit cannot forbid new privileges
+    assert d["NoNewPrivileges"] == ["no"] and d["RestrictSUIDSGID"] == ["no"]
+    assert d["ProtectSystem"] == ["strict"] and "-/run/sudo" in d["ReadWritePaths"]
+    if shutil.which("systemd-analyze"):
+        r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                           check=False)
+        problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]
+        assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
 def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):
     master, replica = pair
     unit = render_unit(tmp_path, item_for(master, replica, snapshot_timeout=2.0))

@@ -217,3 +217,49 @@ def test_the_replicate_module_runs_a_hot_pull(standby):
     ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
                                           "stop_command": standby.stop})
     assert not ok and "parameters are required together: stop_command, start_command" in result["msg"], result
+
+
+def _wait_for(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for " + what
+        time.sleep(0.1)
+
+
+def _commit_when_free(master, objects):
+    """Commit to the master between the follower's short snapshot holds."""
+    for _unused in range(100):
+        try:
+            return _commit_big(master, objects, 1000)
+        except storage.Busy:
+            time.sleep(0.05)
+    raise AssertionError("the master stayed locked")
+
+
+def test_follow_stops_the_process_only_to_apply_and_at_most_once_per_interval(standby, tmp_path):
+    """`ds-replica follow` with a hot standby's commands: the process serves
+    between applies, each apply stops and starts it, and two stops are at
+    least --min-apply-interval apart however soon the next transaction comes."""
+    stops = tmp_path / "stops"
+    stop = "date +%%s.%%N >> %s && %s" % (shlex.quote(str(stops)), standby.stop)
+    master_tid = lambda: storage.Storage(str(standby.master)).last_tid()  # noqa: E731
+    replica_tid = lambda: storage.Storage(str(standby.replica)).last_tid()  # noqa: E731
+    _commit_when_free(standby.master, 3)
+    follower = subprocess.Popen(
+        [DS_REPLICA, "follow", "-q", "--interval", "0.2", "--min-apply-interval", "3", "--stop-command", stop,
+         "--start-command", standby.start, str(standby.master), str(standby.replica)],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: replica_tid() == master_tid() and standby.serving(), 60, "the first apply")
+        _commit_when_free(standby.master, 3)
+        _wait_for(lambda: replica_tid() == master_tid() and standby.serving(), 60, "the second apply")
+    finally:
+        follower.terminate()
+        _unused, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    times = [float(t) for t in stops.read_text().split()]
+    assert len(times) >= 2, times
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 3 - 0.1, gaps  # --min-apply-interval
+    assert standby.serving(), "the start command must leave the process serving"
+    assert_reads_as(standby.replica, standby.master)
