@@ -18,7 +18,7 @@ import pytest
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
 from tests.integration.test_modules import run_module
-from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401
+from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401  pylint: disable=unused-import
 from tests.support import hot_replica
 from tests.support.checks import assert_reads_as, replica_state
 from tests.support.reliability import DS_REPLICA
@@ -242,8 +242,13 @@ def test_follow_stops_the_process_only_to_apply_and_at_most_once_per_interval(st
     least --min-apply-interval apart however soon the next transaction comes."""
     stops = tmp_path / "stops"
     stop = "date +%%s.%%N >> %s && %s" % (shlex.quote(str(stops)), standby.stop)
-    master_tid = lambda: storage.Storage(str(standby.master)).last_tid()  # noqa: E731
-    replica_tid = lambda: storage.Storage(str(standby.replica)).last_tid()  # noqa: E731
+
+    def master_tid():
+        return storage.Storage(str(standby.master)).last_tid()
+
+    def replica_tid():
+        return storage.Storage(str(standby.replica)).last_tid()
+
     _commit_when_free(standby.master, 3)
     follower = subprocess.Popen(
         [DS_REPLICA, "follow", "-q", "--interval", "0.2", "--min-apply-interval", "3", "--stop-command", stop,

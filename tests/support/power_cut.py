@@ -114,7 +114,7 @@ def mounted(image, mountpoint, fs_name):
 
 
 def _umount(mountpoint):
-    for _ in range(50):
+    for _attempt in range(50):
         if subprocess.run(["umount", str(mountpoint)], capture_output=True, check=False).returncode == 0:
             return
         time.sleep(0.1)  # a killed process may still hold a file open for a moment

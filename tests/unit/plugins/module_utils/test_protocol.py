@@ -319,4 +319,4 @@ def test_a_follow_answer_that_ends_says_whether_to_retry(status, err, kind, retr
     session = protocol.Session(EndedChannel(status, err), None)
     with pytest.raises(DSError) as caught:
         session.next_frame()
-    assert type(caught.value) is kind and caught.value.retryable is retryable
+    assert caught.value.__class__ is kind and caught.value.retryable is retryable

@@ -88,9 +88,11 @@ def test_the_standby_closing_ends_the_loop_at_once():
     assert sent == [] and frames == []
 
 
-@pytest.mark.parametrize("options,expected", [({}, (1.0, 10.0)), ({"interval": "0.001", "heartbeat": "1000"},
-                                                                    (0.05, 60.0)),
-                                              ({"interval": "0.2", "heartbeat": "5"}, (0.2, 5.0))])
+@pytest.mark.parametrize("options,expected", [
+    ({}, (1.0, 10.0)),
+    ({"interval": "0.001", "heartbeat": "1000"}, (0.05, 60.0)),
+    ({"interval": "0.2", "heartbeat": "5"}, (0.2, 5.0)),
+])
 def test_follow_waits_are_bounded(options, expected):
     assert watch.follow_waits(options) == expected
 
