@@ -9,7 +9,8 @@ later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
 
     ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory
     ds-replica serve [--snapshot-timeout S] MasterDirectory
-    ds-replica clone [options] [user@]MasterHost:MasterDirectory NewReplicaDirectory
+    ds-replica clone [options] [--delta] [user@]MasterHost:MasterDirectory NewReplicaDirectory
+    ds-replica promote [--check] [--json] ReplicaDirectory
     ds-replica status [--json] Directory
     ds-replica verify [--json] ReplicaDirectory [[user@]MasterHost:MasterDirectory]
 """
@@ -26,14 +27,16 @@ import traceback
 from .clone import clone
 from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
+from .promote import promote
 from .replica import pull
+from .reseed import clone_delta
 from .serve import serve
 from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
-VERBS = ("serve", "clone", "status", "verify", "pull")
+VERBS = ("serve", "clone", "status", "verify", "pull", "promote")
 OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
@@ -197,21 +200,61 @@ def cmd_clone(argv):
     _common(p)
     _add_ssh_options(p)
     p.add_argument("--force", action="store_true", help="replace an existing storage at the destination")
+    p.add_argument("--delta", action="store_true",
+                   help="re-seed a storage of the same identity (or resume an interrupted clone), transferring "
+                        "only what is missing or different; transactions only it holds are kept aside")
     p.add_argument("--json", action="store_true")
     p.add_argument("master")
     p.add_argument("replica")
     args = p.parse_args(argv)
     progress = Progress(not args.quiet)
     try:
-        result = clone(args.master, args.replica, _options(args), force=args.force,
-                       log=_stderr if args.verbose else None, progress=progress)
+        if args.delta:
+            result = clone_delta(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
+                                 progress=progress)
+        else:
+            result = clone(args.master, args.replica, _options(args), force=args.force,
+                           log=_stderr if args.verbose else None, progress=progress)
     finally:
         progress.done()
     if args.json:
         _stdout(json.dumps(result, sort_keys=True))
-    if not args.quiet:
+    if not args.quiet and args.delta:
+        _print_reseed(result)
+    elif not args.quiet:
         _stderr("Clone complete: %d transactions, %d files, %s, newest transaction %s"
                 % (result["transactions"], result["files"], _human(result["bytes"]), result["after_tid"]))
+    return EXIT_OK
+
+
+def _print_reseed(result):
+    """clone --delta's summary, and every transaction kept aside (issue 11)."""
+    _stderr("Re-seed complete: %d files received (%s), %d kept, %d removed, newest transaction %s"
+            % (result["files"], _human(result["bytes"]), result["kept_files"], result["removed_files"],
+               result["after_tid"]))
+    if result["kept_aside"]:
+        _stderr("%d transaction(s) the master does not hold, kept in %s:"
+                % (len(result["diverged_transactions"]), result["kept_aside"]))
+        for t in result["diverged_transactions"]:
+            _stderr("  %s %s user=%r description=%r" % (t["tid"], t["time"], t["user"], t["description"]))
+
+
+def cmd_promote(argv):
+    p = argparse.ArgumentParser(prog="ds-replica promote",
+                                description="Make a standby the master: check it as verify does, then mark it "
+                                            "promoted (config/promoted); every later pull into it refuses.")
+    _common(p)
+    p.add_argument("-n", "--check", action="store_true", help="check it and say what would be done; change nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("replica")
+    args = p.parse_args(argv)
+    result = promote(args.replica, check=args.check, log=_stderr if args.verbose else None)
+    if args.json:
+        _stdout(json.dumps(result, sort_keys=True))
+    if not args.quiet:
+        _stderr("%s %s (newest transaction %s%s)" % (
+            "Would promote" if args.check else "Promoted" if result["changed"] else "Already promoted:",
+            result["path"], result["tid"], ", at %s" % result["promoted_at"] if result["promoted_at"] else ""))
     return EXIT_OK
 
 
@@ -268,6 +311,11 @@ def _status_lines(info, state):
         "journal backlog: %d transaction(s)%s" % (info["journal_backlog"], pending),
         "last replication: %s" % (info["last_replication"] or "never"),
     ]
+    if info.get("promoted"):
+        lines.append("promoted to master at %s (newest transaction then %s): pulls into it refuse"
+                     % (info["promoted"]["promoted_at"], info["promoted"]["tid"]))
+    if info.get("upstream"):
+        lines.append("upstream: %s" % info["upstream"])
     if "master" in info:
         lag = info["master"]
         lines.append("master: newest transaction %s (%s); lag %.1fs, %d transaction(s), %d bytes waiting"
@@ -314,7 +362,8 @@ def cmd_verify(argv):
     return OK if result["ok"] else CRITICAL
 
 
-COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull}
+COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull,
+            "promote": cmd_promote}
 
 
 def main(argv=None):

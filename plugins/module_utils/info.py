@@ -14,7 +14,7 @@ import datetime
 import os
 import time
 
-from . import journal
+from . import journal, standing
 from .options import PullOptions
 from .protocol import Request, Session
 from .storage import (
@@ -77,6 +77,8 @@ def storage_info(path):
                              .strftime("%Y-%m-%dT%H:%M:%SZ") if last_rep else None),
         "last_replication_age_seconds": round(time.time() - last_rep, 1) if last_rep else None,
         "age_seconds": round(time.time() - tid_to_epoch(last), 1) if last != ZERO_TID else None,
+        "promoted": standing.promoted(st.home),  # issue 11: {promoted_at, tid} or None
+        "upstream": standing.upstream(st.home),
     }
 
 

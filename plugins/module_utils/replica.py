@@ -24,6 +24,7 @@ from .protocol import (
     pull_request_options,
     request_version,
 )
+from .standing import refuse_if_promoted
 from .storage import (
     ZERO_TID,
     Busy,
@@ -137,6 +138,7 @@ def pull(master, replica_dir, opts=None, log=None, progress=None):
     t0 = time.monotonic()
     refuse_same_folder(master, replica_dir)
     st = Storage(replica_dir)
+    refuse_if_promoted(st.home)  # issue 11: never pull into a promoted storage
     st.require_full("replica")
     lock, sub = lock_replica(st)
     incoming = st.sub("misc", INCOMING)
