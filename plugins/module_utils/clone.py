@@ -25,6 +25,7 @@ from . import journal, ustar
 from .options import PullOptions
 from .protocol import Request, Session
 from .replica import refuse_same_folder
+from .standing import set_upstream
 from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid
 from .transport import Throttle, open_channel
 
@@ -130,12 +131,7 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
-    refuse_same_folder(master, dest, "copy")
-    dest = os.path.abspath(dest)
-    parent, base = os.path.split(dest)
-    if not os.path.isdir(parent):
-        raise DSError("the folder %s does not exist" % parent, "create it first")
-    _restore_replaced(parent, base, log)
+    dest, parent, base = destination(master, dest, log)
     _remove_stale_partials(parent, base, log)
     old_lock = _claim_destination(dest, force)
     partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
@@ -143,6 +139,7 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     try:
         result = _receive(master, partial, opts, log, progress)
         after = _complete_copy(partial)
+        set_upstream(partial, master)  # issue 11: what the standby follows, whatever the inventory says
         partial = _put_in_place(partial, dest)
         result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(ZERO_TID),
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
@@ -152,6 +149,18 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
             shutil.rmtree(partial, ignore_errors=True)
         if old_lock is not None:
             old_lock.release()
+
+
+def destination(master, dest, log):
+    """(absolute path, parent, base name) of a copy's destination, once
+    checked and once a swap an interrupted clone left half-done is undone."""
+    refuse_same_folder(master, dest, "copy")
+    dest = os.path.abspath(dest)
+    parent, base = os.path.split(dest)
+    if not os.path.isdir(parent):
+        raise DSError("the folder %s does not exist" % parent, "create it first")
+    _restore_replaced(parent, base, log)
+    return dest, parent, base
 
 
 def _claim_destination(dest, force):

@@ -33,9 +33,9 @@ from .clone import (
     _complete_copy,
     _put_in_place,
     _remove_stale_partials,
-    _restore_replaced,
     _stale,
     _write_members,
+    destination,
     finish_keep_aside,
 )
 from .delta import digest, needs_digest, walk
@@ -57,7 +57,7 @@ from .storage import (
     transaction_digest,
     write_atomic,
 )
-from .transport import Throttle, open_channel, refuse_same_folder
+from .transport import Throttle, open_channel
 
 
 class Source(object):
@@ -125,10 +125,7 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
-    refuse_same_folder(master, dest, "copy")
-    dest = os.path.abspath(dest)
-    parent, base = os.path.split(dest)
-    _restore_replaced(parent, base, log)
+    dest, parent, base = destination(master, dest, log)
     for partial in _stale(parent, base, "clone"):
         finish_keep_aside(partial, log)
     old_lock = _prepare_destination(dest)
