@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import os
 import shutil
+import threading
 import time
 
 from . import journal, ustar
@@ -51,6 +52,7 @@ from .storage import (
     fsync_path,
     hex_tid,
     logical_name,
+    logical_path,
     parse_transaction,
     read_file,
     tid_to_datetime,
@@ -73,6 +75,7 @@ class Source(object):
             self.identity = None
             return
         self.identity = st.identity
+        self.format = st.format
         if os.path.isdir(st.a_dir):
             for rel, name, size in walk(st.a_dir, st.format):
                 self.files[name] = (os.path.join(st.a_dir, *rel.split("/")), size)
@@ -136,8 +139,13 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
         chosen, entries = _inventory(sources)
         partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
         os.mkdir(partial, 0o755)
-        result, drop, received = _receive(master, partial, delta_request(identity, entries), opts, log, progress)
-        result["kept_files"] = _link_kept(partial, chosen, drop | received)
+        linker = _Linker(partial, chosen, sources[0].format)
+        try:
+            result, drop, received = _receive(master, partial, delta_request(identity, entries), opts, log,
+                                              progress, linker)
+        finally:
+            linker.join()
+        result["kept_files"] = len(chosen.keys() - drop - received)
         after = _complete_copy(partial)
         set_upstream(partial, master)
         lost = _diverged(sources, partial, drop | received)
@@ -186,49 +194,95 @@ def _recovered_tid(dest):
     return st.last_tid()
 
 
-def _receive(master, partial, req, opts, log, progress):
-    """Send the inventory; write what the master sends into `partial`.
-    Returns (counts, names to drop, names received)."""
+def _receive(master, partial, req, opts, log, progress, linker):
+    """Send the inventory; while the master compares, `linker` links what
+    the standby holds into `partial`; then the master's drop list and files
+    replace what they name.  Returns (counts, names to drop, names received)."""
     chan = open_channel(master, opts, log, prepare=600.0)
     wire = []
     try:
         with Session(chan, req) as session:
             info = session.start()
+            linker.wait()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
             members = ustar.iter_members(read, sink=lambda data: wire.append(len(data)))
             first = next(members, None)
             if first is None or first.name != DROP_MEMBER:
                 raise Corrupt("the master's delta answer does not start with its drop list")
-            checker, counts = _write_members(members, partial, progress)
+            drop = decode_drop(first.data)
+            linker.unlink(drop)
+            checker, counts = _write_members(_replacing(members, partial), partial, progress)
             session.finish_ok()
     except OSError as e:
         raise DSError("the delta transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
                       "run the same 'ds-replica clone --delta' again: it goes on from what was written")
     fmt = Storage(partial).format
+    if fmt != linker.fmt:
+        raise Corrupt("the master's format is %s, the storage to re-seed is %s" % (fmt, linker.fmt),
+                      "re-seed it with a plain 'ds-replica clone --force'")
     received = {logical_name(fmt, m[2:]) for m in checker.seen if m.startswith("A/")}
     log("received %(files)d files, %(bytes)d bytes" % counts)
     counts.update(master_tid=info.get("master_tid"), snapshot_seconds=info.get("snapshot_seconds"),
                   request_bytes=len(req.body), answer_bytes=sum(wire))
-    return counts, decode_drop(first.data), received
+    return counts, drop, received
 
 
-def _link_kept(partial, chosen, skip):
-    """Hard-link every file the master neither sent nor dropped into the new
-    tree (never a copy: the files are write-once)."""
-    st = Storage(partial)
-    made = set()
-    kept = 0
-    for name, (path, _size) in chosen.items():
-        if name in skip:
-            continue
-        target = st.path(name)
-        folder = os.path.dirname(target)
-        if folder not in made:
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        os.link(path, target)
-        kept += 1
-    return kept
+def _replacing(members, partial):
+    """Archive members, each after unlinking the kept file it replaces (a
+    link shares the old tree's inode: never write through it)."""
+    for member in members:
+        if member.name.startswith("A/"):
+            try:
+                os.unlink(os.path.join(partial, *member.name.split("/")))
+            except FileNotFoundError:
+                pass
+        yield member
+
+
+class _Linker(threading.Thread):
+    """Hard-links every file the standby holds into the new tree (never a
+    copy: the files are write-once), in a thread, while the master compares
+    the inventory; the few it then sends or drops are unlinked again."""
+
+    def __init__(self, partial, chosen, fmt):
+        super().__init__(name="ds-replica-link", daemon=True)
+        self.root = os.path.join(partial, "A")
+        self.chosen = chosen
+        self.fmt = fmt
+        self.error = None
+        self.start()
+
+    def target(self, name):
+        return os.path.join(self.root, *logical_path(self.fmt, name).split("/"))
+
+    def run(self):
+        made = set()
+        try:
+            for name, (path, _size) in self.chosen.items():
+                target = self.target(name)
+                folder = os.path.dirname(target)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                os.link(path, target)
+        except BaseException as e:  # raised again by wait(), in the caller's thread
+            self.error = e
+
+    def unlink(self, names):
+        """Take back the links of `names` (the master does not hold them),
+        and the folders that leaves empty."""
+        for name in names & self.chosen.keys():
+            target = self.target(name)
+            os.unlink(target)
+            folder = os.path.dirname(target)
+            while folder != self.root and not os.listdir(folder):
+                os.rmdir(folder)
+                folder = os.path.dirname(folder)
+
+    def wait(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _transaction_facts(data):

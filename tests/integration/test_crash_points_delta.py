@@ -24,9 +24,9 @@ from tests.integration.test_crash_points import (
     LOCAL_SSH,
     SAMPLED,
     STRACE,
-    count_calls,
     inject,
     kill_points,
+    parse_counts,
     run_kill_points,
 )
 from tests.integration.test_failover_engine import commit, outside_misc
@@ -37,6 +37,18 @@ pytestmark = pytest.mark.slow
 # of them in `make test`; SOAK=1 takes the wider spread of the pull's test
 DELTA_SAMPLED = (dict(SAMPLED, link=12, linkat=12, write=12) if os.environ.get("SOAK")
                  else dict(SAMPLED, close=4, mkdir=3, link=4, linkat=4, write=4))
+
+
+def count_calls(argv, tmp_path):
+    """test_crash_points.count_calls, following threads (-f): the kept
+    files are linked in a thread while the master compares.  (-f also
+    follows the master's serve, started through local_ssh.py: a kill there
+    is a master lost in the middle of the answer, a crash point as well.)"""
+    out = tmp_path / "strace-counts.txt"
+    proc = subprocess.run([STRACE, "-f", "-c", "-U", "name,calls", "-o", str(out), *argv],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return parse_counts(out)
 
 
 def _hidden(parent):
@@ -75,13 +87,15 @@ def test_clone_delta_killed_at_every_disk_change(unpack_fixture, tmp_path, reque
     def one(call, when, work):
         prepare(work)
         where = "killed at %s #%d" % (call, when)
-        proc = subprocess.run([STRACE, "-o", "/dev/null", "-e", inject(call, when), *argv(work)],
+        proc = subprocess.run([STRACE, "-f", "-o", "/dev/null", "-e", inject(call, when), *argv(work)],
                               capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode == 0:
             labels = ["finished before the kill point"]
-        else:
-            assert proc.returncode == -signal.SIGKILL, "%s: exit %s\n%s" % (where, proc.returncode, proc.stderr)
+        elif proc.returncode == -signal.SIGKILL:
             labels = ["kills"]
+        else:  # -f follows the master's serve too: killed there, the re-seed fails cleanly
+            assert "ds-replica: " in proc.stderr and proc.stderr.count("\n") == 1, "%s: %s" % (where, proc.stderr)
+            labels = ["master killed"]
         now = outside_misc(work / "standby")
         assert now in (old, new), "%s: the destination is neither the old storage nor the new copy" % where
         labels.append("old storage" if now == old else "new copy")
@@ -96,6 +110,8 @@ def test_clone_delta_killed_at_every_disk_change(unpack_fixture, tmp_path, reque
 
     points = kill_points(counts, DELTA_SAMPLED)
     figures = run_kill_points(points, one, tmp_path)
-    assert figures["kills"] >= len(points) * 0.9, figures
+    # strace counts the Nth call per thread: a point past one thread's calls finishes unkilled
+    assert figures["kills"] + figures["master killed"] >= len(points) * 0.7, figures
+    assert figures["kills"] >= len(points) * 0.5, figures
     assert figures["old storage"] and figures["new copy"], figures
     report(request, "clone_delta_crash_points", dict(calls=dict(sorted(counts.items())), **figures))
