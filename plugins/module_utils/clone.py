@@ -25,7 +25,6 @@ from . import journal, ustar
 from .options import PullOptions
 from .protocol import Request, Session
 from .replica import refuse_same_folder
-from .standing import set_upstream
 from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid
 from .transport import Throttle, open_channel
 
@@ -139,7 +138,6 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     try:
         result = _receive(master, partial, opts, log, progress)
         after = _complete_copy(partial)
-        set_upstream(partial, master)  # issue 11: what the standby follows, whatever the inventory says
         partial = _put_in_place(partial, dest)
         result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(ZERO_TID),
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
