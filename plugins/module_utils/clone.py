@@ -143,10 +143,16 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
         return result
     finally:
-        if partial is not None:
-            shutil.rmtree(partial, ignore_errors=True)
-        if old_lock is not None:
-            old_lock.release()
+        release(partial, old_lock)
+
+
+def release(partial, old_lock):
+    """What a copy leaves, however it ends: its partial folder (or the old
+    tree swapped out of place), the old storage's lock."""
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    if old_lock is not None:
+        old_lock.release()
 
 
 def destination(master, dest, log):

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
 import threading
 import time
 
@@ -38,6 +37,7 @@ from .clone import (
     _write_members,
     destination,
     finish_keep_aside,
+    release,
 )
 from .delta import digest, needs_digest, walk
 from .options import PullOptions
@@ -156,10 +156,7 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
                       elapsed_seconds=round(time.monotonic() - t0, 3))
         return result
     finally:
-        if partial is not None:
-            shutil.rmtree(partial, ignore_errors=True)
-        if old_lock is not None:
-            old_lock.release()
+        release(partial, old_lock)
 
 
 def _prepare_destination(dest):
