@@ -19,12 +19,16 @@ bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
   f. durable apply: journal.apply_archive (a syncfs every 1,000 files or
      64 MiB, then a final one) against fsync per file and per folder, and
      against a single final syncfs (the engine before bb5a421)
+  g. compression (see compression())
   follow: a live master writing BENCH_FOLLOW_RATE tx/s for BENCH_FOLLOW_SECONDS,
      followed by `ds-replica follow` (bench/follow.py): lag of each
      transaction, the master's share of time in snapshot mode, CPU
   h. hot standby: a read-only process serves the replica; the pull stops it
      only for the apply: downtime against the pull's wall time, K=100 and 1000
      (BENCH_ONLY=h; not in the default set)
+  r. re-seed (issue 11): the old master of the BENCH_CLONE_N storage with 100
+     transactions of its own, re-seeded from the master with `clone --delta`,
+     against a full `clone`: time and bytes on the wire (both directions)
 
 Settings (environment or flags): BENCH_N (default 30000,300000), BENCH_K (100),
 BENCH_RUNS (3), BENCH_CM_RUNS (persistent-connection runs, default BENCH_RUNS; 0 skips them),
@@ -40,6 +44,7 @@ Results: bench/results/results.json; plot: docs/benchmark-pull-vs-n.png.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -330,6 +335,47 @@ class Bench(object):
             % (n, secs(median(cl), 1), secs(median(snaps), 1), secs(median(tr), 1)))
         self.save()
 
+    # -- h: re-seeding an old master (clone --delta, issue 11) ------------------
+    def reseed(self):
+        """The N storage's old master, 100 transactions of its own past the
+        base (which the master never saw), re-seeded from the master (base +
+        K) with clone --delta, against a full clone of the master; one run
+        each, bytes on the wire in both directions."""
+        n = self.a.clone_n
+        info = self.storage(n, self.a.k)
+        master = info["master"]
+        old = os.path.join(WORK, "reseed-old")
+        full = os.path.join(WORK, "reseed-full")
+        for path in [old, full] + glob.glob(old + ".before-reseed-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        generate.link_copy(info["base"], old)
+        generate.add_transactions(old, 100, seed=11)  # the old master's own, unseen history
+        drop_dirty()
+        target = "%s:%s" % (self.user_host, master)
+        d_wall, text = timed([DS, "clone", "--delta", "--json", "-q", "-e", self.ssh, "--remote-command", DS,
+                              target, old])
+        delta = json.loads(text)
+        drop_dirty()
+        f_wall, text = timed([DS, "clone", "--json", "-q", "-e", self.ssh, "--remote-command", DS, target, full])
+        whole = json.loads(text)
+        full_wire = ustar_bytes(master)
+        delta_wire = delta["request_bytes"] + delta["answer_bytes"]
+        self.results["scenarios"]["reseed"] = {
+            "n_revisions": n, "diverged_transactions": len(delta["diverged_transactions"]),
+            "delta_s": d_wall, "clone_s": f_wall, "time_ratio": d_wall / f_wall,
+            "delta_files": delta["files"], "delta_kept_files": delta["kept_files"],
+            "delta_removed_files": delta["removed_files"], "delta_request_bytes": delta["request_bytes"],
+            "delta_answer_bytes": delta["answer_bytes"], "delta_wire_bytes": delta_wire,
+            "clone_files": whole["files"], "clone_wire_bytes": full_wire, "wire_ratio": delta_wire / full_wire,
+            "delta_snapshot_s": delta["snapshot_seconds"], "clone_snapshot_s": whole["snapshot_seconds"]}
+        log("re-seed N=%d after %d diverged transactions: clone --delta %s (%d files in, %.1f MB on the wire), "
+            "full clone %s (%.1f MB): %.1f%% of the time, %.2f%% of the bytes"
+            % (n, len(delta["diverged_transactions"]), secs(d_wall, 1), delta["files"], delta_wire / 1e6,
+               secs(f_wall, 1), full_wire / 1e6, 100 * d_wall / f_wall, 100 * delta_wire / full_wire))
+        for path in [old, full] + glob.glob(old + ".before-reseed-*"):
+            shutil.rmtree(path, ignore_errors=True)
+        self.save()
+
     # -- g: compression -----------------------------------------------------
     def compression(self):
         """A text-rich increment (pickles of CMS-like objects: real ZODB pickles
@@ -578,6 +624,20 @@ def old_style_apply(st, tar_path):
     return count
 
 
+def ustar_bytes(home):
+    """The size of the archive a full clone of `home` sends: config/settings,
+    config/identity and every storage file of A/, each a 512-byte header and
+    its data padded to 512 bytes, then the two zero blocks."""
+    def member(size):
+        return 512 + -(-size // 512) * 512
+    total = sum(member(os.path.getsize(os.path.join(home, "config", n))) for n in ("settings", "identity"))
+    st = storage.Storage(home)
+    for rel, name in st.iter_files("A"):
+        if name is not None:
+            total += member(os.path.getsize(os.path.join(st.a_dir, *rel.split("/"))))
+    return total + 1024
+
+
 def machine():
     info = {"nproc": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
     try:
@@ -701,7 +761,7 @@ def main(argv=None):
                    help="a first copy of 300k files takes minutes on this disk: one run by default")
     p.add_argument("--mem-mb", type=int, default=int(os.environ.get("BENCH_MEM_MB", 1024)))
     p.add_argument("--bwlimit", type=int, default=int(os.environ.get("BENCH_BWLIMIT", 0)) or None)
-    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f,g,follow"))
+    p.add_argument("--only", default=os.environ.get("BENCH_ONLY", "a,b,c,d,e,f,g,r,follow"))
     p.add_argument("--follow-seconds", type=float, default=float(os.environ.get("BENCH_FOLLOW_SECONDS", 600)))
     p.add_argument("--follow-rate", type=float, default=float(os.environ.get("BENCH_FOLLOW_RATE", 50)))
     p.add_argument("--follow-interval", type=float, default=float(os.environ.get("BENCH_FOLLOW_INTERVAL", 0.5)))
@@ -737,6 +797,8 @@ def main(argv=None):
             b.follow()
         if "h" in only:
             b.hot()
+        if "r" in only:
+            b.reseed()
     finally:
         b.stop()
     b.results["total_seconds"] = round(time.monotonic() - t0, 1)

@@ -12,6 +12,7 @@ later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
     ds-replica serve [--snapshot-timeout S] MasterDirectory
     ds-replica clone [options] [user@]MasterHost:MasterDirectory NewReplicaDirectory
     ds-replica follow [--interval S] [--metrics FILE] [user@]MasterHost:MasterDirectory ReplicaDirectory
+    ds-replica promote [--check] [--json] ReplicaDirectory
     ds-replica status [--json] Directory
     ds-replica verify [--json] ReplicaDirectory [[user@]MasterHost:MasterDirectory]
 """
@@ -30,14 +31,16 @@ from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .hot import STOP_TIMEOUT, hot_standby, stopped
 from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
+from .promote import promote
 from .replica import pull
+from .reseed import clone_delta
 from .serve import serve
 from .storage import DSError, Storage
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
-VERBS = ("serve", "clone", "status", "verify", "pull", "follow")
+VERBS = ("serve", "clone", "status", "verify", "pull", "follow", "promote")
 OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
@@ -213,19 +216,28 @@ def cmd_clone(argv):
     _common(p)
     _add_ssh_options(p)
     p.add_argument("--force", action="store_true", help="replace an existing storage at the destination")
+    p.add_argument("--delta", action="store_true",
+                   help="re-seed a storage of the same identity (or resume an interrupted clone), transferring "
+                        "only what is missing or different; transactions only it holds are kept aside")
     p.add_argument("--json", action="store_true")
     p.add_argument("master")
     p.add_argument("replica")
     args = p.parse_args(argv)
     progress = Progress(not args.quiet)
     try:
-        result = clone(args.master, args.replica, _options(args), force=args.force,
-                       log=_stderr if args.verbose else None, progress=progress)
+        if args.delta:
+            result = clone_delta(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
+                                 progress=progress)
+        else:
+            result = clone(args.master, args.replica, _options(args), force=args.force,
+                           log=_stderr if args.verbose else None, progress=progress)
     finally:
         progress.done()
     if args.json:
         _stdout(json.dumps(result, sort_keys=True))
-    if not args.quiet:
+    if not args.quiet and args.delta:
+        _print_reseed(result)
+    elif not args.quiet:
         _stderr("Clone complete: %d transactions, %d files, %s, newest transaction %s"
                 % (result["transactions"], result["files"], _human(result["bytes"]), result["after_tid"]))
     return EXIT_OK
@@ -277,6 +289,37 @@ def cmd_follow(argv):
     except Stopped:
         if not args.quiet:
             _stderr("ds-replica: follow stopped; the replica is at a transaction boundary")
+    return EXIT_OK
+
+
+def _print_reseed(result):
+    """clone --delta's summary, and every transaction kept aside (issue 11)."""
+    _stderr("Re-seed complete: %d files received (%s), %d kept, %d removed, newest transaction %s"
+            % (result["files"], _human(result["bytes"]), result["kept_files"], result["removed_files"],
+               result["after_tid"]))
+    if result["kept_aside"]:
+        _stderr("%d transaction(s) the master does not hold, kept in %s:"
+                % (len(result["diverged_transactions"]), result["kept_aside"]))
+        for t in result["diverged_transactions"]:
+            _stderr("  %s %s user=%r description=%r" % (t["tid"], t["time"], t["user"], t["description"]))
+
+
+def cmd_promote(argv):
+    p = argparse.ArgumentParser(prog="ds-replica promote",
+                                description="Make a standby the master: check it as verify does, then mark it "
+                                            "promoted (config/promoted); every later pull into it refuses.")
+    _common(p)
+    p.add_argument("-n", "--check", action="store_true", help="check it and say what would be done; change nothing")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("replica")
+    args = p.parse_args(argv)
+    result = promote(args.replica, check=args.check, log=_stderr if args.verbose else None)
+    if args.json:
+        _stdout(json.dumps(result, sort_keys=True))
+    if not args.quiet:
+        _stderr("%s %s (newest transaction %s%s)" % (
+            "Would promote" if args.check else "Promoted" if result["changed"] else "Already promoted:",
+            result["path"], result["tid"], ", at %s" % result["promoted_at"] if result["promoted_at"] else ""))
     return EXIT_OK
 
 
@@ -339,6 +382,11 @@ def _status_lines(info, state):
                      % (follower.get("state"), " (pid %s)" % follower.get("pid") if follower.get("running") else
                         " (not running)", follower.get("tid"), time.time() - (follower.get("updated") or 0),
                         "; " + follower["error"] if follower.get("error") else ""))
+    if info.get("promoted"):
+        lines.append("promoted to master at %s (newest transaction then %s): pulls into it refuse"
+                     % (info["promoted"]["promoted_at"], info["promoted"]["tid"]))
+    if info.get("upstream"):
+        lines.append("upstream: %s" % info["upstream"])
     if "master" in info:
         lag = info["master"]
         lines.append("master: newest transaction %s (%s); lag %.1fs, %d transaction(s), %d bytes waiting"
@@ -386,7 +434,8 @@ def cmd_verify(argv):
 
 
 COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull,
-            "follow": cmd_follow}
+            "follow": cmd_follow,
+            "promote": cmd_promote}
 
 
 def main(argv=None):

@@ -37,9 +37,37 @@ def _stale(parent, base, kind):
             yield os.path.join(parent, entry)
 
 
-def _remove_stale_partials(parent, base):
+KEEP_ASIDE = "reseed-keep-aside"  # misc/ file of an old tree clone --delta keeps aside (issue 11)
+
+
+def keep_aside_target(tree):
+    """The name a stale tree must be kept aside as (clone --delta wrote it
+    into the old tree before swapping it out), or None."""
+    try:
+        with open(os.path.join(tree, "misc", KEEP_ASIDE)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def finish_keep_aside(tree, log):
+    """Rename an old tree that clone --delta swapped out to its aside name;
+    False when `tree` is not one."""
+    target = keep_aside_target(tree)
+    if target is None:
+        return False
+    if not os.path.lexists(target):
+        os.rename(tree, target)
+        fsync_path(os.path.dirname(target), directory=True)
+        os.unlink(os.path.join(target, "misc", KEEP_ASIDE))
+        log("kept the old storage aside as %s" % target)
+    return True
+
+
+def _remove_stale_partials(parent, base, log=None):
     for path in _stale(parent, base, "clone"):
-        shutil.rmtree(path, ignore_errors=True)
+        if not finish_keep_aside(path, log or (lambda msg: None)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _restore_replaced(parent, base, log):
@@ -52,7 +80,7 @@ def _restore_replaced(parent, base, log):
             os.rename(aside, dest)
             fsync_path(parent, directory=True)
             log("put back %s, moved aside by an interrupted clone" % dest)
-        else:
+        elif not finish_keep_aside(aside, log):
             shutil.rmtree(aside, ignore_errors=True)
 
 
@@ -92,13 +120,8 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
-    refuse_same_folder(master, dest, "copy")
-    dest = os.path.abspath(dest)
-    parent, base = os.path.split(dest)
-    if not os.path.isdir(parent):
-        raise DSError("the folder %s does not exist" % parent, "create it first")
-    _restore_replaced(parent, base, log)
-    _remove_stale_partials(parent, base)
+    dest, parent, base = destination(master, dest, log)
+    _remove_stale_partials(parent, base, log)
     old_lock = _claim_destination(dest, force)
     partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
     os.mkdir(partial, 0o755)
@@ -110,10 +133,28 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
         return result
     finally:
-        if partial is not None:
-            shutil.rmtree(partial, ignore_errors=True)
-        if old_lock is not None:
-            old_lock.release()
+        release(partial, old_lock)
+
+
+def release(partial, old_lock):
+    """What a copy leaves, however it ends: its partial folder (or the old
+    tree swapped out of place), the old storage's lock."""
+    if partial is not None:
+        shutil.rmtree(partial, ignore_errors=True)
+    if old_lock is not None:
+        old_lock.release()
+
+
+def destination(master, dest, log):
+    """(absolute path, parent, base name) of a copy's destination, once
+    checked and once a swap an interrupted clone left half-done is undone."""
+    refuse_same_folder(master, dest, "copy")
+    dest = os.path.abspath(dest)
+    parent, base = os.path.split(dest)
+    if not os.path.isdir(parent):
+        raise DSError("the folder %s does not exist" % parent, "create it first")
+    _restore_replaced(parent, base, log)
+    return dest, parent, base
 
 
 def _claim_destination(dest, force):
@@ -178,7 +219,7 @@ def _receive(master, partial, opts, log, progress):
             info = session.start()
             t_start = time.monotonic()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
-            checker, counts = _write_members(read, partial, progress)
+            checker, counts = _write_members(ustar.iter_members(read), partial, progress)
             session.finish_ok()
     except OSError as e:
         raise DSError("the clone transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -193,14 +234,14 @@ def _receive(master, partial, opts, log, progress):
     return counts
 
 
-def _write_members(read, partial, progress):
+def _write_members(members, partial, progress):
     """Check and write every member of the clone archive under `partial`;
     returns (checker, counts)."""
     checker = journal.MemberChecker(None, allow_config=True, keep=False)
     counts = {"transactions": 0, "files": 0, "bytes": 0}
     made = set()
     dur = journal.Durability(partial, True)
-    for member in ustar.iter_members(read):
+    for member in members:
         logical = _check_clone_member(checker, member)
         path = os.path.join(partial, *member.name.split("/"))
         folder = os.path.dirname(path)

@@ -14,7 +14,7 @@ import datetime
 import os
 import time
 
-from . import journal
+from . import journal, standing
 from .follow import follower_state
 from .options import PullOptions
 from .protocol import Request, Session
@@ -79,6 +79,8 @@ def storage_info(path):
         "last_replication_age_seconds": round(time.time() - last_rep, 1) if last_rep else None,
         "age_seconds": round(time.time() - tid_to_epoch(last), 1) if last != ZERO_TID else None,
         "follower": follower_state(st.home),
+        "promoted": standing.promoted(st.home),  # issue 11: {promoted_at, tid} or None
+        "upstream": standing.upstream(st.home),
     }
 
 

@@ -10,6 +10,7 @@ A request is a few ASCII lines on the serve's stdin:
     TID                           16 hex digits: the replica's newest transaction
     MD5                           hex MD5 of that transaction file
     key: value                    (versions 1 and 2) options, up to a blank line
+    INVENTORY                     (delta only) `inventory-bytes` bytes: see below
 
 Version 0 is the original replica.py's `replica request 0` (four lines); its
 answer is a plain ustar archive.  A version 1 answer starts with one line
@@ -36,26 +37,30 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zlib
 
 from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, TransportError, hex_tid, tid_from_hex
 
-KINDS = ("request", "clone", "verify")
+KINDS = ("request", "clone", "verify", "delta")
 FOLLOW_VERSION = 2  # `replica request 2`: a pull that stays open (ds-replica follow)
 MAX_REQUEST = 64 * 1024
 ANSWER_PREFIX = b"replica answer 1 "
 HEADER_LIMIT = 65536  # the longest answer header a client reads
+INVENTORY_LIMIT = 1 << 30  # the longest inventory (uncompressed) a master reads
+DROP_MEMBER = "delta/drop"  # first member of a delta answer
 
 
 # ---------------------------------------------------------------- request
 
 class Request(object):
-    def __init__(self, kind, version, identity=None, tid=ZERO_TID, md5=None, options=None):
+    def __init__(self, kind, version, identity=None, tid=ZERO_TID, md5=None, options=None, body=b""):
         self.kind = kind  # one of KINDS
         self.version = version
         self.identity = identity
         self.tid = tid
         self.md5 = md5
         self.options = options or {}
+        self.body = body  # delta only: the compressed inventory
 
     def encode(self):
         lines = ["replica %s %d" % (self.kind, self.version)]
@@ -64,7 +69,7 @@ class Request(object):
         if self.version >= 1:
             lines += ["%s: %s" % (k, v) for k, v in sorted(self.options.items())]
             lines.append("")
-        return ("\n".join(lines) + "\n").encode("ascii")
+        return ("\n".join(lines) + "\n").encode("ascii") + self.body
 
 
 def _read_line(stream):
@@ -119,7 +124,53 @@ def read_request(stream):
         _read_reference(stream, req)
     if req.version >= 1:
         _read_options(stream, req)
+    if req.kind == "delta":
+        req.body = _read_body(stream, req.options.get("inventory-bytes", ""))
     return req
+
+
+# ------------------------------------------------------ delta inventory
+
+def _read_body(stream, length):
+    if not length.isdigit() or int(length) > INVENTORY_LIMIT:
+        raise Refused("malformed request: bad inventory-bytes")
+    body = stream.read(int(length))
+    if len(body) != int(length):
+        raise Refused("malformed request: the inventory ended early")
+    return body
+
+
+def delta_request(identity, entries):
+    """A `replica delta 1` request carrying `entries` ((name, size, digest))."""
+    text = "".join("%s %d %s\n" % (name, size, digest or "-") for name, size, digest in entries)
+    body = zlib.compress(text.encode("ascii"), 1)
+    return Request("delta", 1, options={"identity": identity, "inventory-bytes": str(len(body))}, body=body)
+
+
+def read_inventory(req):
+    """{name: (size, digest or None)} of a delta request."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(req.body, INVENTORY_LIMIT)
+    except zlib.error:
+        raise Refused("malformed request: the inventory is not zlib data")
+    if inflater.unconsumed_tail:
+        raise Refused("malformed request: the inventory is too long")
+    inventory = {}
+    for line in text.decode("ascii", "replace").splitlines():
+        words = line.split(" ")
+        if len(words) != 3 or not words[1].isdigit():
+            raise Refused("malformed request: bad inventory line %r" % line[:80])
+        inventory[words[0]] = (int(words[1]), None if words[2] == "-" else words[2])
+    return inventory
+
+
+def encode_drop(names):
+    return "".join(n + "\n" for n in names).encode("ascii")
+
+
+def decode_drop(data):
+    return set(data.decode("ascii", "replace").split())
 
 
 # ------------------------------------------------------ version negotiation

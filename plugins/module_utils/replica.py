@@ -26,6 +26,7 @@ from .protocol import (
     request_version,
 )
 from .snapshot import PEER_WAIT, take_turn
+from .standing import refuse_if_promoted
 from .storage import (
     ZERO_TID,
     Busy,
@@ -232,6 +233,7 @@ def locked_replica(master, replica_dir, check, log, hot=None):
     stopped storage process started again."""
     refuse_same_folder(master, replica_dir)
     st = Storage(replica_dir)
+    refuse_if_promoted(st.home)  # never pull into a promoted storage (issue 11)
     st.require_full("replica")
     own = lock_pull(st)
     hold = Hold(st, hot, log)

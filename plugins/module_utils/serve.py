@@ -25,6 +25,7 @@ import tempfile
 import time
 
 from . import ustar
+from .delta import answer_delta
 from .journal import is_mutable
 from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_request, write_answer_header, write_frame
 from .snapshot import Snapshot, stale_code
@@ -422,6 +423,8 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     dry_run = req.options.get("dry-run") == "1"
     compress = _compression(req.options)
     snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    if req.kind == "delta":  # clone --delta (issue 11)
+        return answer_delta(st, req, snap, stdout, log, Increment())
     if req.version >= FOLLOW_VERSION and not dry_run:
         return _serve_follow(st, req, snap, stdin, stdout, compress, log)
     if req.kind == "clone" and not dry_run:
@@ -440,7 +443,7 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
 
 
 def _check_master(st, req):
-    if req.kind != "clone":
+    if req.kind not in ("clone", "delta"):
         check_request(st, req)
     elif not os.path.isdir(st.a_dir):
         raise NotAStorage("master %s has no A/ folder: not a DirectoryStorage" % st.home)

@@ -26,6 +26,12 @@ and ``dirstorage_replication_lib_dir``) instead of the default system paths.
 ``inventory_hook(inventory_dict)`` (an attribute) may change the inventory
 before each run, e.g. to make a standby the master of another.
 
+Several masters over time (failover tests): ``start_storage(home, user)``
+runs the simulated storage on any folder as any account (e.g. a promoted
+standby's replica, with the master role's snapshot.conf), ``write_on(home,
+user)`` writes more there, and ``commit_on(home, user, descriptions)``
+commits one named transaction per description on a stopped storage.
+
 Root only (real accounts, /etc/cron.d).
 """
 
@@ -155,6 +161,8 @@ class Fleet:
             self.cleanup()
 
     def start(self):
+        if self.own_paths:  # the install role writes ds-replica into an existing folder
+            (self.opt / "bin").mkdir(parents=True, exist_ok=True)
         self.sshd = start_sshd(listen=self.hosts)
         self.sshd.authorize("root", self.sshd.client_pub_line)
         for user in [self.master_user, *(u for _ip, u, _n in self.standbys.values())]:
@@ -201,20 +209,50 @@ class Fleet:
         self.start_master()
 
     def start_master(self):
-        self.master_proc = subprocess.Popen(
-            self.master_argv("--xmlrpc-port", str(self.xmlrpc_port), "--user", "replica",
-                             "--password", self.password),
-            user=self.master_user, env=self.master_env(), cwd="/tmp", stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        line = self.master_proc.stdout.readline()
-        assert line.startswith("READY "), line + self.master_proc.stderr.read()
-        self.master_url = line.split()[1]
+        self.master_proc, self.master_url = self.start_storage(self.master_home, self.master_user, self.xmlrpc_port)
 
     def stop_master(self):
-        if self.master_proc is not None and self.master_proc.poll() is None:
-            self.master_proc.terminate()
-            self.master_proc.wait(timeout=30)
+        self.stop_storage(self.master_proc)
         self.master_proc = None
+
+    # -- storages on any folder (failover: several masters over time) ----------------
+    def storage_argv(self, home, *args):
+        return ["/usr/bin/python3", "-m", "tests.support.simulated_storage", str(home), *args]
+
+    def start_storage(self, home, user, port):
+        """The simulated storage serving `home` as `user`, its toolkit on `port`: (process, toolkit url)."""
+        proc = subprocess.Popen(
+            self.storage_argv(home, "--xmlrpc-port", str(port), "--user", "replica", "--password", self.password),
+            user=user, env=self.master_env(), cwd="/tmp", stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), line + proc.stderr.read()
+        return proc, line.split()[1]
+
+    @staticmethod
+    def stop_storage(proc):
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    def write_on(self, home, user, seconds=1.0, rate=30, seed=None):
+        """Commit transactions for `seconds` on the stopped storage `home`, as `user`."""
+        proc = run(self.storage_argv(home, "--rate", str(rate), "--duration", str(seconds),
+                                     *(["--seed", str(seed)] if seed is not None else [])),
+                   user=user, env=self.master_env(), cwd="/tmp", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+    def commit_on(self, home, user, descriptions):
+        """One transaction per description on the stopped storage `home`, as `user`; their tids (hex)."""
+        code = ("import sys; from tests.support.simulated_storage import SimulatedStorage; "
+                "from dirstorage_replica.storage import hex_tid\n"
+                "with SimulatedStorage(sys.argv[1]) as s:\n"
+                "    for d in sys.argv[2:]:\n"
+                "        print(hex_tid(s.commit({s.new_oid(): d.encode()}, user=b'fo', description=d.encode())))")
+        proc = run(["/usr/bin/python3", "-c", code, str(home), *descriptions], user=user, env=self.master_env(),
+                   cwd="/tmp", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
 
     # -- ansible ------------------------------------------------------------------
     def ssh_common_args(self):
@@ -297,12 +335,12 @@ class Fleet:
             assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
         return proc
 
-    def replicate(self, *extra, check_rc=True):
+    def replicate(self, *extra, check_rc=True, timeout=300):
         """replicate.yml; returns (process, its report: {host: [result per storage]})."""
         report = self.base / "report.json"
         report.unlink(missing_ok=True)
         proc = self.playbook("replicate.yml", "-e", f"dirstorage_replicate_report={report}", *extra,
-                             check_rc=check_rc)
+                             check_rc=check_rc, timeout=timeout)
         return proc, json.loads(report.read_text()) if report.exists() else {}
 
     # -- teardown -------------------------------------------------------------------

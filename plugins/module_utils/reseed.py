@@ -1,0 +1,330 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`ds-replica clone --delta MASTER PATH`: re-seed a storage that already
+holds the master's identity (a diverged standby, an old master, a clone
+interrupted half-way) by transferring only what is missing or different.
+
+The steps are clone.py's: a hidden partial folder `.NAME.clone-PID`, the
+members written and checked as a clone writes them, the copy completed and
+swapped into place atomically.  What differs: the standby first sends its
+inventory (delta.inventory, protocol.delta_request); every file the master
+did not send and still holds is hard-linked from where the standby has it
+(PATH itself, or the partial folder of a dead clone: a clone resumes).
+
+Nothing is lost silently: when PATH holds transactions the master does not
+(an old master that committed after the last pull), the old tree is not
+removed after the swap but renamed to `PATH.before-reseed-<UTC time>` (a
+marker in its misc/ says so before the swap, so a crash in between keeps it
+too), and those transactions are listed in the result.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+
+from . import journal, ustar
+from .clone import (
+    KEEP_ASIDE,
+    _claim_destination,
+    _complete_copy,
+    _put_in_place,
+    _remove_stale_partials,
+    _stale,
+    _write_members,
+    destination,
+    finish_keep_aside,
+    release,
+)
+from .delta import digest, needs_digest, walk
+from .options import PullOptions
+from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
+from .standing import set_upstream
+from .storage import (
+    ZERO_TID,
+    Corrupt,
+    DSError,
+    Storage,
+    check_member,
+    fsync_path,
+    hex_tid,
+    logical_name,
+    logical_path,
+    parse_transaction,
+    read_file,
+    tid_to_datetime,
+    transaction_digest,
+    write_atomic,
+)
+from .transport import Throttle, open_channel
+
+
+class Source(object):
+    """A tree the new copy may take files from: {name: (path, size)}."""
+
+    def __init__(self, home, trusted):
+        self.home = home
+        self.trusted = trusted  # PATH itself; a dead clone's files are checked first
+        self.files = {}
+        try:
+            st = Storage(home)
+        except DSError:
+            self.identity = None
+            return
+        self.identity = st.identity
+        self.format = st.format
+        if os.path.isdir(st.a_dir):
+            for rel, name, size in walk(st.a_dir, st.format):
+                self.files[name] = (os.path.join(st.a_dir, *rel.split("/")), size)
+
+
+def _sources(dest, parent, base, log):
+    """PATH (when it holds a storage) and the partial folders of dead clones
+    of the same storage, best first."""
+    found = [Source(dest, True)] if os.path.exists(os.path.join(dest, "config", "settings")) else []
+    identity = found[0].identity if found else None
+    for partial in _stale(parent, base, "clone"):
+        source = Source(partial, False)
+        if source.identity and identity in (None, source.identity):
+            identity = source.identity
+            found.append(source)
+            log("resuming from %s (%d files)" % (partial, len(source.files)))
+    if identity is None:
+        raise DSError("%s holds no storage to re-seed, and no interrupted clone of one" % dest,
+                      "make a first copy with 'ds-replica clone'")
+    return identity, found
+
+
+def _usable(path, name, trusted):
+    """A file from a dead clone may be cut short or unflushed: its own
+    checksums decide."""
+    if trusted:
+        return True
+    try:
+        check_member(name, read_file(path), path)
+    except (OSError, Corrupt):
+        return False
+    return True
+
+
+def _inventory(sources):
+    """{name: (path, size)} taken from the best source of each name, and the
+    request's entries (name, size, digest)."""
+    chosen, entries = {}, []
+    for source in sources:
+        for name, (path, size) in source.files.items():
+            if name in chosen or not _usable(path, name, source.trusted):
+                continue
+            chosen[name] = (path, size)
+            entries.append((name, size, digest(path, name) if needs_digest(name) else None))
+    return chosen, entries
+
+
+def clone_delta(master, dest, opts=None, log=None, progress=None):
+    """Re-seed `dest` from `master`; returns the result dict."""
+    opts = opts or PullOptions()
+    log = log or (lambda msg: None)
+    t0 = time.monotonic()
+    dest, parent, base = destination(master, dest, log)
+    for partial in _stale(parent, base, "clone"):
+        finish_keep_aside(partial, log)
+    old_lock = _prepare_destination(dest)
+    partial = None
+    try:
+        before = _recovered_tid(dest)
+        identity, sources = _sources(dest, parent, base, log)
+        chosen, entries = _inventory(sources)
+        partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
+        os.mkdir(partial, 0o755)
+        linker = _Linker(partial, chosen, sources[0].format)
+        try:
+            result, drop, received = _receive(master, partial, delta_request(identity, entries), opts, log,
+                                              progress, linker)
+        finally:
+            linker.join()
+        result["kept_files"] = len(chosen.keys() - drop - received)
+        after = _complete_copy(partial)
+        set_upstream(partial, master)
+        lost = _diverged(sources, partial, drop | received)
+        partial, aside = _switch(partial, dest, lost, log)
+        _remove_stale_partials(parent, base, log)
+        result.update(changed=True, path=dest, before_tid=hex_tid(before), after_tid=hex_tid(after),
+                      removed_files=len(drop), diverged_transactions=lost, kept_aside=aside,
+                      elapsed_seconds=round(time.monotonic() - t0, 3))
+        return result
+    finally:
+        release(partial, old_lock)
+
+
+def _prepare_destination(dest):
+    """Lock PATH when it holds a storage (it must not be in use) and forget
+    a keep-aside marker a crash before the swap left in it.  Returns the
+    lock, or None."""
+    if os.path.exists(dest) and not os.path.exists(os.path.join(dest, "config", "settings")) and os.listdir(dest):
+        raise DSError("%s exists and holds no storage: refusing to re-seed it" % dest,
+                      "give the path of a storage, or an empty or new folder to resume a clone into")
+    lock = _claim_destination(dest, True)
+    if lock is not None:
+        stale = os.path.join(dest, "misc", KEEP_ASIDE)
+        if os.path.exists(stale):
+            os.unlink(stale)
+    return lock
+
+
+def _recovered_tid(dest):
+    """Finish an interrupted pull or a crashed master's journal in PATH (as
+    the storage does when it opens), so that every committed transaction is
+    in A/; returns its newest transaction."""
+    if not os.path.exists(os.path.join(dest, "config", "settings")):
+        return ZERO_TID
+    st = Storage(dest)
+    sub = st.sublock()
+    if not sub.acquire():
+        raise DSError("%s is in use (misc/sublock is held)" % dest, "wait and try again")
+    try:
+        journal.recover(st)
+    finally:
+        sub.release()
+    return st.last_tid()
+
+
+def _receive(master, partial, req, opts, log, progress, linker):
+    """Send the inventory; while the master compares, `linker` links what
+    the standby holds into `partial`; then the master's drop list and files
+    replace what they name.  Returns (counts, names to drop, names received)."""
+    chan = open_channel(master, opts, log, prepare=600.0)
+    wire = []
+    try:
+        with Session(chan, req) as session:
+            info = session.start()
+            linker.wait()
+            read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
+            members = ustar.iter_members(read, sink=lambda data: wire.append(len(data)))
+            first = next(members, None)
+            if first is None or first.name != DROP_MEMBER:
+                raise Corrupt("the master's delta answer does not start with its drop list")
+            drop = decode_drop(first.data)
+            linker.unlink(drop)
+            checker, counts = _write_members(_replacing(members, partial), partial, progress)
+            session.finish_ok()
+    except OSError as e:
+        raise DSError("the delta transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
+                      "run the same 'ds-replica clone --delta' again: it goes on from what was written")
+    fmt = Storage(partial).format
+    if fmt != linker.fmt:
+        raise Corrupt("the master's format is %s, the storage to re-seed is %s" % (fmt, linker.fmt),
+                      "re-seed it with a plain 'ds-replica clone --force'")
+    received = {logical_name(fmt, m[2:]) for m in checker.seen if m.startswith("A/")}
+    log("received %(files)d files, %(bytes)d bytes" % counts)
+    counts.update(master_tid=info.get("master_tid"), snapshot_seconds=info.get("snapshot_seconds"),
+                  request_bytes=len(req.body), answer_bytes=sum(wire))
+    return counts, drop, received
+
+
+def _replacing(members, partial):
+    """Archive members, each after unlinking the kept file it replaces (a
+    link shares the old tree's inode: never write through it)."""
+    for member in members:
+        if member.name.startswith("A/"):
+            try:
+                os.unlink(os.path.join(partial, *member.name.split("/")))
+            except FileNotFoundError:
+                pass
+        yield member
+
+
+class _Linker(threading.Thread):
+    """Hard-links every file the standby holds into the new tree (never a
+    copy: the files are write-once), in a thread, while the master compares
+    the inventory; the few it then sends or drops are unlinked again."""
+
+    def __init__(self, partial, chosen, fmt):
+        super().__init__(name="ds-replica-link", daemon=True)
+        self.root = os.path.join(partial, "A")
+        self.chosen = chosen
+        self.fmt = fmt
+        self.error = None
+        self.start()
+
+    def target(self, name):
+        return os.path.join(self.root, *logical_path(self.fmt, name).split("/"))
+
+    def run(self):
+        made = set()
+        try:
+            for name, (path, _size) in self.chosen.items():
+                target = self.target(name)
+                folder = os.path.dirname(target)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                os.link(path, target)
+        except BaseException as e:  # raised again by wait(), in the caller's thread
+            self.error = e
+
+    def unlink(self, names):
+        """Take back the links of `names` (the master does not hold them),
+        and the folders that leaves empty."""
+        for name in names & self.chosen.keys():
+            target = self.target(name)
+            os.unlink(target)
+            folder = os.path.dirname(target)
+            while folder != self.root and not os.listdir(folder):
+                os.rmdir(folder)
+                folder = os.path.dirname(folder)
+
+    def wait(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _transaction_facts(data):
+    txn = parse_transaction(data, check_md5=False)
+    when = tid_to_datetime(txn.tid)
+    return {"tid": hex_tid(txn.tid), "time": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
+            "user": txn.user.decode("utf-8", "replace"), "description": txn.description.decode("utf-8", "replace")}
+
+
+def _diverged(sources, partial, replaced):
+    """The transactions PATH holds that the new copy does not (a different
+    file under the same name counts, unless only its "previous tid" field
+    differs, as after a pack): [{tid, time, user, description}]."""
+    trusted = [s for s in sources if s.trusted]
+    if not trusted:
+        return []
+    new = Storage(partial)
+    packed = new.packed_tid()
+    lost = []
+    for name, (path, _size) in sorted(trusted[0].files.items()):
+        if not name.startswith("t") or name not in replaced:
+            continue
+        data = read_file(path)
+        try:
+            same = transaction_digest(read_file(new.path(name))) == transaction_digest(data)
+        except FileNotFoundError:
+            same = parse_transaction(data, check_md5=False).tid <= packed  # packed away on the master
+        if not same:
+            lost.append(_transaction_facts(data))
+    return lost
+
+
+def _switch(partial, dest, lost, log):
+    """Swap the new copy into place.  With transactions to keep, the old
+    tree is marked first, then renamed aside after the swap.  Returns (what
+    is left to remove, the aside path or None)."""
+    aside = None
+    if lost and os.path.exists(dest):
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = "%s.before-reseed-%s" % (dest, stamp)
+        os.makedirs(os.path.join(dest, "misc"), exist_ok=True)
+        write_atomic(os.path.join(dest, "misc", KEEP_ASIDE), aside.encode("utf-8"))
+    left = _put_in_place(partial, dest)
+    if left is not None and aside is not None:
+        finish_keep_aside(left, log)
+        fsync_path(os.path.dirname(dest), directory=True)
+        return None, aside
+    return left, aside

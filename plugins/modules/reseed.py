@@ -1,0 +1,132 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: reseed
+short_description: Re-seed a DirectoryStorage standby or old master from a master, transferring only what differs
+version_added: 0.2.0
+description:
+  - Same as C(ds-replica clone --delta MASTER PATH). O(path) holds a storage with the master's identity (a
+    standby that diverged, an old master, or a clone that was interrupted); only the files it lacks or holds
+    differently are transferred, the others are hard-linked into the new copy, which replaces the old one in
+    one atomic step.
+  - When O(path) holds transactions the master does not (an old master that committed after the last pull), the
+    old storage is kept aside whole as C(PATH.before-reseed-<UTC time>) and those transactions are listed in
+    RV(diverged_transactions).
+author:
+  - dirstorage.replication contributors (@dirstorage)
+options:
+  master:
+    description:
+      - The master storage, as C([user@]host:path) (reached over ssh), or a plain local path.
+    type: str
+    required: true
+  path:
+    description:
+      - The storage to re-seed.
+    type: path
+    required: true
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - dirstorage.replication.connection
+attributes:
+  check_mode:
+    support: full
+    details: Reports RV(changed=true) without contacting the master.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+seealso:
+  - module: dirstorage.replication.clone
+  - module: dirstorage.replication.promote
+"""
+
+EXAMPLES = r"""
+- name: Make the old master a standby of the new one
+  dirstorage.replication.reseed:
+    master: zope@db2.example.com:/srv/standby/main
+    path: /var/lib/zope/storage
+  register: reseed
+
+- name: Show what only the old master held
+  ansible.builtin.debug:
+    msg: "kept aside in {{ reseed.kept_aside }}: {{ reseed.diverged_transactions }}"
+  when: reseed.kept_aside
+"""
+
+RETURN = r"""
+after_tid:
+  description: Newest transaction of the re-seeded storage.
+  returned: success
+  type: str
+  sample: 040D44D7890F0444
+files:
+  description: Files received from the master.
+  returned: success
+  type: int
+  sample: 812
+bytes:
+  description: Bytes of file content received.
+  returned: success
+  type: int
+  sample: 1048576
+kept_files:
+  description: Files kept (hard-linked) from what O(path) already held.
+  returned: success
+  type: int
+  sample: 436000
+removed_files:
+  description: Files of O(path) the master does not hold.
+  returned: success
+  type: int
+  sample: 900
+diverged_transactions:
+  description: The transactions O(path) held that the master does not, each with C(tid), C(time), C(user),
+    C(description).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"tid": "040D44D7890F0444", "time": "2026-11-26T18:00:00Z", "user": "alice", "description": "order"}]
+kept_aside:
+  description: Where the old storage was kept (null when nothing was lost).
+  returned: success
+  type: str
+  sample: /var/lib/zope/storage.before-reseed-20261126T180000Z
+"""
+
+# Ansible modules keep their imports after the documentation strings.
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_args import (  # noqa: E402
+    argument_spec,
+    fail_message,
+    pull_options,
+)
+from ansible_collections.dirstorage.replication.plugins.module_utils.reseed import clone_delta  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
+
+RESULT_KEYS = ("after_tid", "before_tid", "files", "bytes", "kept_files", "removed_files", "diverged_transactions",
+               "kept_aside", "snapshot_seconds", "elapsed_seconds", "master_tid")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(master=dict(type="str", required=True), path=dict(type="path", required=True)),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if module.check_mode:
+        module.exit_json(changed=True, diverged_transactions=[], kept_aside=None)
+    try:
+        result = clone_delta(p["master"], p["path"], pull_options(p))
+    except (DSError, OSError) as e:
+        module.fail_json(msg=fail_message(e), retryable=bool(getattr(e, "retryable", False)))
+    module.exit_json(changed=True, **{k: result.get(k) for k in RESULT_KEYS})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""`clone --delta` (issue 11) killed at every step that changes the disk, as
+tests/integration/test_crash_points.py does for `clone --force`: an old
+master that committed two transactions the new master never saw is re-seeded
+from the new master.
+
+After each kill: the destination is the old storage or the new copy, never
+anything else; the old storage, whole, is somewhere a person finds it (in
+place, or kept aside as `standby.before-reseed-*`, or in a hidden folder the
+next run renames to that name).  The next `clone --delta` exits 0, leaves the
+new copy, exactly one kept-aside old storage, and no hidden folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from tests.integration.test_crash_points import (
+    DS_REPLICA,
+    LOCAL_SSH,
+    SAMPLED,
+    STRACE,
+    inject,
+    kill_points,
+    parse_counts,
+    run_kill_points,
+)
+from tests.integration.test_failover_engine import commit, outside_misc
+from tests.support.reliability import report
+
+pytestmark = pytest.mark.slow
+# calls many and alike (the kept files' links, the members' writes): a spread
+# of them in `make test`; SOAK=1 takes the wider spread of the pull's test
+DELTA_SAMPLED = (dict(SAMPLED, link=12, linkat=12, write=12) if os.environ.get("SOAK")
+                 else dict(SAMPLED, close=4, mkdir=3, link=4, linkat=4, write=4))
+
+
+def count_calls(argv, tmp_path):
+    """test_crash_points.count_calls, following threads (-f): the kept
+    files are linked in a thread while the master compares.  (-f also
+    follows the master's serve, started through local_ssh.py: a kill there
+    is a master lost in the middle of the answer, a crash point as well.)"""
+    out = tmp_path / "strace-counts.txt"
+    proc = subprocess.run([STRACE, "-f", "-c", "-U", "name,calls", "-o", str(out), *argv],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return parse_counts(out)
+
+
+def _hidden(parent):
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def _kept_aside(parent):
+    return sorted(parent.glob("standby.before-reseed-*"))
+
+
+def test_clone_delta_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
+    pristine = unpack_fixture("bushy")
+    shutil.copytree(pristine / "master", pristine / "standby", symlinks=True)
+    commit(pristine / "master", b"after failover")  # the promoted standby wrote on
+    commit(pristine / "standby", b"late 1", b"late 2")  # the old master, unseen by the new one
+    old = outside_misc(pristine / "standby")
+
+    def argv(parent):
+        return [DS_REPLICA, "clone", "--delta", "-q", "-e", LOCAL_SSH, "--remote-command", DS_REPLICA,
+                "local:%s" % (parent / "master"), str(parent / "standby")]
+
+    def prepare(parent):
+        if parent.exists():
+            shutil.rmtree(parent)
+        parent.mkdir()
+        for name in ("master", "standby"):
+            shutil.copytree(pristine / name, parent / name, symlinks=True)
+
+    ref = tmp_path / "reference"
+    prepare(ref)
+    counts = count_calls(argv(ref), tmp_path)
+    new = outside_misc(ref / "standby")
+    assert new != old and _hidden(ref) == []
+    assert [outside_misc(p) for p in _kept_aside(ref)] == [old]
+
+    def one(call, when, work):
+        prepare(work)
+        where = "killed at %s #%d" % (call, when)
+        proc = subprocess.run([STRACE, "-f", "-o", "/dev/null", "-e", inject(call, when), *argv(work)],
+                              capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode == 0:
+            labels = ["finished before the kill point"]
+        elif proc.returncode == -signal.SIGKILL:
+            labels = ["kills"]
+        else:  # -f follows the master's serve too: killed there, the re-seed fails cleanly
+            assert "ds-replica: " in proc.stderr and proc.stderr.count("\n") == 1, "%s: %s" % (where, proc.stderr)
+            labels = ["master killed"]
+        now = outside_misc(work / "standby")
+        assert now in (old, new), "%s: the destination is neither the old storage nor the new copy" % where
+        labels.append("old storage" if now == old else "new copy")
+        trees = [outside_misc(p) for p in _kept_aside(work) + [work / h for h in _hidden(work)]]
+        assert now == old or old in trees, "%s: the old storage is nowhere whole" % where
+        again = subprocess.run(argv(work), capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0, "%s: the next clone --delta failed: %s" % (where, again.stderr)
+        assert outside_misc(work / "standby") == new, "%s: the next run did not give the new copy" % where
+        assert _hidden(work) == [], "%s: left behind: %s" % (where, _hidden(work))
+        assert [outside_misc(p) for p in _kept_aside(work)] == [old], "%s: not one whole old storage aside" % where
+        return labels
+
+    points = kill_points(counts, DELTA_SAMPLED)
+    figures = run_kill_points(points, one, tmp_path)
+    # strace counts the Nth call per thread: a point past one thread's calls finishes unkilled
+    assert figures["kills"] + figures["master killed"] >= len(points) * 0.7, figures
+    assert figures["kills"] >= len(points) * 0.5, figures
+    assert figures["old storage"] and figures["new copy"], figures
+    report(request, "clone_delta_crash_points", dict(calls=dict(sorted(counts.items())), **figures))

@@ -1,0 +1,214 @@
+"""End to end: the day the master dies (issue 11), with the roles and playbooks.
+
+A master (127.0.0.9) with writes going on and two standbys (127.0.0.10,
+127.0.0.11), standby2 further behind; real OpenSSH (one sshd on all three
+addresses, tests/support/e2e.py's `Fleet`), real accounts, the simulated
+storage process serving snapshot mode over XML-RPC.
+
+- the master becomes unreachable (its storage process stops and its ssh port,
+  as the inventory gives it, answers no more), after writing 2 transactions
+  no standby pulled;
+- promote.yml for standby2 is refused and names standby1; --check for
+  standby1 changes nothing; promote.yml for standby1 promotes it and standby2
+  follows it;
+- until the inventory is changed every playbook stops, naming the change;
+- writes go on at standby1 (the storage process runs there now, with the
+  master role's snapshot.conf) and reach standby2;
+- the old master comes back; rejoin.yml keeps its 2 transactions aside, lists
+  them, and re-seeds it from standby1; all three read the same as standby1,
+  object by object.
+- then a planned switchover back to the old master: promote.yml stops
+  standby1's writes with the storage's stop_command, pulls once more,
+  promotes the old master, and standby2 follows it (standby1, the master it
+  replaced, would rejoin with rejoin.yml, as above).
+
+Root only (real accounts, /etc/cron.d).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import standing
+from tests.support.checks import assert_reads_as, replica_state
+from tests.support.e2e import Fleet, last_tid
+from tests.support.sshd import free_port
+from tests.support.toolkit import TOOLKIT_PATH
+
+MASTER_IP = "127.0.0.9"
+STANDBYS = {"standby1": ("127.0.0.10", "dsfoone", "fo_one"), "standby2": ("127.0.0.11", "dsfotwo", "fo_two")}
+OLD_NAME = "fo_old"  # the old master's storage, once it is a standby
+
+pytestmark = [
+    pytest.mark.ssh,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (local accounts, /etc/cron.d)"),  # ci-runs: CI is root
+]
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    f = Fleet("dsfo", MASTER_IP, STANDBYS, own_paths=True, master_storage="fo_main")
+    f.dead_port = free_port()  # nothing listens there: the master "is down"
+    f.s1_port = free_port()  # standby1's toolkit once it is the master
+    f.s1_proc = None
+    try:
+        with f.running():
+            yield f
+    finally:
+        Fleet.stop_storage(f.s1_proc)
+        for name in (OLD_NAME,):
+            Path(f"/etc/cron.d/ds-replica-{name}").unlink(missing_ok=True)
+            Path(f"/run/lock/ds-replica-{name}.lock").unlink(missing_ok=True)
+
+
+def snapshot_methods(f, port):
+    return [{"http": {"url": "http://127.0.0.1:%d%s" % (port, TOOLKIT_PATH), "user": "replica",
+                      "password": f.password}}, "direct"]
+
+
+def as_master_vars(f, user, name, path, port):
+    """Host variables of a host that serves `path` as a master."""
+    s = f.sshd
+    return {"master_user": user, "master_authorized_keys_file": str(s.authorized_keys_path(user)),
+            "master_host_key_file": str(s.workdir / "ssh_host_ed25519_key.pub"),
+            "master_storages": [{"name": name, "path": str(path), "snapshot": snapshot_methods(f, port),
+                                 "stop_command": "touch %s/stopped-flag" % Path(path).parent}]}
+
+
+def first_inventory(f, master_down=False):
+    """The inventory as provisioned; standby1 knows how it would serve once promoted."""
+    def hook(inv):
+        hosts = inv["all"]["children"]
+        s1 = hosts["dirstorage_standbys"]["hosts"]["standby1"]
+        s1.update({k: v for k, v in as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port).items()
+                   if k != "master_storages"})
+        s1["standby_storages"][0].update(snapshot=snapshot_methods(f, f.s1_port),
+                                         promote_command="touch %s/promoted-flag" % f.replica("standby1").parent)
+        if master_down:
+            hosts["dirstorage_masters"]["hosts"]["master"]["ansible_port"] = f.dead_port
+    return hook
+
+
+def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=True):
+    """What the operator writes after the failover: standby1 the master, standby2 and the old master its standbys."""
+    def hook(inv):
+        hosts = inv["all"]["children"]
+        old = copy.deepcopy(hosts["dirstorage_masters"]["hosts"]["master"])
+        s1 = hosts["dirstorage_standbys"]["hosts"].pop("standby1")
+        s1_vars = {"ansible_host": s1["ansible_host"],
+                   **as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port)}
+        hosts["dirstorage_masters"]["hosts"] = {"standby1": s1_vars}
+        s2 = hosts["dirstorage_standbys"]["hosts"]["standby2"]
+        s2["standby_storages"][0].update(master_host="standby1", master_path=str(f.replica("standby1")))
+        if old_master_listed_as == "master":
+            hosts["dirstorage_masters"]["hosts"]["master"] = old
+        else:
+            hosts["dirstorage_standbys"]["hosts"]["master"] = {
+                "ansible_host": MASTER_IP, "standby_user": f.master_user,
+                "master_host_key_file": old["master_host_key_file"],
+                "master_authorized_keys_file": old["master_authorized_keys_file"],
+                "standby_storages": [{"name": OLD_NAME, "path": str(f.master_home), "master_host": "standby1",
+                                      "master_path": str(f.replica("standby1")),
+                                      "snapshot": snapshot_methods(f, f.xmlrpc_port)}]}
+        if not old_master_up:
+            where = hosts["dirstorage_masters"]["hosts"] if old_master_listed_as == "master" else \
+                hosts["dirstorage_standbys"]["hosts"]
+            where["master"]["ansible_port"] = f.dead_port
+    return hook
+
+
+SLOW = 1200  # seconds a playbook may take on a loaded 2-core machine
+
+
+def outside_misc(path):
+    return {k: v[2] for k, v in replica_state(path).items()
+            if not k.startswith("misc") and k != "config/upstream" and not k.startswith("config/snapshot")}
+
+
+def test_failover_promote_follow_rejoin(fleet):
+    f = fleet
+    s1, s2 = f.replica("standby1"), f.replica("standby2")
+    f.inventory_hook = first_inventory(f)
+    f.playbook("provision.yml", timeout=SLOW)
+
+    # -- writes go on; standby2 pulls less often than standby1 ---------------------------------
+    f.write_more(seconds=1.0, seed=2)
+    f.replicate(timeout=SLOW)
+    f.write_more(seconds=1.0, seed=3)
+    f.replicate("--limit", "standby1", timeout=SLOW)
+    assert last_tid(s1) == last_tid(f.master_home) > last_tid(s2)
+
+    # -- the master writes 2 transactions no standby sees, then dies -----------------------------
+    f.stop_master()
+    lost = f.commit_on(f.master_home, f.master_user, ["late order 1", "late order 2"])
+    assert len(lost) == 2
+    f.inventory_hook = first_inventory(f, master_down=True)
+
+    # -- promote.yml for the standby that is behind: refused, names standby1 ---------------------
+    before = {h: replica_state(f.replica(h)) for h in STANDBYS}
+    refused = f.playbook("promote.yml", "-e", "promote_host=standby2", check_rc=False, timeout=SLOW)
+    assert refused.returncode != 0
+    assert "promote standby1 instead" in refused.stdout, refused.stdout[-3000:]
+    assert {h: replica_state(f.replica(h)) for h in STANDBYS} == before
+
+    # -- --check reports and changes nothing -----------------------------------------------------
+    checked = f.playbook("promote.yml", "-e", "promote_host=standby1", "--check", timeout=SLOW)
+    assert "promote standby1 storage fo_one" in checked.stdout
+    assert {h: replica_state(f.replica(h)) for h in STANDBYS} == before
+    assert Path("/etc/cron.d/ds-replica-fo_one").exists()
+
+    # -- promote standby1; standby2 follows it ---------------------------------------------------
+    proc = f.playbook("promote.yml", "-e", "promote_host=standby1", timeout=SLOW)
+    assert standing.promoted(str(s1)) is not None
+    assert not Path("/etc/cron.d/ds-replica-fo_one").exists()
+    assert (s1.parent / "promoted-flag").exists(), "promote_command did not run"
+    assert "standby2 fo_two: FOLLOWS standby1" in proc.stdout, proc.stdout[-3000:]
+    assert last_tid(s2) == last_tid(s1)
+    assert standing.upstream(str(s2)).endswith(":%s" % s1)
+    assert "fo_two" in Path("/etc/cron.d/ds-replica-fo_two").read_text() and str(s1) in \
+        Path("/etc/cron.d/ds-replica-fo_two").read_text()
+
+    # -- the stale inventory stops every playbook before it changes anything ---------------------
+    stale = f.playbook("replicate.yml", check_rc=False, timeout=SLOW)
+    assert stale.returncode != 0
+    assert "inventory drift: standby1: storage fo_one (%s) was promoted to master at" % s1 in stale.stdout
+    f.inventory_hook = after_failover_inventory(f, old_master_listed_as="master")
+    stale = f.playbook("verify.yml", check_rc=False, timeout=SLOW)
+    assert "inventory drift: master: storage fo_main (%s) was replaced as master by standby1" % f.master_home \
+        in stale.stdout, stale.stdout[-3000:]
+
+    # -- writes go on at standby1 and reach standby2 ---------------------------------------------
+    f.inventory_hook = after_failover_inventory(f, old_master_up=False)
+    f.write_on(s1, "dsfoone", seconds=1.0, seed=4)
+    f.s1_proc, _url = f.start_storage(s1, "dsfoone", f.s1_port)
+    f.replicate("--limit", "standby1,standby2", timeout=SLOW)
+    assert last_tid(s2) == last_tid(s1)
+
+    # -- the old master comes back: rejoin keeps its 2 transactions aside and lists them ----------
+    f.inventory_hook = after_failover_inventory(f)
+    old = outside_misc(f.master_home)
+    proc = f.playbook("rejoin.yml", "-e", "rejoin_host=master", timeout=SLOW)
+    assert "2 transaction(s) the new master does not hold" in proc.stdout, proc.stdout[-3000:]
+    for tid, description in zip(lost, ["late order 1", "late order 2"], strict=True):
+        assert tid in proc.stdout and "description=%s" % description in proc.stdout
+    [aside] = f.master_home.parent.glob("storage.before-reseed-*")
+    assert outside_misc(aside) == old
+    Fleet.stop_storage(f.s1_proc)
+    f.s1_proc = None
+    f.replicate(timeout=SLOW)
+    for replica in (s2, f.master_home):
+        assert_reads_as(replica, s1)
+    assert Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
+
+    # -- a planned switchover back: stop_command, one last pull, promote, standby2 follows --------
+    proc = f.playbook("promote.yml", "-e", "promote_host=master", timeout=SLOW)
+    assert "the master answers: a planned switchover" in proc.stdout
+    assert (s1.parent / "stopped-flag").exists(), "the old master's stop_command did not run"
+    assert standing.promoted(str(f.master_home)) is not None
+    assert last_tid(f.master_home) == last_tid(s1) == last_tid(s2)
+    assert "standby2 fo_two: FOLLOWS master" in proc.stdout, proc.stdout[-3000:]
+    assert standing.upstream(str(s2)).endswith(":%s" % f.master_home)

@@ -1,0 +1,64 @@
+"""The inventory against what the storages say of themselves (issue 11)."""
+
+from __future__ import annotations
+
+from dirstorage_replica.fleet import drift_problems, newest_standby
+
+PROMOTED = {"promoted_at": "2026-11-26T18:00:00Z", "tid": "0000000000000002"}
+
+
+def master(host="db1", **kw):
+    return dict({"host": host, "name": "main", "path": "/srv/main", "role": "master", "exists": True,
+                 "identity": "a" * 32, "last_tid": "0000000000000005", "promoted": None, "upstream": None}, **kw)
+
+
+def standby(host, **kw):
+    return dict({"host": host, "name": "main", "path": "/srv/replica", "role": "standby", "exists": True,
+                 "identity": "a" * 32, "last_tid": "0000000000000004", "promoted": None,
+                 "upstream": "zope@10.0.0.1:/srv/main", "upstream_host": "10.0.0.1", "upstream_path": "/srv/main",
+                 "master_host": "db1", "master_addr": "10.0.0.1", "master_path": "/srv/main"}, **kw)
+
+
+def test_a_fleet_as_the_inventory_says_has_no_problem():
+    assert drift_problems([master(), standby("s1"), standby("s2", upstream=None, upstream_host=None)]) == []
+
+
+def test_a_promoted_standby_must_move_to_the_masters():
+    [line] = drift_problems([standby("s1", promoted=PROMOTED)])
+    assert line.startswith("s1: storage main (/srv/replica) was promoted to master at 2026-11-26T18:00:00Z")
+    assert "move it to dirstorage_masters" in line
+
+
+def test_the_old_master_beside_a_promoted_copy_must_move_to_the_standbys():
+    [line] = drift_problems([master(), master("s1", path="/srv/replica", promoted=PROMOTED)])
+    assert line.startswith("db1: storage main (/srv/main) was replaced as master by s1")
+    assert "then run rejoin.yml" in line
+
+
+def test_a_standby_that_follows_another_master_than_the_inventory_says():
+    [line] = drift_problems([standby("s2", upstream="z@10.0.0.3:/srv/replica", upstream_host="10.0.0.3",
+                                     upstream_path="/srv/replica")])
+    assert "follows z@10.0.0.3:/srv/replica, the inventory says 10.0.0.1:/srv/main" in line
+
+
+def test_a_standby_ahead_of_its_master_unless_it_is_rejoining():
+    states = [master(last_tid="0000000000000003"), standby("s1")]
+    [line] = drift_problems(states)
+    assert "newer than its master db1" in line
+    assert drift_problems(states, skip_ahead=["s1"]) == []
+
+
+def test_a_re_seeded_old_master_still_listed_as_master():
+    [line] = drift_problems([master(upstream="z@10.0.0.3:/srv/replica")])
+    assert "is a standby of z@10.0.0.3:/srv/replica" in line and "move it to dirstorage_standbys" in line
+
+
+def test_storages_that_do_not_exist_or_did_not_answer_are_not_judged():
+    assert drift_problems([standby("s1", exists=False, promoted=PROMOTED)]) == []
+
+
+def test_the_newest_standby_first_in_inventory_order_on_a_tie():
+    states = [master(), standby("s1", last_tid="0000000000000007"), standby("s2", last_tid="0000000000000009"),
+              standby("s3", last_tid="0000000000000009")]
+    assert newest_standby(states, "db1", "/srv/main") == ("s2", "main", "0000000000000009")
+    assert newest_standby(states, "db9", "/srv/main") is None
