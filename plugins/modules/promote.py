@@ -45,6 +45,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+changed:
+  description: Whether the storage was promoted now (in check mode, whether it would be); false when it was promoted already.
+  returned: always
+  type: bool
+  sample: true
 promoted_at:
   description: UTC time of the promotion (null in check mode).
   returned: success

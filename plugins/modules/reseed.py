@@ -60,6 +60,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+changed:
+  description: Whether the storage was re-seeded (in check mode, whether it would be).
+  returned: always
+  type: bool
+  sample: true
 after_tid:
   description: Newest transaction of the re-seeded storage.
   returned: success
