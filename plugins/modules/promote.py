@@ -46,7 +46,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 changed:
-  description: Whether the storage was promoted now (in check mode, whether it would be); false when it was promoted already.
+  description:
+    - Whether the storage was promoted now (in check mode, whether it would be); false when it was promoted
+      already.
   returned: always
   type: bool
   sample: true
