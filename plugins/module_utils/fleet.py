@@ -51,15 +51,28 @@ def _promoted_standby(s):
     return None
 
 
-def _standby_listed_as_master(s):
-    if s["role"] == "master" and not s.get("promoted") and s.get("upstream"):
+def _also_a_standby(s, states):
+    """A storage listed both as a master and as a standby: the middle of a
+    cascade (issue 10), which follows its own upstream and serves others."""
+    return any(o["role"] == "standby" and o["host"] == s["host"] and o["path"] == s["path"] for o in states)
+
+
+def _cascade_upstream(s, states):
+    """The standby follows another standby of this fleet that was never
+    promoted: a cascade whose upstream the inventory may switch at any time."""
+    return any(o["role"] == "standby" and o is not s and o["path"] == s.get("upstream_path")
+               and not o.get("promoted") for o in states)
+
+
+def _standby_listed_as_master(s, states):
+    if s["role"] == "master" and not s.get("promoted") and s.get("upstream") and not _also_a_standby(s, states):
         return ("%s is a standby of %s since it was re-seeded: move it to dirstorage_standbys (standby_storages)"
                 % (_where(s), s["upstream"]))
     return None
 
 
-def _other_upstream(s):
-    if s["role"] != "standby" or not s.get("upstream_host") or s.get("promoted"):
+def _other_upstream(s, states):
+    if s["role"] != "standby" or not s.get("upstream_host") or s.get("promoted") or _cascade_upstream(s, states):
         return None
     if (s["upstream_host"], s["upstream_path"]) != (s.get("master_addr"), s.get("master_path")):
         return ("%s follows %s, the inventory says %s:%s: set its master_host and master_path to the storage it "
@@ -98,7 +111,7 @@ def drift_problems(states, skip_ahead=()):
     states = [s for s in states if s.get("exists")]
     problems = []
     for s in states:
-        line = (_promoted_standby(s) or _standby_listed_as_master(s) or _other_upstream(s)
+        line = (_promoted_standby(s) or _standby_listed_as_master(s, states) or _other_upstream(s, states)
                 or _replaced_master(s, states) or _ahead_of_master(s, states, skip_ahead))
         if line:
             problems.append(line)

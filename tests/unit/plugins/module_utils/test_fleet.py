@@ -62,3 +62,23 @@ def test_the_newest_standby_first_in_inventory_order_on_a_tie():
               standby("s3", last_tid="0000000000000009")]
     assert newest_standby(states, "db1", "/srv/main") == ("s2", "main", "0000000000000009")
     assert newest_standby(states, "db9", "/srv/main") is None
+
+
+def test_a_cascade_is_no_drift_and_may_switch_its_upstream():
+    """standby1 serves standby2 (issue 10): it is listed as a master and as a
+    standby; standby2 may be re-pointed from standby1 to the master."""
+    s1 = standby("s1", path="/srv/replica")
+    s1_as_master = master("s1", path="/srv/replica", upstream="zope@10.0.0.1:/srv/main")
+    s2 = standby("s2", path="/srv/replica2", upstream="dsr@10.0.0.2:/srv/replica", upstream_host="10.0.0.2",
+                 upstream_path="/srv/replica")
+    assert drift_problems([master(), s1, s1_as_master, dict(s2, master_host="s1", master_addr="10.0.0.2",
+                                                            master_path="/srv/replica")]) == []
+    assert drift_problems([master(), s1, s1_as_master, s2]) == []  # switched to the master in the inventory
+
+
+def test_a_standby_re_pointed_to_a_promoted_storage_is_still_drift():
+    s1 = standby("s1", path="/srv/replica", promoted=PROMOTED)
+    s2 = standby("s2", path="/srv/replica2", upstream="dsr@10.0.0.2:/srv/replica", upstream_host="10.0.0.2",
+                 upstream_path="/srv/replica")
+    lines = drift_problems([s1, s2])
+    assert any(line.startswith("s2: storage main (/srv/replica2) follows dsr@10.0.0.2:/srv/replica") for line in lines)
