@@ -1,4 +1,8 @@
-"""End to end, on loopback hosts: a cascade master -> standby1 -> standby2,
+"""(In make soak, not make test, for now: on a quiet machine its check that the
+master wrote on after standby1's pull failed — see the closing note of the
+session that moved it; it passed on a loaded one.)
+
+End to end, on loopback hosts: a cascade master -> standby1 -> standby2,
 set up by provision.yml with the master role applied to standby1 too
 (`direct` snapshots of its replica, keys restricted to `ds-replica serve`),
 pulls by replicate.yml while the master takes writes, then standby2 switches
