@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed
 # Extend from the command line or another makefile, e.g. make test PYTEST_ARGS="tests/unit -x"
 PYTEST_ARGS ?= tests -ra
 
-DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount
+DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount sudo
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 

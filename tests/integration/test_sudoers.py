@@ -16,6 +16,13 @@ from tests.integration.test_modules import BIN, ENV, ROOT
 TEMPLATE = ROOT / "roles" / "standby" / "templates" / "sudoers.j2"
 
 
+@pytest.fixture
+def visudo():
+    """visudo checks the drop-in as the role does: never skipped (make deps installs sudo)."""
+    if not shutil.which("visudo"):
+        pytest.fail("visudo missing: run `make deps` as root (Debian package sudo)", pytrace=False)
+
+
 def render(tmp_path, services, user="dsreplica"):
     dest = tmp_path / "ds-replica-sudoers"
     extra = {"standby_user": user, "standby_services": services, "standby_systemctl": "/usr/bin/systemctl"}
@@ -26,7 +33,7 @@ def render(tmp_path, services, user="dsreplica"):
     return r, dest
 
 
-@pytest.mark.skipif(not shutil.which("visudo"), reason="visudo (Debian package sudo) is not installed")
+@pytest.mark.usefixtures("visudo")
 def test_exactly_stop_and_start_of_each_service(tmp_path):
     r, dest = render(tmp_path, ["zeo-standby", "zeo@main.service"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -38,7 +45,7 @@ def test_exactly_stop_and_start_of_each_service(tmp_path):
     ]
 
 
-@pytest.mark.skipif(not shutil.which("visudo"), reason="visudo (Debian package sudo) is not installed")
+@pytest.mark.usefixtures("visudo")
 def test_visudo_guards_the_file(tmp_path):
     # a name the role's own check would refuse: visudo refuses the file too, and nothing is installed
     r, dest = render(tmp_path, ["a,b=c:d"])
