@@ -57,11 +57,19 @@ def _also_a_standby(s, states):
     return any(o["role"] == "standby" and o["host"] == s["host"] and o["path"] == s["path"] for o in states)
 
 
-def _cascade_upstream(s, states):
-    """The standby follows another standby of this fleet that was never
-    promoted: a cascade whose upstream the inventory may switch at any time."""
-    return any(o["role"] == "standby" and o is not s and o["path"] == s.get("upstream_path")
-               and not o.get("promoted") for o in states)
+def _state_at(states, addr, path):
+    return next((o for o in states if o.get("addr") == addr and o["path"] == path), None)
+
+
+def _cascade_switch(s, states):
+    """The standby follows one storage and the inventory names another, both
+    read in this run, of its identity and never promoted: a cascade (issue
+    10), whose standbys may switch between the master and a standby at any
+    time (the pull still refuses a history that is not a prefix)."""
+    followed = _state_at(states, s["upstream_host"], s["upstream_path"])
+    named = _state_at(states, s.get("master_addr"), s.get("master_path"))
+    return all(o is not None and not o.get("promoted") and o.get("identity") == s.get("identity")
+               for o in (followed, named))
 
 
 def _standby_listed_as_master(s, states):
@@ -72,11 +80,12 @@ def _standby_listed_as_master(s, states):
 
 
 def _other_upstream(s, states):
-    if s["role"] != "standby" or not s.get("upstream_host") or s.get("promoted") or _cascade_upstream(s, states):
+    if s["role"] != "standby" or not s.get("upstream_host") or s.get("promoted") or _cascade_switch(s, states):
         return None
     if (s["upstream_host"], s["upstream_path"]) != (s.get("master_addr"), s.get("master_path")):
         return ("%s follows %s, the inventory says %s:%s: set its master_host and master_path to the storage it "
-                "follows" % (_where(s), s["upstream"], s.get("master_addr"), s.get("master_path")))
+                "follows (to switch a cascade's upstream, run with both hosts in the play)"
+                % (_where(s), s["upstream"], s.get("master_addr"), s.get("master_path")))
     return None
 
 
@@ -105,9 +114,10 @@ def _ahead_of_master(s, states, skip):
 
 def drift_problems(states, skip_ahead=()):
     """One line per storage whose inventory entry disagrees with what it
-    says of itself.  `states`: dicts of storage_state plus host, name, path,
-    role and (standbys) master_host, master_addr, master_path; storages that
-    do not exist (yet) or whose host did not answer are not judged."""
+    says of itself.  `states`: dicts of storage_state plus host, addr (its
+    ansible_host), name, path, role and (standbys) master_host, master_addr,
+    master_path; storages that do not exist (yet) or whose host did not
+    answer are not judged."""
     states = [s for s in states if s.get("exists")]
     problems = []
     for s in states:

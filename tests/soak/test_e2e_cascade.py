@@ -53,10 +53,8 @@ def fleet():
 
 def writing_master(fleet, rate):
     """Restart the master serving with `rate` transactions per second going on (0: none)."""
-    plain = Fleet.master_argv.__get__(fleet)
-    fleet.master_argv = lambda *a: plain(*a) + (["--rate", str(rate)] if rate and "--xmlrpc-port" in a else [])
     fleet.stop_master()
-    fleet.start_master()
+    fleet.start_master(rate=rate)
 
 
 def test_cascade_then_switch_upstream(fleet):
@@ -86,7 +84,7 @@ def test_cascade_then_switch_upstream(fleet):
 
     # standby2 switches its upstream to the master and catches up directly
     fleet.inventory_hook = cascade(fleet, "master")
-    fleet.playbook("provision.yml", "--limit", "master,standby2", timeout=900)
+    fleet.playbook("provision.yml", "--limit", "master,standby1,standby2", timeout=900)  # both ends of the switch
     _proc, report = fleet.replicate("--limit", "standby2,localhost")
     (result,) = report["standby2"]
     assert result["changed"] is True and result["after_tid"] == last_tid(master)

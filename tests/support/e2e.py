@@ -208,8 +208,10 @@ class Fleet:
                         *(["--seed", str(seed)] if seed is not None else []))
         self.start_master()
 
-    def start_master(self):
-        self.master_proc, self.master_url = self.start_storage(self.master_home, self.master_user, self.xmlrpc_port)
+    def start_master(self, rate=0):
+        """The master serving its snapshot toolkit, committing `rate` transactions per second (0: none)."""
+        self.master_proc, self.master_url = self.start_storage(self.master_home, self.master_user, self.xmlrpc_port,
+                                                               rate=rate)
 
     def stop_master(self):
         self.stop_storage(self.master_proc)
@@ -219,10 +221,12 @@ class Fleet:
     def storage_argv(self, home, *args):
         return ["/usr/bin/python3", "-m", "tests.support.simulated_storage", str(home), *args]
 
-    def start_storage(self, home, user, port):
-        """The simulated storage serving `home` as `user`, its toolkit on `port`: (process, toolkit url)."""
+    def start_storage(self, home, user, port, rate=0):
+        """The simulated storage serving `home` as `user`, its toolkit on `port`, committing `rate`
+        transactions per second (0: none): (process, toolkit url)."""
         proc = subprocess.Popen(
-            self.storage_argv(home, "--xmlrpc-port", str(port), "--user", "replica", "--password", self.password),
+            self.storage_argv(home, "--xmlrpc-port", str(port), "--user", "replica", "--password", self.password,
+                              "--rate", str(rate)),
             user=user, env=self.master_env(), cwd="/tmp", stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         line = proc.stdout.readline()

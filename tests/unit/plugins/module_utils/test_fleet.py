@@ -7,13 +7,13 @@ from dirstorage_replica.fleet import drift_problems, newest_standby
 PROMOTED = {"promoted_at": "2026-11-26T18:00:00Z", "tid": "0000000000000002"}
 
 
-def master(host="db1", **kw):
-    return dict({"host": host, "name": "main", "path": "/srv/main", "role": "master", "exists": True,
+def master(host="db1", addr="10.0.0.1", **kw):
+    return dict({"host": host, "addr": addr, "name": "main", "path": "/srv/main", "role": "master", "exists": True,
                  "identity": "a" * 32, "last_tid": "0000000000000005", "promoted": None, "upstream": None}, **kw)
 
 
-def standby(host, **kw):
-    return dict({"host": host, "name": "main", "path": "/srv/replica", "role": "standby", "exists": True,
+def standby(host, addr="10.0.0.9", **kw):
+    return dict({"host": host, "addr": addr, "name": "main", "path": "/srv/replica", "role": "standby", "exists": True,
                  "identity": "a" * 32, "last_tid": "0000000000000004", "promoted": None,
                  "upstream": "zope@10.0.0.1:/srv/main", "upstream_host": "10.0.0.1", "upstream_path": "/srv/main",
                  "master_host": "db1", "master_addr": "10.0.0.1", "master_path": "/srv/main"}, **kw)
@@ -64,21 +64,45 @@ def test_the_newest_standby_first_in_inventory_order_on_a_tie():
     assert newest_standby(states, "db9", "/srv/main") is None
 
 
+def cascade(**s1_kw):
+    """db1 -> s1 (10.0.0.2:/srv/replica, listed as a master too) -> s2, whose
+    inventory entry names s1; s1_kw: what else s1 says of itself."""
+    s1 = standby("s1", addr="10.0.0.2", path="/srv/replica", **s1_kw)
+    s1_as_master = master("s1", addr="10.0.0.2", path="/srv/replica", upstream="zope@10.0.0.1:/srv/main", **s1_kw)
+    s2 = standby("s2", path="/srv/replica2", upstream="dsr@10.0.0.2:/srv/replica", upstream_host="10.0.0.2",
+                 upstream_path="/srv/replica", master_host="s1", master_addr="10.0.0.2", master_path="/srv/replica")
+    return s1, s1_as_master, s2
+
+
 def test_a_cascade_is_no_drift_and_may_switch_its_upstream():
     """standby1 serves standby2 (issue 10): it is listed as a master and as a
-    standby; standby2 may be re-pointed from standby1 to the master."""
-    s1 = standby("s1", path="/srv/replica")
-    s1_as_master = master("s1", path="/srv/replica", upstream="zope@10.0.0.1:/srv/main")
-    s2 = standby("s2", path="/srv/replica2", upstream="dsr@10.0.0.2:/srv/replica", upstream_host="10.0.0.2",
-                 upstream_path="/srv/replica")
-    assert drift_problems([master(), s1, s1_as_master, dict(s2, master_host="s1", master_addr="10.0.0.2",
-                                                            master_path="/srv/replica")]) == []
-    assert drift_problems([master(), s1, s1_as_master, s2]) == []  # switched to the master in the inventory
+    standby; standby2 may be re-pointed from standby1 to the master and back."""
+    s1, s1_as_master, s2 = cascade()
+    assert drift_problems([master(), s1, s1_as_master, s2]) == []
+    to_master = dict(s2, master_host="db1", master_addr="10.0.0.1", master_path="/srv/main")
+    assert drift_problems([master(), s1, s1_as_master, to_master]) == []
+    back = dict(s2, upstream="zope@10.0.0.1:/srv/main", upstream_host="10.0.0.1", upstream_path="/srv/main")
+    assert drift_problems([master(), s1, s1_as_master, back]) == []
+
+
+def test_a_switch_is_judged_only_with_both_storages_in_the_run():
+    """Same paths on every host, as real fleets have them: the storage followed
+    is found by address and path, and must have been read in this run."""
+    _s1, _s1_as_master, s2 = cascade()
+    to_master = dict(s2, master_host="db1", master_addr="10.0.0.1", master_path="/srv/main")
+    [line] = drift_problems([master(), to_master, standby("s3", addr="10.0.0.3", path="/srv/replica")])
+    assert "follows dsr@10.0.0.2:/srv/replica, the inventory says 10.0.0.1:/srv/main" in line
+    assert "run with both hosts in the play" in line
+
+
+def test_a_switch_to_a_storage_of_another_identity_is_drift():
+    s1, s1_as_master, s2 = cascade(identity="b" * 32)
+    to_master = dict(s2, master_host="db1", master_addr="10.0.0.1", master_path="/srv/main")
+    assert len(drift_problems([master(), s1, s1_as_master, to_master])) == 1
 
 
 def test_a_standby_re_pointed_to_a_promoted_storage_is_still_drift():
-    s1 = standby("s1", path="/srv/replica", promoted=PROMOTED)
-    s2 = standby("s2", path="/srv/replica2", upstream="dsr@10.0.0.2:/srv/replica", upstream_host="10.0.0.2",
-                 upstream_path="/srv/replica")
-    lines = drift_problems([s1, s2])
+    s1, _s1_as_master, s2 = cascade(promoted=PROMOTED)
+    to_master = dict(s2, master_host="db1", master_addr="10.0.0.1", master_path="/srv/main")
+    lines = drift_problems([master(), s1, to_master])
     assert any(line.startswith("s2: storage main (/srv/replica2) follows dsr@10.0.0.2:/srv/replica") for line in lines)
