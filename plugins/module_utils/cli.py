@@ -33,7 +33,7 @@ from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
 from .promote import promote
 from .replica import pull
-from .reseed import clone_delta
+from .reseed import clone_delta, kept_aside_line
 from .serve import serve
 from .storage import DSError, Storage
 
@@ -298,10 +298,7 @@ def _print_reseed(result):
             % (result["files"], _human(result["bytes"]), result["kept_files"], result["removed_files"],
                result["after_tid"]))
     if result["kept_aside"]:
-        _stderr("%d transaction(s) the master does not hold, kept in %s:"
-                % (len(result["diverged_transactions"]), result["kept_aside"]))
-        for t in result["diverged_transactions"]:
-            _stderr("  %s %s user=%r description=%r" % (t["tid"], t["time"], t["user"], t["description"]))
+        _stderr(kept_aside_line(result))
 
 
 def cmd_promote(argv):

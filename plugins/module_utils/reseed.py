@@ -328,3 +328,14 @@ def _switch(partial, dest, lost, log):
         fsync_path(os.path.dirname(dest), directory=True)
         return None, aside
     return left, aside
+
+
+def kept_aside_line(result):
+    """One line on the transactions a re-seed kept aside (what the CLI, the
+    module and the playbooks print), or None when it kept nothing aside."""
+    if not result.get("kept_aside"):
+        return None
+    return "%d transaction(s) the master does not hold, kept in %s: %s" % (
+        len(result["diverged_transactions"]), result["kept_aside"],
+        "; ".join("%s %s user=%r description=%r" % (t["tid"], t["time"], t["user"], t["description"])
+                  for t in result["diverged_transactions"]))

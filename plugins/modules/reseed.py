@@ -102,6 +102,13 @@ kept_aside:
   returned: success
   type: str
   sample: /var/lib/zope/storage.before-reseed-20261126T180000Z
+kept_aside_line:
+  description: One line listing RV(diverged_transactions) and RV(kept_aside) (null when nothing was lost), as
+    C(ds-replica clone --delta) prints it.
+  returned: success
+  type: str
+  sample: "1 transaction(s) the master does not hold, kept in /var/lib/zope/storage.before-reseed-20261126T180000Z:
+    040D44D7890F0444 2026-11-26T18:00:00Z user='alice' description='order'"
 """
 
 # Ansible modules keep their imports after the documentation strings.
@@ -111,7 +118,10 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     fail_message,
     pull_options,
 )
-from ansible_collections.dirstorage.replication.plugins.module_utils.reseed import clone_delta  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.reseed import (  # noqa: E402
+    clone_delta,
+    kept_aside_line,
+)
 from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 RESULT_KEYS = ("after_tid", "before_tid", "files", "bytes", "kept_files", "removed_files", "diverged_transactions",
@@ -125,12 +135,12 @@ def main():
     )
     p = module.params
     if module.check_mode:
-        module.exit_json(changed=True, diverged_transactions=[], kept_aside=None)
+        module.exit_json(changed=True, diverged_transactions=[], kept_aside=None, kept_aside_line=None)
     try:
         result = clone_delta(p["master"], p["path"], pull_options(p))
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e), retryable=bool(getattr(e, "retryable", False)))
-    module.exit_json(changed=True, **{k: result.get(k) for k in RESULT_KEYS})
+    module.exit_json(changed=True, kept_aside_line=kept_aside_line(result), **{k: result.get(k) for k in RESULT_KEYS})
 
 
 if __name__ == "__main__":

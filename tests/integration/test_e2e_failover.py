@@ -93,8 +93,9 @@ def first_inventory(f, master_down=False):
     return hook
 
 
-def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=True):
-    """What the operator writes after the failover: standby1 the master, standby2 and the old master its standbys."""
+def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=True, promote_command=None):
+    """What the operator writes after the failover: standby1 the master, standby2 and the old master its
+    standbys (the old master's storage with `promote_command`, if given)."""
     def hook(inv):
         hosts = inv["all"]["children"]
         old = copy.deepcopy(hosts["dirstorage_masters"]["hosts"]["master"])
@@ -114,6 +115,9 @@ def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=Tr
                 "standby_storages": [{"name": OLD_NAME, "path": str(f.master_home), "master_host": "standby1",
                                       "master_path": str(f.replica("standby1")),
                                       "snapshot": snapshot_methods(f, f.xmlrpc_port)}]}
+            if promote_command:
+                hosts["dirstorage_standbys"]["hosts"]["master"]["standby_storages"][0]["promote_command"] = \
+                    promote_command
         if not old_master_up:
             where = hosts["dirstorage_masters"]["hosts"] if old_master_listed_as == "master" else \
                 hosts["dirstorage_standbys"]["hosts"]
@@ -191,10 +195,14 @@ def test_failover_promote_follow_rejoin(fleet):
     # -- the old master comes back: rejoin keeps its 2 transactions aside and lists them ----------
     f.inventory_hook = after_failover_inventory(f)
     old = outside_misc(f.master_home)
+    checked = f.playbook("rejoin.yml", "-e", "rejoin_host=master", "--check", timeout=SLOW)
+    assert "changed=" in checked.stdout and outside_misc(f.master_home) == old
+    assert not list(f.master_home.parent.glob("storage.before-reseed-*"))
+    assert not Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
     proc = f.playbook("rejoin.yml", "-e", "rejoin_host=master", timeout=SLOW)
-    assert "2 transaction(s) the new master does not hold" in proc.stdout, proc.stdout[-3000:]
+    assert "2 transaction(s) the master does not hold" in proc.stdout, proc.stdout[-3000:]
     for tid, description in zip(lost, ["late order 1", "late order 2"], strict=True):
-        assert tid in proc.stdout and "description=%s" % description in proc.stdout
+        assert tid in proc.stdout and "description=%r" % description in proc.stdout
     [aside] = f.master_home.parent.glob("storage.before-reseed-*")
     assert outside_misc(aside) == old
     Fleet.stop_storage(f.s1_proc)
@@ -204,11 +212,24 @@ def test_failover_promote_follow_rejoin(fleet):
         assert_reads_as(replica, s1)
     assert Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
 
-    # -- a planned switchover back: stop_command, one last pull, promote, standby2 follows --------
-    proc = f.playbook("promote.yml", "-e", "promote_host=master", timeout=SLOW)
+    # -- a planned switchover back: stop_command, one last pull, promote; the old master's
+    # promote_command fails (reported in one line); standby2 was written while it was a standby, so
+    # it holds the newest tid but diverged: promote_force, and -e reseed=true re-seeds it, its
+    # transaction kept aside --------------------------------------------------------------------
+    f.inventory_hook = after_failover_inventory(f, promote_command="echo 'zeo did not start' >&2; exit 3")
+    [stray] = f.commit_on(s2, "dsfotwo", ["written on standby2"])
+    f.write_on(s1, "dsfoone", seconds=0.5, seed=5)
+    proc = f.playbook("promote.yml", "-e", "promote_host=master", "-e", "promote_force=true", "-e", "reseed=true",
+                      check_rc=False, timeout=SLOW)
+    assert proc.returncode != 0
+    assert "promote_command of %s on master failed (exit 3): zeo did not start" % OLD_NAME in proc.stdout, \
+        proc.stdout[-3000:]
     assert "the master answers: a planned switchover" in proc.stdout
     assert (s1.parent / "stopped-flag").exists(), "the old master's stop_command did not run"
     assert standing.promoted(str(f.master_home)) is not None
     assert last_tid(f.master_home) == last_tid(s1) == last_tid(s2)
-    assert "standby2 fo_two: FOLLOWS master" in proc.stdout, proc.stdout[-3000:]
+    assert "standby2 fo_two: DIVERGED" in proc.stdout, proc.stdout[-3000:]
+    assert "standby2 fo_two: RE-SEEDED from master" in proc.stdout and stray in proc.stdout
+    assert "1 transaction(s) the master does not hold, kept in %s.before-reseed-" % s2 in proc.stdout
     assert standing.upstream(str(s2)).endswith(":%s" % f.master_home)
+    assert_reads_as(s2, f.master_home)
