@@ -15,6 +15,13 @@ changes nothing; the cron line written by the schedule role, run by hand as
 the replica account, advances the replica and writes the metrics file; the
 standby's key cannot run anything but `ds-replica serve` on the master.
 
+Then, on the same fleet, a cascade (issue 10): the master role applied to
+standby1 too (`direct` snapshots of its replica, keys restricted to
+`ds-replica serve`), standby2 re-pointed to it; both pull while the master
+takes writes, and standby2 reads as the master as of standby1's newest
+transaction; then standby2 switches its upstream back to the master and
+catches up directly.
+
 Root only (real accounts, /etc/cron.d, apt for python3-paramiko).
 """
 
@@ -183,3 +190,60 @@ def _check_metrics(e2e, host, name, ok, transactions):
     assert 0 < values["snapshot_seconds"] < 60  # the master reported how long it held its snapshot
     assert replica.last_tid() == storage.Storage(str(e2e.master_home)).last_tid()
     assert abs(previous.stat().st_mtime - values["last_success_timestamp_seconds"]) < 60
+
+
+def cascade(fleet, upstream):
+    """An inventory hook: standby1 is also a master (of its replica), standby2
+    pulls from `upstream` ("standby1" or "master")."""
+    def hook(inv):
+        standbys = inv["all"]["children"]["dirstorage_standbys"]["hosts"]
+        masters = inv["all"]["children"]["dirstorage_masters"]["hosts"]
+        one = fleet.replica("standby1")
+        masters["standby1"] = dict(standbys["standby1"], master_user=fleet.user("standby1"),
+                                   master_authorized_keys_file=str(fleet.sshd.authorized_keys_path(fleet.user("standby1"))),
+                                   master_host_key_file=masters["master"]["master_host_key_file"],
+                                   master_storages=[{"name": fleet.storage_name("standby1"), "path": str(one),
+                                                     "snapshot": ["direct"]}])
+        if upstream == "standby1":
+            standbys["standby2"]["standby_storages"][0].update(master_host="standby1", master_path=str(one))
+    return hook
+
+
+def test_cascade_then_switch_upstream(e2e):
+    """Runs after test_provision_replicate_schedule, on the fleet it provisioned."""
+    t0 = time.monotonic()
+    one, two, master = e2e.replica("standby1"), e2e.replica("standby2"), e2e.master_home
+    # a switch of upstream is judged with both ends in the play: provision every host
+    e2e.inventory_hook = cascade(e2e, "standby1")
+    e2e.playbook("provision.yml", timeout=900)
+    keys = e2e.sshd.authorized_keys_path(e2e.user("standby1")).read_text()
+    assert f'restrict,command="{e2e.bin} serve {one}"' in keys
+    conf = (one / "config" / "snapshot.conf").read_text().splitlines()
+    assert [ln for ln in conf if ln.strip() and not ln.startswith("#")] == ["direct"]
+    assert str(one) in Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}").read_text()
+
+    # both standbys pull at once while the master takes writes; standby2 once more
+    e2e.stop_master()
+    e2e.start_master(rate=20)
+    try:
+        e2e.replicate()
+        _proc, report = e2e.replicate("--limit", "standby2,localhost")
+    finally:
+        e2e.stop_master()
+        e2e.start_master()
+    (result,) = report["standby2"]
+    assert result["after_tid"] == last_tid(one)
+    assert_reads_as(two, one)  # = the master as of standby1's newest transaction...
+    newest_one = storage.Storage(one).last_tid()
+    assert newest_one in {t.tid for t in storage.Storage(master).chain()}
+    assert newest_one < storage.Storage(master).last_tid()  # ...which the master has since passed
+
+    # standby2 switches its upstream back to the master and catches up directly
+    e2e.inventory_hook = cascade(e2e, "master")
+    e2e.playbook("provision.yml", timeout=900)
+    assert str(master) in Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}").read_text()
+    _proc, report = e2e.replicate("--limit", "standby2,localhost")
+    (result,) = report["standby2"]
+    assert result["changed"] is True and result["after_tid"] == last_tid(master)
+    assert_reads_as(two, master)
+    print(f"cascade e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)
