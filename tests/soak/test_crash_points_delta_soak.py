@@ -1,0 +1,10 @@
+"""make soak: `clone --delta` killed at every call that changes the disk
+(issue 11), not the sample of `make test`: the same test, collected here with
+SOAK=1, where tests/integration/test_crash_points_delta.py enumerates every
+call of every kind (a spread of 60 of the kinds that come by the hundred)."""
+
+from __future__ import annotations
+
+from tests.integration.test_crash_points_delta import (  # noqa: F401 -- collected here under SOAK=1
+    test_clone_delta_killed_at_every_disk_change,
+)
