@@ -475,9 +475,10 @@ def _gather(st, req, inc, snap, log):
         collect(st, req.tid, inc, dry_run=True)
         return 0.0
     with snap:
+        method = snap.method  # leaving the snapshot forgets how it was entered
         check_reference(st, req)
         collect(st, req.tid, inc)
-    log("master held in snapshot mode for %.3fs (%s)" % (snap.seconds, snap.method))
+    log("master held in snapshot mode for %.3fs (%s)" % (snap.seconds, method))
     return snap.seconds
 
 

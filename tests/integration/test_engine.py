@@ -94,6 +94,14 @@ def test_cli_refusal_is_one_line_and_fails(unpack_fixture, case):
     assert "Traceback" in verbose.stderr  # -v shows where
 
 
+def test_verbose_pull_says_how_the_master_was_held(unpack_fixture):
+    d = unpack_fixture("bushy")
+    proc = subprocess.run([DS_REPLICA, "-v", str(d / "master"), str(d / "replica")], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"master held in snapshot mode for [0-9.]+s \(direct\)", proc.stderr), proc.stderr
+
+
 def test_crashed_master_is_recovered_by_direct_snapshot(unpack_fixture):
     d = unpack_fixture("crashed-master")
     m = manifest(d)
