@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
@@ -29,6 +30,7 @@ TEMPLATE = ROOT / "roles" / "schedule" / "templates" / "ds-replica-follow.servic
 def render_unit(tmp_path, item, **extra):
     dest = tmp_path / ("ds-replica-follow-%s.service" % item["name"])
     variables = {"item": item, "schedule_account": getpass.getuser(), "schedule_ds_replica": str(BIN / "ds-replica"),
+                 **yaml.safe_load((ROOT / "roles" / "schedule" / "vars" / "main.yml").read_text()),
                  "schedule_textfile_dir": str(tmp_path / "textfile"), "schedule_follow_interval": 0.2,
                  "schedule_follow_restart_seconds": 10, **extra}
     r = subprocess.run([str(BIN / "ansible"), "localhost", "-m", "ansible.builtin.template",
@@ -99,6 +101,37 @@ def test_a_hot_standby_unit_passes_its_commands_and_allows_sudo(tmp_path, pair):
                            check=False)
         problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]
         assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def cron_job(tmp_path, item):
+    """The command of the schedule role's cron entry for `item`, rendered by
+    Ansible from the role's own task and variables."""
+    tasks = yaml.safe_load((ROOT / "roles" / "schedule" / "tasks" / "main.yml").read_text())
+    task = next(t for t in tasks if t.get("name") == "Cron entry of each storage")
+    variables = {"item": item, "schedule_ds_replica": "/usr/local/bin/ds-replica", "schedule_lock_dir": "/run/lock",
+                 "schedule_bin": "/usr/local/bin/ds-replica-cron", "schedule_textfile_dir": "/var/lib/node-exporter",
+                 **yaml.safe_load((ROOT / "roles" / "schedule" / "vars" / "main.yml").read_text()), **task["vars"]}
+    dest = tmp_path / "cron-job.txt"
+    r = subprocess.run([str(BIN / "ansible"), "localhost", "-m", "ansible.builtin.copy",
+                        "-a", "content={{ job }} dest=%s mode=0644" % dest, "-e", json.dumps(variables)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return dest.read_text()
+
+
+def test_cron_and_unit_pass_a_hot_standbys_commands_as_written(tmp_path, pair):
+    """Spaces, quotes and $ in a stop or start command reach ds-replica
+    unchanged, from the cron entry (a shell line) and the unit alike."""
+    master, replica = pair
+    stop = "systemctl stop 'zeo ro'  &&  echo \"$HOME  stopped\" >/dev/null"
+    start = "systemctl start 'zeo ro'"
+    item = item_for(master, replica, stop_command=stop, start_command=start, stop_timeout=90)
+    unit = [w.replace("$$", "$").replace("%%", "%")  # systemd's escapes of $ and %
+            for w in shlex.split(directives(render_unit(tmp_path, item))["ExecStart"][0])]
+    for argv in (shlex.split(cron_job(tmp_path, item)), unit):
+        at = argv.index("--stop-command")
+        assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"], argv
+        assert argv[-2:] == [str(master), str(replica)]
 
 
 def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):
