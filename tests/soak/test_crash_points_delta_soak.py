@@ -5,6 +5,6 @@ call of every kind (a spread of 60 of the kinds that come by the hundred)."""
 
 from __future__ import annotations
 
-from tests.integration.test_crash_points_delta import (  # noqa: F401 -- collected here under SOAK=1
-    test_clone_delta_killed_at_every_disk_change,
-)
+from tests.integration.test_crash_points_delta import test_clone_delta_killed_at_every_disk_change
+
+__all__ = ["test_clone_delta_killed_at_every_disk_change"]  # collected here under SOAK=1
