@@ -354,14 +354,24 @@ def chain_digests(st, newest, stop):
 # -------------------------------------------------------------------- I/O
 
 def pid_alive(pid):
-    """Whether process `pid` of this host exists (under any account)."""
+    """Whether process `pid` of this host exists (under any account) and has
+    not ended: a zombie, ended but not yet reaped by its parent, is dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # alive, under another account
-    return True
+        pass  # alive, under another account
+    return not _zombie(pid)
+
+
+def _zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False  # no /proc (not Linux): as os.kill says
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"  # the state follows "(comm) "
 
 
 def fsync_path(path, directory=False):

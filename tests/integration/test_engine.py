@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -461,3 +462,23 @@ def test_progress_on_a_terminal_and_silence_under_q(unpack_fixture, quiet):
         text = seen.decode()
         assert "files, " in text and "/s" in text and "left" in text  # files, bytes, rate, time left
         assert text.rstrip().endswith("Replica complete")
+
+
+def test_an_ended_process_not_yet_reaped_is_not_alive():
+    """A dead clone's `.NAME.clone-PID` is removed when PID is not alive; a
+    zombie (ended, its parent has not waited for it yet) is not alive."""
+    from dirstorage_replica.storage import pid_alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert pid_alive(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while Path("/proc/%d/stat" % child.pid).read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline, "the child did not become a zombie"
+            time.sleep(0.05)
+        assert not pid_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    assert not pid_alive(child.pid)
