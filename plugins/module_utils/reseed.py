@@ -55,6 +55,7 @@ from .storage import (
     logical_path,
     parse_transaction,
     read_file,
+    remove_atomic_leftovers,
     tid_to_datetime,
     transaction_digest,
     write_atomic,
@@ -161,8 +162,8 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
 
 def _prepare_destination(dest):
     """Lock PATH when it holds a storage (it must not be in use) and forget
-    a keep-aside marker a crash before the swap left in it.  Returns the
-    lock, or None."""
+    a keep-aside marker a crash before the swap left in it (or the temporary
+    file of one cut short).  Returns the lock, or None."""
     if os.path.exists(dest) and not os.path.exists(os.path.join(dest, "config", "settings")) and os.listdir(dest):
         raise DSError("%s exists and holds no storage: refusing to re-seed it" % dest,
                       "give the path of a storage, or an empty or new folder to resume a clone into")
@@ -171,6 +172,7 @@ def _prepare_destination(dest):
         stale = os.path.join(dest, "misc", KEEP_ASIDE)
         if os.path.exists(stale):
             os.unlink(stale)
+        remove_atomic_leftovers(stale)
     return lock
 
 

@@ -86,6 +86,20 @@ def test_delta_keeps_aside_and_lists_what_only_the_old_master_held(unpack_fixtur
     assert result["files"] <= 12, result  # the new transaction, its files, x.*; never the whole storage
 
 
+def test_a_keep_aside_marker_cut_short_is_not_kept(unpack_fixture):
+    """A power cut between writing misc/reseed-keep-aside.tmp-PID (fsynced) and
+    its rename becoming durable leaves that file in the old tree (found by
+    tests/integration/test_power_loss.py, operation `clone-delta`): the next
+    clone --delta removes it, so the tree it keeps aside holds nothing of it."""
+    d = unpack_fixture("bushy")
+    new_master = copy(d / "master", d / "standby1")
+    commit(new_master, b"after failover")
+    commit(d / "master", b"unseen order")
+    (d / "master" / "misc" / "reseed-keep-aside.tmp-999999999").write_text(str(d / "master.before-reseed-x"))
+    result = clone_delta(str(new_master), str(d / "master"))
+    assert sorted(p.name for p in (Path(result["kept_aside"]) / "misc").glob("reseed-keep-aside*")) == []
+
+
 def test_the_command_line_lists_the_transactions_kept_aside(unpack_fixture):
     d = unpack_fixture("bushy")
     new_master = copy(d / "master", d / "standby1")
