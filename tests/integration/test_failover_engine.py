@@ -155,6 +155,28 @@ def test_a_promoted_storage_refuses_pulls_and_says_since_when(unpack_fixture):
     assert "promoted to master at %s" % result["promoted_at"] in status.stdout
 
 
+def test_a_promotion_cut_short_leaves_nothing_behind(unpack_fixture):
+    """A power cut between writing config/promoted.tmp-PID (fsynced) and its
+    rename becoming durable leaves that file and no marker (found by
+    tests/integration/test_power_loss.py, operation `promote`): the next
+    promote removes it."""
+    d = unpack_fixture("bushy")
+    (d / "replica" / "config" / "promoted.tmp-999999999").write_text('{"promoted_at": "x", "tid": "y"}\n')
+    promote(str(d / "replica"))
+    assert sorted(p.name for p in (d / "replica" / "config").glob("promoted*")) == ["promoted"]
+
+
+def test_a_promoted_storage_is_left_marked_as_a_stopped_snapshot(unpack_fixture):
+    """A power cut after an interrupted pull's increment was applied and
+    retired, before misc/snapshot was written again, leaves a whole storage
+    without its `shutdown` marker (found by tests/integration/test_power_loss.py,
+    operation `promote`): promote marks it, as a pull that finds nothing new does."""
+    d = unpack_fixture("bushy")
+    (d / "replica" / "misc" / "snapshot").unlink()
+    promote(str(d / "replica"))
+    assert storage.Storage(d / "replica").snapshot_code() == "shutdown"
+
+
 def test_a_storage_that_fails_its_check_is_not_promoted(unpack_fixture):
     d = unpack_fixture("bushy")
     st = storage.Storage(d / "replica")
