@@ -154,13 +154,15 @@ def tick(root):
 
 class Frozen(object):
     """`argv` run under strace until its `when`th call of `call` has returned,
-    then frozen (SIGSTOP).  `finished` is its exit status if it ended first."""
+    then frozen (SIGSTOP).  `finished` is its exit status if it ended first.
+    `options`: more strace options (`-f`: its threads too; strace counts the
+    Nth call per thread, so the first thread to make its Nth call is frozen)."""
 
-    def __init__(self, argv, call, when, log, env=None, wrapped=False):
+    def __init__(self, argv, call, when, log, env=None, wrapped=False, options=()):
         self.log = log
         if os.path.exists(log):
             os.unlink(log)
-        inject = ["-e", "trace=%s" % call, "-e", "inject=%s:signal=SIGSTOP:when=%d" % (call, when)]
+        inject = list(options) + ["-e", "trace=%s" % call, "-e", "inject=%s:signal=SIGSTOP:when=%d" % (call, when)]
         if wrapped:  # the traced process is started by the command (DS_STRACE_* in its environment)
             env = dict(env or os.environ, DS_STRACE_OUT=str(log), DS_STRACE_ARGS=" ".join(inject))
             full = list(argv)
