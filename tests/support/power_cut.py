@@ -13,7 +13,8 @@ file's page cache and a read of that file goes through the same cache, so the
 copy holds exactly what the file system had sent to its device, and nothing of
 what waits in the mounted file system's own page cache or in its running
 journal transaction.  That copy is what a power cut leaves.  It is attached to a
-second loop device and mounted (ext4 and xfs replay their journal there), and
+loop device and mounted, once the original is unmounted, where the original was
+(ext4 and xfs replay their journal there), and
 the test runs what an operator would run after the reboot.
 
 Two kinds of image per cut:

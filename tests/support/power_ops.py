@@ -306,7 +306,8 @@ def run_cut(op, case, ref, cut, workdir, tmpl):
         with power_cut.mounted(work_img, workdir / "run.mnt", cut.fs_name) as disk:
             finished = _freeze_and_copy(op, cut, disk, outside, workdir, work_img, cut_img)
         os.unlink(work_img)
-        with power_cut.mounted(cut_img, workdir / "cut.mnt", cut.fs_name) as disk:
+        # where the original was, as after a reboot: a path written into a storage still names it
+        with power_cut.mounted(cut_img, workdir / "run.mnt", cut.fs_name) as disk:
             labels = _after_reboot(op, ref, cut, disk, outside, workdir, finished)
         return labels
     finally:
