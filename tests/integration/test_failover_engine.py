@@ -100,6 +100,23 @@ def test_a_keep_aside_marker_cut_short_is_not_kept(unpack_fixture):
     assert sorted(p.name for p in (Path(result["kept_aside"]) / "misc").glob("reseed-keep-aside*")) == []
 
 
+def test_a_tree_kept_aside_loses_its_marker_even_after_a_crash(unpack_fixture):
+    """A crash or power cut after the old tree was renamed to its aside name,
+    before the removal of its misc/reseed-keep-aside reached the disk, left the
+    marker in the kept-aside tree for ever (found by
+    tests/integration/test_power_loss.py, operation `clone-delta`): the next
+    clone --delta removes it."""
+    d = unpack_fixture("bushy")
+    new_master = copy(d / "master", d / "standby1")
+    commit(new_master, b"after failover")
+    commit(d / "master", b"unseen order")
+    aside = Path(clone_delta(str(new_master), str(d / "master"))["kept_aside"])
+    (aside / "misc" / "reseed-keep-aside").write_text(str(aside))  # as the cut left it
+    clone_delta(str(new_master), str(d / "master"))
+    assert sorted(p.name for p in (aside / "misc").glob("reseed-keep-aside*")) == []
+    assert sorted(p.name for p in d.glob("master.before-reseed-*")) == [aside.name]
+
+
 def test_the_command_line_lists_the_transactions_kept_aside(unpack_fixture):
     d = unpack_fixture("bushy")
     new_master = copy(d / "master", d / "standby1")
