@@ -59,9 +59,17 @@ def finish_keep_aside(tree, log):
     if not os.path.lexists(target):
         os.rename(tree, target)
         fsync_path(os.path.dirname(target), directory=True)
-        os.unlink(os.path.join(target, "misc", KEEP_ASIDE))
+        forget_keep_aside(target)
         log("kept the old storage aside as %s" % target)
     return True
+
+
+def forget_keep_aside(tree):
+    """Remove the keep-aside marker of a tree now at its aside name, durably
+    (a crash before that leaves it there: the next clone --delta calls this)."""
+    misc = os.path.join(tree, "misc")
+    os.unlink(os.path.join(misc, KEEP_ASIDE))
+    fsync_path(misc, directory=True)
 
 
 def _remove_stale_partials(parent, base, log=None):

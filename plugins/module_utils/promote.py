@@ -4,7 +4,8 @@
 """`ds-replica promote REPLICA`: make a standby the master.
 
 The standby is first brought to a clean state (an increment left pending by
-an interrupted pull is applied) and checked as `verify` checks it; a storage
+an interrupted pull is applied, the storage marked as a stopped snapshot) and
+checked as `verify` checks it; a storage
 that fails is never promoted.  Then `config/promoted` (standing.py) records
 the time and the newest transaction: from then on every pull into it
 refuses, and it can be served to the other standbys at once.
@@ -33,6 +34,8 @@ def promote(path, check=False, log=None):
         hold.take()
         if not check:
             journal.recover(st)
+            if st.snapshot_code() is None:  # stopped and whole: a snapshot, as a pull that finds nothing new leaves it
+                st.write_snapshot_marker("shutdown")
         problems, txns, files = self_check(st)
         if problems:
             raise Corrupt("%s fails its check, refusing to promote it: %s%s"

@@ -22,6 +22,7 @@ too), and those transactions are listed in the result.
 from __future__ import annotations
 
 import datetime
+import glob
 import os
 import threading
 import time
@@ -37,6 +38,8 @@ from .clone import (
     _write_members,
     destination,
     finish_keep_aside,
+    forget_keep_aside,
+    keep_aside_target,
     release,
 )
 from .delta import digest, needs_digest, walk
@@ -55,11 +58,14 @@ from .storage import (
     logical_path,
     parse_transaction,
     read_file,
+    remove_atomic_leftovers,
     tid_to_datetime,
     transaction_digest,
     write_atomic,
 )
 from .transport import Throttle, open_channel
+
+ASIDE_SUFFIX = ".before-reseed-"  # PATH.before-reseed-<UTC time>: the old tree kept aside
 
 
 class Source(object):
@@ -131,6 +137,7 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
     dest, parent, base = destination(master, dest, log)
     for partial in _stale(parent, base, "clone"):
         finish_keep_aside(partial, log)
+    _forget_markers_kept_aside(dest)
     old_lock = _prepare_destination(dest)
     partial = None
     try:
@@ -159,10 +166,19 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
         release(partial, old_lock)
 
 
+def _forget_markers_kept_aside(dest):
+    """The keep-aside marker a crash left in an old tree already renamed to its
+    aside name PATH.before-reseed-*."""
+    for tree in glob.glob(glob.escape(dest) + ASIDE_SUFFIX + "*"):
+        target = keep_aside_target(tree)
+        if target is not None and os.path.basename(target) == os.path.basename(tree):
+            forget_keep_aside(tree)
+
+
 def _prepare_destination(dest):
     """Lock PATH when it holds a storage (it must not be in use) and forget
-    a keep-aside marker a crash before the swap left in it.  Returns the
-    lock, or None."""
+    a keep-aside marker a crash before the swap left in it (or the temporary
+    file of one cut short).  Returns the lock, or None."""
     if os.path.exists(dest) and not os.path.exists(os.path.join(dest, "config", "settings")) and os.listdir(dest):
         raise DSError("%s exists and holds no storage: refusing to re-seed it" % dest,
                       "give the path of a storage, or an empty or new folder to resume a clone into")
@@ -171,6 +187,7 @@ def _prepare_destination(dest):
         stale = os.path.join(dest, "misc", KEEP_ASIDE)
         if os.path.exists(stale):
             os.unlink(stale)
+        remove_atomic_leftovers(stale)
     return lock
 
 
@@ -319,7 +336,7 @@ def _switch(partial, dest, lost, log):
     aside = None
     if lost and os.path.exists(dest):
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = "%s.before-reseed-%s" % (dest, stamp)
+        aside = "%s%s%s" % (dest, ASIDE_SUFFIX, stamp)
         os.makedirs(os.path.join(dest, "misc"), exist_ok=True)
         write_atomic(os.path.join(dest, "misc", KEEP_ASIDE), aside.encode("utf-8"))
     left = _put_in_place(partial, dest)

@@ -19,7 +19,7 @@ import datetime
 import json
 import os
 
-from .storage import Refused, hex_tid, read_file, write_atomic
+from .storage import Refused, hex_tid, read_file, remove_atomic_leftovers, write_atomic
 
 PROMOTED = "promoted"
 UPSTREAM = "upstream"
@@ -43,8 +43,11 @@ def promoted(home):
 
 
 def mark_promoted(home, tid, now=None):
+    """Write config/promoted; the caller holds the storage's locks (promote),
+    so a temporary file of an earlier promote cut short is removed first."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     mark = {"promoted_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "tid": hex_tid(tid)}
+    remove_atomic_leftovers(_config(home, PROMOTED))
     write_atomic(_config(home, PROMOTED), (json.dumps(mark, sort_keys=True) + "\n").encode("ascii"))
     return mark
 

@@ -86,6 +86,37 @@ def test_delta_keeps_aside_and_lists_what_only_the_old_master_held(unpack_fixtur
     assert result["files"] <= 12, result  # the new transaction, its files, x.*; never the whole storage
 
 
+def test_a_keep_aside_marker_cut_short_is_not_kept(unpack_fixture):
+    """A power cut between writing misc/reseed-keep-aside.tmp-PID (fsynced) and
+    its rename becoming durable leaves that file in the old tree (found by
+    tests/integration/test_power_loss.py, operation `clone-delta`): the next
+    clone --delta removes it, so the tree it keeps aside holds nothing of it."""
+    d = unpack_fixture("bushy")
+    new_master = copy(d / "master", d / "standby1")
+    commit(new_master, b"after failover")
+    commit(d / "master", b"unseen order")
+    (d / "master" / "misc" / "reseed-keep-aside.tmp-999999999").write_text(str(d / "master.before-reseed-x"))
+    result = clone_delta(str(new_master), str(d / "master"))
+    assert sorted(p.name for p in (Path(result["kept_aside"]) / "misc").glob("reseed-keep-aside*")) == []
+
+
+def test_a_tree_kept_aside_loses_its_marker_even_after_a_crash(unpack_fixture):
+    """A crash or power cut after the old tree was renamed to its aside name,
+    before the removal of its misc/reseed-keep-aside reached the disk, left the
+    marker in the kept-aside tree for ever (found by
+    tests/integration/test_power_loss.py, operation `clone-delta`): the next
+    clone --delta removes it."""
+    d = unpack_fixture("bushy")
+    new_master = copy(d / "master", d / "standby1")
+    commit(new_master, b"after failover")
+    commit(d / "master", b"unseen order")
+    aside = Path(clone_delta(str(new_master), str(d / "master"))["kept_aside"])
+    (aside / "misc" / "reseed-keep-aside").write_text(str(aside))  # as the cut left it
+    clone_delta(str(new_master), str(d / "master"))
+    assert sorted(p.name for p in (aside / "misc").glob("reseed-keep-aside*")) == []
+    assert sorted(p.name for p in d.glob("master.before-reseed-*")) == [aside.name]
+
+
 def test_the_command_line_lists_the_transactions_kept_aside(unpack_fixture):
     d = unpack_fixture("bushy")
     new_master = copy(d / "master", d / "standby1")
@@ -139,6 +170,28 @@ def test_a_promoted_storage_refuses_pulls_and_says_since_when(unpack_fixture):
     assert promote(str(d / "replica"))["changed"] is False
     status = subprocess.run([DS_REPLICA, "status", str(d / "replica")], capture_output=True, text=True, check=False)
     assert "promoted to master at %s" % result["promoted_at"] in status.stdout
+
+
+def test_a_promotion_cut_short_leaves_nothing_behind(unpack_fixture):
+    """A power cut between writing config/promoted.tmp-PID (fsynced) and its
+    rename becoming durable leaves that file and no marker (found by
+    tests/integration/test_power_loss.py, operation `promote`): the next
+    promote removes it."""
+    d = unpack_fixture("bushy")
+    (d / "replica" / "config" / "promoted.tmp-999999999").write_text('{"promoted_at": "x", "tid": "y"}\n')
+    promote(str(d / "replica"))
+    assert sorted(p.name for p in (d / "replica" / "config").glob("promoted*")) == ["promoted"]
+
+
+def test_a_promoted_storage_is_left_marked_as_a_stopped_snapshot(unpack_fixture):
+    """A power cut after an interrupted pull's increment was applied and
+    retired, before misc/snapshot was written again, leaves a whole storage
+    without its `shutdown` marker (found by tests/integration/test_power_loss.py,
+    operation `promote`): promote marks it, as a pull that finds nothing new does."""
+    d = unpack_fixture("bushy")
+    (d / "replica" / "misc" / "snapshot").unlink()
+    promote(str(d / "replica"))
+    assert storage.Storage(d / "replica").snapshot_code() == "shutdown"
 
 
 def test_a_storage_that_fails_its_check_is_not_promoted(unpack_fixture):

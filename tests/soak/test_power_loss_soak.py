@@ -1,9 +1,10 @@
 """Every power cut (make soak: SOAK=1): for each operation of
 tests/support/power_ops.py (pull, clone, clone --force, the master's direct
-snapshot), on ext4 data=ordered, ext4 data=writeback and xfs, a cut after
+snapshot, clone --delta, promote), on ext4 data=ordered, ext4 data=writeback
+and xfs, a cut after
 every disk-changing call, each with both kinds of image (strict, tick), and
-after the command reported success.  Only `write`, `close` and `unlinkat`
-(hundreds of calls, one per file) are spread: SOAK_POWER_SPREAD of each
+after the command reported success.  Only `write`, `close`, `unlinkat` and
+`link` (hundreds of calls, one per file) are spread: SOAK_POWER_SPREAD of each
 (default 40, first and last included; 0 = every one).
 
 Collected only with SOAK=1 (see tests/conftest.py).  Figures go to
@@ -20,7 +21,7 @@ from tests.support import power_cut, power_ops
 from tests.support.reliability import report
 
 SPREAD = int(os.environ.get("SOAK_POWER_SPREAD", "40"))
-MANY = ("write", "close", "unlinkat")
+MANY = ("write", "close", "unlinkat", "link")
 
 
 @pytest.mark.parametrize("name", list(power_ops.OPERATIONS))

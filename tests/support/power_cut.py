@@ -13,7 +13,8 @@ file's page cache and a read of that file goes through the same cache, so the
 copy holds exactly what the file system had sent to its device, and nothing of
 what waits in the mounted file system's own page cache or in its running
 journal transaction.  That copy is what a power cut leaves.  It is attached to a
-second loop device and mounted (ext4 and xfs replay their journal there), and
+loop device and mounted, once the original is unmounted, where the original was
+(ext4 and xfs replay their journal there), and
 the test runs what an operator would run after the reboot.
 
 Two kinds of image per cut:
@@ -154,13 +155,15 @@ def tick(root):
 
 class Frozen(object):
     """`argv` run under strace until its `when`th call of `call` has returned,
-    then frozen (SIGSTOP).  `finished` is its exit status if it ended first."""
+    then frozen (SIGSTOP).  `finished` is its exit status if it ended first.
+    `options`: more strace options (`-f`: its threads too; strace counts the
+    Nth call per thread, so the first thread to make its Nth call is frozen)."""
 
-    def __init__(self, argv, call, when, log, env=None, wrapped=False):
+    def __init__(self, argv, call, when, log, env=None, wrapped=False, options=()):
         self.log = log
         if os.path.exists(log):
             os.unlink(log)
-        inject = ["-e", "trace=%s" % call, "-e", "inject=%s:signal=SIGSTOP:when=%d" % (call, when)]
+        inject = list(options) + ["-e", "trace=%s" % call, "-e", "inject=%s:signal=SIGSTOP:when=%d" % (call, when)]
         if wrapped:  # the traced process is started by the command (DS_STRACE_* in its environment)
             env = dict(env or os.environ, DS_STRACE_OUT=str(log), DS_STRACE_ARGS=" ".join(inject))
             full = list(argv)

@@ -6,8 +6,7 @@
 Each operation is one entry of OPERATIONS: the golden case it starts from, where
 its storages live (on the cut file system, or outside it in a folder the cut does
 not touch), the command that is frozen and cut, the command an operator runs
-after the reboot, and which storages must read as before or after.  Adding an
-operation (`clone --delta`, `promote`) is adding one entry.
+after the reboot, and which storages must read as before or after.
 
 One cut (`run_cut`): the starting files are put on a fresh copy of a prepared
 file system image; the command runs frozen at the chosen call; the image is
@@ -15,10 +14,20 @@ copied as a power cut leaves it; the copy is mounted; then
 - every storage the operation writes reads, byte for byte outside misc/, as
   before or as after (after recovery, where journal/replica.tar is pending: what
   any tool opening the replica does), or is absent where the operation creates it;
+- where the operation keeps the old tree aside (`clone --delta` of a storage
+  holding transactions the master does not), the old tree is whole somewhere a
+  person or the next run finds it (in place, kept aside as
+  `NAME.before-reseed-*`, or in a hidden folder marked to be kept aside), and
+  every kept-aside tree reads as the old storage;
 - if the command had already reported success, every storage reads as after;
 - the operator's next run exits 0, every storage reads as after (the master as
   the reference recovery left it: no committed transaction lost or damaged), and
-  the file system holds the same names as after a clean run: nothing stray.
+  the file system holds the same names as after a clean run: nothing stray (one
+  kept-aside tree where a clean run keeps one).
+
+Three things a clean run writes differ from run to run and are compared without
+them: the time in `config/promoted` (promote) and in a kept-aside tree's name,
+the folder of the master in `config/upstream` (clone --delta; each cut has its own).
 """
 
 from __future__ import annotations
@@ -26,8 +35,10 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import json
 import os
 import queue
+import re
 import shutil
 import subprocess
 import sys
@@ -35,12 +46,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from dirstorage_replica import journal, storage
+from dirstorage_replica.clone import KEEP_ASIDE
 from tests.support import power_cut
 from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
     LOCAL_SSH,
     STRACE,
-    count_calls,
     fresh_copy,
     outside_misc,
     parse_counts,
@@ -72,13 +83,29 @@ def _clone(force):
     return argv
 
 
+def _clone_delta(disk, outside):
+    return [DS_REPLICA, "clone", "--delta", "-q", "-e", LOCAL_SSH, "--remote-command", DS_REPLICA,
+            "local:%s" % (outside / "master"), str(disk / "parent" / "standby")]
+
+
+def _promote(disk, outside):
+    return [DS_REPLICA, "promote", "-q", str(disk / "replica")]
+
+
+# strace options of an operation that works in threads (clone --delta links
+# the kept files in one): follow them, but not the master's serve, which runs
+# its own program (local_ssh.py, then ds-replica serve) and is detached at exec
+THREADS = ("-f", "--detach-on=execve")
+
+
 @dataclasses.dataclass(frozen=True)
 class Operation:
     """case: golden fixture; place: {case part: where it goes} ("disk/..." on
     the cut file system, "out/..." outside it); storages: the storages it
     writes, on the disk; may_be_absent: storages it creates (absent before);
     argv(disk, outside): the command; wrapped: the command starts the traced
-    process itself (the master's serve, through the strace wrapper)."""
+    process itself (the master's serve, through the strace wrapper); keeps_aside:
+    the storage whose old tree the command keeps aside as NAME.before-reseed-*."""
 
     case: str
     place: dict
@@ -90,6 +117,8 @@ class Operation:
     checked_after_cut: Optional[tuple] = None  # storages whose cut state is checked (default: all)
     # manifest.json entry whose `objects` every storage must read as after a clean run
     reads_as: str = "master"
+    trace_options: tuple = ()  # more strace options (THREADS)
+    keeps_aside: Optional[str] = None
 
 
 def _wrapper(outside):
@@ -120,6 +149,16 @@ OPERATIONS = {
                         lambda d, o: _DIRECT(d, o, master_on_disk=True),
                         lambda d, o: _pull(_plain)(d, o, master_on_disk=True),
                         wrapped=True, checked_after_cut=("replica",), reads_as="after_recovery"),
+    # a re-seed of an old master that wrote two transactions the new master never
+    # saw (`diverged`): links what it holds (in a thread), receives the rest, swaps
+    # the new copy in and keeps the old tree aside as standby.before-reseed-*
+    "clone-delta": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
+                             ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
+                             keeps_aside="parent/standby"),
+    # a standby made the master: the increment a cut pull left pending
+    # (`pending-replica`) is applied first, the storage checked, then config/promoted
+    # written; the next run is promote again
+    "promote": Operation("pending-replica", {"replica": "disk/replica"}, ("replica",), _promote, _promote),
 }
 
 
@@ -144,13 +183,52 @@ def lay_out(op, case, disk, outside, areas=("disk", "out")):
 
 
 def states(op, disk):
-    return {name: outside_misc(disk / name) if (disk / name).exists() else None for name in op.storages}
+    return {name: _state(disk / name) if (disk / name).exists() else None for name in op.storages}
+
+
+def _state(home):
+    """outside_misc, with config/promoted read without its time and
+    config/upstream without the folder of the master (each cut has its own)."""
+    state = outside_misc(home)
+    if "config/promoted" in state:
+        kind, mode, _digest = state["config/promoted"]
+        mark = json.loads((home / "config" / "promoted").read_text())
+        state["config/promoted"] = (kind, mode, "tid %s, %s" % (mark.pop("tid"), " ".join(sorted(mark))))
+    if "config/upstream" in state:
+        kind, mode, _digest = state["config/upstream"]
+        master = (home / "config" / "upstream").read_text()
+        state["config/upstream"] = (kind, mode, "%s*/%s" % (master.split(":", 1)[0], os.path.basename(master)))
+    return state
+
+
+def _atomic_temp(path):
+    """A temporary file of storage.write_atomic (NAME.tmp-PID)."""
+    return re.search(re.escape(storage.ATOMIC_TEMP) + r"\d+$", path) is not None
+
+
+ASIDE_STAMP = re.compile(r"\.before-reseed-\d{8}T\d{6}Z")
 
 
 def names(disk):
-    """Every name on the disk but the file system's own (lost+found, the tick file)."""
+    """Every name on the disk but the file system's own (lost+found, the tick
+    file); a kept-aside tree's time as `*`."""
     skip = ("lost+found", power_cut.TICK_FILE)
-    return sorted(str(p.relative_to(disk)) for p in disk.rglob("*") if p.relative_to(disk).parts[0] not in skip)
+    return sorted(ASIDE_STAMP.sub(".before-reseed-*", str(p.relative_to(disk)))
+                  for p in disk.rglob("*") if p.relative_to(disk).parts[0] not in skip)
+
+
+def kept_aside(op, disk):
+    """The trees kept aside from `op.keeps_aside` (none if it keeps none)."""
+    if op.keeps_aside is None:
+        return []
+    home = disk / op.keeps_aside
+    return sorted(home.parent.glob(home.name + ".before-reseed-*"))
+
+
+def _marked_aside(op, disk):
+    """Hidden folders a cut re-seed left, marked to be kept aside (the next run renames them)."""
+    home = disk / op.keeps_aside
+    return [p for p in home.parent.glob(".%s.clone-*" % home.name) if (p / "misc" / KEEP_ASIDE).exists()]
 
 
 def reference(op, case, workdir):
@@ -159,6 +237,9 @@ def reference(op, case, workdir):
     disk, outside = workdir / "ref-disk", workdir / "ref-out"
     lay_out(op, case, disk, outside)
     before = states(op, disk)
+    # what a tool opening the storage reads before the operation (a pending increment applied)
+    before_opened = {name: _opened(disk / name, workdir) for name in op.storages
+                     if before[name] is not None and _pending(disk / name)}
     if op.wrapped:
         out = workdir / "ref-counts.txt"
         env = dict(os.environ, DS_STRACE_OUT=str(out), DS_STRACE_ARGS="-c -U name,calls")
@@ -167,18 +248,32 @@ def reference(op, case, workdir):
         assert proc.returncode == 0, proc.stderr
         counts = parse_counts(out)
     else:
-        counts = count_calls(op.argv(disk, outside), workdir)
+        counts = _count_calls(op, disk, outside, workdir)
     after = states(op, disk)
     assert after != before and None not in after.values(), "the reference run changed nothing"
     objects = manifest(case)[op.reads_as]["objects"]
     for name in op.storages:
         assert_objects(disk / name, objects)  # the state every cut must end in: object by object as the master
-    ref = {"counts": counts, "before": before, "after": after, "names": names(disk)}
+    aside = [_state(p) for p in kept_aside(op, disk)]
+    if op.keeps_aside:
+        assert aside == [before[op.keeps_aside]], \
+            "the reference run did not keep the old tree aside, whole"
+    ref = {"counts": counts, "before": before, "before_opened": before_opened, "after": after,
+           "aside": aside, "names": names(disk)}
     if "master" in op.storages:
         assert storage.Storage(disk / "master").snapshot_code() == "shutdown"
     shutil.rmtree(disk)
     shutil.rmtree(outside)
     return ref
+
+
+def _count_calls(op, disk, outside, workdir):
+    """The clean run, whole under strace -c (with the operation's options): its disk-changing calls."""
+    out = workdir / "ref-counts.txt"
+    proc = subprocess.run([STRACE, *op.trace_options, "-c", "-U", "name,calls", "-o", str(out),
+                           *op.argv(disk, outside)], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return parse_counts(out)
 
 
 def template(op, case, workdir, fs_name):
@@ -211,7 +306,8 @@ def run_cut(op, case, ref, cut, workdir, tmpl):
         with power_cut.mounted(work_img, workdir / "run.mnt", cut.fs_name) as disk:
             finished = _freeze_and_copy(op, cut, disk, outside, workdir, work_img, cut_img)
         os.unlink(work_img)
-        with power_cut.mounted(cut_img, workdir / "cut.mnt", cut.fs_name) as disk:
+        # where the original was, as after a reboot: a path written into a storage still names it
+        with power_cut.mounted(cut_img, workdir / "run.mnt", cut.fs_name) as disk:
             labels = _after_reboot(op, ref, cut, disk, outside, workdir, finished)
         return labels
     finally:
@@ -230,7 +326,8 @@ def _freeze_and_copy(op, cut, disk, outside, workdir, work_img, cut_img):
         assert proc.returncode == 0, "%s: %s" % (cut, proc.stderr)
         finished = 0
     else:
-        frozen = power_cut.Frozen(argv, cut.call, cut.when, workdir / "strace.log", wrapped=op.wrapped)
+        frozen = power_cut.Frozen(argv, cut.call, cut.when, workdir / "strace.log", wrapped=op.wrapped,
+                                  options=op.trace_options)
         try:
             if frozen.wait_frozen():
                 _cut(cut, disk, work_img, cut_img)
@@ -254,23 +351,62 @@ def _after_reboot(op, ref, cut, disk, outside, workdir, finished):
     found = states(op, disk)
     for name in op.checked_after_cut or op.storages:
         state = found[name]
-        if state is not None and (disk / name / "journal" / journal.REPLICA_TAR).exists():
+        if state is not None and _pending(disk / name):
             state = _opened(disk / name, workdir)
             labels.append("pending (past the commit point)")
-        allowed = [ref["before"][name], ref["after"][name]]
-        assert state in allowed or (state is None and name in op.may_be_absent), \
-            "%s: %s reads neither as before nor as after" % (cut, name)
+        if state is not None and any(_atomic_temp(path) for path in state):
+            # a small file's write cut before its rename: nobody reads it; the next run must remove it
+            state = {path: v for path, v in state.items() if not _atomic_temp(path)}
+            labels.append("a temporary file left")
+        old = [ref["before"][name]] + ([ref["before_opened"][name]] if name in ref["before_opened"] else [])
+        assert state in old + [ref["after"][name]] or (state is None and name in op.may_be_absent), \
+            "%s: %s reads neither as before nor as after (%s)" % (cut, name, _differences(state, ref, name))
         if finished == 0:
             assert state == ref["after"][name], "%s: %s lost what the command had reported done" % (cut, name)
-        labels.append("%s %s" % (name, "absent" if state is None else "old" if state == allowed[0] else "new"))
+        labels.append("%s %s" % (name, "absent" if state is None else "old" if state in old else "new"))
+        if name == op.keeps_aside:
+            labels += _old_tree_found(op, ref, cut, disk, state in old)
     for name in set(op.storages) - set(op.checked_after_cut or op.storages):
         labels.append("%s %s" % (name, "mid-recovery" if _unrecovered(disk / name) else "recovered"))
     proc = subprocess.run(op.next_argv(disk, outside), capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, "%s: the next run failed: %s" % (cut, proc.stderr)
     assert states(op, disk) == ref["after"], "%s: the next run did not give the state of a clean run" % cut
+    assert [_state(p) for p in kept_aside(op, disk)] == ref["aside"], \
+        "%s: after the next run the kept-aside trees are not the one old tree of a clean run" % cut
     stray = sorted(set(names(disk)) ^ set(ref["names"]))
     assert not stray, "%s: after the next run %d names differ from a clean run's: %s" % (cut, len(stray), stray[:4])
     return labels
+
+
+def _differences(state, ref, name):
+    """The first paths where `state` differs from the before and after states."""
+    if state is None:
+        return "absent"
+    found = []
+    for when in ("before", "after"):
+        other = ref[when][name] or {}
+        paths = sorted(p for p in set(state) | set(other) if state.get(p) != other.get(p))
+        found.append("from %s: %d paths, %s" % (when, len(paths), ", ".join(paths[:3])))
+    return "; ".join(found)
+
+
+def _old_tree_found(op, ref, cut, disk, in_place):
+    """A re-seed keeping the old tree aside: every kept-aside tree reads as the
+    old storage, and the old storage is whole somewhere (in place, kept aside,
+    or in a hidden folder the next run renames to its aside name)."""
+    old = ref["before"][op.keeps_aside]
+    aside = kept_aside(op, disk)
+    assert all(_state(p) == old for p in aside), "%s: a kept-aside tree is not the old storage" % cut
+    if in_place:
+        return []
+    if any(_state(p) == old for p in aside):
+        return ["old tree kept aside"]
+    assert any(_state(p) == old for p in _marked_aside(op, disk)), "%s: the old storage is nowhere whole" % cut
+    return ["old tree in a hidden folder marked to be kept aside"]
+
+
+def _pending(home):
+    return (home / "journal" / journal.REPLICA_TAR).exists()
 
 
 def _unrecovered(home):
@@ -285,7 +421,7 @@ def _opened(replica, workdir):
     st = storage.Storage(opened)
     with st.lock(), st.sublock():
         journal.recover(st)
-    state = outside_misc(opened)
+    state = _state(opened)
     shutil.rmtree(opened)
     return state
 
@@ -310,14 +446,15 @@ def every_cut(counts, fs_name, sampled=None):
     return cuts
 
 
-def run_operation(name, workdir, choose):
-    """Every cut `choose(counts, fs_index, fs_name)` picks for operation `name`,
-    WORKERS at a time; the labels counted, per file system."""
+def run_operation(name, workdir, choose, filesystems=tuple(FILESYSTEMS)):
+    """Every cut `choose(counts, fs_index, fs_name)` picks for operation `name`
+    on each of `filesystems` (fs_index: its position there), WORKERS at a time;
+    the labels counted, per file system."""
     op = OPERATIONS[name]
     case = unpack_case(op.case, workdir / "case")
     ref = reference(op, case, workdir)
-    cuts = [c for i, fs in enumerate(FILESYSTEMS) for c in choose(ref["counts"], i, fs)]
-    for fs in FILESYSTEMS:
+    cuts = [c for i, fs in enumerate(filesystems) for c in choose(ref["counts"], i, fs)]
+    for fs in filesystems:
         template(op, case, workdir, fs)
     folders = queue.Queue()
     for i in range(WORKERS):
@@ -333,7 +470,7 @@ def run_operation(name, workdir, choose):
         finally:
             folders.put(folder)
 
-    figures = {fs: collections.Counter() for fs in FILESYSTEMS}
+    figures = {fs: collections.Counter() for fs in filesystems}
     failures = []
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         for fs, labels in pool.map(one, cuts):
