@@ -22,6 +22,7 @@ too), and those transactions are listed in the result.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import threading
 import time
@@ -39,7 +40,7 @@ from .clone import (
     finish_keep_aside,
     release,
 )
-from .delta import digest, needs_digest, walk
+from .delta import WINDOW, digest, needs_digest, walk
 from .options import PullOptions
 from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
 from .standing import set_upstream
@@ -49,14 +50,18 @@ from .storage import (
     DSError,
     Storage,
     check_member,
+    classify,
     fsync_path,
     hex_tid,
     logical_name,
     logical_path,
+    parse_current,
     parse_transaction,
     read_file,
+    revision_name,
     tid_to_datetime,
     transaction_digest,
+    transaction_name,
     write_atomic,
 )
 from .transport import Throttle, open_channel
@@ -111,16 +116,57 @@ def _usable(path, name, trusted):
 
 
 def _inventory(sources):
-    """{name: (path, size)} taken from the best source of each name, and the
-    request's entries (name, size, digest)."""
-    chosen, entries = {}, []
+    """{name: (path, size)} taken from the best source of each name, and
+    the names it took from PATH itself (trusted: no digest needed)."""
+    chosen, trusted = {}, set()
     for source in sources:
         for name, (path, size) in source.files.items():
             if name in chosen or not _usable(path, name, source.trusted):
                 continue
             chosen[name] = (path, size)
-            entries.append((name, size, digest(path, name) if needs_digest(name) else None))
-    return chosen, entries
+            if source.trusted:
+                trusted.add(name)
+    return chosen, trusted
+
+
+def _entries(chosen, window, digested):
+    """The request's entries (name, size, digest): the chain window's given
+    digests, a computed one for the names in `digested` that need one
+    (delta.needs_digest), none for the others."""
+    entries = []
+    for name, (path, size) in chosen.items():
+        if name in window:
+            entries.append((name, size, window[name]))
+        elif name in digested and needs_digest(name):
+            entries.append((name, size, digest(path, name)))
+        else:
+            entries.append((name, size, None))
+    return entries
+
+
+def _chain_window(home, chosen, trusted):
+    """The newest delta.WINDOW transactions of PATH's chain, {name: "MD5+OIDS"}
+    (only those it holds as chosen), and the request options that say so."""
+    st = Storage(home)
+    window, tid, complete = {}, st.last_tid(), False
+    while len(window) < WINDOW:
+        if tid == ZERO_TID:
+            complete = True
+            break
+        name = transaction_name(tid)
+        if name not in trusted:
+            break
+        try:
+            data = read_file(chosen[name][0])
+            txn = parse_transaction(data, expect_tid=tid)
+        except (OSError, Corrupt):
+            break  # a broken chain: the window ends here (below it, nothing is trusted)
+        window[name] = hashlib.md5(data).hexdigest() + "+" + "".join(hex_tid(o) for o in txn.oids)
+        if txn.prev >= tid:
+            break
+        tid = txn.prev
+    options = {"chain": hex_tid(st.packed_tid()), "chain-complete": "yes" if complete else "no"}
+    return window, options
 
 
 def clone_delta(master, dest, opts=None, log=None, progress=None):
@@ -136,13 +182,13 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
     try:
         before = _recovered_tid(dest)
         identity, sources = _sources(dest, parent, base, log)
-        chosen, entries = _inventory(sources)
+        chosen, trusted = _inventory(sources)
         partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
         os.mkdir(partial, 0o755)
-        linker = _Linker(partial, chosen, sources[0].format)
+        linker = _Linker(partial, chosen, sources[0].format, trusted)
         try:
-            result, drop, received = _receive(master, partial, delta_request(identity, entries), opts, log,
-                                              progress, linker)
+            result, drop, received = _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log,
+                                                   progress, linker)
         finally:
             linker.join()
         result["kept_files"] = len(chosen.keys() - drop - received)
@@ -157,6 +203,44 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
         return result
     finally:
         release(partial, old_lock)
+
+
+def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log, progress, linker):
+    """Ask the master for what differs: with PATH's chain window first (the
+    files PATH holds below it go by name and size); again with every digest
+    when the master finds no anchor in that window; again without the files
+    kept on trust that fail their own check (the linker reads them), so that
+    the master sends them.  Returns (counts, names dropped, names received)."""
+    if sources[0].trusted:
+        window, options = _chain_window(sources[0].home, chosen, trusted)
+        entries = _entries(chosen, window, chosen.keys() - trusted)
+    else:
+        options, entries = None, _entries(chosen, {}, chosen.keys())
+    drop, received, result = set(), set(), None
+    while True:
+        answer, round_drop, round_received = _receive(master, partial, delta_request(identity, entries, options),
+                                                      opts, log, progress, linker)
+        drop |= round_drop
+        received |= round_received
+        if answer.get("retry"):
+            log("the master found no transaction it holds in the chain window; asking again with every digest")
+            options, entries = None, _entries(chosen, {}, chosen.keys())
+            continue
+        result = _add_counts(result, answer)
+        bad = linker.suspect - drop - received
+        if not bad:
+            return result, drop, received
+        log("%d file(s) kept on trust fail their own check: asking for them" % len(bad))
+        linker.suspect -= bad
+        entries = [e for e in entries if e[0] not in bad]
+
+
+def _add_counts(total, answer):
+    if total is None:
+        return answer
+    for key in ("files", "bytes", "transactions", "request_bytes", "answer_bytes"):
+        total[key] = total.get(key, 0) + answer.get(key, 0)
+    return total
 
 
 def _prepare_destination(dest):
@@ -206,6 +290,11 @@ def _receive(master, partial, req, opts, log, progress, linker):
             first = next(members, None)
             if first is None or first.name != DROP_MEMBER:
                 raise Corrupt("the master's delta answer does not start with its drop list")
+            if info.get("retry"):
+                for _member in members:
+                    pass
+                session.finish_ok()
+                return info, set(), set()
             drop = decode_drop(first.data)
             linker.unlink(drop)
             checker, counts = _write_members(_replacing(members, partial), partial, progress)
@@ -220,6 +309,7 @@ def _receive(master, partial, req, opts, log, progress, linker):
     received = {logical_name(fmt, m[2:]) for m in checker.seen if m.startswith("A/")}
     log("received %(files)d files, %(bytes)d bytes" % counts)
     counts.update(master_tid=info.get("master_tid"), snapshot_seconds=info.get("snapshot_seconds"),
+                  anchor_tid=info.get("anchor"),
                   request_bytes=len(req.body), answer_bytes=sum(wire))
     return counts, drop, received
 
@@ -239,13 +329,19 @@ def _replacing(members, partial):
 class _Linker(threading.Thread):
     """Hard-links every file the standby holds into the new tree (never a
     copy: the files are write-once), in a thread, while the master compares
-    the inventory; the few it then sends or drops are unlinked again."""
+    the inventory; the few it then sends or drops are unlinked again.  The
+    files kept on trust (transaction files below the chain window, o….c
+    files: sent by name and size only) are read and checked on the way; those
+    that fail are `suspect` (the master is asked for them)."""
 
-    def __init__(self, partial, chosen, fmt):
+    def __init__(self, partial, chosen, fmt, trusted):
         super().__init__(name="ds-replica-link", daemon=True)
         self.root = os.path.join(partial, "A")
         self.chosen = chosen
         self.fmt = fmt
+        self.trusted = trusted
+        self.suspect = set()
+        self.linked = set()
         self.error = None
         self.start()
 
@@ -254,23 +350,39 @@ class _Linker(threading.Thread):
 
     def run(self):
         made = set()
+        link, makedirs, dirname, target = os.link, os.makedirs, os.path.dirname, self.target
         try:
             for name, (path, _size) in self.chosen.items():
-                target = self.target(name)
-                folder = os.path.dirname(target)
+                dest = target(name)
+                folder = dirname(dest)
                 if folder not in made:
-                    os.makedirs(folder, exist_ok=True)
+                    makedirs(folder, exist_ok=True)
                     made.add(folder)
-                os.link(path, target)
+                link(path, dest)
+            self.linked = set(self.chosen)
+            self.suspect = {name for name in self.trusted if needs_digest(name) and not self.sound(name)}
         except BaseException as e:  # raised again by wait(), in the caller's thread
             self.error = e
+
+    def sound(self, name):
+        """Whether a file kept on trust passes its own check: a transaction
+        file its length and MD5, an o….c file naming a revision PATH holds."""
+        try:
+            data = read_file(self.chosen[name][0])
+            if name.startswith("t"):
+                parse_transaction(data, expect_tid=classify(name)[1])
+                return True
+            return revision_name(classify(name)[1], parse_current(data)) in self.chosen
+        except (OSError, Corrupt):
+            return False
 
     def unlink(self, names):
         """Take back the links of `names` (the master does not hold them),
         and the folders that leaves empty."""
-        for name in names & self.chosen.keys():
+        for name in names & self.linked:
             target = self.target(name)
             os.unlink(target)
+            self.linked.discard(name)
             folder = os.path.dirname(target)
             while folder != self.root and not os.listdir(folder):
                 os.rmdir(folder)
