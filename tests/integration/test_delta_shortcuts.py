@@ -112,3 +112,24 @@ def test_a_divergence_deeper_than_the_window_asks_again_with_every_digest(unpack
     assert [t["description"] for t in result["diverged_transactions"]] == ["unseen 1", "unseen 2"]
     assert_reads_as(old, new)
     assert outside_misc(old) == as_cloned(new, tmp_path)
+
+
+def test_a_transaction_below_the_masters_pack_point_is_sent_again(unpack_fixture, tmp_path, monkeypatch):
+    d = unpack_fixture("bushy")
+    monkeypatch.setattr(reseed, "WINDOW", 1)  # only "shared two" goes with its MD5
+    old, new, first = shared_history(d)
+    # the new master packs at "shared two": "first"'s predecessor goes (renamed aside, as
+    # delay_delete does) and "first"'s "previous tid" field is relinked past it
+    st = storage.Storage(str(new))
+    data = bytearray(st.transaction_data(first))
+    gone = bytes(data[24:32])
+    data[24:32] = st.transaction(gone, check_md5=False).prev
+    with open(st.path(storage.transaction_name(first)), "wb") as f:
+        f.write(bytes(data))
+    gone_path = st.path(storage.transaction_name(gone))
+    shutil.move(gone_path, gone_path + "-1700000000-deleted")
+    second = st.transaction(st.last_tid(), check_md5=False).prev
+    with open(st.path("x.packed"), "wb") as f:
+        f.write(second)
+    clone_delta(str(new), str(old))
+    assert outside_misc(old) == as_cloned(new, tmp_path)
