@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import queue
 import threading
 import time
 
@@ -68,7 +69,8 @@ from .transport import Throttle, open_channel
 
 
 class Source(object):
-    """A tree the new copy may take files from: {name: (path, size)}."""
+    """A tree the new copy may take files from: {name: (path, size)}, once
+    scanned."""
 
     def __init__(self, home, trusted):
         self.home = home
@@ -81,14 +83,23 @@ class Source(object):
             return
         self.identity = st.identity
         self.format = st.format
-        if os.path.isdir(st.a_dir):
-            for rel, name, size in walk(st.a_dir, st.format):
-                self.files[name] = (os.path.join(st.a_dir, *rel.split("/")), size)
+        self.a_dir = st.a_dir
+
+    def scan(self, found=None):
+        """Walk A/ into `files`, telling `found(name, path, relpath)` of each
+        file as it comes."""
+        if not os.path.isdir(self.a_dir):
+            return
+        for rel, name, size in walk(self.a_dir, self.format):
+            path = os.path.join(self.a_dir, *rel.split("/"))
+            self.files[name] = (path, size)
+            if found is not None:
+                found(name, path, rel)
 
 
-def _sources(dest, parent, base, log):
+def _sources(dest, parent, base):
     """PATH (when it holds a storage) and the partial folders of dead clones
-    of the same storage, best first."""
+    of the same storage, best first (not scanned yet)."""
     found = [Source(dest, True)] if os.path.exists(os.path.join(dest, "config", "settings")) else []
     identity = found[0].identity if found else None
     for partial in _stale(parent, base, "clone"):
@@ -96,7 +107,6 @@ def _sources(dest, parent, base, log):
         if source.identity and identity in (None, source.identity):
             identity = source.identity
             found.append(source)
-            log("resuming from %s (%d files)" % (partial, len(source.files)))
     if identity is None:
         raise DSError("%s holds no storage to re-seed, and no interrupted clone of one" % dest,
                       "make a first copy with 'ds-replica clone'")
@@ -115,17 +125,28 @@ def _usable(path, name, trusted):
     return True
 
 
-def _inventory(sources):
-    """{name: (path, size)} taken from the best source of each name, and
-    the names it took from PATH itself (trusted: no digest needed)."""
+def _inventory(sources, linker, log):
+    """Scan the sources, best first, handing each file the new copy takes
+    to `linker` as it is found (PATH's while its tree is walked).  Returns
+    {name: (path, size)} and the names taken from PATH (trusted: no digest
+    needed)."""
     chosen, trusted = {}, set()
+    fmt = sources[0].format
     for source in sources:
-        for name, (path, size) in source.files.items():
-            if name in chosen or not _usable(path, name, source.trusted):
-                continue
-            chosen[name] = (path, size)
-            if source.trusted:
+        if source.trusted:
+            def take(name, path, rel, files=source.files):
+                chosen[name] = files[name]
                 trusted.add(name)
+                linker.add(path, rel)
+            source.scan(take)
+            continue
+        source.scan()
+        log("resuming from %s (%d files)" % (source.home, len(source.files)))
+        for name, (path, size) in source.files.items():
+            if name not in chosen and _usable(path, name, False):
+                chosen[name] = (path, size)
+                linker.add(path, logical_path(fmt, name))
+    linker.fed(chosen, trusted)
     return chosen, trusted
 
 
@@ -181,15 +202,16 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
     partial = None
     try:
         before = _recovered_tid(dest)
-        identity, sources = _sources(dest, parent, base, log)
-        chosen, trusted = _inventory(sources)
+        identity, sources = _sources(dest, parent, base)
         partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
         os.mkdir(partial, 0o755)
-        linker = _Linker(partial, chosen, sources[0].format, trusted)
+        linker = _Linker(partial, sources[0].format)
         try:
+            chosen, trusted = _inventory(sources, linker, log)
             result, drop, received = _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log,
                                                    progress, linker)
         finally:
+            linker.close(cancel=True)
             linker.join()
         result["kept_files"] = len(chosen.keys() - drop - received)
         after = _complete_copy(partial)
@@ -328,41 +350,80 @@ def _replacing(members, partial):
 
 class _Linker(threading.Thread):
     """Hard-links every file the standby holds into the new tree (never a
-    copy: the files are write-once), in a thread, while the master compares
-    the inventory; the few it then sends or drops are unlinked again.  The
-    files kept on trust (transaction files below the chain window, o….c
-    files: sent by name and size only) are read and checked on the way; those
-    that fail are `suspect` (the master is asked for them)."""
+    copy: the files are write-once), in a thread, from the moment the scan
+    of PATH finds it until the master has compared the inventory; the few it
+    then sends or drops are unlinked again.  The files kept on trust
+    (transaction files below the chain window, o….c files: sent by name and
+    size only) are read and checked after the links; those that fail are
+    `suspect` (the master is asked for them)."""
 
-    def __init__(self, partial, chosen, fmt, trusted):
+    BATCH = 4096
+
+    def __init__(self, partial, fmt):
         super().__init__(name="ds-replica-link", daemon=True)
         self.root = os.path.join(partial, "A")
-        self.chosen = chosen
         self.fmt = fmt
-        self.trusted = trusted
+        self.queue = queue.SimpleQueue()
+        self.batch = []
+        self.chosen = {}
+        self.trusted = set()
         self.suspect = set()
         self.linked = set()
+        self.closed = self.cancelled = False
         self.error = None
         self.start()
+
+    def add(self, path, rel):
+        """Link `path` as A/`rel` of the new tree (soon)."""
+        self.batch.append((path, rel))
+        if len(self.batch) >= self.BATCH:
+            self.queue.put(self.batch)
+            self.batch = []
+
+    def fed(self, chosen, trusted):
+        """Every file is handed over: link the rest, then check those kept on trust."""
+        self.chosen, self.trusted = chosen, trusted
+        self.close()
+
+    def close(self, cancel=False):
+        """No more files; with `cancel`, leave the rest (the re-seed failed)."""
+        if cancel:
+            self.cancelled = True
+        if not self.closed:
+            self.closed = True
+            self.queue.put(self.batch)
+            self.queue.put(None)
+            self.batch = []
 
     def target(self, name):
         return os.path.join(self.root, *logical_path(self.fmt, name).split("/"))
 
     def run(self):
-        made = set()
-        link, makedirs, dirname, target = os.link, os.makedirs, os.path.dirname, self.target
         try:
-            for name, (path, _size) in self.chosen.items():
-                dest = target(name)
+            self._link_all()
+            self.linked = set(self.chosen)
+            if self.cancelled:
+                return
+            self.suspect = {name for name in self.trusted if needs_digest(name) and not self.sound(name)}
+        except BaseException as e:  # raised again by wait(), in the caller's thread
+            self.error = e
+
+    def _link_all(self):
+        made = set()
+        link, makedirs, dirname, root = os.link, os.makedirs, os.path.dirname, self.root + "/"
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            if self.cancelled:
+                continue
+            for path, rel in batch:
+                dest = root + rel
                 folder = dirname(dest)
                 if folder not in made:
                     makedirs(folder, exist_ok=True)
                     made.add(folder)
                 link(path, dest)
-            self.linked = set(self.chosen)
-            self.suspect = {name for name in self.trusted if needs_digest(name) and not self.sound(name)}
-        except BaseException as e:  # raised again by wait(), in the caller's thread
-            self.error = e
 
     def sound(self, name):
         """Whether a file kept on trust passes its own check: a transaction
