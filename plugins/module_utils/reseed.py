@@ -211,8 +211,7 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
             result, drop, received = _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log,
                                                    progress, linker)
         finally:
-            linker.close(cancel=True)
-            linker.join()
+            linker.stop()
         result["kept_files"] = len(chosen.keys() - drop - received)
         after = _complete_copy(partial)
         set_upstream(partial, master)
@@ -307,6 +306,8 @@ def _receive(master, partial, req, opts, log, progress, linker):
         with Session(chan, req) as session:
             info = session.start()
             linker.wait()
+            log("linked %d files (%.1fs from the start of the scan), checked those kept on trust (%.1fs): %d fail"
+                % (len(linker.linked), linker.link_seconds, linker.check_seconds, len(linker.suspect)))
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
             members = ustar.iter_members(read, sink=lambda data: wire.append(len(data)))
             first = next(members, None)
@@ -370,6 +371,8 @@ class _Linker(threading.Thread):
         self.suspect = set()
         self.linked = set()
         self.closed = self.cancelled = False
+        self.checker = None
+        self.link_seconds = self.check_seconds = 0.0  # linking (from the first file handed over), checking
         self.error = None
         self.start()
 
@@ -381,9 +384,12 @@ class _Linker(threading.Thread):
             self.batch = []
 
     def fed(self, chosen, trusted):
-        """Every file is handed over: link the rest, then check those kept on trust."""
+        """Every file is handed over: link the rest, and check those kept on
+        trust meanwhile."""
         self.chosen, self.trusted = chosen, trusted
         self.close()
+        self.checker = threading.Thread(target=self._check_all, name="ds-replica-check", daemon=True)
+        self.checker.start()
 
     def close(self, cancel=False):
         """No more files; with `cancel`, leave the rest (the re-seed failed)."""
@@ -395,16 +401,38 @@ class _Linker(threading.Thread):
             self.queue.put(None)
             self.batch = []
 
+    def stop(self):
+        """However the re-seed ends: no thread left behind."""
+        self.close(cancel=True)
+        self.join()
+        if self.checker is not None:
+            self.checker.join()
+
     def target(self, name):
         return os.path.join(self.root, *logical_path(self.fmt, name).split("/"))
 
     def run(self):
         try:
+            t0 = time.monotonic()
             self._link_all()
             self.linked = set(self.chosen)
-            if self.cancelled:
-                return
-            self.suspect = {name for name in self.trusted if needs_digest(name) and not self.sound(name)}
+            self.link_seconds = time.monotonic() - t0
+        except BaseException as e:  # raised again by wait(), in the caller's thread
+            self.error = e
+
+    def _check_all(self):
+        """In a thread of its own, beside the links (both wait on the disk
+        more than on the interpreter)."""
+        try:
+            t0 = time.monotonic()
+            suspect = set()
+            for name in self.trusted:
+                if self.cancelled:
+                    return
+                if needs_digest(name) and not self.sound(name):
+                    suspect.add(name)
+            self.suspect = suspect
+            self.check_seconds = time.monotonic() - t0
         except BaseException as e:  # raised again by wait(), in the caller's thread
             self.error = e
 
@@ -451,6 +479,8 @@ class _Linker(threading.Thread):
 
     def wait(self):
         self.join()
+        if self.checker is not None:
+            self.checker.join()
         if self.error is not None:
             raise self.error
 
