@@ -140,11 +140,14 @@ def _read_body(stream, length):
     return body
 
 
-def delta_request(identity, entries):
-    """A `replica delta 1` request carrying `entries` ((name, size, digest))."""
+def delta_request(identity, entries, options=None):
+    """A `replica delta 1` request carrying `entries` ((name, size, digest))
+    and further `options` (delta.py: the chain window)."""
     text = "".join("%s %d %s\n" % (name, size, digest or "-") for name, size, digest in entries)
     body = zlib.compress(text.encode("ascii"), 1)
-    return Request("delta", 1, options={"identity": identity, "inventory-bytes": str(len(body))}, body=body)
+    opts = dict(options or {}, identity=identity)
+    opts["inventory-bytes"] = str(len(body))
+    return Request("delta", 1, options=opts, body=body)
 
 
 def read_inventory(req):

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import datetime
 import glob
+import hashlib
 import os
+import queue
 import threading
 import time
 
@@ -42,7 +44,7 @@ from .clone import (
     keep_aside_target,
     release,
 )
-from .delta import digest, needs_digest, walk
+from .delta import WINDOW, digest, needs_digest, walk
 from .options import PullOptions
 from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
 from .standing import set_upstream
@@ -52,15 +54,19 @@ from .storage import (
     DSError,
     Storage,
     check_member,
+    classify,
     fsync_path,
     hex_tid,
     logical_name,
     logical_path,
+    parse_current,
     parse_transaction,
     read_file,
     remove_atomic_leftovers,
+    revision_name,
     tid_to_datetime,
     transaction_digest,
+    transaction_name,
     write_atomic,
 )
 from .transport import Throttle, open_channel
@@ -69,7 +75,8 @@ ASIDE_SUFFIX = ".before-reseed-"  # PATH.before-reseed-<UTC time>: the old tree 
 
 
 class Source(object):
-    """A tree the new copy may take files from: {name: (path, size)}."""
+    """A tree the new copy may take files from: {name: (path, size)}, once
+    scanned."""
 
     def __init__(self, home, trusted):
         self.home = home
@@ -82,14 +89,23 @@ class Source(object):
             return
         self.identity = st.identity
         self.format = st.format
-        if os.path.isdir(st.a_dir):
-            for rel, name, size in walk(st.a_dir, st.format):
-                self.files[name] = (os.path.join(st.a_dir, *rel.split("/")), size)
+        self.a_dir = st.a_dir
+
+    def scan(self, found=None):
+        """Walk A/ into `files`, telling `found(name, path, relpath)` of each
+        file as it comes."""
+        if not os.path.isdir(self.a_dir):
+            return
+        for rel, name, size in walk(self.a_dir, self.format):
+            path = os.path.join(self.a_dir, *rel.split("/"))
+            self.files[name] = (path, size)
+            if found is not None:
+                found(name, path, rel)
 
 
-def _sources(dest, parent, base, log):
+def _sources(dest, parent, base):
     """PATH (when it holds a storage) and the partial folders of dead clones
-    of the same storage, best first."""
+    of the same storage, best first (not scanned yet)."""
     found = [Source(dest, True)] if os.path.exists(os.path.join(dest, "config", "settings")) else []
     identity = found[0].identity if found else None
     for partial in _stale(parent, base, "clone"):
@@ -97,7 +113,6 @@ def _sources(dest, parent, base, log):
         if source.identity and identity in (None, source.identity):
             identity = source.identity
             found.append(source)
-            log("resuming from %s (%d files)" % (partial, len(source.files)))
     if identity is None:
         raise DSError("%s holds no storage to re-seed, and no interrupted clone of one" % dest,
                       "make a first copy with 'ds-replica clone'")
@@ -116,17 +131,69 @@ def _usable(path, name, trusted):
     return True
 
 
-def _inventory(sources):
-    """{name: (path, size)} taken from the best source of each name, and the
-    request's entries (name, size, digest)."""
-    chosen, entries = {}, []
+def _inventory(sources, linker, log):
+    """Scan the sources, best first, handing each file the new copy takes
+    to `linker` as it is found (PATH's while its tree is walked).  Returns
+    {name: (path, size)} and the names taken from PATH (trusted: no digest
+    needed)."""
+    chosen, trusted = {}, set()
+    fmt = sources[0].format
     for source in sources:
+        if source.trusted:
+            def take(name, path, rel, files=source.files):
+                chosen[name] = files[name]
+                trusted.add(name)
+                linker.add(path, rel)
+            source.scan(take)
+            continue
+        source.scan()
+        log("resuming from %s (%d files)" % (source.home, len(source.files)))
         for name, (path, size) in source.files.items():
-            if name in chosen or not _usable(path, name, source.trusted):
-                continue
-            chosen[name] = (path, size)
-            entries.append((name, size, digest(path, name) if needs_digest(name) else None))
-    return chosen, entries
+            if name not in chosen and _usable(path, name, False):
+                chosen[name] = (path, size)
+                linker.add(path, logical_path(fmt, name))
+    linker.fed(chosen, trusted)
+    return chosen, trusted
+
+
+def _entries(chosen, window, digested):
+    """The request's entries (name, size, digest): the chain window's given
+    digests, a computed one for the names in `digested` that need one
+    (delta.needs_digest), none for the others."""
+    entries = []
+    for name, (path, size) in chosen.items():
+        if name in window:
+            entries.append((name, size, window[name]))
+        elif name in digested and needs_digest(name):
+            entries.append((name, size, digest(path, name)))
+        else:
+            entries.append((name, size, None))
+    return entries
+
+
+def _chain_window(home, chosen, trusted):
+    """The newest delta.WINDOW transactions of PATH's chain, {name: "MD5+OIDS"}
+    (only those it holds as chosen), and the request options that say so."""
+    st = Storage(home)
+    window, tid, complete = {}, st.last_tid(), False
+    while len(window) < WINDOW:
+        if tid == ZERO_TID:
+            complete = True
+            break
+        name = transaction_name(tid)
+        if name not in trusted:
+            break
+        try:
+            data = read_file(chosen[name][0])
+            txn = parse_transaction(data, expect_tid=tid)
+        except (OSError, Corrupt):
+            break  # a broken chain: the window ends here (below it, nothing is trusted)
+        window[name] = hashlib.md5(data).hexdigest() + "+" + "".join(hex_tid(o) for o in txn.oids)
+        if txn.prev >= tid:
+            break
+        tid = txn.prev
+    options = {"chain": hex_tid(st.packed_tid()), "chain-complete": "yes" if complete else "no"}
+    return window, options
 
 
 def clone_delta(master, dest, opts=None, log=None, progress=None):
@@ -142,16 +209,16 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
     partial = None
     try:
         before = _recovered_tid(dest)
-        identity, sources = _sources(dest, parent, base, log)
-        chosen, entries = _inventory(sources)
+        identity, sources = _sources(dest, parent, base)
         partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
         os.mkdir(partial, 0o755)
-        linker = _Linker(partial, chosen, sources[0].format)
+        linker = _Linker(partial, sources[0].format)
         try:
-            result, drop, received = _receive(master, partial, delta_request(identity, entries), opts, log,
-                                              progress, linker)
+            chosen, trusted = _inventory(sources, linker, log)
+            result, drop, received = _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log,
+                                                   progress, linker)
         finally:
-            linker.join()
+            linker.stop()
         result["kept_files"] = len(chosen.keys() - drop - received)
         after = _complete_copy(partial)
         set_upstream(partial, master)
@@ -173,6 +240,44 @@ def _forget_markers_kept_aside(dest):
         target = keep_aside_target(tree)
         if target is not None and os.path.basename(target) == os.path.basename(tree):
             forget_keep_aside(tree)
+
+
+def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log, progress, linker):
+    """Ask the master for what differs: with PATH's chain window first (the
+    files PATH holds below it go by name and size); again with every digest
+    when the master finds no anchor in that window; again without the files
+    kept on trust that fail their own check (the linker reads them), so that
+    the master sends them.  Returns (counts, names dropped, names received)."""
+    if sources[0].trusted:
+        window, options = _chain_window(sources[0].home, chosen, trusted)
+        entries = _entries(chosen, window, chosen.keys() - trusted)
+    else:
+        options, entries = None, _entries(chosen, {}, chosen.keys())
+    drop, received, result = set(), set(), None
+    while True:
+        answer, round_drop, round_received = _receive(master, partial, delta_request(identity, entries, options),
+                                                      opts, log, progress, linker)
+        drop |= round_drop
+        received |= round_received
+        if answer.get("retry"):
+            log("the master found no transaction it holds in the chain window; asking again with every digest")
+            options, entries = None, _entries(chosen, {}, chosen.keys())
+            continue
+        result = _add_counts(result, answer)
+        bad = linker.suspect - drop - received
+        if not bad:
+            return result, drop, received
+        log("%d file(s) kept on trust fail their own check: asking for them" % len(bad))
+        linker.suspect -= bad
+        entries = [e for e in entries if e[0] not in bad]
+
+
+def _add_counts(total, answer):
+    if total is None:
+        return answer
+    for key in ("files", "bytes", "transactions", "request_bytes", "answer_bytes"):
+        total[key] = total.get(key, 0) + answer.get(key, 0)
+    return total
 
 
 def _prepare_destination(dest):
@@ -218,11 +323,18 @@ def _receive(master, partial, req, opts, log, progress, linker):
         with Session(chan, req) as session:
             info = session.start()
             linker.wait()
+            log("linked %d files (%.1fs from the start of the scan), checked those kept on trust (%.1fs): %d fail"
+                % (len(linker.linked), linker.link_seconds, linker.check_seconds, len(linker.suspect)))
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
             members = ustar.iter_members(read, sink=lambda data: wire.append(len(data)))
             first = next(members, None)
             if first is None or first.name != DROP_MEMBER:
                 raise Corrupt("the master's delta answer does not start with its drop list")
+            if info.get("retry"):
+                for _member in members:
+                    pass
+                session.finish_ok()
+                return info, set(), set()
             drop = decode_drop(first.data)
             linker.unlink(drop)
             checker, counts = _write_members(_replacing(members, partial), partial, progress)
@@ -237,6 +349,7 @@ def _receive(master, partial, req, opts, log, progress, linker):
     received = {logical_name(fmt, m[2:]) for m in checker.seen if m.startswith("A/")}
     log("received %(files)d files, %(bytes)d bytes" % counts)
     counts.update(master_tid=info.get("master_tid"), snapshot_seconds=info.get("snapshot_seconds"),
+                  anchor_tid=info.get("anchor"),
                   request_bytes=len(req.body), answer_bytes=sum(wire))
     return counts, drop, received
 
@@ -255,39 +368,127 @@ def _replacing(members, partial):
 
 class _Linker(threading.Thread):
     """Hard-links every file the standby holds into the new tree (never a
-    copy: the files are write-once), in a thread, while the master compares
-    the inventory; the few it then sends or drops are unlinked again."""
+    copy: the files are write-once), in a thread, from the moment the scan
+    of PATH finds it until the master has compared the inventory; the few it
+    then sends or drops are unlinked again.  The files kept on trust
+    (transaction files below the chain window, o….c files: sent by name and
+    size only) are read and checked after the links; those that fail are
+    `suspect` (the master is asked for them)."""
 
-    def __init__(self, partial, chosen, fmt):
+    BATCH = 4096
+
+    def __init__(self, partial, fmt):
         super().__init__(name="ds-replica-link", daemon=True)
         self.root = os.path.join(partial, "A")
-        self.chosen = chosen
         self.fmt = fmt
+        self.queue = queue.SimpleQueue()
+        self.batch = []
+        self.chosen = {}
+        self.trusted = set()
+        self.suspect = set()
+        self.linked = set()
+        self.closed = self.cancelled = False
+        self.checker = None
+        self.link_seconds = self.check_seconds = 0.0  # linking (from the first file handed over), checking
         self.error = None
         self.start()
+
+    def add(self, path, rel):
+        """Link `path` as A/`rel` of the new tree (soon)."""
+        self.batch.append((path, rel))
+        if len(self.batch) >= self.BATCH:
+            self.queue.put(self.batch)
+            self.batch = []
+
+    def fed(self, chosen, trusted):
+        """Every file is handed over: link the rest, and check those kept on
+        trust meanwhile."""
+        self.chosen, self.trusted = chosen, trusted
+        self.close()
+        self.checker = threading.Thread(target=self._check_all, name="ds-replica-check", daemon=True)
+        self.checker.start()
+
+    def close(self, cancel=False):
+        """No more files; with `cancel`, leave the rest (the re-seed failed)."""
+        if cancel:
+            self.cancelled = True
+        if not self.closed:
+            self.closed = True
+            self.queue.put(self.batch)
+            self.queue.put(None)
+            self.batch = []
+
+    def stop(self):
+        """However the re-seed ends: no thread left behind."""
+        self.close(cancel=True)
+        self.join()
+        if self.checker is not None:
+            self.checker.join()
 
     def target(self, name):
         return os.path.join(self.root, *logical_path(self.fmt, name).split("/"))
 
     def run(self):
-        made = set()
         try:
-            for name, (path, _size) in self.chosen.items():
-                target = self.target(name)
-                folder = os.path.dirname(target)
-                if folder not in made:
-                    os.makedirs(folder, exist_ok=True)
-                    made.add(folder)
-                os.link(path, target)
+            t0 = time.monotonic()
+            self._link_all()
+            self.linked = set(self.chosen)
+            self.link_seconds = time.monotonic() - t0
         except BaseException as e:  # raised again by wait(), in the caller's thread
             self.error = e
+
+    def _check_all(self):
+        """In a thread of its own, beside the links (both wait on the disk
+        more than on the interpreter)."""
+        try:
+            t0 = time.monotonic()
+            suspect = set()
+            for name in self.trusted:
+                if self.cancelled:
+                    return
+                if needs_digest(name) and not self.sound(name):
+                    suspect.add(name)
+            self.suspect = suspect
+            self.check_seconds = time.monotonic() - t0
+        except BaseException as e:  # raised again by wait(), in the caller's thread
+            self.error = e
+
+    def _link_all(self):
+        made = set()
+        link, makedirs, dirname, root = os.link, os.makedirs, os.path.dirname, self.root + "/"
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            if self.cancelled:
+                continue
+            for path, rel in batch:
+                dest = root + rel
+                folder = dirname(dest)
+                if folder not in made:
+                    makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                link(path, dest)
+
+    def sound(self, name):
+        """Whether a file kept on trust passes its own check: a transaction
+        file its length and MD5, an o….c file naming a revision PATH holds."""
+        try:
+            data = read_file(self.chosen[name][0])
+            if name.startswith("t"):
+                parse_transaction(data, expect_tid=classify(name)[1])
+                return True
+            return revision_name(classify(name)[1], parse_current(data)) in self.chosen
+        except (OSError, Corrupt):
+            return False
 
     def unlink(self, names):
         """Take back the links of `names` (the master does not hold them),
         and the folders that leaves empty."""
-        for name in names & self.chosen.keys():
+        for name in names & self.linked:
             target = self.target(name)
             os.unlink(target)
+            self.linked.discard(name)
             folder = os.path.dirname(target)
             while folder != self.root and not os.listdir(folder):
                 os.rmdir(folder)
@@ -295,6 +496,8 @@ class _Linker(threading.Thread):
 
     def wait(self):
         self.join()
+        if self.checker is not None:
+            self.checker.join()
         if self.error is not None:
             raise self.error
 
