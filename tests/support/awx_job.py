@@ -18,11 +18,14 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -70,9 +73,17 @@ class PrivateDataDir(object):
         self.collections = self.path / "requirements_collections"
         self.collections.mkdir()
         env = {"ANSIBLE_COLLECTIONS_PATH": str(self.collections), "ANSIBLE_NOCOLOR": "1",
-               "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.path / "cp")}
+               "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_SSH_CONTROL_PATH_DIR": self._control_path_dir()}
         env.update(envvars or {})
         self._write("env/envvars", json.dumps(env))
+
+    @staticmethod
+    def _control_path_dir():
+        """ssh's multiplexing sockets, in a short folder of /tmp: a socket path over 107 bytes is refused
+        (unix_listener: too long), and pytest's folders (popen-gw0/test_..._a0/job-1/...) come near that."""
+        path = tempfile.mkdtemp(prefix="ds-awx-cp-")
+        atexit.register(shutil.rmtree, path, True)
+        return path
 
     def _write(self, name, text, mode=0o644):
         path = self.path / name
