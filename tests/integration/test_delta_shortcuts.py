@@ -10,21 +10,10 @@ from __future__ import annotations
 import shutil
 
 from dirstorage_replica import reseed, storage
-from dirstorage_replica.clone import clone
 from dirstorage_replica.reseed import clone_delta
-from tests.support.checks import assert_reads_as, replica_state
+from tests.integration.test_failover_engine import as_cloned, outside_misc
+from tests.support.checks import assert_reads_as
 from tests.support.simulated_storage import SimulatedStorage
-
-
-def outside_misc(path):
-    return {k: (v[0], v[2]) for k, v in replica_state(path).items()
-            if k != "misc" and not k.startswith("misc/") and k != "config/upstream"}
-
-
-def as_cloned(master, tmp_path):
-    dest = tmp_path / ("whole-%d" % len(list(tmp_path.glob("whole-*"))))
-    clone(str(master), str(dest))
-    return outside_misc(dest)
 
 
 def commit(home, objects, description):
