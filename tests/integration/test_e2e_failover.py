@@ -14,13 +14,17 @@ storage process serving snapshot mode over XML-RPC.
 - until the inventory is changed every playbook stops, naming the change;
 - writes go on at standby1 (the storage process runs there now, with the
   master role's snapshot.conf) and reach standby2;
-- the old master comes back; rejoin.yml keeps its 2 transactions aside, lists
-  them, and re-seeds it from standby1; all three read the same as standby1,
-  object by object.
-- then a planned switchover back to the old master: promote.yml stops
-  standby1's writes with the storage's stop_command, pulls once more,
-  promotes the old master, and standby2 follows it (standby1, the master it
-  replaced, would rejoin with rejoin.yml, as above).
+- the old master comes back; rejoin.yml --check changes nothing; rejoin.yml
+  keeps its 2 transactions aside, lists them, and re-seeds it from standby1;
+  all three read the same as standby1, object by object.
+- then a planned switchover back to the old master, after standby2 was
+  written while it was a standby (so it holds the newest tid, but diverged):
+  promote.yml with promote_force stops standby1's writes with the storage's
+  stop_command, pulls once more, promotes the old master, whose
+  promote_command fails (one line, at the end of the run); standby2 is
+  reported diverged and, with -e reseed=true, re-seeded from it, its
+  transaction kept aside (standby1, the master it replaced, would rejoin
+  with rejoin.yml, as above).
 
 Root only (real accounts, /etc/cron.d).
 """
