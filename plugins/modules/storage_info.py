@@ -82,7 +82,9 @@ storage:
       type: str
       sample: "2025-11-26T09:54:01.123456Z"
     flushed_tid:
-      description: Newest transaction already flushed into C(A/) (C(A/x.serial)); below O(last_tid) while the journal holds commits.
+      description:
+        - Newest transaction already flushed into C(A/) (C(A/x.serial)).
+        - Below RV(last_tid) while the journal holds commits.
       type: str
       sample: 040D44D7890F0444
     packed_tid:
