@@ -1,5 +1,5 @@
 """`ds-replica follow` in-process (engine API), where the command line
-cannot reach: the apply hook a hot standby plugs in (its read-only service
+cannot reach: a hot standby's stop and start (its read-only service
 stopped around each apply) and `min_apply_interval`; and a master too old to
 follow."""
 
@@ -36,19 +36,23 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     tm.start_writer(40)
     applies = []
 
-    def hook():
-        class Around(object):
-            def __enter__(self):
-                applies.append(time.monotonic())  # the read-only service would be stopped here
+    class Hot(object):
+        """A hot standby's commands, as the follower's Hold runs them (hot.HotStandby)."""
+        downtime = 0.0
+        stopped = False
 
-            def __exit__(self, *exc):
+        def stop_and_lock(self, lock, _home):
+            applies.append(time.monotonic())  # the read-only service would be stopped here
+            self.stopped = lock.acquire()
+
+        def start(self):
+            if self.stopped:  # ... and started again here
+                self.stopped = False
                 if len(applies) >= 4:
-                    raise Enough()  # ... and started again here
-
-        return Around()
+                    raise Enough()
 
     follower = Follower(str(home), str(replica), settings=FollowSettings(interval=0.05, min_apply_interval=1.0),
-                        apply_hook=hook)
+                        hot=Hot())
     ended = []
 
     def run():
