@@ -36,7 +36,7 @@ import os
 import threading
 import time
 
-from .metrics import after_failure, after_success, read_metrics, write_metrics
+from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
 from .options import PullOptions
 from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options
 from .replica import (
@@ -212,6 +212,9 @@ class Recorder(object):
     def failure(self, started):
         self._write(lambda previous: after_failure(previous, started))
 
+    def up_to_date(self):
+        self._write(lambda previous: up_to_date(previous, time.time()))
+
     def _write(self, values_from):
         """Write the metrics file; a failure is said once (until it works again), never fatal."""
         if not self.metrics:
@@ -335,7 +338,7 @@ class Follower(object):
         try:
             self._retrying(backoff)
         except Stopped:
-            self.recorder.state("stopped", tid=self._known_hex())
+            self.recorder.state("stopped", tid=self._known_hex(), **self._hot_fields())
             raise
 
     def _retrying(self, backoff):
@@ -429,7 +432,7 @@ class Follower(object):
     def _heartbeat(self, frame):
         master_tid = bytes.fromhex(frame.get("master_tid") or "0" * 16)
         if master_tid == self.known:  # up to date as of now: a success for "stale" alerts
-            self.recorder.success(time.time(), {"lag_seconds": 0.0})
+            self.recorder.up_to_date()
         self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
 
     def _hot_fields(self):
@@ -455,6 +458,7 @@ class Follower(object):
             _unlink(path)
             raise
         self.spool.add(path, result, checker.names["x.serial"], started, t0)
+        self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
 
     def _turn_in(self):
         """Seconds until a hot standby's service may be stopped again (<= 0: now)."""
