@@ -373,3 +373,24 @@ def test_sigterm_with_an_increment_spooled_ends_at_a_boundary_with_the_service_r
     rc, _result, err = standby.run()  # the replica is a copy of the master as of `applied`: a pull catches up
     assert rc == 0, err
     assert_reads_as(standby.replica, standby.master)
+
+
+def test_sigterm_while_a_hot_follower_applies_finishes_the_apply_and_starts_the_service(standby, tmp_path):
+    stopping = tmp_path / "stopping"
+    # the stop command takes a second: SIGTERM arrives while the service is being stopped for the apply
+    slow_stop = "touch %s && sleep 1 && %s" % (shlex.quote(str(stopping)), standby.stop)
+    _commit_when_free(standby.master, 3)  # the connection's first increment: applied at once
+    proc = subprocess.Popen([DS_REPLICA, "follow", "-q", "--interval", "0.2", "--stop-command", slow_stop,
+                             "--start-command", standby.start, str(standby.master), str(standby.replica)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(stopping.exists, 30, "the stop command")
+        proc.send_signal(signal.SIGTERM)
+        _unused, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert_reads_as(standby.replica, standby.master)  # the apply was finished
+    assert standby.serving() and standby.started.exists(), "the service must be started again"
+    assert storage.Storage(str(standby.replica)).journal_entries() == [] and not _spool_files(standby.replica)
