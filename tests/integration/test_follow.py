@@ -51,8 +51,9 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
                 if len(applies) >= 4:
                     raise Enough()
 
+    results = []
     follower = Follower(str(home), str(replica), settings=FollowSettings(interval=0.05, min_apply_interval=1.0),
-                        hot=Hot())
+                        hot=Hot(), on_increment=results.append)
     ended = []
 
     def run():
@@ -70,6 +71,9 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     assert ended == ["enough"]
     gaps = [b - a for a, b in zip(applies, applies[1:], strict=False)]
     assert len(applies) == 4 and all(g >= 0.95 for g in gaps), gaps  # 40 tx/s, yet one apply per second
+    # what came meanwhile was received while the service served, and applied in one stop
+    assert max(r["increments"] for r in results) >= 5, [r["increments"] for r in results]
+    assert all(r["apply_lag_seconds"] < 1.0 for r in results), [r["apply_lag_seconds"] for r in results]
     st = storage.Storage(replica)
     assert st.journal_entries() == [] and st.last_tid() > storage.ZERO_TID
     toolkit.stop()
