@@ -72,13 +72,21 @@ storage:
       type: str
       sample: "0.11"
     last_tid:
-      description: Newest transaction id (16 upper-case hex digits).
+      description:
+        - Newest committed transaction id (16 upper-case hex digits).
+        - A running storage keeps its newest commits in C(journal/) until it flushes a batch into C(A/); they count.
       type: str
       sample: 040D44D7890F0444
     last_time:
       description: Time of the newest transaction, UTC, ISO 8601 (null for an empty storage).
       type: str
       sample: "2025-11-26T09:54:01.123456Z"
+    flushed_tid:
+      description:
+        - Newest transaction already flushed into C(A/) (C(A/x.serial)).
+        - Below RV(last_tid) while the journal holds commits.
+      type: str
+      sample: 040D44D7890F0444
     packed_tid:
       description: Transaction id the storage was last packed up to (all zeros if never packed).
       type: str

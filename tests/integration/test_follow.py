@@ -28,7 +28,7 @@ class Enough(BaseException):
 def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     home, replica = tmp_path / "master", tmp_path / "replica"
     create_storage(home, "bushy")
-    tm = SimulatedStorage(home, flush_interval=0.05).open()
+    tm = SimulatedStorage(home).open()
     toolkit = ToolkitServer(tm)
     toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
     tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
