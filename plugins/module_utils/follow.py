@@ -458,7 +458,8 @@ class Follower(object):
             _unlink(path)
             raise
         self.spool.add(path, result, checker.names["x.serial"], started, t0)
-        self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
+        if self.hot is not None:  # what waits for its turn
+            self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
 
     def _turn_in(self):
         """Seconds until a hot standby's service may be stopped again (<= 0: now)."""
@@ -474,7 +475,8 @@ class Follower(object):
             taken = locked_replica(self.master, self.replica_dir, False, self.log, self.hot)
             with taken as (st, _incoming, hold):
                 if not hold.taken:
-                    hold.take()  # a hot standby's service stops here
+                    hold.take()  # a hot standby's service stops here (or stopped already for a recovery)
+                if self.hot is not None:
                     self.last_apply = time.monotonic()
                 if st.last_tid() != self.known:
                     raise Busy("replica %s moved from %s to %s while following: another pull or a storage wrote "
