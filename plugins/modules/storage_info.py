@@ -144,6 +144,8 @@ storage:
           refusal stopped it); C(running) says whether its process is alive; C(tid) is the replica's newest
           transaction as the follower last saw it, C(updated) the Unix time of the record (renewed every heartbeat,
           10 s, while it follows).
+        - A hot standby's follower also records C(downtime_seconds), how long its read-only service was stopped by
+          the last apply, and C(spooled_increments), the increments received and checked but not yet applied.
       type: dict
       sample: {"state": "following", "running": true, "pid": 4242, "tid": "040D44D78EBB2244",
                "lag_seconds": 0.21, "updated": 1764150900.5, "master": "zope@db1:/srv/zeo/main"}
