@@ -93,11 +93,14 @@ def _tid_or_none(read):
         return None
 
 
-def _eight_bytes(st, name, problems):
-    """The 8 bytes of mutable file `name` (None if absent or not 8 bytes)."""
+def _eight_bytes(st, name, problems, required=False):
+    """The 8 bytes of mutable file `name` (None if absent or not 8 bytes;
+    absent is a problem when `required`)."""
     try:
         data = st.read(name)
     except FileNotFoundError:
+        if required:
+            problems.append("%s is missing" % st.relpath(name))
         return None
     if len(data) != 8:
         problems.append("%s is %d bytes, not 8" % (st.relpath(name), len(data)))
@@ -107,11 +110,13 @@ def _eight_bytes(st, name, problems):
 
 def mutable_problems(st, highest_oid=None):
     """What would stop the storage engine opening the mutable files:
-    x.serial, x.oid and x.packed are 8 bytes each, x.serial names a
+    x.serial exists (every storage has one from its creation on: without
+    it the storage reads as empty), x.serial, x.oid and x.packed are 8
+    bytes each, x.serial names a
     transaction that exists, and x.oid is not below `highest_oid` (the
     highest oid the chain wrote, when known)."""
     problems = []
-    serial = _eight_bytes(st, "x.serial", problems)
+    serial = _eight_bytes(st, "x.serial", problems, required=True)
     oid = _eight_bytes(st, "x.oid", problems)
     _eight_bytes(st, "x.packed", problems)
     if serial not in (None, ZERO_TID) and not os.path.exists(st.path(transaction_name(serial))):

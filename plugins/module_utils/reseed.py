@@ -337,7 +337,7 @@ def _receive(master, partial, req, opts, log, progress, linker):
                 return info, set(), set()
             drop = decode_drop(first.data)
             linker.unlink(drop)
-            checker, counts = _write_members(_replacing(members, partial), partial, progress)
+            checker, counts = _write_members(members, partial, progress, linker.take_back)
             session.finish_ok()
     except OSError as e:
         raise DSError("the delta transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -352,18 +352,6 @@ def _receive(master, partial, req, opts, log, progress, linker):
                   anchor_tid=info.get("anchor"),
                   request_bytes=len(req.body), answer_bytes=sum(wire))
     return counts, drop, received
-
-
-def _replacing(members, partial):
-    """Archive members, each after unlinking the kept file it replaces (a
-    link shares the old tree's inode: never write through it)."""
-    for member in members:
-        if member.name.startswith("A/"):
-            try:
-                os.unlink(os.path.join(partial, *member.name.split("/")))
-            except FileNotFoundError:
-                pass
-        yield member
 
 
 class _Linker(threading.Thread):
@@ -481,6 +469,15 @@ class _Linker(threading.Thread):
             return revision_name(classify(name)[1], parse_current(data)) in self.chosen
         except (OSError, Corrupt):
             return False
+
+    def take_back(self, name):
+        """Before the master's file `name` (a checked storage file name) is
+        written: unlink the kept file the standby linked under that name (a
+        link shares the old tree's inode: never write through it).  Only a
+        link this thread placed is ever removed."""
+        if name in self.linked:
+            os.unlink(self.target(name))
+            self.linked.discard(name)
 
     def unlink(self, names):
         """Take back the links of `names` (the master does not hold them),

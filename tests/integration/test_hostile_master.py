@@ -1,0 +1,99 @@
+"""A hostile master answering the standby's clone, pull and clone --delta
+(issue 20): an answer can be refused, never make the standby touch a file
+outside the copy it writes, leave a file group- or world-writable, or keep
+it connecting for ever.  The master is an ssh stand-in with a canned answer
+(tests/support/canned_answer_ssh.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import storage, ustar
+from dirstorage_replica.options import PullOptions
+from dirstorage_replica.protocol import ANSWER_PREFIX, DROP_MEMBER
+from dirstorage_replica.reseed import clone_delta
+from tests.support.checks import replica_state
+
+FAKE = str(Path(__file__).resolve().parent.parent / "support" / "canned_answer_ssh.py")
+MASTER = "fakehost:/srv/master"
+
+
+def canned(tmp_path, answer, name="answer"):
+    """PullOptions whose ssh command answers every request with `answer`."""
+    path = tmp_path / name
+    path.write_bytes(answer)
+    return PullOptions(ssh_command="%s %s %s" % (sys.executable, FAKE, path), timeout=10.0)
+
+
+def archive(members):
+    out = io.BytesIO()
+    w = ustar.Writer(out)
+    for name, mode, data in members:
+        w.add_bytes(name, data, mode=mode)
+    w.close()
+    return out.getvalue()
+
+
+def header(info):
+    return ANSWER_PREFIX + json.dumps(info).encode("ascii") + b"\n"
+
+
+def config_members(home):
+    return [("config/settings", 0o640, (home / "config" / "settings").read_bytes()),
+            ("config/identity", 0o640, (home / "config" / "identity").read_bytes())]
+
+
+def delta_answer(home, members, **info):
+    st = storage.Storage(str(home))
+    info = dict({"master_tid": storage.hex_tid(st.last_tid()), "format": st.format, "compress": "none",
+                 "files": len(members), "bytes": sum(len(m[2]) for m in members)}, **info)
+    return header(info) + archive([(DROP_MEMBER, 0o644, b"")] + members)
+
+
+# ------------------------------------------------ item 3: names before deeds
+
+@pytest.mark.parametrize("target", ["victim/important.txt", "replica/A/x/serial", "aside/A/x/oid"])
+def test_a_delta_answer_naming_files_outside_the_copy_touches_nothing(unpack_fixture, tmp_path, target):
+    """A member `A/../../X` of the master's answer: refused before any file
+    is removed (it once unlinked X: a file outside the replica, the live
+    replica's x.serial, a file of a tree kept aside)."""
+    d = unpack_fixture("bushy")
+    replica = d / "replica"
+    (d / "victim").mkdir()
+    (d / "victim" / "important.txt").write_text("keep me")
+    (d / "aside").mkdir()
+    (d / "aside" / "A").mkdir()
+    (d / "aside" / "A" / "x").mkdir()
+    (d / "aside" / "A" / "x" / "oid").write_bytes(b"\0" * 8)
+    victim = d / target
+    before, outside = replica_state(replica), victim.read_bytes()
+    hostile = "A/../../" + target
+    answer = delta_answer(replica, config_members(replica) + [(hostile, 0o640, b"\0" * 8)])
+    with pytest.raises(storage.Corrupt) as e:
+        clone_delta(MASTER, str(replica), canned(tmp_path, answer))
+    assert "'..'" in str(e.value) and "\n" not in str(e.value)
+    assert victim.read_bytes() == outside
+    assert replica_state(replica) == before
+    assert [p.name for p in d.iterdir() if p.name.startswith(".replica.clone-")] == []
+
+
+def test_a_delta_answer_replaces_only_what_the_standby_linked(unpack_fixture, tmp_path):
+    """The master's own x.serial (a name the standby holds and linked) may
+    replace the link, never the file it shares with the live replica."""
+    d = unpack_fixture("bushy")
+    replica = d / "replica"
+    st = storage.Storage(str(replica))
+    inode = tmp_path / "serial-inode"  # the live x.serial's file, whatever becomes of its name
+    os.link(st.path("x.serial"), inode)
+    before = inode.read_bytes()
+    answer = delta_answer(replica, config_members(replica) + [("A/x/serial", 0o640, b"\xff" * 8)])
+    with pytest.raises(storage.Corrupt) as e:
+        clone_delta(MASTER, str(replica), canned(tmp_path, answer))
+    assert "x.serial names transaction FFFFFFFFFFFFFFFF, which it did not send" in str(e.value)
+    assert inode.read_bytes() == before
