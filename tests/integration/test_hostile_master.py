@@ -9,26 +9,32 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from dirstorage_replica import storage, ustar
+from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.protocol import ANSWER_PREFIX, DROP_MEMBER
+from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import clone_delta
 from tests.support.checks import replica_state
 
+DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
 FAKE = str(Path(__file__).resolve().parent.parent / "support" / "canned_answer_ssh.py")
 MASTER = "fakehost:/srv/master"
 
 
-def canned(tmp_path, answer, name="answer"):
+def canned(tmp_path, answer, **options):
     """PullOptions whose ssh command answers every request with `answer`."""
-    path = tmp_path / name
+    path = tmp_path / "answer"
     path.write_bytes(answer)
-    return PullOptions(ssh_command="%s %s %s" % (sys.executable, FAKE, path), timeout=10.0)
+    return PullOptions(ssh_command="%s %s %s" % (sys.executable, FAKE, path), timeout=10.0, **options)
 
 
 def archive(members):
@@ -42,6 +48,17 @@ def archive(members):
 
 def header(info):
     return ANSWER_PREFIX + json.dumps(info).encode("ascii") + b"\n"
+
+
+def serve(master, request):
+    """The genuine serve's answer to `request` (bytes): (header or None, [(name, mode, data)])."""
+    out = subprocess.run([DS_REPLICA, "serve", str(master)], input=request, capture_output=True, check=True).stdout
+    info = None
+    if out.startswith(ANSWER_PREFIX):
+        line, out = out.split(b"\n", 1)
+        info = json.loads(line[len(ANSWER_PREFIX):])
+    with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+        return info, [(m.name, m.mode, tar.extractfile(m).read()) for m in tar.getmembers()]
 
 
 def config_members(home):
@@ -97,3 +114,43 @@ def test_a_delta_answer_replaces_only_what_the_standby_linked(unpack_fixture, tm
         clone_delta(MASTER, str(replica), canned(tmp_path, answer))
     assert "x.serial names transaction FFFFFFFFFFFFFFFF, which it did not send" in str(e.value)
     assert inode.read_bytes() == before
+
+
+# ------------------------------------------- item 5: the standby's own modes
+
+def _loose(home):
+    """Files and folders of `home` that anyone but the owner may write."""
+    found = []
+    for folder, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.lstat(path).st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                found.append(os.path.relpath(path, home))
+    return sorted(found)
+
+
+def test_a_clone_answer_with_open_modes_leaves_nothing_writable_by_others(unpack_fixture, tmp_path):
+    d = unpack_fixture("bushy")
+    info, members = serve(d / "master", b"replica clone 1\n\n")
+    opened = [(name, 0o777 if name.startswith("A/") else 0o666, data) for name, _mode, data in members]
+    dest = tmp_path / "copy"
+    clone(MASTER, str(dest), canned(tmp_path, header(info) + archive(opened)))
+    modes = {rel: os.stat(dest / rel).st_mode & 0o777
+             for rel in ("config/settings", "config/identity", "A/x/serial", "A/x/oid")}
+    assert modes == dict.fromkeys(modes, 0o644), modes
+    assert _loose(dest) == []
+
+
+def test_a_pull_answer_with_open_modes_leaves_nothing_writable_by_others(unpack_fixture, tmp_path):
+    d = unpack_fixture("bushy")
+    replica = d / "replica"
+    st = storage.Storage(str(replica))
+    tid = st.last_tid()
+    request = "replica request 0\n%s\n%s\n%s\n" % (st.identity, storage.hex_tid(tid), st.transaction_md5(tid))
+    _info, members = serve(d / "master", request.encode())
+    assert members, "the fixture's master is ahead of its replica"
+    answer = archive([(name, 0o666, data) for name, _mode, data in members])  # version 0: no header
+    result = pull(MASTER, str(replica), canned(tmp_path, answer, protocol=0))
+    assert result["transactions"] > 0
+    assert os.stat(st.path("x.serial")).st_mode & 0o777 == 0o644
+    assert _loose(replica) == []
