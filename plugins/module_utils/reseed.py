@@ -260,6 +260,9 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
         drop |= round_drop
         received |= round_received
         if answer.get("retry"):
+            if options is None:  # every digest was sent: a genuine master never asks again
+                raise Corrupt("the master answered 'retry' to a request that carried every digest",
+                              "check ds-replica on the master; nothing was put in place")
             log("the master found no transaction it holds in the chain window; asking again with every digest")
             options, entries = None, _entries(chosen, {}, chosen.keys())
             continue

@@ -154,3 +154,23 @@ def test_a_pull_answer_with_open_modes_leaves_nothing_writable_by_others(unpack_
     assert result["transactions"] > 0
     assert os.stat(st.path("x.serial")).st_mode & 0o777 == 0o644
     assert _loose(replica) == []
+
+
+# --------------------------------------------------- item 6: bounded retries
+
+def test_a_master_answering_retry_for_ever_is_given_up_on(unpack_fixture, tmp_path, monkeypatch):
+    """`retry` means "ask again with every digest": once.  A master that says
+    it again is refused in one line (it once made the standby reconnect
+    without end, 84 times in 8 s)."""
+    d = unpack_fixture("bushy")
+    replica = d / "replica"
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("CANNED_COUNT", str(runs))
+    monkeypatch.setenv("CANNED_LIMIT", "20")  # without a bound, the 21st run fails instead of answering
+    answer = delta_answer(replica, [], retry="digests")
+    before = replica_state(replica)
+    with pytest.raises(storage.DSError) as e:
+        clone_delta(MASTER, str(replica), canned(tmp_path, answer))
+    assert len(runs.read_text().splitlines()) == 2
+    assert "retry" in str(e.value) and "\n" not in str(e.value)
+    assert replica_state(replica) == before
