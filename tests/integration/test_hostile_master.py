@@ -174,3 +174,31 @@ def test_a_master_answering_retry_for_ever_is_given_up_on(unpack_fixture, tmp_pa
     assert len(runs.read_text().splitlines()) == 2
     assert "retry" in str(e.value) and "\n" not in str(e.value)
     assert replica_state(replica) == before
+
+
+# ------------------------------------------- item 7: every frame field checked
+
+@pytest.mark.parametrize("frame,field", [
+    ({"frame": "heartbeat", "master_tid": "zz", "waiting": False}, "master_tid"),
+    ({"frame": "heartbeat", "waiting": False}, "master_tid"),
+    ({"frame": "heartbeat", "master_tid": "00" * 8, "waiting": "no"}, "waiting"),
+    ({"frame": "increment", "master_tid": "00" * 8, "transactions": 1, "files": -3, "bytes": 0}, "files"),
+    ({"frame": "increment", "master_tid": "00" * 8, "compress": "bzip2"}, "compress"),
+])
+def test_a_bad_frame_stops_the_follower_in_one_line(unpack_fixture, tmp_path, monkeypatch, frame, field):
+    """A heartbeat with master_tid "zz" once ended the follower with a
+    ValueError traceback."""
+    d = unpack_fixture("bushy")
+    replica = d / "replica"
+    before = replica_state(replica)
+    answer = tmp_path / "frames"
+    answer.write_bytes(b"replica frame 2 " + json.dumps(frame).encode("ascii") + b"\n")
+    env = dict(os.environ, CANNED_KEEP_INPUT="1")
+    proc = subprocess.run([DS_REPLICA, "follow", "-e", "%s %s %s" % (sys.executable, FAKE, answer), MASTER,
+                           str(replica)], capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert field in proc.stderr and "frame" in proc.stderr
+    after = replica_state(replica)
+    assert after.pop("misc/ds-replica-follow.json")[0] == "file"  # "stopped", with that line
+    assert after == before

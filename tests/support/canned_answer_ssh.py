@@ -6,13 +6,15 @@ archives.  Extra arguments (host, command) are ignored.
 With CANNED_COUNT=FILE in the environment, each run appends a line to FILE
 (how often the standby connected); with CANNED_LIMIT=N as well, the runs past
 the Nth refuse instead of answering (so that a standby that would ask
-forever ends)."""
+forever ends).  With CANNED_KEEP_INPUT=1 the answer is sent without
+waiting for the end of the request (a follower keeps its input open)."""
 
 import os
 import sys
 
 if __name__ == "__main__":
-    sys.stdin.buffer.read()
+    if not os.environ.get("CANNED_KEEP_INPUT"):
+        sys.stdin.buffer.read()
     count = os.environ.get("CANNED_COUNT")
     if count:
         with open(count, "a") as f:
