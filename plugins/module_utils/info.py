@@ -230,17 +230,23 @@ def _compare_chains(mine, theirs, problems):
     return matched
 
 
-def _ask(master, req, opts, log, limit=65536):
-    """Send one request that is answered by its header alone; returns the header."""
+def _ask(master, req, opts, log, needed, limit=65536):
+    """Send one request that is answered by its header alone; returns the
+    header, once it holds the fields `needed` (their form is checked by
+    protocol.parse_answer_header)."""
     with Session(open_channel(master, opts or PullOptions(), log or (lambda m: None)), req) as session:
         answer = session.start(limit)
         session.finish_ok()
+    missing = [name for name in needed if name not in answer]
+    if missing:
+        raise Corrupt("the master's answer header lacks %s" % ", ".join(missing),
+                      "check ds-replica on the master (the same version on both sides)")
     return answer
 
 
 def _master_digests(master, st, last, since, opts, log):
     req = Request("verify", 1, st.identity, last, EMPTY_MD5.hex(), {"since": hex_tid(since)})
-    return _ask(master, req, opts, log, limit=1 << 26)
+    return _ask(master, req, opts, log, ("master_tid", "packed_tid", "chain"), limit=1 << 26)
 
 
 def master_lag(path, master, opts=None, log=None):
@@ -249,7 +255,7 @@ def master_lag(path, master, opts=None, log=None):
     st = Storage(path)
     before = st.last_tid()
     req = Request("request", 1, st.identity, before, st.transaction_md5(before), {"dry-run": "1"})
-    answer = _ask(master, req, opts, log)
+    answer = _ask(master, req, opts, log, ("master_newest_tid", "transactions", "bytes"))
     newest = bytes.fromhex(answer["master_newest_tid"])
     lag = 0.0
     if newest > before and before != ZERO_TID:

@@ -19,6 +19,7 @@ import pytest
 
 from dirstorage_replica import storage, ustar
 from dirstorage_replica.clone import clone
+from dirstorage_replica.info import master_lag, verify
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.protocol import ANSWER_PREFIX, DROP_MEMBER
 from dirstorage_replica.replica import pull
@@ -202,3 +203,22 @@ def test_a_bad_frame_stops_the_follower_in_one_line(unpack_fixture, tmp_path, mo
     after = replica_state(replica)
     assert after.pop("misc/ds-replica-follow.json")[0] == "file"  # "stopped", with that line
     assert after == before
+
+
+@pytest.mark.parametrize("ask,info", [
+    ("verify", {"master_tid": "00" * 8, "packed_tid": "00" * 8}),
+    ("lag", {"master_tid": "00" * 8, "transactions": 0, "bytes": 0}),
+    ("verify", {"master_tid": "00" * 8, "packed_tid": "00" * 8, "chain": [["zz", "00"]]}),
+])
+def test_verify_and_status_refuse_an_answer_without_what_they_read(unpack_fixture, tmp_path, ask, info):
+    """`verify --master` and `status --master` read fields of the answer
+    header that a hostile master can leave out or garble: one line, no
+    KeyError traceback."""
+    d = unpack_fixture("bushy")
+    opts = canned(tmp_path, header(info))
+    with pytest.raises(storage.Corrupt) as e:
+        if ask == "verify":
+            verify(str(d / "replica"), MASTER, opts)
+        else:
+            master_lag(str(d / "replica"), MASTER, opts)
+    assert "the master's answer header" in str(e.value) and "\n" not in str(e.value)
