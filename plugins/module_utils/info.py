@@ -17,7 +17,7 @@ import time
 from . import journal, standing
 from .follow import follower_state
 from .options import PullOptions
-from .protocol import Request, Session
+from .protocol import Request, Session, require_fields
 from .storage import (
     EMPTY_MD5,
     ZERO_TID,
@@ -239,11 +239,7 @@ def _ask(master, req, opts, log, needed, limit=65536):
     with Session(open_channel(master, opts or PullOptions(), log or (lambda m: None)), req) as session:
         answer = session.start(limit)
         session.finish_ok()
-    missing = [name for name in needed if name not in answer]
-    if missing:
-        raise Corrupt("the master's answer header lacks %s" % ", ".join(missing),
-                      "check ds-replica on the master (the same version on both sides)")
-    return answer
+    return require_fields(answer, needed)
 
 
 def _master_digests(master, st, last, since, opts, log):

@@ -236,6 +236,16 @@ def parse_answer_header(line):
     return check_answer_fields(info, "answer header")
 
 
+def require_fields(info, names):
+    """`info` (a checked answer header) once it holds every field of
+    `names` that the caller reads; Corrupt in one line otherwise."""
+    missing = [name for name in names if name not in info]
+    if missing:
+        raise Corrupt("the master's answer header lacks %s" % ", ".join(missing),
+                      "check ds-replica on the master (the same version on both sides)")
+    return info
+
+
 _TID_RE = re.compile(r"^[0-9A-Fa-f]{16}\Z")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
 

@@ -209,16 +209,19 @@ def test_a_bad_frame_stops_the_follower_in_one_line(unpack_fixture, tmp_path, mo
     ("verify", {"master_tid": "00" * 8, "packed_tid": "00" * 8}),
     ("lag", {"master_tid": "00" * 8, "transactions": 0, "bytes": 0}),
     ("verify", {"master_tid": "00" * 8, "packed_tid": "00" * 8, "chain": [["zz", "00"]]}),
+    ("check", {"master_tid": "00" * 8, "dry_run": True, "files": 1, "bytes": 1}),
 ])
-def test_verify_and_status_refuse_an_answer_without_what_they_read(unpack_fixture, tmp_path, ask, info):
-    """`verify --master` and `status --master` read fields of the answer
-    header that a hostile master can leave out or garble: one line, no
-    KeyError traceback."""
+def test_verify_status_and_check_refuse_an_answer_without_what_they_read(unpack_fixture, tmp_path, ask, info):
+    """`verify --master`, `status --master` and `pull --check` read fields
+    of the answer header that a hostile master can leave out or garble: one
+    line, no KeyError traceback."""
     d = unpack_fixture("bushy")
-    opts = canned(tmp_path, header(info))
+    opts = canned(tmp_path, header(info), check=ask == "check")
     with pytest.raises(storage.Corrupt) as e:
         if ask == "verify":
             verify(str(d / "replica"), MASTER, opts)
-        else:
+        elif ask == "lag":
             master_lag(str(d / "replica"), MASTER, opts)
+        else:
+            pull(MASTER, str(d / "replica"), opts)
     assert "the master's answer header" in str(e.value) and "\n" not in str(e.value)
