@@ -65,7 +65,7 @@ FILES_SLACK = 100_000
 _CHUNK = 1 << 16
 _SIZE = r"(0|[1-9][0-9]{0,18})"
 _DIGEST = {  # what may follow a name of each kind (see `digest` and the chain window)
-    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})+"),
+    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})*"),  # a transaction may write no object
     "c": re.compile(r"-|(?:[0-9a-f]{2}){1,32}"),
     "o": re.compile(r"-"),
     "x": re.compile(r"-"),

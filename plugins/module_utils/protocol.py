@@ -96,7 +96,7 @@ OPTIONS = {
     ("verify", 1): ("since",),
     ("delta", 1): ("identity", "inventory-bytes", "chain", "chain-complete"),
 }
-_SECONDS = r"[0-9]{1,9}(?:\.[0-9]{1,9})?(?:e[-+][0-9]{1,2})?"  # no sign, nan or inf
+_SECONDS = r"[0-9]{1,9}(?:\.[0-9]{1,9})?(?:e[-+][0-9]{1,3})?"  # no sign, nan or inf
 OPTION_VALUES = {
     "dry-run": r"1",
     "compress": r"none|gzip",
@@ -283,12 +283,21 @@ def write_answer_header(stream, info):
     stream.write(ANSWER_PREFIX + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
 
 
+def _json_object(data, what):
+    """The JSON object (a dict) `data` holds; Corrupt for anything else
+    (not ASCII, not JSON, nested too deep, a list or a number)."""
+    try:
+        info = json.loads(data.decode("ascii"))
+    except (ValueError, RecursionError):
+        info = None
+    if not isinstance(info, dict):
+        raise Corrupt("the master's %s is not valid" % what)
+    return info
+
+
 def parse_answer_header(line):
     """The JSON of an answer header line (which starts with ANSWER_PREFIX)."""
-    try:
-        return json.loads(line[len(ANSWER_PREFIX):].decode("ascii"))
-    except ValueError:
-        raise Corrupt("the master's answer header is not valid")
+    return _json_object(line[len(ANSWER_PREFIX):], "answer header")
 
 
 def master_failure(status, err, what="the master"):
@@ -422,12 +431,9 @@ def parse_frame(line):
     """The JSON of a frame line; Corrupt unless it is one."""
     if not line.startswith(FRAME_PREFIX) or not line.endswith(b"\n"):
         raise Corrupt("the master's follow answer is not a frame: %r" % line[:60])
-    try:
-        info = json.loads(line[len(FRAME_PREFIX):].decode("ascii"))
-    except ValueError:
-        raise Corrupt("the master's follow frame is not valid")
+    info = _json_object(line[len(FRAME_PREFIX):], "follow frame")
     if info.get("frame") not in (INCREMENT, HEARTBEAT):
-        raise Corrupt("the master sent an unknown follow frame %r" % info.get("frame"))
+        raise Corrupt("the master sent an unknown follow frame %r" % str(info.get("frame"))[:40])
     return info
 
 
@@ -460,6 +466,11 @@ class ChunkWriter(object):
         self.out.flush()
 
 
+class ConnectionEnded(TransportError, EOFError):
+    """The connection ended inside a chunked archive (an EOFError too, for
+    the callers that turn one into their own message)."""
+
+
 class ChunkReader(object):
     """read(n) of one chunked archive from `read`; b"" once its end chunk
     has been read."""
@@ -474,7 +485,7 @@ class ChunkReader(object):
         while n:
             data = self._read(n)
             if not data:
-                raise EOFError("the connection ended inside a follow frame")
+                raise ConnectionEnded("the connection ended inside a follow frame")
             parts.append(data)
             n -= len(data)
         return b"".join(parts)
@@ -489,6 +500,6 @@ class ChunkReader(object):
                 return b""
         data = self._read(min(n if n and n > 0 else CHUNK, self.left))
         if not data:
-            raise EOFError("the connection ended inside a follow frame")
+            raise ConnectionEnded("the connection ended inside a follow frame")
         self.left -= len(data)
         return data
