@@ -123,9 +123,10 @@ _REFERENCE = (("identity", re.compile(r"[0-9a-f]{32}")), ("transaction id", re.c
 
 def _read_line(stream):
     data = stream.readline(1024)
+    if len(data) == 1024 and not data.endswith(b"\n"):
+        raise Refused("malformed request: a line is too long")
     if not data.endswith(b"\n"):
-        raise Refused("malformed request: the request ended early" if len(data) < 1024
-                      else "malformed request: a line is too long")
+        raise Refused("malformed request: the request ended early")
     try:
         return data[:-1].decode("ascii")
     except UnicodeDecodeError:
@@ -283,21 +284,22 @@ def write_answer_header(stream, info):
     stream.write(ANSWER_PREFIX + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
 
 
-def _json_object(data, what):
-    """The JSON object (a dict) `data` holds; Corrupt for anything else
-    (not ASCII, not JSON, nested too deep, a list or a number)."""
+def _json_object(data):
+    """The JSON object (a dict) `data` holds; None for anything else (not
+    ASCII, not JSON, nested too deep, a list or a number)."""
     try:
         info = json.loads(data.decode("ascii"))
     except (ValueError, RecursionError):
-        info = None
-    if not isinstance(info, dict):
-        raise Corrupt("the master's %s is not valid" % what)
-    return info
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def parse_answer_header(line):
     """The JSON of an answer header line (which starts with ANSWER_PREFIX)."""
-    return _json_object(line[len(ANSWER_PREFIX):], "answer header")
+    info = _json_object(line[len(ANSWER_PREFIX):])
+    if info is None:
+        raise Corrupt("the master's answer header is not valid")
+    return info
 
 
 def master_failure(status, err, what="the master"):
@@ -431,7 +433,9 @@ def parse_frame(line):
     """The JSON of a frame line; Corrupt unless it is one."""
     if not line.startswith(FRAME_PREFIX) or not line.endswith(b"\n"):
         raise Corrupt("the master's follow answer is not a frame: %r" % line[:60])
-    info = _json_object(line[len(FRAME_PREFIX):], "follow frame")
+    info = _json_object(line[len(FRAME_PREFIX):])
+    if info is None:
+        raise Corrupt("the master's follow frame is not valid")
     if info.get("frame") not in (INCREMENT, HEARTBEAT):
         raise Corrupt("the master sent an unknown follow frame %r" % str(info.get("frame"))[:40])
     return info
