@@ -23,7 +23,6 @@ was staged for it).
 from __future__ import annotations
 
 import errno
-import fcntl
 import gzip
 import hashlib
 import os
@@ -447,13 +446,9 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
     snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
     out = answer_output(stdout, write_timeout)
-    try:
-        result = _answer(st, req, stdin, out, log, snap, detach_cleanup)
-        out.flush()
-        return result
-    finally:
-        if out is not stdout:
-            out.close()
+    result = _answer(st, req, stdin, out, log, snap, detach_cleanup)
+    out.flush()
+    return result
 
 
 def _answer(st, req, stdin, stdout, log, snap, detach_cleanup):
@@ -567,15 +562,15 @@ class DeadlineWriter(object):
     """The serve's stdout for an answer (a file-like writer over descriptor
     `fd`): a standby that takes no byte for `timeout` seconds is dropped
     (TransportError), so no reader keeps a serve, or what it staged, for
-    longer than that."""
+    longer than that.  Each write waits for room (poll) and then writes at
+    most PIPE_BUF bytes, which a pipe or socket with room takes at once; the
+    descriptor stays blocking (with ssh it may be the same socket as stdin)."""
 
     def __init__(self, fd, timeout, buffer_size=1 << 16):
         self.fd = fd
         self.timeout = timeout
         self.size = buffer_size
         self.buf = bytearray()
-        self.flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, self.flags | os.O_NONBLOCK)
         self.poll = select.poll()
         self.poll.register(fd, select.POLLOUT)
 
@@ -596,16 +591,10 @@ class DeadlineWriter(object):
                 if not self.poll.poll(self.timeout * 1000):
                     raise TransportError("the standby read nothing of the answer for %gs; dropped it" % self.timeout,
                                          "check the standby and the network")
-                try:
-                    done += os.write(self.fd, view[done:done + (1 << 20)])
-                except BlockingIOError:
-                    continue
+                done += os.write(self.fd, view[done:done + select.PIPE_BUF])
         finally:
             view.release()
             del self.buf[:done]
-
-    def close(self):
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, self.flags)
 
 
 def answer_output(stdout, timeout):
