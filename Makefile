@@ -6,6 +6,8 @@
 #                (`make sanity`, `make lint`)
 #   make pytest  only the test suite (no checks), for quick iterations
 #   make bench   benchmarks          make soak   long-running tests (SOAK=1)
+#   make real-engine-check   the model and replication against the REAL DirectoryStorage engine
+#                (needs DS_REAL_ENGINE and DS_REAL_PYTHON: ../shared/real-engine/README.md; not in CI)
 #   make clean   remove generated files
 
 SHELL := /bin/bash
@@ -24,7 +26,7 @@ DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
-.PHONY: all venv collections deps promtool test pytest check sanity lint demo soak bench clean
+.PHONY: all venv collections deps promtool test pytest check sanity lint demo soak bench real-engine-check clean
 
 all: test
 
@@ -94,6 +96,15 @@ soak: deps venv collections
 
 bench: venv collections
 	$(VPY) bench/run.py
+
+# The journal and snapshot scenarios of tests/real_engine/conformance.py played by the real engine
+# (and the model), then follow, pull, clone and re-seed against the real engine's live_master.py.
+real-engine-check: deps venv collections
+	@if [ -z "$$DS_REAL_ENGINE" ] || [ -z "$$DS_REAL_PYTHON" ]; then \
+		echo "real-engine-check: DS_REAL_ENGINE and DS_REAL_PYTHON are not set; set up the real engine as"; \
+		echo "../shared/real-engine/README.md says (fetch, setup.sh) and run the export line it prints"; exit 2; fi
+	REAL_ENGINE=1 $(VPY) -m pytest -p no:xdist -ra tests/real_engine
+	$(VPY) -m tests.real_engine.live_checks
 
 # --------------------------------------------------------------------------- checks
 # `make check` runs every check even when one fails, then fails if any did.

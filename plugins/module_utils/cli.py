@@ -28,14 +28,14 @@ import traceback
 
 from .clone import clone
 from .follow import FollowSettings, Stopped, StopSwitch, follow
-from .hot import STOP_TIMEOUT, hot_standby, stopped
+from .hot import STOP_TIMEOUT, hot_standby
 from .info import master_lag, storage_info, verify
 from .options import CONNECTION_OPTIONS, PullOptions
 from .promote import promote
 from .replica import pull
 from .reseed import clone_delta, kept_aside_line
 from .serve import WRITE_TIMEOUT, serve
-from .storage import DSError, Storage
+from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -266,15 +266,6 @@ def _follow_parser():
     return p
 
 
-def _follow_apply_hook(args, log):
-    """A hot standby's stop and start around each apply of the follower (None: cold)."""
-    hot = hot_standby(args.stop_command, args.start_command, args.stop_timeout, log)
-    if hot is None:
-        return None
-    lock = Storage(args.replica).lock()
-    return lambda: stopped(hot, lock, args.replica)
-
-
 def cmd_follow(argv):
     args = _follow_parser().parse_args(argv)
     stop = StopSwitch()
@@ -287,7 +278,7 @@ def cmd_follow(argv):
     try:
         follow(args.master, args.replica, _options(args), settings, log=log,
                warn=lambda m: _stderr("ds-replica: " + m), stop=stop, on_increment=on_increment,
-               apply_hook=_follow_apply_hook(args, log))
+               hot=hot_standby(args.stop_command, args.start_command, args.stop_timeout, log))
     except Stopped:
         if not args.quiet:
             _stderr("ds-replica: follow stopped; the replica is at a transaction boundary")
@@ -377,10 +368,7 @@ def _status_lines(info, state):
     ]
     follower = info.get("follower")
     if follower:
-        lines.append("follower: %s%s, replica at %s, recorded %.0fs ago%s"
-                     % (follower.get("state"), " (pid %s)" % follower.get("pid") if follower.get("running") else
-                        " (not running)", follower.get("tid"), time.time() - (follower.get("updated") or 0),
-                        "; " + follower["error"] if follower.get("error") else ""))
+        lines.append(_follower_line(follower))
     if info.get("promoted"):
         lines.append("promoted to master at %s (newest transaction then %s): pulls into it refuse"
                      % (info["promoted"]["promoted_at"], info["promoted"]["tid"]))
@@ -392,6 +380,20 @@ def _status_lines(info, state):
                      % (lag["master_tid"], lag["master_time"], lag["lag_seconds"], lag["waiting_transactions"],
                         lag["waiting_bytes"]))
     return lines
+
+
+def _follower_line(follower):
+    """The follower's state (misc/ds-replica-follow.json) in one line; a hot
+    standby's: its service's downtime at the last apply, and what waits."""
+    hot = ""
+    if follower.get("downtime_seconds") is not None:
+        hot = "; service down %.3fs at the last apply" % follower["downtime_seconds"]
+    if follower.get("spooled_increments"):
+        hot += ", %d increment(s) received and waiting" % follower["spooled_increments"]
+    return "follower: %s%s, replica at %s, recorded %.0fs ago%s%s" % (
+        follower.get("state"), " (pid %s)" % follower.get("pid") if follower.get("running") else " (not running)",
+        follower.get("tid"), time.time() - (follower.get("updated") or 0), hot,
+        "; " + follower["error"] if follower.get("error") else "")
 
 
 def cmd_status(argv):

@@ -6,11 +6,14 @@
 Both sides list their A/ the same way (`inventory`): logical name, size
 and, where a name and a size do not settle it, a digest: the MD5 of a
 transaction file (small; a pack rewrites the "previous tid" field of older
-ones), the content of an o….c file (8 bytes, replaced by rename).  x.* files
-are always sent.  An object revision file is write-once and named by its oid
-and tid: it is kept when its size matches and its transaction is kept (same
+ones), the content of an o….c file (8 bytes, replaced by rename), the
+56-byte header of an object revision file (it holds the MD5 of the rest).
+x.* files are always sent.  An object revision file is write-once and named
+by its oid and tid: it is kept when its size and header match, or, sent
+without a header, when its size matches and its transaction is kept (same
 name, same MD5), so a storage that diverged at the same tid never keeps a
-revision of the other history.
+revision of the other history.  The header is what lets an interrupted
+clone resume: it wrote revisions before their transaction files.
 
 With the `chain` option (version 1 clients since the chain window), the
 standby reads only the newest WINDOW transactions of its chain: each goes
@@ -47,6 +50,7 @@ from .storage import (
     classify,
     hex_tid,
     logical_name,
+    open_storage_file,
     parse_transaction,
     read_file,
     read_storage_file,
@@ -64,12 +68,6 @@ FILES_FACTOR = 4
 FILES_SLACK = 100_000
 _CHUNK = 1 << 16
 _SIZE = r"(0|[1-9][0-9]{0,18})"
-_DIGEST = {  # what may follow a name of each kind (see `digest` and the chain window)
-    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})*"),  # a transaction may write no object
-    "c": re.compile(r"-|(?:[0-9a-f]{2}){1,32}"),
-    "o": re.compile(r"-"),
-    "x": re.compile(r"-"),
-}
 
 
 def walk(root, fmt):
@@ -91,18 +89,46 @@ def walk(root, fmt):
                     yield rel, name, entry.stat(follow_symlinks=False).st_size
 
 
+REVISION_HEAD = 56  # an object revision file's header, its MD5 of the rest included (bytes 40-56)
+_DIGEST = {  # what may follow a name of each kind (see `digest` and the chain window)
+    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})*"),  # a transaction may write no object
+    "c": re.compile(r"-|(?:[0-9a-f]{2}){1,32}"),
+    "o": re.compile(r"-|[0-9a-f]{%d}" % (2 * REVISION_HEAD)),
+    "x": re.compile(r"-"),
+}
+
+
 def needs_digest(name):
+    """Files whose name and size alone are trusted only with a chain window
+    (and then checked locally by the standby)."""
     return name.startswith("t") or name.endswith(".c")
+
+
+def is_revision(name):
+    return name.startswith("o") and not name.endswith(".c")
 
 
 def digest(path, name):
     """What decides, beyond name and size, whether two copies of `name`
-    are the same (None where name and size do)."""
+    are the same (None where name and size do).  An object revision: its
+    56-byte header, which holds the MD5 of the rest of the file; None when
+    that MD5 was not computed (16 zero bytes), and the revision's
+    transaction decides."""
     if name.startswith("t"):
         return hashlib.md5(read_storage_file(path)).hexdigest()
     if name.endswith(".c"):
         return read_storage_file(path).hex()
+    if name.startswith("o"):
+        return _revision_head(path)
     return None
+
+
+def _revision_head(path):
+    with os.fdopen(open_storage_file(path), "rb") as f:
+        head = f.read(REVISION_HEAD)
+    if len(head) < REVISION_HEAD or head[40:56] == bytes(16):
+        return None
+    return head.hex()
 
 
 def _same_transactions(root, mine, theirs):
@@ -122,6 +148,8 @@ def _kept(root, rel, name, size, other, same, chain=None):
     if name.endswith(".c"):
         if other[1] is None:
             return chain is not None and chain.trusts_current(name)
+        return other[1] == digest(os.path.join(root, rel), name)
+    if other[1] is not None:  # a revision with its header: the same header, the same MD5 of the rest
         return other[1] == digest(os.path.join(root, rel), name)
     return transaction_name(classify(name)[2]) in same
 

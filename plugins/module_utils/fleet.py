@@ -31,7 +31,7 @@ def storage_state(path):
         return {"exists": False}
     try:
         st = Storage(path)
-        last = hex_tid(st.last_tid())
+        last = hex_tid(st.newest_tid())  # a live master's newest commits wait in its journal
     except DSError as e:
         return {"exists": True, "error": str(e)}
     up = upstream(st.home)

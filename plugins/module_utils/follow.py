@@ -10,28 +10,37 @@ each increment checked and applied by the pull's own steps (replica.py).
   line and retried after a pause that doubles up to `max_backoff`; any other
   DSError (identity, divergence, a pack past the replica, a promoted
   replica...) ends `run()` with that error.
+- Each increment is received and checked into a `Spool` (files beside the
+  pull's own spool in the replica's misc/) without taking the replica, then
+  applied with the pull's `Hold`: a cold replica is locked, a hot standby's
+  read-only service (`hot`, a hot.HotStandby) is stopped only for the apply
+  and started again.  A hot standby's increments are applied at most once
+  per `min_apply_interval` seconds, all those spooled meanwhile in one stop;
+  while the spool is full (SPOOL_LIMITS) no more is asked for.  What is
+  spooled but not applied when a connection ends is dropped (the next
+  connection asks for it again from the replica's newest transaction).
 - `StopSwitch`: SIGTERM/SIGINT (through the command line's handler) stop
-  the follower at once, except while an increment is being applied, which
-  is finished first; the replica is always left at a transaction boundary.
-- `Recorder`: the metrics file (metrics.py) after each increment and each
+  the follower at once, except while increments are being applied, which is
+  finished first (a stopped service started again); the replica is always
+  left at a transaction boundary.
+- `Recorder`: the metrics file (metrics.py) after each apply and each
   heartbeat, and misc/ds-replica-follow.json (what `storage_info` shows).
-- `apply_hook`: a context manager factory run around each increment (a hot
-  standby stops its read-only service in it); with one, increments are
-  applied at most once per `min_apply_interval` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import threading
 import time
 
-from .metrics import after_failure, after_success, read_metrics, write_metrics
+from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
 from .options import PullOptions
 from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options
 from .replica import (
+    INCOMING,
     LocalDiskError,
     WireCounter,
     answer_reader,
@@ -57,6 +66,9 @@ from .storage import (
 from .transport import open_channel
 
 STATE_FILE = "ds-replica-follow.json"  # in the replica's misc/
+SPOOL_PREFIX = INCOMING + ".follow."  # misc/.replica.incoming.follow.<n>: increments received, not yet applied
+SPOOL_LIMITS = (64, 256 << 20)  # (increments, bytes) spooled before the follower stops asking for more
+SUMMED = ("transactions", "files", "bytes", "wire_bytes", "snapshot_seconds")  # over the increments of one apply
 OLD_MASTER = "unsupported request version request %d" % FOLLOW_VERSION
 
 
@@ -200,6 +212,9 @@ class Recorder(object):
     def failure(self, started):
         self._write(lambda previous: after_failure(previous, started))
 
+    def up_to_date(self):
+        self._write(lambda previous: up_to_date(previous, time.time()))
+
     def _write(self, values_from):
         """Write the metrics file; a failure is said once (until it works again), never fatal."""
         if not self.metrics:
@@ -238,11 +253,70 @@ def metrics_label(path, replica_dir):
     return os.path.basename(os.path.normpath(replica_dir))
 
 
+class Spool(object):
+    """Increments received and checked but not yet applied, oldest first:
+    each a file misc/SPOOL_PREFIX<pid>.<n> and its result.  `tip` is the
+    transaction the next increment must chain onto."""
+
+    def __init__(self, replica_dir):
+        self.prefix = os.path.join(replica_dir, "misc", SPOOL_PREFIX)
+        self.items = []
+        self.tip = None
+        self._serial = 0
+
+    def reset(self, tip):
+        """Empty (its files removed), chained onto `tip`."""
+        for item in self.items:
+            _unlink(item[0])
+        self.items = []
+        self.tip = tip
+
+    def remove_leftovers(self):
+        """Remove the spool files of followers that no longer run (killed)."""
+        for path in glob.glob(glob.escape(self.prefix) + "*"):
+            pid = path[len(self.prefix):].split(".", 1)[0]
+            if not (pid.isdigit() and pid_alive(int(pid))):
+                _unlink(path)
+
+    def next_path(self):
+        self._serial += 1
+        return "%s%d.%d" % (self.prefix, os.getpid(), self._serial)
+
+    def add(self, path, result, tip, started, t0):
+        """Keep a received increment that reaches `tip` (one without transactions is dropped)."""
+        if not result["transactions"]:
+            _unlink(path)
+            return
+        self.items.append((path, result, started, t0))
+        self.tip = tip
+
+    def full(self):
+        count, size = SPOOL_LIMITS
+        return len(self.items) >= count or sum(item[1]["bytes"] for item in self.items) >= size
+
+    def merged(self):
+        """(result of all the spooled increments as one, time.time() and
+        monotonic time the first began)."""
+        result = dict(self.items[-1][1])
+        for key in SUMMED:
+            result[key] = sum(item[1].get(key) or 0 for item in self.items)
+        result["increments"] = len(self.items)
+        return result, self.items[0][2], self.items[0][3]
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class Follower(object):
-    """Keeps `replica_dir` following `master` until stopped or refused."""
+    """Keeps `replica_dir` following `master` until stopped or refused.
+    `hot`: a hot.HotStandby whose read-only service is stopped only to apply."""
 
     def __init__(self, master, replica_dir, opts=None, settings=None, log=None, warn=None, stop=None,
-                 apply_hook=None, on_increment=None):
+                 hot=None, on_increment=None):
         self.master = master
         self.replica_dir = replica_dir
         self.opts = opts or PullOptions()
@@ -250,11 +324,13 @@ class Follower(object):
         self.log = log or (lambda msg: None)
         self.warn = warn or self.log
         self.stop = stop or StopSwitch()
-        self.apply_hook = apply_hook
+        self.hot = hot
         self.on_increment = on_increment or (lambda result: None)
         self.recorder = Recorder(replica_dir, self.settings.metrics, self.settings.metrics_name, self.warn)
-        self.last_apply = None  # monotonic time of the last increment applied
-        self.known = None
+        self.spool = Spool(replica_dir)
+        self.last_apply = None  # monotonic time of the last stop of a hot standby's service
+        self.known = None  # the replica's newest transaction (applied)
+        self.st = None
 
     def run(self):
         """Follow until stopped (returns) or refused (raises DSError)."""
@@ -262,7 +338,7 @@ class Follower(object):
         try:
             self._retrying(backoff)
         except Stopped:
-            self.recorder.state("stopped", tid=self._known_hex())
+            self.recorder.state("stopped", tid=self._known_hex(), **self._hot_fields())
             raise
 
     def _retrying(self, backoff):
@@ -285,28 +361,26 @@ class Follower(object):
 
     def _connection(self, backoff):
         """One connection: the reference, then frames until it fails."""
-        self._pause_before_apply()
-        # recovery may apply a pending increment: a hot standby's service is stopped for it too
-        with self._hooked(), locked_replica(self.master, self.replica_dir, False, self.log) as (st, _incoming, _hold):
-            self.known = st.last_tid()
+        # as a hot pull: the reference is read while the service serves (only a recovery stops it)
+        with locked_replica(self.master, self.replica_dir, False, self.log, self.hot) as (st, _incoming, hold):
+            self.st, self.known = st, st.last_tid()
+            self.spool.remove_leftovers()
             req = reference_request(st, self.known, FOLLOW_VERSION, self._request_options())
-        if self.apply_hook:
-            self.last_apply = time.monotonic()  # that was one stop of the service: the next waits its turn
+            if hold.taken and self.hot is not None:
+                self.last_apply = time.monotonic()  # that was one stop of the service: the next waits its turn
+        self.spool.reset(self.known)
         chan = _Watched(open_channel(self.master, self.opts, self.log))
         dog = chan.dog = Watchdog(chan.chan, self._silence_limit())
         try:
             with Session(chan, req) as session:
                 session.start()
-                self.recorder.state("following", tid=self._known_hex(), master=self.master)
+                self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
                 self._frames(session, chan, dog, backoff)
         except (OSError, EOFError, DSError) as e:
             raise self._connection_error(e, dog.fired)
         finally:
             dog.close()
-
-    def _hooked(self):
-        """The apply hook's context (a hot standby's service stopped), if any."""
-        return self.apply_hook() if self.apply_hook else contextlib.nullcontext()
+            self.spool.reset(self.known)  # not applied: asked for again by the next connection
 
     def _connection_error(self, error, silent):
         """The error that ended a connection, as the follower reports it."""
@@ -321,78 +395,113 @@ class Follower(object):
 
     def _request_options(self):
         s, o = self.settings, self.opts
-        return follow_request_options(s.interval, s.heartbeat, o.compress, o.snapshot_timeout, o.snapshot_interval)
+        return follow_request_options(s.interval, self._heartbeat_seconds(), o.compress, o.snapshot_timeout,
+                                      o.snapshot_interval)
+
+    def _heartbeat_seconds(self):
+        """A hot standby's spooled increments are applied at the first frame
+        after their turn: heartbeats at least every quarter of the turn."""
+        if self.hot is None:
+            return self.settings.heartbeat
+        return min(self.settings.heartbeat, max(1.0, self.settings.min_apply_interval / 4.0))
 
     def _silence_limit(self):
         return 3 * self.settings.heartbeat + self.opts.timeout
 
     def _frames(self, session, chan, dog, backoff):
+        asked = True  # the first increment of a connection comes unasked
         while True:
             dog.touch()
             dog.armed = True
             frame = session.next_frame()
-            if frame["frame"] == HEARTBEAT:
-                dog.armed = False
-                self._heartbeat(frame)
-                continue
-            result = self._take(session, chan, frame)
             dog.armed = False
-            backoff.reset()
-            self.on_increment(result)
-            self._pause_before_apply()
-            session.ask_next()
+            if frame["frame"] == HEARTBEAT:
+                self._heartbeat(frame)
+            else:
+                self._receive(session, chan, frame)
+                backoff.reset()
+                asked = False
+            if self.spool.full():
+                self.stop.sleep(self._turn_in())  # no more is asked for until the spool is applied
+            if self.spool.items and self._turn_in() <= 0:
+                self._apply_spooled()
+            if not asked:
+                session.ask_next()
+                asked = True
 
     def _heartbeat(self, frame):
         master_tid = bytes.fromhex(frame.get("master_tid") or "0" * 16)
         if master_tid == self.known:  # up to date as of now: a success for "stale" alerts
-            self.recorder.success(time.time(), {"lag_seconds": 0.0})
-        self.recorder.state("following", tid=self._known_hex(), master=self.master)
+            self.recorder.up_to_date()
+        self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
 
-    def _take(self, session, chan, info):
-        """Receive, check and apply one increment, as a pull does."""
-        chan.dog.armed = False
-        self._pause_before_apply()  # the first increment of a connection comes unasked
-        chan.dog.touch()
-        chan.dog.armed = True
-        t0 = time.monotonic()
-        started = time.time()
-        shield = self.stop.shielded() if self.apply_hook else contextlib.nullcontext()
-        taken = locked_replica(self.master, self.replica_dir, False, self.log)
-        with shield, self._hooked(), taken as (st, incoming, _hold):
-            if st.last_tid() != self.known:
-                raise Busy("replica %s moved from %s to %s while following: another pull or a storage wrote to it"
-                           % (st.home, hex_tid(self.known), hex_tid(st.last_tid())),
-                           "let one process update the replica; the follower starts again from where it is")
-            wire = chan.wire
-            read = answer_reader(ChunkReader(chan.read).read, info, self.opts.bwlimit)
+    def _hot_fields(self):
+        """A hot standby's figures in the state file: the service's downtime at the last apply, and what waits."""
+        if self.hot is None:
+            return {}
+        return {"downtime_seconds": round(self.hot.downtime, 3), "spooled_increments": len(self.spool.items)}
+
+    def _receive(self, session, chan, info):
+        """Receive and check one increment into the spool, as a pull does,
+        without taking the replica (a hot standby's service still serves)."""
+        started, t0 = time.time(), time.monotonic()
+        path = self.spool.next_path()
+        wire = chan.wire
+        read = answer_reader(ChunkReader(chan.read).read, info, self.opts.bwlimit)
+        try:
             try:
-                checker, count = receive_increment(session, read, st, incoming, info)
+                checker, count = receive_increment(session, read, self.st, path, info)
             except (OSError, EOFError) as e:
-                raise transfer_error(e, incoming)
-            result = checked_result(checker, count, self.known, info, chan.wire - wire, self.log)
-            chan.dog.armed = False  # received: applying a large increment may take longer than any silence
-            with self.stop.shielded():
-                apply_increment(st, incoming, result, self.log)
-            result = make_report(result, st, self.known, False, t0)
-        return self._applied(started, result)
+                raise transfer_error(e, path)
+            result = checked_result(checker, count, self.spool.tip, info, chan.wire - wire, self.log)
+        except BaseException:
+            _unlink(path)
+            raise
+        self.spool.add(path, result, checker.names["x.serial"], started, t0)
+        if self.hot is not None:  # what waits for its turn
+            self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
+
+    def _turn_in(self):
+        """Seconds until a hot standby's service may be stopped again (<= 0: now)."""
+        if self.hot is None or self.last_apply is None:
+            return 0.0
+        return self.last_apply + self.settings.min_apply_interval - time.monotonic()
+
+    def _apply_spooled(self):
+        """Apply every spooled increment in one take of the replica (a hot
+        standby's service stopped once); a stop waits for the end of it."""
+        with self.stop.shielded():
+            result, started, t0 = self.spool.merged()
+            taken = locked_replica(self.master, self.replica_dir, False, self.log, self.hot)
+            with taken as (st, _incoming, hold):
+                if not hold.taken:
+                    hold.take()  # a hot standby's service stops here (or stopped already for a recovery)
+                if self.hot is not None:
+                    self.last_apply = time.monotonic()
+                if st.last_tid() != self.known:
+                    raise Busy("replica %s moved from %s to %s while following: another pull or a storage wrote "
+                               "to it" % (st.home, hex_tid(self.known), hex_tid(st.last_tid())),
+                               "let one process update the replica; the follower starts again from where it is")
+                for path, one, _started, _t0 in self.spool.items:
+                    apply_increment(st, path, one, self.log)
+                result = make_report(result, st, self.known, False, t0)
+            result["downtime_seconds"] = round(self.hot.downtime, 3) if self.hot is not None else 0.0
+            self.spool.reset(bytes.fromhex(result["after_tid"]))
+            self.on_increment(self._applied(started, result))
 
     def _applied(self, started, result):
-        self.last_apply = time.monotonic()
         self.known = bytes.fromhex(result["after_tid"])
         now = time.time()
         result["applied_at"] = round(now, 6)
         result["apply_lag_seconds"] = round(now - tid_to_epoch(self.known), 3) if self.known != ZERO_TID else 0.0
         self.recorder.success(started, result)
         self.recorder.state("following", tid=result["after_tid"], master=self.master,
-                            last_increment=result["applied_at"], lag_seconds=result["apply_lag_seconds"])
-        self.log("applied %d transactions up to %s (%.3fs after its commit)"
-                 % (result["transactions"], result["after_tid"], result["apply_lag_seconds"]))
+                            last_increment=result["applied_at"], lag_seconds=result["apply_lag_seconds"],
+                            **self._hot_fields())
+        self.log("applied %d transactions up to %s (%.3fs after its commit)%s"
+                 % (result["transactions"], result["after_tid"], result["apply_lag_seconds"],
+                    "; service down %.3fs" % result["downtime_seconds"] if self.hot is not None else ""))
         return result
-
-    def _pause_before_apply(self):
-        """With a hot standby's apply hook: at most one apply per min_apply_interval."""
-        if self.apply_hook and self.last_apply is not None:
-            self.stop.sleep(self.last_apply + self.settings.min_apply_interval - time.monotonic())
 
 
 def _explained(error):

@@ -2,7 +2,7 @@
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Hot standby: stopping the storage process that serves a replica for the
-apply of a pull, and starting it again.
+apply of a pull or of a follower (replica.py's Hold), and starting it again.
 
 The commands come from the operator's own configuration (`--stop-command`,
 `--start-command`, the `service:` of a standby storage) and run with
@@ -13,7 +13,6 @@ end of the start command.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
 
@@ -108,16 +107,3 @@ def hot_standby(stop_command, start_command, stop_timeout=None, log=None):
         raise DSError("a hot standby needs both a stop command and a start command",
                       "give --stop-command and --start-command together (module: stop_command and start_command)")
     return HotStandby(stop_command, start_command, STOP_TIMEOUT if stop_timeout is None else stop_timeout, log)
-
-
-@contextlib.contextmanager
-def stopped(hot, lock, home):
-    """The storage process stopped for the block (misc/lock, `lock`, seen
-    free, then let go for the block's own locking); started again after it,
-    also after a failure.  The follower's apply hook."""
-    hot.stop_and_lock(lock, home)
-    lock.release()
-    try:
-        yield
-    finally:
-        hot.start()

@@ -46,7 +46,8 @@ def storage_info(path):
     """Facts about a storage folder (never changes anything).  Raises
     Corrupt when its x.serial, x.oid or x.packed could not be opened."""
     st = Storage(path)
-    last, packed = st.last_tid(), st.packed_tid()
+    flushed, packed = st.last_tid(), st.packed_tid()
+    last = st.newest_tid()  # a live storage's newest commits wait in its journal until a batch is flushed
     problems = mutable_problems(st)
     if problems:
         raise Corrupt("%s: %s" % (st.home, problems[0]), "check it with 'ds-replica verify'")
@@ -65,6 +66,7 @@ def storage_info(path):
         "version": st.version,
         "last_tid": hex_tid(last),
         "last_time": _iso(last),
+        "flushed_tid": hex_tid(flushed),
         "packed_tid": hex_tid(packed),
         "packed_time": _iso(packed),
         "snapshot": st.snapshot_code() is not None,

@@ -110,6 +110,16 @@ def after_success(previous, started, finished, result):
     return values
 
 
+def up_to_date(previous, when):
+    """The values when a follower hears from its master, at `when`, that
+    nothing is new: a success without lag; the last apply's figures
+    (transactions, bytes, a hot standby's downtime...) stay."""
+    values = dict(previous)
+    values.update(last_attempt_timestamp_seconds=when, last_success_timestamp_seconds=when, last_result=1,
+                  lag_seconds=0.0)
+    return values
+
+
 def after_failure(previous, started):
     """The values after a failed pull that began at `started`: the last success and its figures stay."""
     values = dict(previous)

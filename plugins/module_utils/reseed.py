@@ -44,7 +44,7 @@ from .clone import (
     keep_aside_target,
     release,
 )
-from .delta import WINDOW, digest, needs_digest, walk
+from .delta import WINDOW, digest, is_revision, needs_digest, walk
 from .options import PullOptions
 from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
 from .standing import set_upstream
@@ -156,15 +156,17 @@ def _inventory(sources, linker, log):
     return chosen, trusted
 
 
-def _entries(chosen, window, digested):
+def _entries(chosen, window, digested, trusted=frozenset()):
     """The request's entries (name, size, digest): the chain window's given
     digests, a computed one for the names in `digested` that need one
-    (delta.needs_digest), none for the others."""
+    (delta.needs_digest) and for the object revisions of a dead clone (their
+    header: a clone writes revisions before their transaction files, so
+    their transaction cannot vouch for them), none for the others."""
     entries = []
     for name, (path, size) in chosen.items():
         if name in window:
             entries.append((name, size, window[name]))
-        elif name in digested and needs_digest(name):
+        elif name in digested and (needs_digest(name) or (is_revision(name) and name not in trusted)):
             entries.append((name, size, digest(path, name)))
         else:
             entries.append((name, size, None))
@@ -261,7 +263,7 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
         received |= round_received
         if answer.get("retry"):
             log("the master found no transaction it holds in the chain window; asking again with every digest")
-            options, entries = None, _entries(chosen, {}, chosen.keys())
+            options, entries = None, _entries(chosen, {}, chosen.keys(), trusted)
             continue
         result = _add_counts(result, answer)
         bad = linker.suspect - drop - received

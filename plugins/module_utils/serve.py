@@ -38,7 +38,6 @@ from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_requ
 from .snapshot import Snapshot, stale_code
 from .storage import (
     ZERO_TID,
-    Corrupt,
     NotAStorage,
     Refused,
     Storage,
@@ -220,23 +219,6 @@ def check_reference(st, req):
         raise Refused("replica is ahead of the master (replica %s, master %s)"
                       % (hex_tid(req.tid), hex_tid(st.last_tid())),
                       "check that the master is the right storage")
-
-
-def newest_tid(st):
-    """The newest committed tid of a live master, journal and B/ included."""
-    best = st.last_tid()
-    try:
-        if os.path.exists(st.path("x.serial", "B")):
-            best = max(best, st._read8("x.serial", "B"))
-    except (OSError, Corrupt):
-        pass
-    for e in st.journal_entries():
-        if e.startswith("working_") and e.endswith("_done"):
-            try:
-                best = max(best, tid_from_hex(e[8:24]))
-            except ValueError:
-                pass
-    return best
 
 
 def collect(st, since, increment=None, dry_run=False):
@@ -497,6 +479,8 @@ def _gather(st, req, inc, snap, log):
     if snap is None:
         check_reference(st, req)
         collect(st, req.tid, inc, dry_run=True)
+        # committed but still in the master's journal: a pull's snapshot mode flushes them first
+        inc.transactions += len([t for t in st.journal_tids() if t > inc.master_tid])
         return 0.0
     with snap:
         method = snap.method  # leaving the snapshot forgets how it was entered
@@ -509,7 +493,7 @@ def _gather(st, req, inc, snap, log):
 def _increment_header(st, inc, snap_seconds, compress, dry_run):
     return {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
             "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
-            "master_newest_tid": hex_tid(max(newest_tid(st), inc.master_tid)),
+            "master_newest_tid": hex_tid(max(st.newest_tid(), inc.master_tid)),
             "format": st.format, "compress": compress, "dry_run": dry_run}
 
 
@@ -526,7 +510,8 @@ def _send(inc, stdout, compress):
 
 def _serve_follow(st, req, snap, stdin, stdout, compress, log):
     """`ds-replica follow`: check the replica's reference at once, then send
-    an increment whenever A/x.serial moves (watch.py), until the standby goes."""
+    an increment whenever the newest committed transaction moves (journal
+    included: watch.py), until the standby goes."""
     interval, heartbeat = follow_waits(req.options)
     check_reference(st, req)
     reference = [req]
@@ -537,7 +522,7 @@ def _serve_follow(st, req, snap, stdin, stdout, compress, log):
                                st.transaction_md5(inc.master_tid))
         return inc.master_tid
 
-    follow_loop(stdin, stdout, st.last_tid, send, req.tid, interval, heartbeat)
+    follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat)
     return None
 
 

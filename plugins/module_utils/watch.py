@@ -7,8 +7,10 @@ increment sent; heartbeats while nothing is new; stop when the standby
 closes the connection.
 
 While nothing changes the master is left alone: no snapshot mode, and no
-read but `newest()` (A/x.serial, 8 bytes) every `interval` seconds.  The
-gathering itself (snapshot mode, the archive) is serve.py's, passed in as
+read but `newest()` (Storage.newest_tid: a listing of journal/, where a
+live engine keeps its newest commits until a batch is flushed, and
+x.serial) every `interval` seconds.  The gathering itself (snapshot mode,
+which flushes the journal, and the archive) is serve.py's, passed in as
 `send`.
 """
 
@@ -67,17 +69,21 @@ def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=t
     gathers and sends an increment and returns the tid it reaches, at most
     once per `interval` seconds (the master's time in snapshot mode stays a
     small share however fast it writes); after `heartbeat` seconds without a
-    frame, a heartbeat.  Returns the last tid sent."""
+    frame, a heartbeat.  A send that could not reach what `newest()` said
+    (a stopped storage whose journal waits for the engine's recovery) is not
+    repeated until `newest()` moves again.  Returns the last tid sent."""
     source = Input(stdin)
     wanted = True
     said = b""
+    unreachable = None
     last = ready = clock()
     while True:
         tid = newest()
-        due = wanted and tid != known
+        due = wanted and tid != known and tid != unreachable
         if due and clock() >= ready:
             ready = clock() + interval
             known = send(known)
+            unreachable = tid if known < tid else None
             wanted = due = False
             last = clock()
         elif clock() - last >= heartbeat:

@@ -72,13 +72,21 @@ storage:
       type: str
       sample: "0.11"
     last_tid:
-      description: Newest transaction id (16 upper-case hex digits).
+      description:
+        - Newest committed transaction id (16 upper-case hex digits).
+        - A running storage keeps its newest commits in C(journal/) until it flushes a batch into C(A/); they count.
       type: str
       sample: 040D44D7890F0444
     last_time:
       description: Time of the newest transaction, UTC, ISO 8601 (null for an empty storage).
       type: str
       sample: "2025-11-26T09:54:01.123456Z"
+    flushed_tid:
+      description:
+        - Newest transaction already flushed into C(A/) (C(A/x.serial)).
+        - Below RV(last_tid) while the journal holds commits.
+      type: str
+      sample: 040D44D7890F0444
     packed_tid:
       description: Transaction id the storage was last packed up to (all zeros if never packed).
       type: str
@@ -136,6 +144,8 @@ storage:
           refusal stopped it); C(running) says whether its process is alive; C(tid) is the replica's newest
           transaction as the follower last saw it, C(updated) the Unix time of the record (renewed every heartbeat,
           10 s, while it follows).
+        - A hot standby's follower also records C(downtime_seconds), how long its read-only service was stopped by
+          the last apply, and C(spooled_increments), the increments received and checked but not yet applied.
       type: dict
       sample: {"state": "following", "running": true, "pid": 4242, "tid": "040D44D78EBB2244",
                "lag_seconds": 0.21, "updated": 1764150900.5, "master": "zope@db1:/srv/zeo/main"}

@@ -1,5 +1,5 @@
 """`ds-replica follow` in-process (engine API), where the command line
-cannot reach: the apply hook a hot standby plugs in (its read-only service
+cannot reach: a hot standby's stop and start (its read-only service
 stopped around each apply) and `min_apply_interval`; and a master too old to
 follow."""
 
@@ -28,7 +28,7 @@ class Enough(BaseException):
 def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     home, replica = tmp_path / "master", tmp_path / "replica"
     create_storage(home, "bushy")
-    tm = SimulatedStorage(home, flush_interval=0.05).open()
+    tm = SimulatedStorage(home).open()
     toolkit = ToolkitServer(tm)
     toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
     tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
@@ -36,19 +36,24 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     tm.start_writer(40)
     applies = []
 
-    def hook():
-        class Around(object):
-            def __enter__(self):
-                applies.append(time.monotonic())  # the read-only service would be stopped here
+    class Hot(object):
+        """A hot standby's commands, as the follower's Hold runs them (hot.HotStandby)."""
+        downtime = 0.0
+        stopped = False
 
-            def __exit__(self, *exc):
+        def stop_and_lock(self, lock, _home):
+            applies.append(time.monotonic())  # the read-only service would be stopped here
+            self.stopped = lock.acquire()
+
+        def start(self):
+            if self.stopped:  # ... and started again here
+                self.stopped = False
                 if len(applies) >= 4:
-                    raise Enough()  # ... and started again here
+                    raise Enough()
 
-        return Around()
-
+    results = []
     follower = Follower(str(home), str(replica), settings=FollowSettings(interval=0.05, min_apply_interval=1.0),
-                        apply_hook=hook)
+                        hot=Hot(), on_increment=results.append)
     ended = []
 
     def run():
@@ -66,6 +71,9 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     assert ended == ["enough"]
     gaps = [b - a for a, b in zip(applies, applies[1:], strict=False)]
     assert len(applies) == 4 and all(g >= 0.95 for g in gaps), gaps  # 40 tx/s, yet one apply per second
+    # what came meanwhile was received while the service served, and applied in one stop
+    assert max(r["increments"] for r in results) >= 2, [r["increments"] for r in results]
+    assert all(r["apply_lag_seconds"] < 1.0 for r in results), [r["apply_lag_seconds"] for r in results]
     st = storage.Storage(replica)
     assert st.journal_entries() == [] and st.last_tid() > storage.ZERO_TID
     toolkit.stop()

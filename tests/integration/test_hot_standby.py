@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -17,15 +18,32 @@ import pytest
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
+from dirstorage_replica.follow import SPOOL_PREFIX, follower_state
+from dirstorage_replica.metrics import read_metrics
 from tests.integration.test_modules import run_module
 from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401  pylint: disable=unused-import
 from tests.support import hot_replica
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.reliability import DS_REPLICA
+from tests.support.reliability import DS_REPLICA, FollowerProcess, serve_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 BWLIMIT_KIB = 200  # ~800 KB of increment: a transfer of about 4 s
 PY = shlex.quote(sys.executable)
+LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "tests" / "support" / "local_ssh.py")
+
+
+def assert_served_while_it_travelled(log, sent_from, result):
+    """The serving process (its answers in `log`) answered all through a
+    transfer that began at `sent_from` (unix time), and its longest silence,
+    the apply, lasted about the reported downtime: a small part of the
+    transfer's time, not all of it."""
+    silence, silent_from = hot_replica.longest_silence(log)
+    travelled = silent_from - sent_from
+    assert travelled >= 2.5, "the longest silence began %.2fs into a trickled transfer" % travelled
+    answered = sum(sent_from + 0.5 < t < silent_from for t, _tid in hot_replica.answers(log))
+    assert answered > 10 * travelled, "%d answers in %.2fs of transfer" % (answered, travelled)  # 100/s unloaded
+    assert 0 < silence <= result["downtime_seconds"] + 0.2, (silence, result["downtime_seconds"])
+    assert silence < travelled / 3, (silence, travelled)
 
 
 class Standby(object):
@@ -87,12 +105,9 @@ def test_the_process_stops_only_for_the_apply(standby):
     assert_reads_as(standby.replica, standby.master)
     assert standby.serving()
     # it answered all through the transfer, and was silent only about as long as the downtime
-    silence, silent_from = hot_replica.longest_silence(standby.log)
-    answers = hot_replica.answers(standby.log)
-    assert sum(t0 + 0.5 < t < silent_from for t, _tid in answers) > 50
-    assert 0 < result["downtime_seconds"] < result["elapsed_seconds"] / 3
-    assert silence <= result["downtime_seconds"] + 0.2
+    assert_served_while_it_travelled(standby.log, t0, result)
     # and it answers the master's newest transaction since
+    answers = hot_replica.answers(standby.log)
     assert answers[-1][1] == storage.hex_tid(storage.Storage(standby.master).last_tid())
 
 
@@ -206,12 +221,13 @@ def test_two_pulls_never_overlap(standby):
 
 
 def test_the_replicate_module_runs_a_hot_pull(standby):
-    _commit_big(standby.master, 3, 1000)
+    _commit_big(standby.master, 40, 20000)  # about 800 KB: 4 s at the bwlimit
+    t0 = time.time()
     ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
                                           "stop_command": standby.stop, "start_command": standby.start,
-                                          "stop_timeout": 30})
-    assert ok and result["changed"] and result["transactions"] == 3, result
-    assert 0 < result["downtime_seconds"] < result["elapsed_seconds"]
+                                          "stop_timeout": 30, "bwlimit": BWLIMIT_KIB})
+    assert ok and result["changed"] and result["transactions"] == 40, result
+    assert_served_while_it_travelled(standby.log, t0, result)
     assert_reads_as(standby.replica, standby.master)
     assert standby.serving()
     ok, result = run_module("replicate", {"master": str(standby.master), "path": str(standby.replica),
@@ -268,3 +284,111 @@ def test_follow_stops_the_process_only_to_apply_and_at_most_once_per_interval(st
     assert min(gaps) >= 3 - 0.1, gaps  # --min-apply-interval
     assert standby.serving(), "the start command must leave the process serving"
     assert_reads_as(standby.replica, standby.master)
+
+
+def _hot_follower(standby, tmp_path, *flags, master=None):
+    """`ds-replica follow --json` with the standby's commands, each stop
+    logged (unix time) in the returned file."""
+    stops = tmp_path / "stops"
+    stop = "date +%%s.%%N >> %s && %s" % (shlex.quote(str(stops)), standby.stop)
+    argv = [DS_REPLICA, "follow", "--json", "--interval", "0.2", "--stop-command", stop, "--start-command",
+            standby.start, *flags, master or str(standby.master), str(standby.replica)]
+    return FollowerProcess(argv, tmp_path / "follow.err"), stops
+
+
+def _stops(path):
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_hot_follower_answers_while_the_increment_travels_and_is_silent_only_to_apply(standby, tmp_path):
+    """As a pull: the increment is received and checked while the service
+    serves; it is stopped only for the apply, and says how long."""
+    _commit_big(standby.master, 40, 20000)  # about 800 KB: 4 s at the --bwlimit, the connection's first increment
+    metrics = tmp_path / "dirstorage_main.prom"
+    follower, stops = _hot_follower(standby, tmp_path, "--bwlimit", str(BWLIMIT_KIB), "--min-apply-interval", "2",
+                                    "--metrics", str(metrics))
+    try:
+        _wait_for(lambda: follower.results and standby.serving(), 60, "the apply")
+        status = subprocess.run([DS_REPLICA, "status", str(standby.replica)], capture_output=True, text=True,
+                                timeout=30, check=False).stdout
+    finally:
+        assert follower.end(signal.SIGTERM) == 0
+    result = follower.results[0]
+    assert result["transactions"] == 40 and result["elapsed_seconds"] >= 3.0, result
+    assert_served_while_it_travelled(standby.log, result["applied_at"] - result["elapsed_seconds"], result)
+    assert len(_stops(stops)) == 1  # the connection did not stop it: only the apply
+    assert read_metrics(str(metrics))["downtime_seconds"] == result["downtime_seconds"]
+    assert "service down %.3fs at the last apply" % result["downtime_seconds"] in status, status
+    assert_reads_as(standby.replica, standby.master)
+    assert standby.serving()
+
+
+def test_a_hot_follower_reconnects_without_stopping_the_service(standby, tmp_path):
+    master = str(standby.master)
+    pid = standby.pidfile.read_text()
+    follower, stops = _hot_follower(standby, tmp_path, "--min-apply-interval", "1", "-e", LOCAL_SSH,
+                                    "--remote-command", DS_REPLICA, master="local:%s" % master)
+    try:
+        _wait_for(lambda: serve_pids(master), 30, "the master's serve")
+        first = serve_pids(master)
+        os.kill(first[0], signal.SIGKILL)  # the connection breaks: the follower connects again
+        _wait_for(lambda: serve_pids(master) and serve_pids(master) != first, 30, "the second connection")
+        _wait_for(lambda: (follower_state(str(standby.replica)) or {}).get("state") == "following", 30, "following")
+        assert standby.pidfile.read_text() == pid and not _stops(stops) and not standby.started.exists()
+        _commit_when_free(standby.master, 3)  # and it still follows
+        _wait_for(lambda: follower.results and standby.serving(), 30, "the apply")
+    finally:
+        assert follower.end(signal.SIGTERM) == 0
+    assert "retrying in" in (tmp_path / "follow.err").read_text()
+    assert len(_stops(stops)) == 1
+    assert_reads_as(standby.replica, standby.master)
+
+
+def _spool_files(replica):
+    return [n for n in os.listdir(replica / "misc") if n.startswith(SPOOL_PREFIX)]
+
+
+def test_sigterm_with_an_increment_spooled_ends_at_a_boundary_with_the_service_running(standby, tmp_path):
+    follower, stops = _hot_follower(standby, tmp_path, "--min-apply-interval", "60")
+    try:
+        _commit_when_free(standby.master, 3)
+        _wait_for(lambda: follower.results and standby.serving(), 30, "the first apply (at once)")
+        applied = follower.results[0]["after_tid"]
+        _commit_when_free(standby.master, 3)  # received now, applied only a minute after the first
+        _wait_for(lambda: (follower_state(str(standby.replica)) or {}).get("spooled_increments") == 1, 30,
+                  "the second increment spooled")
+        assert _spool_files(standby.replica)
+        pid = standby.pidfile.read_text()
+        t0 = time.monotonic()
+    finally:
+        assert follower.end(signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 10
+    st = storage.Storage(str(standby.replica))
+    assert storage.hex_tid(st.last_tid()) == applied and st.journal_entries() == []
+    assert not _spool_files(standby.replica)
+    assert standby.pidfile.read_text() == pid and standby.serving() and len(_stops(stops)) == 1
+    assert follower_state(str(standby.replica))["state"] == "stopped"
+    rc, _result, err = standby.run()  # the replica is a copy of the master as of `applied`: a pull catches up
+    assert rc == 0, err
+    assert_reads_as(standby.replica, standby.master)
+
+
+def test_sigterm_while_a_hot_follower_applies_finishes_the_apply_and_starts_the_service(standby, tmp_path):
+    stopping = tmp_path / "stopping"
+    # the stop command takes a second: SIGTERM arrives while the service is being stopped for the apply
+    slow_stop = "touch %s && sleep 1 && %s" % (shlex.quote(str(stopping)), standby.stop)
+    _commit_when_free(standby.master, 3)  # the connection's first increment: applied at once
+    proc = subprocess.Popen([DS_REPLICA, "follow", "-q", "--interval", "0.2", "--stop-command", slow_stop,
+                             "--start-command", standby.start, str(standby.master), str(standby.replica)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(stopping.exists, 30, "the stop command")
+        proc.send_signal(signal.SIGTERM)
+        _unused, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert_reads_as(standby.replica, standby.master)  # the apply was finished
+    assert standby.serving() and standby.started.exists(), "the service must be started again"
+    assert storage.Storage(str(standby.replica)).journal_entries() == [] and not _spool_files(standby.replica)

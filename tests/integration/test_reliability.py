@@ -126,7 +126,7 @@ class ObservedMaster(object):
     def __init__(self, home):
         create_storage(home, "bushy")
         self.home = str(home)
-        self.tm = SimulatedStorage(home, flush_interval=0.2).open()
+        self.tm = SimulatedStorage(home).open()
         self.entered, self.left, self.enter_calls, self.enter_times = [], [], 0, []
         self.on_enter = None
         enter, leave = self.tm.enter_snapshot, self.tm.leave_snapshot

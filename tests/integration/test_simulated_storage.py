@@ -199,6 +199,67 @@ def test_recovers_the_crashed_master_fixture(unpack_fixture):
     check_storage(case / "master")
 
 
+def test_commits_wait_in_the_journal_until_a_batch_is_due(tmp_path):
+    # the real engine's defaults: 200 transactions, 2,000 files or 3,600 s, looked at on commit
+    home = tmp_path / "m"
+    create_storage(home, "bushy")
+    st = S.Storage(home)
+    with SimulatedStorage(home) as master:
+        assert master.thresholds == {"flush_transaction_threshold": 200, "flush_file_threshold": 2000,
+                                     "flush_interval": 3600}
+        tids = write_some(master)
+        assert st.last_tid() == S.ZERO_TID and master.pending == len(tids)
+        assert st.newest_tid() == tids[-1] and master.read("x.serial") == tids[-1]
+        for i in range(200 - len(tids) - 1):
+            tids.append(master.commit({0: b"r%d" % i}))
+        assert st.last_tid() == S.ZERO_TID and master.pending == 199
+        tids.append(master.commit({0: b"the 200th"}))
+        assert master.pending == 0 and st.last_tid() == tids[-1] == st.newest_tid()
+    check_storage(home, tids)
+
+
+def test_each_flush_threshold_comes_from_the_settings(tmp_path):
+    home = tmp_path / "m"
+    create_storage(home, "lawn")
+    settings = home / "config" / "settings"
+    text = settings.read_text()
+    for key, value in (("flush_transaction_threshold", 3), ("flush_file_threshold", 12), ("flush_interval", 1)):
+        text = re.sub(r"(?m)^%s: .*$" % key, "%s: %s" % (key, value), text)
+    settings.write_text(text)
+    st = S.Storage(home)
+    with SimulatedStorage(home) as master:
+        first = master.commit({0: b"root"})        # 5 files: t, o, o.c, x.serial, x.oid
+        master.commit({0: b"root 2"})               # 10 files
+        assert master.pending == 2 and st.last_tid() == S.ZERO_TID
+        third = master.commit({0: b"3", master.new_oid(): b"x"})  # 17 files: past 12
+        assert master.pending == 0 and st.last_tid() == third
+        master.commit({0: b"4"})
+        time.sleep(1.2)                             # older than flush_interval, but no commit looks
+        assert master.pending == 1 and st.last_tid() == third
+        fifth = master.commit({0: b"5"})            # this commit sees the age
+        assert master.pending == 0 and st.last_tid() == fifth
+    with SimulatedStorage(home, flush_each_commit=True) as master:
+        sixth = master.commit({0: b"6"})
+        assert st.last_tid() == sixth and master.pending == 0
+    assert first < fifth
+
+
+def test_newest_tid_counts_the_journal_and_b(tmp_path):
+    home = tmp_path / "m"
+    create_storage(home, "chunky")
+    st = S.Storage(home)
+    with SimulatedStorage(home) as master:
+        tids = write_some(master)
+        master.enter_snapshot("tool")           # flushes the journal into A/
+        assert st.last_tid() == tids[-1] and not st.journal_tids()
+        during = [master.commit({0: b"d%d" % i}) for i in range(3)]
+        assert st.newest_tid() == during[-1] and st.journal_tids() == during
+        master.flush()                          # into B/, A/ stays the snapshot
+        assert st.last_tid() == tids[-1] and st.newest_tid() == during[-1] and not st.journal_tids()
+        master.leave_snapshot("tool")
+        assert st.last_tid() == st.newest_tid() == during[-1]
+
+
 def test_second_open_is_refused_while_locked(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "lawn")
@@ -213,7 +274,7 @@ def test_second_open_is_refused_while_locked(tmp_path):
 def test_snapshot_mode_freezes_a_and_recombines(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "bushy")
-    master = SimulatedStorage(home, flush_batch=2).open()
+    master = SimulatedStorage(home, journal={"flush_transaction_threshold": 2}).open()
     tids = write_some(master)
     master.enter_snapshot("tool-1")
     st = S.Storage(home)
@@ -370,7 +431,7 @@ def test_pack_like_the_engine(tmp_path, unpack_fixture):
 def test_writer_thread_and_snapshot(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "chunky")
-    master = SimulatedStorage(home, flush_interval=0.05).open()
+    master = SimulatedStorage(home).open()
     master.start_writer(100, large_fraction=0.1, large=(20_000, 60_000), seed=3)
     time.sleep(0.3)
     master.enter_snapshot("w")
@@ -396,7 +457,7 @@ def run_master(home, *args):
 def test_process_sigterm_is_a_clean_close_and_sigkill_a_crash(tmp_path):
     home = tmp_path / "m"
     proc, url = run_master(home, "--create", "lawn", "--rate", "50", "--xmlrpc-port", "0",
-                           "--user", "u", "--password", "p", "--flush-interval", "0.1")
+                           "--user", "u", "--password", "p")
     proxy = xmlrpc.client.ServerProxy(url.replace("http://", "http://u:p@"), allow_none=True)
     proxy.enterSnapshot("proc")
     assert (home / "misc" / "snapshot").read_bytes() == b"user/proc"
@@ -409,7 +470,7 @@ def test_process_sigterm_is_a_clean_close_and_sigkill_a_crash(tmp_path):
     _unused, chain = check_storage(home)
     assert len(chain) > 3
 
-    proc, url = run_master(home, "--rate", "100", "--flush-interval", "5")
+    proc, url = run_master(home, "--rate", "100")
     assert url == "-"
     time.sleep(0.4)
     proc.kill()

@@ -84,12 +84,11 @@ def write_snapshot_conf(home, url, password, extra=("nodirect",)):
 class MasterProcess(object):
     """``python -m tests.support.simulated_storage HOME ...`` in its own process."""
 
-    def __init__(self, home, rate=0.0, create=None, seed=None, flush_interval=0.5):
+    def __init__(self, home, rate=0.0, create=None, seed=None, journal_args=()):
         self.home = str(home)
         self.password = "pw-%d" % random.randrange(10 ** 9)
         argv = [sys.executable, "-m", "tests.support.simulated_storage", self.home, "--rate", str(rate),
-                "--xmlrpc-port", "0", "--user", TOOLKIT_USER, "--password", self.password,
-                "--flush-interval", str(flush_interval)]
+                "--xmlrpc-port", "0", "--user", TOOLKIT_USER, "--password", self.password] + list(journal_args)
         if create:
             argv += ["--create", create]
         if seed is not None:
@@ -404,8 +403,6 @@ def _extend_history(home, transactions, rng, large_every=25, large_size=150_000)
                 size = large_size if i % large_every == large_every - 1 else rng.randint(2000, 6000)
                 batch[oid] = PICKLE_HEAD + rng.randbytes(size) + b"."
             tm.commit(batch, description=b"history %d" % i)
-            if tm.pending >= 200:
-                tm.flush()
     finally:
         tm.store.sync = True
         tm.close()
@@ -519,7 +516,7 @@ def run_follow_kills(workdir, sshd, seconds, rate=50.0, kill_every=8.0, seed=21,
     checked against the master at the end."""
     workdir = Path(workdir)
     master_home, replica = workdir / "master", workdir / "replica"
-    master = MasterProcess(master_home, rate=rate, create="bushy", seed=seed, flush_interval=0.2)
+    master = MasterProcess(master_home, rate=rate, create="bushy", seed=seed)
     log = StateLog()
     stats = {"kills": dict.fromkeys(KILL_KINDS, 0), "samples": 0, "recovery_max_s": 0.0}
     lives = []

@@ -12,7 +12,11 @@ golden fixtures are the reference):
   ``misc/`` files a storage has once it has run and stopped cleanly;
 - ``SimulatedStorage`` holds ``misc/lock`` while open and ``misc/sublock`` except in
   snapshot mode, commits through ``journal/working_<TID>_temp`` -> ``_done``,
-  flushes the journal into ``A/`` (``B/`` in snapshot mode), recombines ``B/``
+  leaves them there until a batch is due by the storage's ``[journal]``
+  thresholds (200 transactions, 2,000 files, 3,600 s: a quiet master's
+  ``A/x.serial`` lags its newest commit by up to an hour), flushes the batch
+  into ``A/`` (``B/`` in snapshot mode; entering snapshot mode flushes first),
+  recombines ``B/``
   into ``A/`` when leaving snapshot mode, and packs like the real engine (old
   files renamed ``<path>-<epoch>-deleted``, survivors carry the mark bit);
 - ``python -m tests.support.simulated_storage HOME ...`` runs it as a separate process that
@@ -185,22 +189,33 @@ def create_storage(home, fmt="bushy", identity=None, classname="Full"):
 
 # ------------------------------------------------------------------ master
 
+#: the [journal] keys of config/settings that decide when the journal is
+#: flushed, with the real engine's defaults (mkds.py)
+JOURNAL_THRESHOLDS = {"flush_transaction_threshold": 200, "flush_file_threshold": 2000, "flush_interval": 3600}
+
+
 class SimulatedStorage(object):
     """A running Full DirectoryStorage in `home` (see the module docstring).
 
-    `flush_interval` (seconds) starts a background thread that flushes the
-    journal that often; `flush_batch` flushes inside `commit()` once that many
-    transactions wait in the journal.  With neither, the journal is flushed only
-    by `flush()`, `enter_snapshot()`, `pack()` and `close()`.
+    Commits stay in ``journal/`` until a batch is flushed into A/ (B/ in
+    snapshot mode), as in the real engine (LocalFilesystem._add_to_flush_queue):
+    at a commit that finds ``flush_transaction_threshold`` transactions or
+    ``flush_file_threshold`` files waiting, or the oldest waiting one older than
+    ``flush_interval`` seconds (the age is only looked at when a commit comes).
+    The thresholds are the storage's ``[journal]`` settings (the real engine's
+    defaults: 200, 2,000, 3,600 s); `journal` ({key: value}) overrides them for
+    this process.  Entering snapshot mode, packing and closing flush too.
+
+    `flush_each_commit=True` is for the tests that need every commit in A/ at
+    once: it is the real engine with ``flush_transaction_threshold: 1``.
 
     All methods are thread-safe (one re-entrant lock serialises them).
     """
 
-    def __init__(self, home, flush_interval=None, flush_batch=None):
+    def __init__(self, home, journal=None, flush_each_commit=False):
         self.home = os.path.abspath(home)
-        self.flush_interval = flush_interval
-        self.flush_batch = flush_batch
         self.store = storage.Storage(self.home)
+        self.thresholds = self._thresholds(journal, flush_each_commit)
         self._mutex = threading.RLock()
         self._main_lock = self.store.lock()
         self._sub_lock = self.store.sublock()
@@ -209,14 +224,22 @@ class SimulatedStorage(object):
         # while someone held misc/sublock: the real engine then stays a snapshot)
         self._snapshot_code = None
         self._pending = []          # journal/working_<TID>_done folders, tid order
+        self._pending_files = 0     # files in them
+        self._pending_since = 0.0   # time.time() of the first of them
         self._last_tid = storage.ZERO_TID
         self._last_oid = storage.ZERO_TID
-        self._flusher = None
-        self._stop_flusher = threading.Event()
         self._writer = None
         self._writer_result = None
         self._stop_writer = threading.Event()
-        self._background_error = None
+
+    def _thresholds(self, overrides, flush_each_commit):
+        values = {}
+        for key, default in JOURNAL_THRESHOLDS.items():
+            values[key] = self.store.settings.getint("journal", key, fallback=default)
+        values.update(overrides or {})
+        if flush_each_commit:
+            values["flush_transaction_threshold"] = 1
+        return values
 
     # ----------------------------------------------------------- state
     @property
@@ -253,8 +276,6 @@ class SimulatedStorage(object):
             self.close()
 
     def _require_open(self):
-        if self._background_error is not None:
-            raise self._background_error
         if not self._open:
             raise storage.DSError("the test master on %s is not open" % self.home)
 
@@ -286,11 +307,6 @@ class SimulatedStorage(object):
                 self._main_lock.release()
                 raise
             self._open = True
-        if self.flush_interval:
-            self._stop_flusher.clear()
-            self._flusher = threading.Thread(target=self._flusher_loop, name="test-master-flusher",
-                                             daemon=True)
-            self._flusher.start()
         return self
 
     def close(self):
@@ -319,23 +335,12 @@ class SimulatedStorage(object):
         self._main_lock.release()
         self._open = False
         self._pending = []
+        self._pending_files = 0
         self._snapshot_code = None
 
     def _stop_threads(self):
         if self._writer is not None:
             self.stop_writer()
-        if self._flusher is not None:
-            self._stop_flusher.set()
-            self._flusher.join()
-            self._flusher = None
-
-    def _flusher_loop(self):
-        while not self._stop_flusher.wait(self.flush_interval):
-            try:
-                self.flush()
-            except Exception as e:  # surfaced by the next call in the main thread
-                self._background_error = e
-                return
 
     # ------------------------------------------------------------ journal
     def _recover_journal(self):
@@ -397,7 +402,21 @@ class SimulatedStorage(object):
         while self._pending:
             self._move_folder(self._pending[0], folder)
             del self._pending[0]
+        self._pending_files = 0
         return count
+
+    def _queue_for_flush(self, done, files):
+        """Add a committed journal folder to the batch; flush the batch when
+        a threshold is reached (the real engine's rule, at commit time)."""
+        now = time.time()
+        if not self._pending:
+            self._pending_since = now
+        self._pending.append(done)
+        self._pending_files += files
+        t = self.thresholds
+        if (now - self._pending_since > t["flush_interval"] or self._pending_files >= t["flush_file_threshold"]
+                or len(self._pending) >= t["flush_transaction_threshold"]):
+            self._flush_locked()
 
     # ------------------------------------------------------------- reads
     def read(self, name):
@@ -474,9 +493,7 @@ class SimulatedStorage(object):
             done = self._write_journal(tid, files)
             self._last_tid = tid
             self._last_oid = last_oid
-            self._pending.append(done)
-            if self.flush_batch and len(self._pending) >= self.flush_batch:
-                self._flush_locked()
+            self._queue_for_flush(done, len(files))
             return tid
 
     def _write_journal(self, tid, files):
@@ -690,7 +707,13 @@ def main(argv=None):
     parser.add_argument("--identity", help="identity for --create (32 lower-case hex digits)")
     parser.add_argument("--rate", type=float, default=0.0, help="transactions per second to write (0: none)")
     parser.add_argument("--duration", type=float, help="seconds to run (default: until signalled)")
-    parser.add_argument("--flush-interval", type=float, default=0.5, help="seconds between journal flushes")
+    parser.add_argument("--flush-transactions", type=int, metavar="N",
+                        help="flush the journal at a commit that finds N transactions waiting "
+                             "(default: the storage's flush_transaction_threshold, 200 when new)")
+    parser.add_argument("--flush-files", type=int, metavar="N",
+                        help="... or N files waiting (default: flush_file_threshold, 2000)")
+    parser.add_argument("--flush-age", type=float, metavar="SECONDS",
+                        help="... or the oldest waiting older than SECONDS (default: flush_interval, 3600)")
     parser.add_argument("--seed", type=int, help="random seed for the written load")
     parser.add_argument("--xmlrpc-port", type=int, help="serve the snapshot toolkit on this port (0: any free port)")
     parser.add_argument("--user", default="admin", help="XML-RPC basic-auth user")
@@ -704,7 +727,10 @@ def main(argv=None):
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    master = SimulatedStorage(args.home, flush_interval=args.flush_interval).open()
+    journal = {key: value for key, value in (("flush_transaction_threshold", args.flush_transactions),
+                                             ("flush_file_threshold", args.flush_files),
+                                             ("flush_interval", args.flush_age)) if value is not None}
+    master = SimulatedStorage(args.home, journal=journal).open()
     server = None
     try:
         if args.xmlrpc_port is not None:

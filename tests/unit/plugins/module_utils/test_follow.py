@@ -3,6 +3,9 @@ its pure parts: which failures are retried, the pauses, stopping, the label."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from dirstorage_replica import follow
@@ -77,3 +80,51 @@ def test_a_metrics_file_that_cannot_be_written_is_said_once_and_not_fatal(tmp_pa
     (tmp_path / "missing").mkdir()
     recorder.success(0.0, {"lag_seconds": 0.5})
     assert (tmp_path / "missing" / "dirstorage_main.prom").exists()
+
+
+def _result(transactions, nbytes, **more):
+    return dict({"transactions": transactions, "files": transactions, "bytes": nbytes, "wire_bytes": nbytes,
+                 "snapshot_seconds": 0.1}, **more)
+
+
+def test_spooled_increments_are_applied_as_one_result(tmp_path):
+    (tmp_path / "misc").mkdir()
+    spool = follow.Spool(str(tmp_path))
+    spool.reset(b"\0" * 8)
+    for n, tip in ((2, b"\1" * 8), (0, b"\2" * 8), (3, b"\3" * 8)):
+        path = spool.next_path()
+        open(path, "wb").close()
+        spool.add(path, _result(n, 100 * n, master_tid="t%d" % n), tip, 10.0 + n, 20.0 + n)
+    assert spool.tip == b"\3" * 8  # the empty increment was dropped, its file too
+    assert sorted(os.listdir(tmp_path / "misc")) == [follow.SPOOL_PREFIX + "%d.%d" % (os.getpid(), n) for n in (1, 3)]
+    result, started, t0 = spool.merged()
+    assert (result["transactions"], result["files"], result["bytes"], result["wire_bytes"]) == (5, 5, 500, 500)
+    assert (result["snapshot_seconds"], result["increments"], result["master_tid"]) == (0.2, 2, "t3")
+    assert (started, t0) == (12.0, 22.0)  # the first increment's
+    spool.reset(b"\4" * 8)
+    assert os.listdir(tmp_path / "misc") == [] and spool.items == [] and spool.tip == b"\4" * 8
+
+
+def test_the_spool_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(follow, "SPOOL_LIMITS", (3, 1000))
+    spool = follow.Spool(str(tmp_path))
+    spool.reset(b"\0" * 8)
+    for nbytes in (10, 10):
+        spool.add(spool.next_path(), _result(1, nbytes), b"\1" * 8, 0.0, 0.0)
+    assert not spool.full()
+    spool.add(spool.next_path(), _result(1, 10), b"\1" * 8, 0.0, 0.0)
+    assert spool.full()  # by count
+    spool.reset(b"\1" * 8)
+    spool.add(spool.next_path(), _result(1, 1000), b"\1" * 8, 0.0, 0.0)
+    assert spool.full()  # by bytes
+
+
+def test_a_killed_followers_spool_files_are_removed_not_a_running_ones(tmp_path):
+    (tmp_path / "misc").mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = [follow.SPOOL_PREFIX + "%d.1" % pid for pid in (dead.pid, os.getpid())] + [follow.SPOOL_PREFIX + "x"]
+    for name in names + ["lock"]:
+        (tmp_path / "misc" / name).write_bytes(b"")
+    follow.Spool(str(tmp_path)).remove_leftovers()
+    assert sorted(os.listdir(tmp_path / "misc")) == sorted([names[1], "lock"])

@@ -115,3 +115,11 @@ def test_after_failure_keeps_the_last_success_and_its_figures():
 def test_a_first_run_that_fails_says_never_succeeded():
     assert metrics.after_failure({}, started=200.0) == {
         "last_attempt_timestamp_seconds": 200.0, "last_result": 0, "last_success_timestamp_seconds": 0}
+
+
+def test_a_followers_heartbeat_is_a_success_without_lag_that_keeps_the_last_applys_figures():
+    previous = dict(ALL, last_result=0, lag_seconds=4.0, downtime_seconds=0.25, transactions=3)
+    values = metrics.up_to_date(previous, when=300.0)
+    assert values == dict(previous, last_attempt_timestamp_seconds=300.0, last_success_timestamp_seconds=300.0,
+                          last_result=1, lag_seconds=0.0)  # a hot standby's downtime stays on the dashboard
+    assert previous["lag_seconds"] == 4.0  # not modified

@@ -188,7 +188,7 @@ def test_drop_lists_read_back(drop):
 # -------------------------------------------------------- the inventory
 
 digests = st.one_of(st.none(), st.text(HEX, min_size=32, max_size=32),
-                    st.text(HEX, min_size=16, max_size=16),
+                    st.text(HEX, min_size=16, max_size=16), st.binary(min_size=56, max_size=56).map(bytes.hex),
                     st.tuples(st.text(HEX, min_size=32, max_size=32), st.lists(
                         st.binary(min_size=8, max_size=8), max_size=3)).map(
                         lambda p: p[0] + "+" + "".join(o.hex().upper() for o in p[1])))
@@ -216,8 +216,9 @@ def test_any_inventory_gives_an_inventory_or_a_refusal(body):
 @given(entries)
 def test_inventories_of_storage_names_read_back(rows):
     unique = {n: (s, d) for n, s, d in rows}
-    kinds_ok = all(d is None or (n.startswith("t") and "+" in d or len(d) == 32) if n.startswith("t")
-                   else d is None or n.endswith(".c") and "+" not in d and len(d) % 2 == 0
+    kinds_ok = all(d is None or ("+" in d or len(d) == 32 if n.startswith("t")
+                                 else "+" not in d and (len(d) == 112 if n.startswith("o") and not n.endswith(".c")
+                                                        else n.endswith(".c") and len(d) <= 64))
                    for n, (s, d) in unique.items())
     got = outcome(read_inventory, zlib.compress(inventory_text([(n, s, d) for n, (s, d) in unique.items()])))
     if kinds_ok:

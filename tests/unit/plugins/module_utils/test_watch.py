@@ -100,3 +100,32 @@ def test_follow_waits_are_bounded(options, expected):
 def test_follow_waits_must_be_numbers():
     with pytest.raises(Refused, match="malformed request option interval or heartbeat"):
         watch.follow_waits({"interval": "soon"})
+
+
+def test_a_send_that_cannot_reach_the_newest_is_not_repeated_until_it_moves():
+    # newest() says C (a commit waiting in a stopped storage's journal) but the gathering only
+    # reaches B: no snapshot mode at every interval for it; when newest() moves on, one more try
+    r, w = os.pipe()
+    stdin, standby = os.fdopen(r, "rb"), os.fdopen(w, "wb", buffering=0)
+    clock = Clock()
+    newests = [C] * 6 + [bytes.fromhex("040D44D78EBB22%02X" % 4)] * 3
+    turn, sent = [-1], []
+
+    def newest():
+        turn[0] += 1
+        clock.now += 1.0
+        if turn[0] >= len(newests) - 1:
+            standby.close()
+        else:
+            standby.write(protocol.NEXT)
+        return newests[turn[0]]
+
+    def send(since):
+        sent.append(turn[0])
+        return B
+
+    try:
+        watch.follow_loop(stdin, io.BytesIO(), newest, send, A, 0.5, 60.0, clock=clock)
+    finally:
+        stdin.close()
+    assert sent == [0, 6]

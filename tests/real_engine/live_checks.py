@@ -1,0 +1,237 @@
+"""`make real-engine-check`, part two: replication against a running master
+of the REAL engine (../shared/real-engine/live_master.py: ZODB commits,
+snapshot mode over XML-RPC as Zope's toolkit), through the real sshd of the
+tests, judged by the real engine's own reader (read_state.py).
+
+Checks: follow at a busy and a quiet rate (lag of every transaction, and no
+snapshot mode while nothing is new), a pull and a clone from the live
+master, and a re-seed (clone --delta) of a replica that diverged.  Prints
+one line of figures per check and exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from dirstorage_replica import storage
+from tests.support.reliability import DS_REPLICA, FollowerProcess, write_snapshot_conf
+from tests.support.sshd import start_sshd
+
+SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "real-engine"))
+PASSWORD = "real-engine-check"
+FAILED = []
+
+
+def real_python():
+    python, engine = os.environ.get("DS_REAL_PYTHON"), os.environ.get("DS_REAL_ENGINE")
+    if not (python and engine):
+        sys.exit("real-engine-check: DS_REAL_ENGINE and DS_REAL_PYTHON are not set: set up the real engine as "
+                 "%s/README.md says (fetch, setup.sh), then run the export line it prints" % SHARED)
+    return python
+
+
+def engine_script(name, *args):
+    return [real_python(), os.path.join(SHARED, name), *map(str, args)]
+
+
+def read_state(home, recover=False):
+    out = subprocess.run(engine_script("read_state.py", home, *(["--recover"] if recover else [])),
+                         capture_output=True, text=True, check=True, timeout=600).stdout
+    return json.loads(out)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveMaster(object):
+    """live_master.py on `home`, snapshot.conf pointing at its toolkit."""
+
+    def __init__(self, home, rate, workdir):
+        port = free_port()
+        ready = os.path.join(workdir, "ready-%d" % port)
+        self.snapshot_log = os.path.join(workdir, "snapshots-%d" % port)
+        env = dict(os.environ, SNAPSHOT_LOG=self.snapshot_log)
+        self.proc = subprocess.Popen(engine_script("live_master.py", home, port, "admin:" + PASSWORD, rate, ready),
+                                     env=env, stderr=open(os.path.join(workdir, "master-%d.err" % port), "w"))
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("live_master.py did not start (see %s)" % workdir)
+            time.sleep(0.1)
+        write_snapshot_conf(home, "http://127.0.0.1:%d/DirectoryStorageToolkit" % port, PASSWORD)
+
+    def snapshots(self):
+        try:
+            with open(self.snapshot_log) as f:
+                return [float(x) for x in f.read().split()]
+        except FileNotFoundError:
+            return []
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)  # a commit under way finishes
+
+    def resume(self):
+        self.proc.send_signal(signal.SIGUSR2)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=120)
+
+
+def check(name, ok, figures):
+    print("%-10s %s  %s" % (name, "ok    " if ok else "FAILED", figures), flush=True)
+    if not ok:
+        FAILED.append(name)
+
+
+def lags_of(master_home, results, since):
+    st = storage.Storage(master_home)
+    tids = sorted(t.tid for t in st.chain(stop=since))
+    lags, pos = [], 0
+    for r in sorted(results, key=lambda r: r["after_tid"]):
+        after, before = bytes.fromhex(r["after_tid"]), bytes.fromhex(r["before_tid"])
+        while pos < len(tids) and tids[pos] <= after:
+            if tids[pos] > before:
+                lags.append(r["applied_at"] - storage.tid_to_epoch(tids[pos]))
+            pos += 1
+    return sorted(lags), len(tids)
+
+
+def pct(values, q):
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3) if values else None
+
+
+def ssh_master(sshd, home):
+    return ["-e", sshd.ssh_command_string(), "--remote-command", DS_REPLICA, "%s@%s:%s" % (sshd.user, sshd.host, home)]
+
+
+def ds(*args, timeout=600):
+    return subprocess.run([DS_REPLICA, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def follow_check(sshd, workdir, name, rate, seconds, idle_seconds=0.0):
+    """Follow a live master writing `rate` tx/s for `seconds`; then, writes
+    paused, `idle_seconds` in which no snapshot may be taken."""
+    home, replica = os.path.join(workdir, name, "master"), os.path.join(workdir, name, "replica")
+    os.makedirs(os.path.dirname(home))
+    subprocess.run(engine_script("new_storage.py", home, "bushy", 20), check=True, capture_output=True)
+    master = LiveMaster(home, rate, workdir)
+    try:
+        time.sleep(1.0)
+        result = ds("clone", *ssh_master(sshd, home), replica)
+        assert result.returncode == 0, result.stderr
+        since = storage.Storage(replica).last_tid()
+        follower = FollowerProcess([DS_REPLICA, "follow", "--json", "--interval", "0.5",
+                                    *ssh_master(sshd, home), replica], os.path.join(workdir, name + ".err"))
+        time.sleep(seconds)
+        master.pause()
+        time.sleep(2.0)  # the last commits arrive
+        idle_from = time.time()
+        time.sleep(idle_seconds)
+        idle_snapshots = len([t for t in master.snapshots() if t > idle_from])
+        rc = follower.end(signal.SIGTERM)
+    finally:
+        master.stop()
+    lags, written = lags_of(home, follower.results, since)
+    same = read_state(home) == read_state(replica)
+    figures = {"rate_tps": rate, "seconds": seconds, "transactions": written, "followed": len(lags),
+               "lag_p50_s": pct(lags, 0.5), "lag_p99_s": pct(lags, 0.99), "lag_max_s": pct(lags, 1.0),
+               "increments": len(follower.results), "idle_s": idle_seconds, "idle_snapshots": idle_snapshots,
+               "follower_exit": rc, "replica_reads_as_master": same}
+    ok = (same and rc == 0 and lags and len(lags) == written and pct(lags, 0.99) <= 2.0
+          and idle_snapshots == 0)
+    check(name, ok, figures)
+    return figures
+
+
+def pull_and_clone_check(sshd, workdir):
+    """A clone and pulls from a master writing 20 tx/s; the replica reads as the master."""
+    home, replica = os.path.join(workdir, "pull", "master"), os.path.join(workdir, "pull", "replica")
+    os.makedirs(os.path.dirname(home))
+    subprocess.run(engine_script("new_storage.py", home, "chunky", 20), check=True, capture_output=True)
+    master = LiveMaster(home, 20, workdir)
+    try:
+        time.sleep(2.0)
+        clone_rc = ds("clone", *ssh_master(sshd, home), replica)
+        pulls = []
+        for _unused in range(3):
+            time.sleep(2.0)
+            pulls.append(ds("--json", *ssh_master(sshd, home), replica))
+        master.pause()
+        last = ds("--json", *ssh_master(sshd, home), replica)
+    finally:
+        master.stop()
+    transactions = [json.loads(p.stdout)["transactions"] for p in pulls + [last] if p.returncode == 0]
+    same = read_state(home) == read_state(replica)
+    ok = clone_rc.returncode == 0 and all(p.returncode == 0 for p in pulls + [last]) and same
+    check("pull", ok, {"clone_exit": clone_rc.returncode, "pull_transactions": transactions,
+                       "replica_reads_as_master": same, "errors": [p.stderr.strip() for p in pulls + [last]
+                                                                   if p.returncode][:2]})
+
+
+def reseed_check(sshd, workdir):
+    """A replica written to by the real engine itself (a promoted standby, a
+    split brain), then re-seeded from the master: it reads as the master."""
+    home, replica = os.path.join(workdir, "reseed", "master"), os.path.join(workdir, "reseed", "replica")
+    os.makedirs(os.path.dirname(home))
+    subprocess.run(engine_script("new_storage.py", home, "bushy", 30), check=True, capture_output=True)
+    result = ds("clone", home, replica)
+    assert result.returncode == 0, result.stderr
+    commit = ("import os,sys; sys.path.insert(0, os.environ['DS_REAL_ENGINE']); import transaction, ZODB; "
+              "from DirectoryStorage.Full import Full; from DirectoryStorage.Filesystem import Filesystem; "
+              "db = ZODB.DB(Full(Filesystem(sys.argv[1]), synchronous=1)); r = db.open().root(); "
+              "[(r.__setitem__('div%d' % i, i), transaction.commit()) for i in range(int(sys.argv[2]))]; db.close()")
+    subprocess.run([real_python(), "-c", commit, home, "5"], check=True)
+    subprocess.run([real_python(), "-c", commit, replica, "4"], check=True)  # the replica diverges
+    refused = ds(*ssh_master(sshd, home)[:-1], "%s@%s:%s" % (sshd.user, sshd.host, home), replica)
+    master = LiveMaster(home, 5, workdir)
+    try:
+        time.sleep(1.0)
+        reseed = ds("clone", "--delta", "--json", *ssh_master(sshd, home), replica)
+        master.pause()
+        final = ds(*ssh_master(sshd, home), replica)
+    finally:
+        master.stop()
+    same = read_state(home) == read_state(replica)
+    out = json.loads(reseed.stdout) if reseed.returncode == 0 else {}
+    ok = refused.returncode != 0 and reseed.returncode == 0 and final.returncode == 0 and same
+    check("reseed", ok, {"pull_refused": refused.stderr.strip()[:90], "reseed_exit": reseed.returncode,
+                         "reseed_bytes": out.get("bytes"), "kept_aside": bool(out.get("kept_aside")),
+                         "replica_reads_as_master": same, "error": reseed.stderr.strip()[:200]})
+
+
+def main():
+    real_python()
+    workdir = tempfile.mkdtemp(prefix="ds-real-engine-check-")
+    sshd = start_sshd(["127.0.0.1"])
+    try:
+        follow_check(sshd, workdir, "follow-40", 40, float(os.environ.get("REAL_FOLLOW_SECONDS", 30)))
+        follow_check(sshd, workdir, "follow-0.2", 0.2, float(os.environ.get("REAL_QUIET_SECONDS", 40)),
+                     idle_seconds=5.0)
+        pull_and_clone_check(sshd, workdir)
+        reseed_check(sshd, workdir)
+    finally:
+        sshd.stop()
+        if not FAILED:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if FAILED:
+        print("real-engine-check FAILED: %s (work left in %s)" % (", ".join(FAILED), workdir))
+        return 1
+    print("real-engine-check: all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
