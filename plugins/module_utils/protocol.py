@@ -81,40 +81,44 @@ class Request(object):
         return ("\n".join(lines) + "\n").encode("ascii") + self.body
 
 
-# The exact grammar of a request.  Each kind and version takes the options
-# listed here and no other (ONE place: a new option is one line in OPTIONS
-# and, if new, one in OPTION_VALUES); every value must match its pattern
-# whole.  What our own standby sends: transport/replica.py (pull:
-# pull_request_options), follow.py (follow_request_options), info.py
-# (verify: since), reseed.py (delta_request, chain window); clone sends none.
-_PULL_OPTIONS = ("dry-run", "compress", "snapshot-timeout", "snapshot-interval")
-OPTIONS = {
-    ("request", 0): (),
-    ("request", 1): _PULL_OPTIONS,
-    ("request", 2): _PULL_OPTIONS + ("interval", "heartbeat"),
-    ("clone", 1): (),
-    ("verify", 1): ("since",),
-    ("delta", 1): ("identity", "inventory-bytes", "chain", "chain-complete"),
-}
+# The exact grammar of a request.  REQUESTS: the kinds and versions a
+# master answers.  OPTIONS, one line an option: the pattern its value must
+# match whole, and the requests that take it (a new option is one line here);
+# any other option is refused.  What our own standby sends: replica.py
+# (pull_request_options), follow.py (follow_request_options), info.py
+# (verify: since), reseed.py (delta_request: identity, inventory-bytes, the
+# chain window); a clone sends none.
+REQUESTS = (("request", 0), ("request", 1), ("request", 2), ("clone", 1), ("verify", 1), ("delta", 1))
+_PULL = (("request", 1), ("request", 2))
+_FOLLOW = (("request", 2),)
+_DELTA = (("delta", 1),)
 _SECONDS = r"[0-9]{1,9}(?:\.[0-9]{1,9})?(?:e[-+][0-9]{1,3})?"  # no sign, nan or inf
-OPTION_VALUES = {
-    "dry-run": r"1",
-    "compress": r"none|gzip",
-    "snapshot-timeout": _SECONDS,
-    "snapshot-interval": _SECONDS,
-    "interval": _SECONDS,
-    "heartbeat": _SECONDS,
-    "since": r"[0-9A-Fa-f]{16}",
-    "identity": r"[0-9a-f]{32}",
-    "inventory-bytes": r"[0-9]{1,10}",
-    "chain": r"[0-9A-Fa-f]{16}",
-    "chain-complete": r"yes|no",
+_TID = r"[0-9A-Fa-f]{16}"
+OPTIONS = {
+    "dry-run": (r"1", (("request", 1),)),
+    "compress": (r"none|gzip", _PULL),
+    "snapshot-timeout": (_SECONDS, _PULL),
+    "snapshot-interval": (_SECONDS, _PULL),
+    "interval": (_SECONDS, _FOLLOW),
+    "heartbeat": (_SECONDS, _FOLLOW),
+    "since": (_TID, (("verify", 1),)),
+    "identity": (r"[0-9a-f]{32}", _DELTA),
+    "inventory-bytes": (r"[0-9]{1,10}", _DELTA),
+    "chain": (_TID, _DELTA),
+    "chain-complete": (r"yes|no", _DELTA),
 }
 # the retries a request may ask for: past this a standby is refused, not
 # held in line (the master keeps the ds-replica turn while it retries)
 MAX_SNAPSHOT_TIMEOUT = 300.0
 SECONDS_LIMITS = {"snapshot-timeout": (0.0, MAX_SNAPSHOT_TIMEOUT), "snapshot-interval": (0.1, 600.0),
                   "interval": (0.0, 3600.0), "heartbeat": (0.0, 3600.0)}
+
+
+def options_of(kind, version):
+    """The options a request of `kind` and `version` may carry."""
+    return [key for key, (_pattern, takers) in OPTIONS.items() if (kind, version) in takers]
+
+
 _FIRST_LINE = re.compile(r"replica (request|clone|verify|delta) (0|[1-9][0-9]{0,2})")
 _OPTION_LINE = re.compile(r"([a-z][a-z0-9-]{0,39}): (\S(?:.*\S)?)")
 _REFERENCE = (("identity", re.compile(r"[0-9a-f]{32}")), ("transaction id", re.compile(r"[0-9A-Fa-f]{16}")),
@@ -138,7 +142,7 @@ def _read_first_line(stream):
     if not m:
         raise Refused("malformed request: expected 'replica request 0'")
     kind, version = m.group(1), int(m.group(2))
-    if (kind, version) not in OPTIONS:
+    if (kind, version) not in REQUESTS:
         raise Refused("unsupported request version %s %d: this master speaks versions 0 to %d"
                       % (kind, version, FOLLOW_VERSION))
     return Request(kind, version)
@@ -158,9 +162,10 @@ def _read_reference(stream, req):
 def check_option(kind, version, key, value):
     """Refuse an option the request kind and version does not take, or a
     value that is not of its form."""
-    if key not in OPTIONS[(kind, version)]:
+    pattern, takers = OPTIONS.get(key, (None, ()))
+    if (kind, version) not in takers:
         raise Refused("unknown request option %r for replica %s %d" % (key[:40], kind, version))
-    if not re.fullmatch(OPTION_VALUES[key], value):
+    if not re.fullmatch(pattern, value):
         raise Refused("malformed request option %s: %r" % (key, value[:40]))
     if key in SECONDS_LIMITS:
         low, high = SECONDS_LIMITS[key]

@@ -77,8 +77,8 @@ option_values = {
 
 @st.composite
 def valid_requests(draw):
-    kind, version = draw(st.sampled_from(sorted(protocol.OPTIONS)))
-    allowed = protocol.OPTIONS[(kind, version)]
+    kind, version = draw(st.sampled_from(protocol.REQUESTS))
+    allowed = protocol.options_of(kind, version)
     keys = draw(st.sets(st.sampled_from(allowed))) if allowed else set()
     options = {k: draw(option_values[k]) for k in keys}
     if kind == "delta":

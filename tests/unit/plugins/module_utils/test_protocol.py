@@ -94,7 +94,7 @@ def test_the_original_tools_version_0_request_is_accepted_byte_for_byte():
 
 
 def test_every_option_our_standby_sends_is_in_the_grammar():
-    """One table (protocol.OPTIONS) says what each request takes; what our
+    """One table (protocol.OPTIONS, one line an option) says what each request takes; what our
     own client sends is accepted, including the delta's chain window."""
     sent = [protocol.Request("request", 1, IDENT, TID, MD5, protocol.pull_request_options(True, True, 300, 600)),
             protocol.Request("request", 2, IDENT, TID, MD5, protocol.follow_request_options(0.05, 60, True, 1e-5, 0.1)),
@@ -102,6 +102,14 @@ def test_every_option_our_standby_sends_is_in_the_grammar():
     for req in sent:
         got = protocol.read_request(io.BytesIO(req.encode()))
         assert got.options == req.options
+
+
+def test_the_option_table_gives_each_request_its_options():
+    assert protocol.options_of("clone", 1) == [] and protocol.options_of("request", 0) == []
+    assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval"]
+    assert protocol.options_of("request", 2) == ["compress", "snapshot-timeout", "snapshot-interval", "interval",
+                                                 "heartbeat"]
+    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete"]
 
 
 def test_answer_header_round_trip():
