@@ -201,7 +201,7 @@ def cmd_serve(argv):
                    help="retry entering snapshot mode for up to S seconds (a request may ask for more)")
     p.add_argument("-s", "--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
     p.add_argument("--write-timeout", type=float, default=WRITE_TIMEOUT, metavar="S",
-                   help="drop a standby that reads nothing of the answer for S seconds (default %(default)g)")
+                   help="drop a standby that reads nothing of the answer for S seconds (default %(default)g; 0: never)")
     p.add_argument("directory")
     args = p.parse_args(argv)
     log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
