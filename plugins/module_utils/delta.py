@@ -70,9 +70,10 @@ _CHUNK = 1 << 16
 _SIZE = r"(0|[1-9][0-9]{0,18})"
 
 
-def walk(root, fmt):
+def walk(root, fmt, strays=None):
     """(relpath, logical name, size) of every storage file under `root` (an
-    A/ folder); pack leftovers and strays are skipped."""
+    A/ folder); pack leftovers and strays are skipped (and, given a list
+    `strays`, their (relpath, size) appended to it)."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -87,14 +88,18 @@ def walk(root, fmt):
                 name = logical_name(fmt, rel) if entry.is_file(follow_symlinks=False) else None
                 if name is not None:
                     yield rel, name, entry.stat(follow_symlinks=False).st_size
+                elif strays is not None and entry.is_file(follow_symlinks=False):
+                    strays.append((rel, entry.stat(follow_symlinks=False).st_size))
 
 
 REVISION_HEAD = 56  # an object revision file's header, its MD5 of the rest included (bytes 40-56)
-_DIGEST = {  # what may follow a name of each kind (see `digest` and the chain window)
-    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})*"),  # a transaction may write no object
-    "c": re.compile(r"-|(?:[0-9a-f]{2}){1,32}"),
-    "o": re.compile(r"-|[0-9a-f]{%d}" % (2 * REVISION_HEAD)),
-    "x": re.compile(r"-"),
+PREFIX = "prefix:"  # the digest of the beginning of a file a killed clone had received (clone.PART_SUFFIX)
+_PREFIX = "|" + PREFIX + "[0-9a-f]{32}"  # what a standby may send for any name (reseed._prefixes)
+_DIGEST = {  # what may follow a name of each kind (see `digest`, `prefix_digest` and the chain window)
+    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})*" + _PREFIX),  # a transaction may write no object
+    "c": re.compile(r"-|(?:[0-9a-f]{2}){1,32}" + _PREFIX),
+    "o": re.compile(r"-|[0-9a-f]{%d}" % (2 * REVISION_HEAD) + _PREFIX),
+    "x": re.compile(r"-" + _PREFIX),
 }
 
 
@@ -121,6 +126,21 @@ def digest(path, name):
     if name.startswith("o"):
         return _revision_head(path)
     return None
+
+
+def prefix_digest(path, size):
+    """The digest of the first `size` bytes of a file (None if it is shorter)."""
+    with os.fdopen(open_storage_file(path), "rb") as f:
+        data = f.read(size)
+    return PREFIX + hashlib.md5(data).hexdigest() if len(data) == size else None
+
+
+def _tail_from(root, rel, size, other):
+    """Where the standby's beginning of this file ends, when it holds one
+    that matches (a killed clone's .part); else None."""
+    if other is None or not other[1] or not other[1].startswith(PREFIX) or not 0 < other[0] < size:
+        return None
+    return other[0] if prefix_digest(os.path.join(root, rel), other[0]) == other[1] else None
 
 
 def _revision_head(path):
@@ -155,9 +175,11 @@ def _kept(root, rel, name, size, other, same, chain=None):
 
 
 def plan(root, fmt, theirs, chain=None):
-    """(relpaths to send, names to drop, files kept) for a standby that
-    holds `theirs` ({name: (size, digest)}); `chain` (a Chain) when the
-    standby sent a chain window; None when that window found no anchor."""
+    """(relpaths to send, names to drop, files kept, {relpath: offset} of the
+    files to send from an offset: the standby holds their beginning) for a
+    standby that holds `theirs` ({name: (size, digest)}); `chain` (a Chain)
+    when the standby sent a chain window; None when that window found no
+    anchor."""
     mine = list(walk(root, fmt))
     if chain is not None:
         theirs = {n: (v[0], v[1].split("+", 1)[0] if v[1] else None) for n, v in theirs.items()}
@@ -166,15 +188,18 @@ def plan(root, fmt, theirs, chain=None):
         if not chain.settle(root, fmt, mine, theirs, same):
             return None
         same |= chain.trusted_transactions
-    send = []
+    send, tails = [], {}
     for rel, name, size in mine:
         if name in same:
             continue
         if name.startswith("t") or not _kept(root, rel, name, size, theirs.get(name), same, chain):
             send.append(rel)
+            offset = _tail_from(root, rel, size, theirs.get(name))
+            if offset:
+                tails[rel] = offset
     held = {name for _rel, name, _size in mine}
     drop = sorted(n for n in theirs if n not in held)
-    return send, drop, len(mine) - len(send)
+    return send, drop, len(mine) - len(send), tails
 
 
 class Chain(object):
@@ -347,13 +372,15 @@ def answer_delta(st, req, snap, stdin, stdout, log, inc):
                 _gather(st, planned, inc)
         if planned is None:  # answered after leaving snapshot mode, like every answer
             return _ask_for_digests(st, stdout, log, inc, master_tid)
-        send, drop, kept = planned
+        send, drop, kept, tails = planned
         log("delta: %d files to send, %d kept, %d to drop; master held %.3fs"
             % (len(send), kept, len(drop), snap.seconds))
         header = {"master_tid": hex_tid(master_tid), "format": st.format, "compress": "none", "files": len(send),
                   "bytes": inc.bytes, "kept": kept, "dropped": len(drop), "snapshot_seconds": round(snap.seconds, 6)}
         if chain is not None:
             header["anchor"] = hex_tid(chain.anchor or ZERO_TID)
+        if tails:
+            header["tails"] = {"A/" + rel: offset for rel, offset in tails.items()}
         write_answer_header(stdout, header)
         inc.write(stdout)
         stdout.flush()
@@ -365,12 +392,12 @@ def answer_delta(st, req, snap, stdin, stdout, log, inc):
 def _gather(st, planned, inc):
     """Keep what the answer sends (in snapshot mode: serve.Increment opens
     or reads every file, nothing goes out yet)."""
-    send, drop, _kept = planned
+    send, drop, _kept, tails = planned
     inc.add_data(DROP_MEMBER, encode_drop(drop))
     for name in ("settings", "identity"):
         inc.add_data("config/" + name, read_file(st.sub("config", name)))
     for rel in send:
-        inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")))
+        inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")), offset=tails.get(rel, 0))
 
 
 def _ask_for_digests(st, stdout, log, inc, master_tid):
