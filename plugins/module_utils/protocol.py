@@ -40,6 +40,7 @@ import struct
 import zlib
 
 from .storage import (
+    FORMATS,
     LOGICAL_NAME_RE,
     ZERO_TID,
     Busy,
@@ -289,21 +290,76 @@ def write_answer_header(stream, info):
     stream.write(ANSWER_PREFIX + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
 
 
-def _json_object(data):
-    """The JSON object (a dict) `data` holds; None for anything else (not
-    ASCII, not JSON, nested too deep, a list or a number)."""
+_INVALID = object()
+
+
+def _json(data):
+    """The JSON value `data` holds; _INVALID when it is not ASCII JSON (or
+    nested too deep for the parser: RecursionError)."""
     try:
-        info = json.loads(data.decode("ascii"))
+        return json.loads(data.decode("ascii"))
     except (ValueError, RecursionError):
-        return None
-    return info if isinstance(info, dict) else None
+        return _INVALID
 
 
 def parse_answer_header(line):
     """The JSON of an answer header line (which starts with ANSWER_PREFIX)."""
-    info = _json_object(line[len(ANSWER_PREFIX):])
-    if info is None:
+    info = _json(line[len(ANSWER_PREFIX):])
+    if info is _INVALID:
         raise Corrupt("the master's answer header is not valid")
+    return check_answer_fields(info, "answer header")
+
+
+def require_fields(info, names):
+    """`info` (a checked answer header) once it holds every field of
+    `names` that the caller reads; Corrupt in one line otherwise."""
+    missing = [name for name in names if name not in info]
+    if missing:
+        raise Corrupt("the master's answer header lacks %s" % ", ".join(missing),
+                      "check ds-replica on the master (the same version on both sides)")
+    return info
+
+
+_TID_RE = re.compile(r"^[0-9A-Fa-f]{16}\Z")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def _is_seconds(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9
+
+
+def _is_chain(value):
+    return isinstance(value, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and _TID_RE.match(pair[0])
+        and isinstance(pair[1], str) and _MD5_RE.match(pair[1]) for pair in value)
+
+
+_FIELD_CHECKS = dict(
+    [(name, lambda v: isinstance(v, str) and _TID_RE.match(v)) for name in
+     ("master_tid", "master_newest_tid", "packed_tid", "anchor")]
+    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped")]
+    + [(name, lambda v: isinstance(v, bool)) for name in ("dry_run", "staged", "waiting")]
+    + [("snapshot_seconds", _is_seconds), ("chain", _is_chain),
+       ("format", lambda v: v in FORMATS), ("compress", lambda v: v in ("none", "gzip")),
+       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT))])
+
+
+def check_answer_fields(info, what):
+    """`info` (an answer header's or a frame's JSON) once every field a
+    standby reads from it has the type and form it must have (fields it
+    does not know are left alone: a newer master may add some); Corrupt in
+    one line otherwise."""
+    if not isinstance(info, dict):
+        raise Corrupt("the master's %s is not a JSON object" % what)
+    for name, value in info.items():
+        check = _FIELD_CHECKS.get(name)
+        if check is not None and not check(value):
+            raise Corrupt("the master's %s has a bad %s: %s" % (what, name, json.dumps(value)[:60]),
+                          "check ds-replica on the master; the replica is unchanged")
     return info
 
 
@@ -438,12 +494,16 @@ def parse_frame(line):
     """The JSON of a frame line; Corrupt unless it is one."""
     if not line.startswith(FRAME_PREFIX) or not line.endswith(b"\n"):
         raise Corrupt("the master's follow answer is not a frame: %r" % line[:60])
-    info = _json_object(line[len(FRAME_PREFIX):])
-    if info is None:
+    info = _json(line[len(FRAME_PREFIX):])
+    if info is _INVALID:
         raise Corrupt("the master's follow frame is not valid")
-    if info.get("frame") not in (INCREMENT, HEARTBEAT):
-        raise Corrupt("the master sent an unknown follow frame %r" % str(info.get("frame"))[:40])
-    return info
+    if not isinstance(info, dict) or info.get("frame") not in (INCREMENT, HEARTBEAT):
+        raise Corrupt("the master sent an unknown follow frame %s"
+                      % json.dumps(info.get("frame") if isinstance(info, dict) else info)[:60])
+    if "master_tid" not in info:
+        raise Corrupt("the master's %s frame has no master_tid" % info["frame"],
+                      "check ds-replica on the master; the replica is unchanged")
+    return check_answer_fields(info, "%s frame" % info["frame"])
 
 
 class ChunkWriter(object):
