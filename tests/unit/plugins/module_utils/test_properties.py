@@ -144,7 +144,7 @@ def read_chunks(data):
 
 
 @given(st.one_of(st.binary(max_size=1024),
-                 mutated(st.binary(max_size=300).map(lambda d: chunked(d)))))
+                 mutated(st.binary(max_size=300).map(chunked))))
 def test_any_chunk_stream_gives_an_archive_or_a_refusal(data):
     got = outcome(read_chunks, data)
     assert isinstance(got, (bytes, DSError))
