@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from dirstorage_replica import journal, storage
-from dirstorage_replica.clone import KEEP_ASIDE
+from dirstorage_replica.keep_aside import KEEP_ASIDE
 from tests.support import power_cut
 from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
