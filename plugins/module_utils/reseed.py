@@ -277,7 +277,7 @@ def _reseed_tree(master, dest, parent, base, opts, log, progress):
         result["kept_files"] = len(chosen.keys() - drop - received)
         after = complete_copy(partial)
         set_upstream(partial, master)
-        lost = _diverged(sources, partial, drop | received)
+        lost = _diverged(sources, partial, drop | received, result.get("anchor_tid"))
         partial, aside = _switch(partial, dest, lost, log)
         remove_stale_partials(parent, base, log)
         result.update(changed=True, path=dest, before_tid=hex_tid(before), after_tid=hex_tid(after),
@@ -549,15 +549,19 @@ class _Linker(threading.Thread):
             raise self.error
 
 
-def _diverged(sources, partial, replaced):
+def _diverged(sources, partial, replaced, anchor=None):
     """The transactions PATH holds that the new copy does not (a different
     file under the same name counts, unless only its "previous tid" field
-    differs, as after a pack): [{tid, time, user, description}]."""
+    differs, as after a pack; a missing one counts unless the master packed
+    it away: below its pack point and, when the master found an anchor
+    (hex), not above it): [{tid, time, user, description, oids}]."""
     trusted = [s for s in sources if s.trusted]
     if not trusted:
         return []
     new = Storage(partial)
     packed = new.packed_tid()
+    if anchor and anchor != hex_tid(ZERO_TID):
+        packed = min(packed, bytes.fromhex(anchor))
     lost = []
     for name, (path, _size) in sorted(trusted[0].files.items()):
         if not name.startswith("t") or name not in replaced:

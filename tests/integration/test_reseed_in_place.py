@@ -223,3 +223,21 @@ def test_verify_finishes_an_interrupted_in_place_reseed(unpack_fixture, monkeypa
     assert result["ok"], result["problems"]
     assert result["finished_reseed"] and not late_names & a_files(d / "master")
     assert_reads_as(d / "master", new)
+
+
+def test_a_new_tree_keeps_aside_what_diverged_above_the_anchor_of_a_master_packed_past_it(unpack_fixture):
+    """A master packed past the anchor: the tree method; the old master's
+    own transactions, below the new master's pack point but above the
+    anchor, were never the master's (not packed away): kept aside."""
+    d = unpack_fixture("bushy")
+    new = copy(d / "master", d / "new")
+    late = commit(d / "master", b"late order 1", b"late order 2")
+    commit(new, b"after failover")  # after the late ones: the pack point below is above them
+    st = storage.Storage(str(new))
+    (new / "A").joinpath(*st.relpath("x.packed").split("/")[1:]).write_bytes(st.last_tid())
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "tree"
+    assert result["method_reason"].startswith("the master is packed past the anchor")
+    assert [t["tid"] for t in result["diverged_transactions"]] == late
+    assert [t["tid"] for t in keep_aside.list_kept(result["kept_aside"])["transactions"]][-2:] == late
+    assert_reads_as(d / "master", new)
