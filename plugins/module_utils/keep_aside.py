@@ -282,7 +282,7 @@ def remove_kept(st, aside):
         if _same_file(os.path.join(kept.a_dir, *rel.split("/")), target):
             os.unlink(target)
             removed += 1
-            _remove_empty_folders(os.path.dirname(target), st.a_dir)
+        _remove_empty_folders(os.path.dirname(target), st.a_dir)  # also those a cut run left
     forget_promotion(st)
     Durability(st.home, True).commit()
     os.unlink(kept.sub("misc", PENDING))
@@ -308,6 +308,8 @@ def _same_file(a, b):
 
 
 def _remove_empty_folders(folder, root):
+    while folder != root and folder.startswith(root) and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)  # removed already, by a run that was cut
     while folder != root and folder.startswith(root) and not os.listdir(folder):
         os.rmdir(folder)
         folder = os.path.dirname(folder)
