@@ -106,7 +106,7 @@ def reseed_in_place(master, st, opts, log, progress=None):
         if os.path.exists(incoming):
             os.unlink(incoming)
     result.update(method="in-place", before_tid=hex_tid(before), files=count[0], bytes=count[1],
-                  wire_bytes=chan.wire, request_bytes=len(req.body), kept_files=None,
+                  wire_bytes=chan.wire, answer_bytes=chan.wire, request_bytes=len(req.body), kept_files=None,
                   snapshot_seconds=info.get("snapshot_seconds"), master_tid=info.get("master_tid"))
     log("re-seeded in place from anchor %s: %d transaction(s) applied, %d diverged, %d files removed"
         % (result["anchor_tid"], result["transactions"], len(result["diverged_transactions"]),

