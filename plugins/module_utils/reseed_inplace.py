@@ -46,6 +46,7 @@ from .standing import set_upstream
 from .storage import (
     ZERO_TID,
     Corrupt,
+    DSError,
     classify,
     hex_tid,
     parse_transaction,
@@ -89,9 +90,9 @@ def reseed_in_place(master, st, opts, log, progress=None):
     try:
         try:
             with Session(chan, req) as session:
-                info = session.start()
+                info = _start(session)
                 if info.get("method") != "in-place":
-                    return None, info.get("reason") or "the master does not re-seed in place"
+                    return None, info.get("reason") or "the master does not re-seed in place (an earlier version)"
                 if info.get("format") != st.format:
                     raise Corrupt("the master's format is %s, the storage to re-seed is %s"
                                   % (info.get("format"), st.format), "re-seed it with 'ds-replica clone --force'")
@@ -112,6 +113,18 @@ def reseed_in_place(master, st, opts, log, progress=None):
         % (result["anchor_tid"], result["transactions"], len(result["diverged_transactions"]),
            result["removed_files"]))
     return result, None
+
+
+def _start(session):
+    """The answer header; {} from a master of an earlier version, which
+    refuses the `reseed` option (its answer to the tree method's request
+    is asked for next)."""
+    try:
+        return session.start()
+    except DSError as e:
+        if "unknown request option '%s'" % IN_PLACE in str(e):
+            return {}
+        raise
 
 
 def check_answer(st, names, info, mine):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import journal, keep_aside, reseed_inplace, storage
+from dirstorage_replica import delta, journal, keep_aside, protocol, reseed_inplace, storage
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed
@@ -240,4 +240,19 @@ def test_a_new_tree_keeps_aside_what_diverged_above_the_anchor_of_a_master_packe
     assert result["method_reason"].startswith("the master is packed past the anchor")
     assert [t["tid"] for t in result["diverged_transactions"]] == late
     assert [t["tid"] for t in keep_aside.list_kept(result["kept_aside"])["transactions"]][-2:] == late
+    assert_reads_as(d / "master", new)
+
+
+def test_a_master_of_an_earlier_version_is_re_seeded_from_by_a_new_tree(unpack_fixture, monkeypatch):
+    """A master whose request grammar does not know the `reseed` option
+    refuses it: the standby asks again for the tree method."""
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    options = dict(protocol.OPTIONS)
+    del options[delta.IN_PLACE]
+    monkeypatch.setattr(protocol, "OPTIONS", options)  # the master, served in-process, as an earlier version
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "tree"
+    assert result["method_reason"] == "the master does not re-seed in place (an earlier version)"
+    assert [t["tid"] for t in result["diverged_transactions"]] == late
     assert_reads_as(d / "master", new)
