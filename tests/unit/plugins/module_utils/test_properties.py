@@ -143,19 +143,19 @@ def read_chunks(data):
         parts.append(part)
 
 
-@given(st.one_of(st.binary(max_size=1024),
-                 mutated(st.binary(max_size=300).map(lambda d: chunked(d)))))
-def test_any_chunk_stream_gives_an_archive_or_a_refusal(data):
-    got = outcome(read_chunks, data)
-    assert isinstance(got, (bytes, DSError))
-
-
 def chunked(data):
     out = io.BytesIO()
     writer = protocol.ChunkWriter(out)
     writer.write(data)
     writer.close()
     return out.getvalue()
+
+
+@given(st.one_of(st.binary(max_size=1024),
+                 mutated(st.binary(max_size=300).map(chunked))))
+def test_any_chunk_stream_gives_an_archive_or_a_refusal(data):
+    got = outcome(read_chunks, data)
+    assert isinstance(got, (bytes, DSError))
 
 
 @given(st.binary(max_size=300))
