@@ -71,7 +71,7 @@ option_values = {
     "since": st.binary(min_size=8, max_size=8).map(lambda b: b.hex()),
     "chain": st.binary(min_size=8, max_size=8).map(lambda b: b.hex().upper()),
     "chain-complete": st.sampled_from(["yes", "no"]), "identity": identities,
-    "inventory-bytes": st.integers(0, 1 << 20).map(str),
+    "inventory-bytes": st.integers(0, 1 << 20).map(str), "reseed": st.just("in-place"),
 }
 
 
