@@ -224,7 +224,9 @@ def _check_identity(st, req):
 
 def answer_delta(st, req, snap, stdout, log, inc):
     """Compare the standby's inventory with A/ in snapshot mode, then send
-    the drop list and what differs (gathered in `inc`, a serve.Increment)."""
+    the drop list and what differs (gathered in `inc`, a serve.Increment).
+    Returns the master's newest transaction the standby now holds (None
+    when it must ask again with every digest)."""
     _check_identity(st, req)
     theirs = read_inventory(req)
     chain = read_chain_options(req, theirs)
@@ -249,7 +251,7 @@ def answer_delta(st, req, snap, stdout, log, inc):
         write_answer_header(stdout, header)
         inc.write(stdout)
         stdout.flush()
-        return None
+        return master_tid
     finally:
         inc.close()
 

@@ -38,7 +38,7 @@ import time
 
 from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
 from .options import PullOptions
-from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options
+from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options, standby_name_option
 from .replica import (
     INCOMING,
     LocalDiskError,
@@ -395,8 +395,9 @@ class Follower(object):
 
     def _request_options(self):
         s, o = self.settings, self.opts
-        return follow_request_options(s.interval, self._heartbeat_seconds(), o.compress, o.snapshot_timeout,
-                                      o.snapshot_interval)
+        options = follow_request_options(s.interval, self._heartbeat_seconds(), o.compress, o.snapshot_timeout,
+                                         o.snapshot_interval)
+        return dict(options, **standby_name_option(o.standby_name))
 
     def _heartbeat_seconds(self):
         """A hot standby's spooled increments are applied at the first frame

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import struct
 import zlib
 
@@ -48,6 +49,8 @@ ANSWER_PREFIX = b"replica answer 1 "
 HEADER_LIMIT = 65536  # the longest answer header a client reads
 INVENTORY_LIMIT = 1 << 30  # the longest inventory (uncompressed) a master reads
 DROP_MEMBER = "delta/drop"  # first member of a delta answer
+STANDBY_NAME = "standby-name"  # request option (versions >= 1): who asks (the master records where it stands)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 # ---------------------------------------------------------------- request
@@ -191,6 +194,38 @@ def pull_request_options(check=False, compress=False, snapshot_timeout=0.0, snap
     return options
 
 
+def valid_standby_name(name):
+    """A standby name: 1 to 64 letters, digits and `._-`, starting with a
+    letter or digit (it names a file on the master)."""
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
+def host_standby_name():
+    """This host's name, as a valid standby name (the default)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:64]
+    return name or "standby"
+
+
+def standby_name_option(name=None):
+    """The request option naming the standby: `name`, else this host's name."""
+    name = host_standby_name() if name is None or name == "" else name
+    if not valid_standby_name(name):
+        raise Refused("bad standby name %r" % name,
+                      "give --standby-name (standby_name) 1 to 64 letters, digits, '.', '_' or '-'")
+    return {STANDBY_NAME: name}
+
+
+def request_standby_name(req):
+    """The name a request gives its standby (None: version 0, or a client
+    that does not send one); a bad name is refused."""
+    if req.version < 1 or STANDBY_NAME not in req.options:
+        return None
+    name = req.options[STANDBY_NAME]
+    if not valid_standby_name(name):
+        raise Refused("malformed request: bad standby-name %r" % name[:80])
+    return name
+
+
 def request_version(protocol, options):
     """The version a pull request needs: 1 when asked for or when it carries
     options (version 0 has none), else 0."""
@@ -208,11 +243,11 @@ class OldMaster(DSError):
 def ask_with_fallback(ask, req, log):
     """`ask(req)`; when an old master (the original replica.py) refuses
     version 1, ask again with version 0, which it speaks, unless the request
-    needs version 1 options."""
+    needs version 1 options (the standby's name alone is dropped: version 0 has none)."""
     try:
         return ask(req)
     except OldMaster as e:
-        if req.options:
+        if set(req.options) - {STANDBY_NAME}:
             raise Refused("the master does not speak request version 1 (%s)" % e.text,
                           "drop --check/--compress/--snapshot-timeout for this master, or upgrade it")
         log("the master does not speak request version 1 (%s); asking again with version 0" % e.text)

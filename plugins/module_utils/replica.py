@@ -24,6 +24,7 @@ from .protocol import (
     master_failure,
     pull_request_options,
     request_version,
+    standby_name_option,
 )
 from .snapshot import PEER_WAIT, take_turn
 from .standing import refuse_if_promoted
@@ -211,7 +212,9 @@ def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
     with locked_replica(master, replica_dir, opts.check, log, hot) as (st, incoming, hold):
         before = st.last_tid()
         options = pull_request_options(opts.check, opts.compress, opts.snapshot_timeout, opts.snapshot_interval)
-        req = reference_request(st, before, request_version(opts.protocol, options), options)
+        version = request_version(opts.protocol, options)
+        options.update(standby_name_option(opts.standby_name))  # version 0 sends no options
+        req = reference_request(st, before, version, options)
         log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
 
         def ask(req):

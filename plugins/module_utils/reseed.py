@@ -46,7 +46,7 @@ from .clone import (
 )
 from .delta import WINDOW, digest, is_revision, needs_digest, walk
 from .options import PullOptions
-from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
+from .protocol import DROP_MEMBER, Session, decode_drop, delta_request, standby_name_option
 from .standing import set_upstream
 from .storage import (
     ZERO_TID,
@@ -257,8 +257,8 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
         options, entries = None, _entries(chosen, {}, chosen.keys())
     drop, received, result = set(), set(), None
     while True:
-        answer, round_drop, round_received = _receive(master, partial, delta_request(identity, entries, options),
-                                                      opts, log, progress, linker)
+        req = delta_request(identity, entries, dict(options or {}, **standby_name_option(opts.standby_name)))
+        answer, round_drop, round_received = _receive(master, partial, req, opts, log, progress, linker)
         drop |= round_drop
         received |= round_received
         if answer.get("retry"):

@@ -27,6 +27,7 @@ import time
 from . import ustar
 from .delta import answer_delta
 from .journal import is_mutable
+from .positions import Recorder, requester
 from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_request, write_answer_header, write_frame
 from .snapshot import Snapshot, stale_code
 from .storage import (
@@ -351,10 +352,10 @@ def remove_detached(path):
         os._exit(0)
 
 
-def _serve_clone(st, snap, stdout, log, stage=True, detach_cleanup=False):
+def _serve_clone(st, snap, stdout, log, stage=True, detach_cleanup=False, sent=None):
     """A first copy: hard-link A/ into a staging folder in snapshot mode and
     send it after leaving; where links cannot be made, send A/ itself while
-    the storage keeps serving from B/."""
+    the storage keeps serving from B/.  `sent(tid)` once it was all written."""
     remove_stale_staging(st)
     staged = None
     with snap:
@@ -364,19 +365,23 @@ def _serve_clone(st, snap, stdout, log, stage=True, detach_cleanup=False):
         if staged is None:
             _clone_header(stdout, st, master_tid, None)
             counts = write_clone(st, stdout)
+    if staged is None and sent is not None:
+        sent(master_tid)
     if staged is not None:
         log("staged the copy in %.3fs of snapshot mode" % snap.seconds)
-        sent = False
+        done = False
         try:
             _clone_header(stdout, st, master_tid, snap.seconds)
             counts = write_clone(st, stdout, staged)
             stdout.flush()
-            sent = True
+            done = True
         finally:
-            if sent and detach_cleanup:
+            if done and detach_cleanup:
                 remove_detached(st.sub(staged))
             else:
                 shutil.rmtree(st.sub(staged), ignore_errors=True)
+        if sent is not None:
+            sent(master_tid)
     stdout.flush()
     log("clone sent %(files)d files, %(bytes)d bytes" % counts)
     return None
@@ -391,9 +396,12 @@ def _clone_header(stdout, st, master_tid, snapshot_seconds):
 
 
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None,
-          detach_cleanup=False):
+          detach_cleanup=False, environ=None):
     """Answer one request.  Raises DSError on refusal (the caller prints it and
-    exits non-zero); writes nothing to stdout before all checks passed."""
+    exits non-zero); writes nothing to stdout before all checks passed.
+    Where the standby stands is recorded (positions.py) once it was sent
+    what it asked for; `environ` (os.environ) names a standby that gave no
+    name by its ssh address."""
     log = log or (lambda msg: None)
     req = read_request(stdin)
     st = Storage(home)
@@ -401,16 +409,23 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     _check_master(st, req)
     if req.kind == "verify":
         return answer_verify(st, req, stdout)
+    standby = requester(req, os.environ if environ is None else environ)
     timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
     dry_run = req.options.get("dry-run") == "1"
     compress = _compression(req.options)
     snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    kind = "follow" if req.version >= FOLLOW_VERSION else ("pull" if req.kind == "request" else "clone")
+    recorder = Recorder(st.home, standby, kind, warn or log)
     if req.kind == "delta":  # clone --delta (issue 11)
-        return answer_delta(st, req, snap, stdout, log, Increment())
+        reached = answer_delta(st, req, snap, stdout, log, Increment())
+        if reached is not None:
+            recorder.record(reached)
+        return None
     if req.version >= FOLLOW_VERSION and not dry_run:
-        return _serve_follow(st, req, snap, stdin, stdout, compress, log)
+        return _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder)
     if req.kind == "clone" and not dry_run:
-        return _serve_clone(st, snap, stdout, log, req.options.get("stage", "1") != "0", detach_cleanup)
+        return _serve_clone(st, snap, stdout, log, req.options.get("stage", "1") != "0", detach_cleanup,
+                            recorder.record)
     inc = Increment()
     try:
         snap_seconds = _gather(st, req, inc, None if dry_run else snap, log)
@@ -419,6 +434,8 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
         if not dry_run:
             _send(inc, stdout, compress)
         stdout.flush()
+        if not dry_run:
+            recorder.record(req.tid, inc.master_tid)
         return inc
     finally:
         inc.close()
@@ -484,21 +501,28 @@ def _send(inc, stdout, compress):
 
 # ------------------------------------------------- follow (request version 2)
 
-def _serve_follow(st, req, snap, stdin, stdout, compress, log):
+def _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder):
     """`ds-replica follow`: check the replica's reference at once, then send
     an increment whenever the newest committed transaction moves (journal
-    included: watch.py), until the standby goes."""
+    included: watch.py), until the standby goes.  The standby's record is
+    rewritten at most every few seconds (increments and heartbeats): it
+    holds the reference of the latest increment (it asked for the next)."""
     interval, heartbeat = follow_waits(req.options)
     check_reference(st, req)
+    recorder.record(req.tid)
     reference = [req]
 
     def send(_known):
         inc = _send_frame(st, reference[0], snap, stdout, compress, log)
+        recorder.beat(reference[0].tid, inc.master_tid)
         reference[0] = Request("request", req.version, req.identity, inc.master_tid,
                                st.transaction_md5(inc.master_tid))
         return inc.master_tid
 
-    follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat)
+    try:
+        follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat, beat=recorder.beat)
+    finally:
+        recorder.flush()
     return None
 
 
