@@ -227,7 +227,9 @@ def _receive(master, partial, opts, log, progress):
             info = session.start()
             t_start = time.monotonic()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
-            checker, counts = _write_members(ustar.iter_members(read), partial, progress)
+            keeper = PrefixKeeper(partial)
+            members = ustar.iter_members(read, on_large=keeper.start)
+            checker, counts = write_members(members, partial, progress, keeper)
             session.finish_ok()
     except OSError as e:
         raise DSError("the clone transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -242,10 +244,56 @@ def _receive(master, partial, opts, log, progress):
     return counts
 
 
-def _write_members(members, partial, progress):
+PART_SUFFIX = ".part"  # A/<path>.part: what a clone has received so far of a large file
+
+
+class PrefixKeeper(object):
+    """Writes what has arrived of a large member (ustar.iter_members'
+    `large`) to A/<path>.part in the partial folder as it arrives, so that a
+    clone killed in the middle of it leaves its beginning: `clone --delta`
+    then asks only for the rest (reseed.py).  The name is checked before
+    anything is written; once the whole member is checked, the .part file
+    becomes the file (a rename: its bytes are not written twice)."""
+
+    def __init__(self, partial):
+        self.partial = partial
+        self.checker = None
+        self.fd = self.path = None
+
+    def start(self, member):
+        """ustar.iter_members' on_large: a function for the pieces, or None."""
+        if self.checker is None or self.checker.fmt is None or not member.name.startswith("A/"):
+            return None
+        self.checker.storage_name(member.name)
+        self.path = os.path.join(self.partial, *member.name.split("/")) + PART_SUFFIX
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return self.write
+
+    def write(self, piece):
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def holds(self, path):
+        return self.path == path + PART_SUFFIX
+
+    def finish(self, path, mode):
+        """The member, whole and checked, at `path` with `mode`."""
+        try:
+            os.fchmod(self.fd, mode)
+        finally:
+            os.close(self.fd)
+        os.rename(self.path, path)
+        self.fd = self.path = None
+
+
+def write_members(members, partial, progress, keeper=None):
     """Check and write every member of the clone archive under `partial`;
     returns (checker, counts)."""
     checker = journal.MemberChecker(None, allow_config=True, keep=False)
+    if keeper is not None:
+        keeper.checker = checker
     counts = {"transactions": 0, "files": 0, "bytes": 0}
     made = set()
     dur = journal.Durability(partial, True)
@@ -256,7 +304,10 @@ def _write_members(members, partial, progress):
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        journal.write_file(path, member.data, journal.member_mode(member.mode))
+        if keeper is not None and keeper.holds(path):
+            keeper.finish(path, journal.member_mode(member.mode))
+        else:
+            journal.write_file(path, member.data, journal.member_mode(member.mode))
         dur.step(member.size)
         counts["files"] += 1
         counts["bytes"] += member.size

@@ -56,9 +56,10 @@ from .storage import (
 WINDOW = 2048  # the standby's newest transactions sent with MD5 and oids (chain mode)
 
 
-def walk(root, fmt):
+def walk(root, fmt, strays=None):
     """(relpath, logical name, size) of every storage file under `root` (an
-    A/ folder); pack leftovers and strays are skipped."""
+    A/ folder); pack leftovers and strays are skipped (and, given a list
+    `strays`, their (relpath, size) appended to it)."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -71,9 +72,12 @@ def walk(root, fmt):
                 name = logical_name(fmt, rel) if entry.is_file(follow_symlinks=False) else None
                 if name is not None:
                     yield rel, name, entry.stat(follow_symlinks=False).st_size
+                elif strays is not None and entry.is_file(follow_symlinks=False):
+                    strays.append((rel, entry.stat(follow_symlinks=False).st_size))
 
 
 REVISION_HEAD = 56  # an object revision file's header, its MD5 of the rest included (bytes 40-56)
+PREFIX = "prefix:"  # the digest of the beginning of a file a killed clone had received (clone.PART_SUFFIX)
 
 
 def needs_digest(name):
@@ -99,6 +103,21 @@ def digest(path, name):
     if name.startswith("o"):
         return _revision_head(path)
     return None
+
+
+def prefix_digest(path, size):
+    """The digest of the first `size` bytes of a file (None if it is shorter)."""
+    with open(path, "rb") as f:
+        data = f.read(size)
+    return PREFIX + hashlib.md5(data).hexdigest() if len(data) == size else None
+
+
+def _tail_from(root, rel, size, other):
+    """Where the standby's beginning of this file ends, when it holds one
+    that matches (a killed clone's .part); else None."""
+    if other is None or not other[1] or not other[1].startswith(PREFIX) or not 0 < other[0] < size:
+        return None
+    return other[0] if prefix_digest(os.path.join(root, rel), other[0]) == other[1] else None
 
 
 def _revision_head(path):
@@ -133,9 +152,11 @@ def _kept(root, rel, name, size, other, same, chain=None):
 
 
 def plan(root, fmt, theirs, chain=None):
-    """(relpaths to send, names to drop, files kept) for a standby that
-    holds `theirs` ({name: (size, digest)}); `chain` (a Chain) when the
-    standby sent a chain window; None when that window found no anchor."""
+    """(relpaths to send, names to drop, files kept, {relpath: offset} of the
+    files to send from an offset: the standby holds their beginning) for a
+    standby that holds `theirs` ({name: (size, digest)}); `chain` (a Chain)
+    when the standby sent a chain window; None when that window found no
+    anchor."""
     mine = list(walk(root, fmt))
     if chain is not None:
         theirs = {n: (v[0], v[1].split("+", 1)[0] if v[1] else None) for n, v in theirs.items()}
@@ -144,15 +165,18 @@ def plan(root, fmt, theirs, chain=None):
         if not chain.settle(root, fmt, mine, theirs, same):
             return None
         same |= chain.trusted_transactions
-    send = []
+    send, tails = [], {}
     for rel, name, size in mine:
         if name in same:
             continue
         if name.startswith("t") or not _kept(root, rel, name, size, theirs.get(name), same, chain):
             send.append(rel)
+            offset = _tail_from(root, rel, size, theirs.get(name))
+            if offset:
+                tails[rel] = offset
     held = {name for _rel, name, _size in mine}
     drop = sorted(n for n in theirs if n not in held)
-    return send, drop, len(mine) - len(send)
+    return send, drop, len(mine) - len(send), tails
 
 
 class Chain(object):
@@ -236,18 +260,20 @@ def answer_delta(st, req, snap, stdout, log, inc):
             planned = plan(st.a_dir, st.format, theirs, chain)
             if planned is None:
                 return _ask_for_digests(st, stdout, log, inc, master_tid)
-            send, drop, kept = planned
+            send, drop, kept, tails = planned
             inc.add_data(DROP_MEMBER, encode_drop(drop))
             for name in ("settings", "identity"):
                 inc.add_data("config/" + name, read_file(st.sub("config", name)))
             for rel in send:
-                inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")))
+                inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")), offset=tails.get(rel, 0))
         log("delta: %d files to send, %d kept, %d to drop; master held %.3fs"
             % (len(send), kept, len(drop), snap.seconds))
         header = {"master_tid": hex_tid(master_tid), "format": st.format, "compress": "none", "files": len(send),
                   "bytes": inc.bytes, "kept": kept, "dropped": len(drop), "snapshot_seconds": round(snap.seconds, 6)}
         if chain is not None:
             header["anchor"] = hex_tid(chain.anchor or ZERO_TID)
+        if tails:
+            header["tails"] = {"A/" + rel: offset for rel, offset in tails.items()}
         write_answer_header(stdout, header)
         inc.write(stdout)
         stdout.flush()

@@ -70,13 +70,14 @@ def _fd_budget():
 class Entry(object):
     """One file of the answer: bytes in memory, an open file, or a spool slice."""
 
-    __slots__ = ("name", "size", "data", "fd", "spool_offset")
+    __slots__ = ("name", "size", "data", "fd", "fd_offset", "spool_offset")
 
-    def __init__(self, name, size, data=None, fd=None, spool_offset=None):
+    def __init__(self, name, size, data=None, fd=None, spool_offset=None, fd_offset=0):
         self.name = name
         self.size = size
         self.data = data
         self.fd = fd
+        self.fd_offset = fd_offset  # the answer holds the file from here on (the standby has the rest)
         self.spool_offset = spool_offset
 
 
@@ -105,11 +106,11 @@ class Increment(object):
         self.bytes += len(data)
         self.in_memory += len(data)
 
-    def add_file(self, name, path):
-        """Keep a write-once file for sending after snapshot mode is left:
-        small ones in memory (within a budget), others as open descriptors
-        (cheap: no copy while the master is held), and past the descriptor
-        budget, copied into a spool file."""
+    def add_file(self, name, path, offset=0):
+        """Keep a write-once file (from byte `offset` on) for sending after
+        snapshot mode is left: small ones in memory (within a budget), others
+        as open descriptors (cheap: no copy while the master is held), and
+        past the descriptor budget, copied into a spool file."""
         if self.fd_budget is None:
             self.fd_budget = _fd_budget()
         fd = None
@@ -120,13 +121,14 @@ class Increment(object):
                 if e.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
         if fd is not None:
-            size = os.fstat(fd).st_size
+            size = max(0, os.fstat(fd).st_size - offset)
             if size <= MEMORY_FILE_LIMIT and self.in_memory + size <= MEMORY_BUDGET:
+                os.lseek(fd, offset, os.SEEK_SET)
                 data = _read_fd(fd, size)
                 os.close(fd)
                 self.add_data(name, data)
                 return
-            self.entries.append(Entry(name, size, fd=fd))
+            self.entries.append(Entry(name, size, fd=fd, fd_offset=offset))
             self.open_files += 1
             self.bytes += size
             return
@@ -134,12 +136,13 @@ class Increment(object):
         if self.spool is None:
             self.spool = tempfile.TemporaryFile(prefix="ds-replica-")
         with open(path, "rb") as src:
-            offset = self.spool.seek(0, os.SEEK_END)
+            src.seek(offset)
+            spool_at = self.spool.seek(0, os.SEEK_END)
             size = 0
             for chunk in iter(lambda: src.read(1 << 20), b""):
                 self.spool.write(chunk)
                 size += len(chunk)
-        self.entries.append(Entry(name, size, spool_offset=offset))
+        self.entries.append(Entry(name, size, spool_offset=spool_at))
         self.bytes += size
 
     def write(self, out):
@@ -150,7 +153,7 @@ class Increment(object):
                 writer.add_bytes(e.name, e.data, mtime=now)
                 continue
             if e.fd is not None:
-                os.lseek(e.fd, 0, os.SEEK_SET)
+                os.lseek(e.fd, e.fd_offset, os.SEEK_SET)
                 writer.add_stream(e.name, e.size, lambda n, fd=e.fd: os.read(fd, n), mtime=now)
             else:
                 self.spool.seek(e.spool_offset)
