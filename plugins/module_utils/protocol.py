@@ -30,6 +30,12 @@ from the standby, so that a standby applying less often is not flooded):
 followed by its archive in chunks (`ChunkWriter`: a 4-byte big-endian
 length, then that many bytes; a zero length ends the archive), or
 ``{"frame": "heartbeat", ...}`` while nothing is new.
+
+Where the standby stands (issue 24): requests of version 1 and later name
+their standby (option `standby-name`); every pull answer header and follow
+frame carries the master's x.packed (`packed_tid`), and a `verify` request
+with the option `pack-drops: 1` asks for the names the master's packs set
+aside (packmirror.py), once per pack.
 """
 
 from __future__ import annotations

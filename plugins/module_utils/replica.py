@@ -17,6 +17,7 @@ import time
 
 from . import journal, ustar
 from .options import PullOptions
+from .packmirror import ask_pack_drops, master_packed, mirror_pack
 from .protocol import (
     Request,
     Session,
@@ -221,8 +222,10 @@ def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
             return _exchange(master, st, req, opts, log, incoming, before, progress)
 
         result = ask_with_fallback(ask, req, log)
+        packed = result.pop("master_packed", None)
         if not opts.check:
             take_and_apply(st, hold, incoming, result, req, log)
+            result["pack"] = pack_as_master(master, st, hold, packed, opts, log)
     result["downtime_seconds"] = round(hot.downtime, 3) if hot is not None else 0.0
     return make_report(result, st, before, opts.check, t0)
 
@@ -263,6 +266,21 @@ def take_and_apply(st, hold, incoming, result, req, log):
         hold.take()
         _check_unchanged(st, req, log)
     apply_increment(st, incoming, result, log, hold.taken)
+
+
+def pack_as_master(master, st, hold, packed, opts, log):
+    """When the master's x.packed (from its answer) moved past the replica's,
+    pack the replica as the master was (packmirror.py): one exchange of
+    names per pack.  Returns the counts, or None."""
+    if packed is None or packed <= st.packed_tid() or packed > st.last_tid():
+        return None
+    if not hold.taken:
+        hold.take()  # a hot standby's service is stopped for it, once per pack
+    log("the master was packed to %s; asking what its pack set aside" % hex_tid(packed))
+    packed, drops = ask_pack_drops(open_channel(master, opts, log), st, standby_name_option(opts.standby_name))
+    if packed <= st.packed_tid() or packed > st.last_tid():
+        return None
+    return mirror_pack(st, packed, drops, log)
 
 
 def _take_first(st, hold, check, log):
@@ -467,6 +485,7 @@ def _result(info, transactions, files, nbytes):
            "snapshot_seconds": info.get("snapshot_seconds", 0.0), "master_tid": info.get("master_tid")}
     if info.get("master_newest_tid"):
         res["master_newest"] = _tid(info["master_newest_tid"])
+    res["master_packed"] = master_packed(info)
     return res
 
 

@@ -27,6 +27,8 @@ import time
 from . import ustar
 from .delta import answer_delta
 from .journal import is_mutable
+from .packmirror import OPTION as PACK_DROPS
+from .packmirror import answer_pack_drops
 from .positions import Recorder, requester
 from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_request, write_answer_header, write_frame
 from .snapshot import Snapshot, stale_code
@@ -410,6 +412,8 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     st = Storage(home)
     st.require_full("master")
     _check_master(st, req)
+    if req.kind == "verify" and req.options.get(PACK_DROPS) == "1":
+        return answer_pack_drops(st, stdout, write_answer_header)
     if req.kind == "verify":
         return answer_verify(st, req, stdout)
     standby = requester(req, os.environ if environ is None else environ)
@@ -489,7 +493,7 @@ def _gather(st, req, inc, snap, log):
 def _increment_header(st, inc, snap_seconds, compress, dry_run):
     return {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
             "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
-            "master_newest_tid": hex_tid(max(st.newest_tid(), inc.master_tid)),
+            "master_newest_tid": hex_tid(max(st.newest_tid(), inc.master_tid)), "packed_tid": hex_tid(st.packed_tid()),
             "format": st.format, "compress": compress, "dry_run": dry_run}
 
 
@@ -523,7 +527,8 @@ def _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder):
         return inc.master_tid
 
     try:
-        follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat, beat=recorder.beat)
+        follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat, beat=recorder.beat,
+                    about=lambda: {"packed_tid": hex_tid(st.packed_tid())})
     finally:
         recorder.flush()
     return None
