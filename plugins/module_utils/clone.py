@@ -194,7 +194,11 @@ def _complete_copy(partial):
     st.write_snapshot_marker("shutdown")
     after = st.last_tid()
     if after != ZERO_TID:
-        st.transaction(after)  # the newest transaction must be readable
+        try:
+            st.transaction(after)  # the newest transaction must be readable
+        except FileNotFoundError:
+            raise Corrupt("the master's x.serial names transaction %s, which it did not send" % hex_tid(after),
+                          "check the master with 'ds-replica verify'; nothing was put in place")
     journal.Durability(partial, True).commit()
     return after
 
@@ -288,9 +292,11 @@ class PrefixKeeper(object):
         self.fd = self.path = None
 
 
-def write_members(members, partial, progress, keeper=None):
+def write_members(members, partial, progress, keeper=None, before_write=None):
     """Check and write every member of the clone archive under `partial`;
-    returns (checker, counts)."""
+    returns (checker, counts).  `before_write(logical name)` runs once a
+    member has passed its check, before its file is written (nothing on
+    disk is touched for a member that fails it)."""
     checker = journal.MemberChecker(None, allow_config=True, keep=False)
     if keeper is not None:
         keeper.checker = checker
@@ -299,6 +305,8 @@ def write_members(members, partial, progress, keeper=None):
     dur = journal.Durability(partial, True)
     for member in members:
         logical = _check_clone_member(checker, member)
+        if before_write is not None and logical is not None:
+            before_write(logical)
         path = os.path.join(partial, *member.name.split("/"))
         folder = os.path.dirname(path)
         if folder not in made:

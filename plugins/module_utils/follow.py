@@ -62,6 +62,7 @@ from .storage import (
     TransportError,
     hex_tid,
     pid_alive,
+    tid_from_hex,
     tid_to_epoch,
     write_atomic,
 )
@@ -437,7 +438,7 @@ class Follower(object):
 
     def _heartbeat(self, frame):
         self._saw_packed(frame)
-        master_tid = bytes.fromhex(frame.get("master_tid") or "0" * 16)
+        master_tid = tid_from_hex(frame["master_tid"])  # checked by protocol.parse_frame
         if master_tid == self.known:  # up to date as of now: a success for "stale" alerts
             self.recorder.up_to_date()
         self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())

@@ -240,8 +240,10 @@ class MemberChecker(object):
 
 
 def member_mode(mode):
-    """Modes of applied files: read/write bits only, always owner-writable."""
-    return (mode & 0o666) | 0o600
+    """Modes of the files a clone or pull writes: the standby's own, never
+    the master's: owner read/write, and at most the read bits the master's
+    file has (issue 20: a 0666 answer once left x.serial world-writable)."""
+    return (mode & 0o444) | 0o600
 
 
 def apply_archive(st, tar_path=None, progress=None):

@@ -46,7 +46,7 @@ import socket
 import struct
 import zlib
 
-from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, TransportError, hex_tid, tid_from_hex
+from .storage import FORMATS, ZERO_TID, Busy, Corrupt, DSError, Refused, TransportError, hex_tid, tid_from_hex
 
 KINDS = ("request", "clone", "verify", "delta")
 FOLLOW_VERSION = 2  # `replica request 2`: a pull that stays open (ds-replica follow)
@@ -271,9 +271,63 @@ def write_answer_header(stream, info):
 def parse_answer_header(line):
     """The JSON of an answer header line (which starts with ANSWER_PREFIX)."""
     try:
-        return json.loads(line[len(ANSWER_PREFIX):].decode("ascii"))
+        info = json.loads(line[len(ANSWER_PREFIX):].decode("ascii"))
     except ValueError:
         raise Corrupt("the master's answer header is not valid")
+    return check_answer_fields(info, "answer header")
+
+
+def require_fields(info, names):
+    """`info` (a checked answer header) once it holds every field of
+    `names` that the caller reads; Corrupt in one line otherwise."""
+    missing = [name for name in names if name not in info]
+    if missing:
+        raise Corrupt("the master's answer header lacks %s" % ", ".join(missing),
+                      "check ds-replica on the master (the same version on both sides)")
+    return info
+
+
+_TID_RE = re.compile(r"^[0-9A-Fa-f]{16}\Z")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def _is_seconds(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9
+
+
+def _is_chain(value):
+    return isinstance(value, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and _TID_RE.match(pair[0])
+        and isinstance(pair[1], str) and _MD5_RE.match(pair[1]) for pair in value)
+
+
+_FIELD_CHECKS = dict(
+    [(name, lambda v: isinstance(v, str) and _TID_RE.match(v)) for name in
+     ("master_tid", "master_newest_tid", "packed_tid", "anchor")]
+    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped", "drops_bytes")]
+    + [(name, lambda v: isinstance(v, bool)) for name in ("dry_run", "staged", "waiting")]
+    + [("snapshot_seconds", _is_seconds), ("chain", _is_chain),
+       ("format", lambda v: v in FORMATS), ("compress", lambda v: v in ("none", "gzip")),
+       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT))])
+
+
+def check_answer_fields(info, what):
+    """`info` (an answer header's or a frame's JSON) once every field a
+    standby reads from it has the type and form it must have (fields it
+    does not know are left alone: a newer master may add some); Corrupt in
+    one line otherwise."""
+    if not isinstance(info, dict):
+        raise Corrupt("the master's %s is not a JSON object" % what)
+    for name, value in info.items():
+        check = _FIELD_CHECKS.get(name)
+        if check is not None and not check(value):
+            raise Corrupt("the master's %s has a bad %s: %s" % (what, name, json.dumps(value)[:60]),
+                          "check ds-replica on the master; the replica is unchanged")
+    return info
 
 
 def master_failure(status, err, what="the master"):
@@ -411,9 +465,13 @@ def parse_frame(line):
         info = json.loads(line[len(FRAME_PREFIX):].decode("ascii"))
     except ValueError:
         raise Corrupt("the master's follow frame is not valid")
-    if info.get("frame") not in (INCREMENT, HEARTBEAT):
-        raise Corrupt("the master sent an unknown follow frame %r" % info.get("frame"))
-    return info
+    if not isinstance(info, dict) or info.get("frame") not in (INCREMENT, HEARTBEAT):
+        raise Corrupt("the master sent an unknown follow frame %r" % (info.get("frame") if isinstance(info, dict)
+                                                                       else info,))
+    if "master_tid" not in info:
+        raise Corrupt("the master's %s frame has no master_tid" % info["frame"],
+                      "check ds-replica on the master; the replica is unchanged")
+    return check_answer_fields(info, "%s frame" % info["frame"])
 
 
 class ChunkWriter(object):

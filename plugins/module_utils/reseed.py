@@ -285,6 +285,9 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
         drop |= round_drop
         received |= round_received
         if answer.get("retry"):
+            if options is None:  # every digest was sent: a genuine master never asks again
+                raise Corrupt("the master answered 'retry' to a request that carried every digest",
+                              "check ds-replica on the master; nothing was put in place")
             log("the master found no transaction it holds in the chain window; asking again with every digest")
             options, entries = None, _entries(chosen, {}, chosen.keys(), trusted)
             entries += [(name, size, digest_) for name, (_path, size, digest_) in prefixes.items()]
@@ -366,7 +369,7 @@ def _receive(master, partial, req, opts, log, progress, linker, prefixes):
             drop = decode_drop(first.data)
             linker.unlink(drop)
             joined = _joined(members, tails_offered(info, prefixes, linker.fmt))
-            checker, counts = write_members(_replacing(joined, partial), partial, progress)
+            checker, counts = write_members(joined, partial, progress, before_write=linker.take_back)
             session.finish_ok()
     except OSError as e:
         raise DSError("the delta transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -412,18 +415,6 @@ def _joined(members, tails):
             with open(path, "rb") as f:
                 member.data = f.read(size) + member.data
             member.size = len(member.data)
-        yield member
-
-
-def _replacing(members, partial):
-    """Archive members, each after unlinking the kept file it replaces (a
-    link shares the old tree's inode: never write through it)."""
-    for member in members:
-        if member.name.startswith("A/"):
-            try:
-                os.unlink(os.path.join(partial, *member.name.split("/")))
-            except FileNotFoundError:
-                pass
         yield member
 
 
@@ -542,6 +533,15 @@ class _Linker(threading.Thread):
             return revision_name(classify(name)[1], parse_current(data)) in self.chosen
         except (OSError, Corrupt):
             return False
+
+    def take_back(self, name):
+        """Before the master's file `name` (a checked storage file name) is
+        written: unlink the kept file the standby linked under that name (a
+        link shares the old tree's inode: never write through it).  Only a
+        link this thread placed is ever removed."""
+        if name in self.linked:
+            os.unlink(self.target(name))
+            self.linked.discard(name)
 
     def unlink(self, names):
         """Take back the links of `names` (the master does not hold them),

@@ -149,6 +149,7 @@ def follow_check(sshd, workdir, name, rate, seconds, idle_seconds=0.0):
     figures = {"rate_tps": rate, "seconds": seconds, "transactions": written, "followed": len(lags),
                "lag_p50_s": pct(lags, 0.5), "lag_p99_s": pct(lags, 0.99), "lag_max_s": pct(lags, 1.0),
                "increments": len(follower.results), "idle_s": idle_seconds, "idle_snapshots": idle_snapshots,
+               "snapshot_share": round(sum(r.get("snapshot_seconds") or 0 for r in follower.results) / seconds, 4),
                "follower_exit": rc, "replica_reads_as_master": same}
     ok = (same and rc == 0 and lags and len(lags) == written and pct(lags, 0.99) <= 2.0
           and idle_snapshots == 0)

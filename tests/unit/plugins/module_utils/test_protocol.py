@@ -5,6 +5,8 @@ negotiation and the one-line errors of a failed answer."""
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import pytest
 
@@ -259,13 +261,13 @@ def test_chunked_archive_reads_back_and_leaves_the_next_frame(size):
     for i in range(0, len(payload), 1000):
         writer.write(payload[i:i + 1000])
     writer.close()
-    protocol.write_frame(out, protocol.HEARTBEAT, {"master_tid": "00"})
+    protocol.write_frame(out, protocol.HEARTBEAT, {"master_tid": "00" * 8})
     stream = io.BytesIO(out.getvalue())
     reader = protocol.ChunkReader(stream.read)
     got = b"".join(iter(lambda: reader.read(777), b""))
     assert got == payload
     assert reader.read(10) == b""  # stays at its end
-    assert protocol.parse_frame(stream.readline()) == {"frame": "heartbeat", "master_tid": "00"}
+    assert protocol.parse_frame(stream.readline()) == {"frame": "heartbeat", "master_tid": "00" * 8}
 
 
 def test_chunked_archive_cut_short_is_an_eof():
@@ -366,3 +368,27 @@ def test_an_old_master_is_asked_again_with_version_0_despite_the_standby_name():
     req = protocol.Request("request", 1, IDENT, TID, MD5, protocol.standby_name_option("st1"))
     assert protocol.ask_with_fallback(ask, req, lambda m: None) == {"ok": True}
     assert [v for v, _ in asked] == [1, 0] and b"standby-name" not in asked[1][1]
+
+
+@pytest.mark.parametrize("info,message", [
+    ([1, 2], "answer header is not a JSON object"),
+    ({"master_tid": "zz"}, 'bad master_tid: "zz"'),
+    ({"master_newest_tid": 5}, "bad master_newest_tid: 5"),
+    ({"transactions": True}, "bad transactions: true"),
+    ({"bytes": 1.5}, "bad bytes: 1.5"),
+    ({"snapshot_seconds": -1}, "bad snapshot_seconds: -1"),
+    ({"format": "../etc"}, 'bad format: "../etc"'),
+    ({"chain": [["00" * 8, "x"]]}, "bad chain"),
+    ({"dry_run": "yes"}, 'bad dry_run: "yes"'),
+])
+def test_an_answer_header_with_a_bad_field_is_refused_in_one_line(info, message):
+    line = protocol.ANSWER_PREFIX + json.dumps(info).encode("ascii") + b"\n"
+    with pytest.raises(Corrupt, match=re.escape(message)) as e:
+        protocol.parse_answer_header(line)
+    assert "\n" not in str(e.value)
+
+
+def test_an_answer_header_with_good_and_unknown_fields_passes():
+    info = {"master_tid": "0123456789ABCDEF", "chain": [["0123456789ABCDEF", "0" * 32]], "files": 0,
+            "snapshot_seconds": 0.25, "format": "lawn", "compress": "gzip", "staged": True, "later": {"x": 1}}
+    assert protocol.parse_answer_header(protocol.ANSWER_PREFIX + json.dumps(info).encode("ascii") + b"\n") == info
