@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 import zlib
 
@@ -176,7 +177,8 @@ def _relink(st, dropped_transactions):
             break  # below an earlier pack: the chain ends here
         if name not in dropped_transactions:
             if keeper is not None and keeper[1][24:32] != tid:
-                write_atomic(keeper[0], keeper[1][:24] + tid + keeper[1][32:])
+                mode = stat.S_IMODE(os.stat(keeper[0]).st_mode)
+                write_atomic(keeper[0], keeper[1][:24] + tid + keeper[1][32:], mode=mode)
                 count += 1
             keeper = (path, data)
         tid = data[24:32]

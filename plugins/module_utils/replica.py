@@ -351,7 +351,7 @@ def make_report(result, st, before, check, t0):
     after = before if check else st.last_tid()
     result.setdefault("wire_bytes", 0)
     result.update(before_tid=hex_tid(before), after_tid=hex_tid(after),
-                  changed=bool(result["transactions"]) and not check)
+                  changed=bool(result["transactions"] or result.get("pack")) and not check)
     newest = result.pop("master_newest", None) or (after if not check else None)
     if newest is not None and newest != ZERO_TID and after != ZERO_TID:
         result["lag_seconds"] = round(max(0.0, tid_to_epoch(newest) - tid_to_epoch(after)), 3)

@@ -56,8 +56,9 @@ def test_a_pull_packs_the_standby_as_the_real_engine_packed_its_master(unpack_fi
     assert_packed_as(replica, master, relinked=True)  # byte for byte: the engine's relinked transactions too
     # what the standby set aside is what the master set aside, under the same names (same pack time)
     assert set_aside(replica) and set_aside(replica) <= set_aside(master)
+    assert result["changed"] is True
     again = pull(str(master), str(replica))
-    assert again["pack"] is None  # one exchange per pack, never per pull
+    assert again["pack"] is None and again["changed"] is False  # one exchange per pack, never per pull
 
 
 def test_the_real_engines_set_aside_names_are_read_with_their_pack_time(unpack_fixture):
