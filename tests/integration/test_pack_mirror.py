@@ -18,6 +18,7 @@ import pytest
 from dirstorage_replica import packmirror, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import Follower, FollowSettings
+from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from tests.support.checks import assert_reads_as, manifest
 from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
@@ -57,6 +58,8 @@ def test_a_pull_packs_the_standby_as_the_real_engine_packed_its_master(unpack_fi
     # what the standby set aside is what the master set aside, under the same names (same pack time)
     assert set_aside(replica) and set_aside(replica) <= set_aside(master)
     assert result["changed"] is True
+    checked = verify(str(replica), str(master))
+    assert checked["ok"] and checked["problems"] == [], checked["problems"][:3]
     again = pull(str(master), str(replica))
     assert again["pack"] is None and again["changed"] is False  # one exchange per pack, never per pull
 
@@ -180,3 +183,27 @@ def test_the_exchange_of_names_goes_over_ssh(sshd, unpack_fixture):
     result = pull(master_spec(sshd, d / "master"), str(d / "replica"), paramiko_opts(sshd, standby_name="st-p"))
     assert result["pack"]["packed_tid"] == manifest(d)["master"]["packed_tid"]
     assert_packed_as(d / "replica", d / "master", relinked=True)
+
+
+def test_a_hot_standby_stops_its_service_once_to_pack_as_its_master(simulated):
+    master, replica, oids, tids = simulated
+    with SimulatedStorage(master, flush_each_commit=True) as tm:
+        tm.pack(tids[3])  # and nothing new: the pull has no increment to apply
+
+    class Hot(object):
+        """A hot standby's commands, as the pull's Hold runs them (hot.HotStandby)."""
+        downtime = 0.0
+        stops = 0
+
+        def stop_and_lock(self, lock, _home):
+            self.stops += 1
+            assert lock.acquire()
+
+        def start(self):
+            pass
+
+    hot = Hot()
+    result = pull(str(master), str(replica), hot=hot)
+    assert result["transactions"] == 0 and result["pack"]["set_aside"] > 0 and hot.stops == 1
+    assert_packed_as(replica, master)
+    assert pull(str(master), str(replica), hot=hot)["pack"] is None and hot.stops == 1
