@@ -207,3 +207,44 @@ def test_a_hot_standby_stops_its_service_once_to_pack_as_its_master(simulated):
     assert result["transactions"] == 0 and result["pack"]["set_aside"] > 0 and hot.stops == 1
     assert_packed_as(replica, master)
     assert pull(str(master), str(replica), hot=hot)["pack"] is None and hot.stops == 1
+
+
+def test_a_power_cut_at_any_disk_change_of_the_mirror_is_finished_by_the_next_pull(unpack_fixture, tmp_path,
+                                                                                     monkeypatch):
+    """Cut (KeyboardInterrupt) before each disk change of the mirror in turn:
+    the replica reads as the master then, and the next pull finishes the
+    pack, byte for byte as the real engine left the master."""
+    import shutil
+
+    d = unpack_fixture("bushy")
+    real_rename, real_write = packmirror.os.rename, packmirror.write_atomic
+    changes = []
+
+    def counted(real):
+        def change(*args, **kwargs):
+            if len(changes) == cut_at[0]:
+                raise KeyboardInterrupt("power cut")
+            changes.append(args[0])
+            return real(*args, **kwargs)
+        return change
+
+    cut_at = [None]
+    monkeypatch.setattr(packmirror.os, "rename", counted(real_rename))
+    monkeypatch.setattr(packmirror, "write_atomic", counted(real_write))
+    whole = tmp_path / "whole"
+    shutil.copytree(d, whole)
+    pull(str(whole / "master"), str(whole / "replica"))
+    total = len(changes)
+    assert total >= 3  # at least a relink, a rename and x.packed
+    for n in range(total):
+        case = tmp_path / ("cut-%d" % n)
+        shutil.copytree(d, case)
+        changes.clear()
+        cut_at[0] = n
+        with pytest.raises(KeyboardInterrupt):
+            pull(str(case / "master"), str(case / "replica"))
+        assert_reads_as(case / "replica", case / "master")
+        cut_at[0] = None
+        result = pull(str(case / "master"), str(case / "replica"))
+        assert result["pack"] is not None, n
+        assert_packed_as(case / "replica", case / "master", relinked=True)
