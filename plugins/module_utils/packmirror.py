@@ -46,6 +46,7 @@ from .storage import (
     hex_tid,
     logical_name,
     read_file,
+    remove_atomic_leftovers,
     tid_from_hex,
     transaction_name,
     write_atomic,
@@ -146,6 +147,7 @@ def mirror_pack(st, packed, drops, log, now=None):
     doomed = {name: stamp for name, stamp in drops.items() if _droppable(name, packed)}
     relinked = _relink(st, {n for n in doomed if n.startswith("t")})
     dropped = _set_aside(st, doomed)
+    remove_atomic_leftovers(st.path("x.packed"))
     write_atomic(st.path("x.packed"), packed)
     removed = remove_expired(st, now)
     log("packed as the master to %s: %d file(s) set aside, %d transaction(s) relinked, %d old file(s) removed"
@@ -177,6 +179,7 @@ def _relink(st, dropped_transactions):
             break  # below an earlier pack: the chain ends here
         if name not in dropped_transactions:
             if keeper is not None and keeper[1][24:32] != tid:
+                remove_atomic_leftovers(keeper[0])  # of a mirror killed while it wrote this very file
                 mode = stat.S_IMODE(os.stat(keeper[0]).st_mode)
                 write_atomic(keeper[0], keeper[1][:24] + tid + keeper[1][32:], mode=mode)
                 count += 1
