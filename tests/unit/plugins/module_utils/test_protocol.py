@@ -109,11 +109,14 @@ def test_every_option_our_standby_sends_is_in_the_grammar():
 
 
 def test_the_option_table_gives_each_request_its_options():
-    assert protocol.options_of("clone", 1) == [] and protocol.options_of("request", 0) == []
-    assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval"]
+    assert protocol.options_of("clone", 1) == ["standby-name"] and protocol.options_of("request", 0) == []
+    assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval",
+                                                 "standby-name"]
     assert protocol.options_of("request", 2) == ["compress", "snapshot-timeout", "snapshot-interval", "interval",
-                                                 "heartbeat"]
-    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete", "reseed"]
+                                                 "heartbeat", "standby-name"]
+    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete", "reseed",
+                                               "standby-name"]
+    assert protocol.options_of("verify", 1) == ["since", "standby-name", "pack-drops"]
 
 
 def test_answer_header_round_trip():
