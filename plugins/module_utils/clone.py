@@ -24,7 +24,7 @@ import time
 from . import journal, ustar
 from .keep_aside import finish_keep_aside
 from .options import PullOptions
-from .protocol import Request, Session
+from .protocol import Request, Session, standby_name_option
 from .replica import refuse_same_folder
 from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid, pid_alive
 from .transport import Throttle, open_channel
@@ -195,7 +195,7 @@ def _receive(master, partial, opts, log, progress):
     # hard-linking a large tree into the staging folder takes a while
     chan = open_channel(master, opts, log, prepare=3600.0)
     try:
-        with Session(chan, Request("clone", 1)) as session:
+        with Session(chan, Request("clone", 1, options=standby_name_option(opts.standby_name))) as session:
             info = session.start()
             t_start = time.monotonic()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read

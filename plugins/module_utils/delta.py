@@ -366,7 +366,9 @@ def check_identity(st, req):
 def answer_delta(st, req, snap, stdin, stdout, log, inc):
     """Read the standby's inventory (from `stdin`, after the request), compare
     it with A/ in snapshot mode, then send the drop list and what differs
-    (gathered in `inc`, a serve.Increment)."""
+    (gathered in `inc`, a serve.Increment).  Returns the master's newest
+    transaction the standby now holds (None when it must ask again with
+    every digest)."""
     check_identity(st, req)
     theirs = read_inventory(stdin, int(req.options["inventory-bytes"]), inventory_limit(st))
     chain = read_chain_options(req, theirs)
@@ -390,7 +392,7 @@ def answer_delta(st, req, snap, stdin, stdout, log, inc):
         write_answer_header(stdout, header)
         inc.write(stdout)
         stdout.flush()
-        return None
+        return master_tid
     finally:
         inc.close()
 

@@ -56,7 +56,7 @@ from .keep_aside import (
     transaction_facts,
 )
 from .options import PullOptions
-from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
+from .protocol import DROP_MEMBER, Session, decode_drop, delta_request, standby_name_option
 from .reseed_inplace import reseed_in_place
 from .standing import set_upstream
 from .storage import (
@@ -323,8 +323,8 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
     entries += [(name, size, digest_) for name, (_path, size, digest_) in prefixes.items()]
     drop, received, result = set(), set(), None
     while True:
-        answer, round_drop, round_received = _receive(master, partial, delta_request(identity, entries, options),
-                                                      opts, log, progress, linker, prefixes)
+        req = delta_request(identity, entries, dict(options or {}, **standby_name_option(opts.standby_name)))
+        answer, round_drop, round_received = _receive(master, partial, req, opts, log, progress, linker, prefixes)
         drop |= round_drop
         received |= round_received
         if answer.get("retry"):

@@ -184,3 +184,13 @@ def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):
     status = subprocess.run([str(BIN / "ds-replica"), "status", str(replica)], capture_output=True, text=True,
                             timeout=60, check=False)
     assert "follower: stopped (not running), replica at %s" % newest.hex().upper() in status.stdout
+
+
+def test_the_unit_names_the_standby_when_one_is_given(tmp_path, pair):
+    master, replica = pair
+    named = shlex.split(directives(render_unit(tmp_path, item_for(master, replica, standby_name="st1-main")))
+                        ["ExecStart"][0])
+    assert named[named.index("--standby-name") + 1] == "st1-main"
+    default = shlex.split(directives(render_unit(tmp_path, item_for(master, replica, standby_name="")))
+                          ["ExecStart"][0])
+    assert "--standby-name" not in default

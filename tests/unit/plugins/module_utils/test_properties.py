@@ -71,7 +71,9 @@ option_values = {
     "since": st.binary(min_size=8, max_size=8).map(lambda b: b.hex()),
     "chain": st.binary(min_size=8, max_size=8).map(lambda b: b.hex().upper()),
     "chain-complete": st.sampled_from(["yes", "no"]), "identity": identities,
-    "inventory-bytes": st.integers(0, 1 << 20).map(str), "reseed": st.just("in-place"),
+    "inventory-bytes": st.integers(0, 1 << 20).map(str),
+    "standby-name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True), "pack-drops": st.just("1"),
+    "reseed": st.just("in-place"),
 }
 
 
