@@ -12,6 +12,7 @@ refused rather than interpreted.
 from __future__ import annotations
 
 import os
+import re
 
 from .storage import Corrupt
 
@@ -108,6 +109,9 @@ class Writer(object):
         self._put(end)
 
 
+_OCTAL = re.compile(rb"[0-7]+")
+
+
 class Member(object):
     __slots__ = ("name", "size", "mode", "mtime", "data")
 
@@ -125,10 +129,9 @@ def _parse_octal(field, what):
         return 0
     if field[:1] in (b"\x80", b"\xff"):
         raise Corrupt("archive header has a binary %s field" % what)
-    try:
-        return int(text, 8)
-    except ValueError:
+    if not _OCTAL.fullmatch(text):  # int() alone would take a sign, "_" and spaces
         raise Corrupt("archive header has a bad %s field" % what)
+    return int(text, 8)
 
 
 def parse_header(block):
