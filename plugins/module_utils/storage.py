@@ -415,10 +415,13 @@ def remove_atomic_leftovers(path):
 
 
 def read_file(path):
-    """The whole file: open, fstat, one read, close (a Python file object adds
-    an isatty ioctl, an lseek and a read at the end of file: a pull reads
-    thousands of small files, issue 25)."""
-    fd = os.open(path, os.O_RDONLY)
+    return read_whole(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+def read_whole(fd):
+    """The whole file open on `fd`, which is closed: fstat, one read, close
+    (a Python file object adds an isatty ioctl, an lseek and a read at the
+    end of the file: a pull reads thousands of small files, issue 25)."""
     try:
         size = os.fstat(fd).st_size
         data = os.read(fd, size + 1)
@@ -451,8 +454,7 @@ def symlink_refusal(path):
 
 def read_storage_file(path):
     """The bytes of a storage file (never through a symbolic link)."""
-    with os.fdopen(open_storage_file(path), "rb") as f:
-        return f.read()
+    return read_whole(open_storage_file(path))
 
 
 # ------------------------------------------------------------------ locks
