@@ -16,6 +16,7 @@ import time
 
 from . import journal, standing
 from .follow import follower_state
+from .keep_aside import finish_pending_unlocked
 from .options import PullOptions
 from .protocol import Request, Session, require_fields
 from .storage import (
@@ -199,11 +200,14 @@ def _check_currents(st, problems):
 def verify(path, master=None, opts=None, log=None):
     """Check a storage against its own checksums and, given a master, against
     the master's transaction history up to the replica's newest transaction."""
+    finished, problem = finish_pending_unlocked(os.path.abspath(path), log or (lambda msg: None))
     st = Storage(path)
     problems, txns, files = self_check(st)
+    if problem:
+        problems.append(problem)
     last = _tid_or_none(st.last_tid) or ZERO_TID
     result = {"path": st.home, "last_tid": hex_tid(last), "checked_transactions": txns,
-              "checked_files": files, "master_checked_transactions": 0}
+              "checked_files": files, "master_checked_transactions": 0, "finished_reseed": finished}
     if master:
         since = _tid_or_none(st.packed_tid) or ZERO_TID
         mine = dict(chain_digests(st, last, since))

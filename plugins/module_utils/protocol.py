@@ -88,7 +88,7 @@ class Request(object):
 # any other option is refused.  What our own standby sends: replica.py
 # (pull_request_options), follow.py (follow_request_options), info.py
 # (verify: since), reseed.py (delta_request: identity, inventory-bytes, the
-# chain window); a clone sends none.
+# chain window), reseed_inplace.py (reseed: in-place); a clone sends none.
 REQUESTS = (("request", 0), ("request", 1), ("request", 2), ("clone", 1), ("verify", 1), ("delta", 1))
 _PULL = (("request", 1), ("request", 2))
 _FOLLOW = (("request", 2),)
@@ -107,6 +107,7 @@ OPTIONS = {
     "inventory-bytes": (r"[0-9]{1,10}", _DELTA),
     "chain": (_TID, _DELTA),
     "chain-complete": (r"yes|no", _DELTA),
+    "reseed": (r"in-place", _DELTA),  # the in-place re-seed's request (its inventory: the chain window only)
 }
 # the retries a request may ask for: past this a standby is refused, not
 # held in line (the master keeps the ds-replica turn while it retries)
@@ -341,11 +342,12 @@ def _is_chain(value):
 _FIELD_CHECKS = dict(
     [(name, lambda v: isinstance(v, str) and _TID_RE.match(v)) for name in
      ("master_tid", "master_newest_tid", "packed_tid", "anchor")]
-    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped")]
+    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped", "absent")]
     + [(name, lambda v: isinstance(v, bool)) for name in ("dry_run", "staged", "waiting")]
     + [("snapshot_seconds", _is_seconds), ("chain", _is_chain),
        ("format", lambda v: v in FORMATS), ("compress", lambda v: v in ("none", "gzip")),
-       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT))])
+       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT)),
+       ("method", lambda v: v in ("in-place", "tree")), ("reason", lambda v: isinstance(v, str))])
 
 
 def check_answer_fields(info, what):

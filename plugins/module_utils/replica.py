@@ -313,7 +313,7 @@ def apply_increment(st, incoming, result, log, taken=True):
     """Pass the commit point and apply the increment (or, with nothing new,
     leave a replica taken cold marked as a snapshot)."""
     if result["transactions"]:
-        _commit(st, incoming)
+        commit_increment(st, incoming)
         log("commit point passed; applying %d files" % result["files"])
         try:
             journal.apply_archive(st)
@@ -501,7 +501,7 @@ class _Spool(object):
             self.f = None
 
 
-def _commit(st, incoming):
+def commit_increment(st, incoming):
     """The commit point: the archive becomes journal/replica.tar."""
     target = os.path.join(st.journal_dir, journal.REPLICA_TAR)
     os.replace(incoming, target)

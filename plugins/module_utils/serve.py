@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from . import ustar
-from .delta import answer_delta
+from .delta import IN_PLACE, answer_delta, answer_in_place
 from .journal import is_mutable
 from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_request, write_answer_header, write_frame
 from .snapshot import Snapshot, stale_code
@@ -209,7 +209,8 @@ def check_reference(st, req):
     if packed > req.tid:
         raise Refused("storage has been packed since the last replica (master packed to %s, replica at %s)"
                       % (hex_tid(packed), hex_tid(req.tid)),
-                      "make a new copy with 'ds-replica clone', and pull more often than the master is packed")
+                      "re-seed the replica with 'ds-replica clone --delta MASTER REPLICA' (it transfers only what "
+                      "differs), and pull more often than the master is packed")
     if req.tid != ZERO_TID:
         try:
             data = st.transaction_data(req.tid)
@@ -443,7 +444,9 @@ def _answer(st, req, stdin, stdout, log, snap, detach_cleanup):
     remove_stale_staging(st)
     dry_run = req.options.get("dry-run") == "1"
     compress = req.options.get("compress", "none")
-    if req.kind == "delta":  # clone --delta (issue 11)
+    if req.kind == "delta" and req.options.get(IN_PLACE) == "in-place":  # re-seed in place (issue 19)
+        return answer_in_place(st, req, snap, stdin, stdout, log, Increment(), collect)
+    if req.kind == "delta":  # re-seed by a new tree (issue 11)
         return answer_delta(st, req, snap, stdin, stdout, log, Increment())
     if req.version >= FOLLOW_VERSION:
         return _serve_follow(st, req, snap, stdin, stdout, compress, log)

@@ -283,9 +283,17 @@ def reseed_check(sshd, workdir):
         master.stop()
     same = read_state(home) == read_state(replica)
     out = json.loads(reseed.stdout) if reseed.returncode == 0 else {}
-    ok = refused.returncode != 0 and reseed.returncode == 0 and final.returncode == 0 and same
+    listed = ds("kept-aside", "--json", out["kept_aside"]) if out.get("kept_aside") else None
+    kept = [t["description"] for t in json.loads(listed.stdout)["transactions"]] if listed else []
+    # in place (issue 19): the four transactions the replica wrote itself, and only them, kept aside
+    ok = (refused.returncode != 0 and reseed.returncode == 0 and final.returncode == 0 and same
+          and out.get("method") == "in-place" and len(out.get("diverged_transactions", [])) == 4 and len(kept) == 4)
     check("reseed", ok, {"pull_refused": refused.stderr.strip()[:90], "reseed_exit": reseed.returncode,
-                         "reseed_bytes": out.get("bytes"), "kept_aside": bool(out.get("kept_aside")),
+                         "method": out.get("method"), "method_reason": out.get("method_reason"),
+                         "reseed_files": out.get("files"), "reseed_bytes": out.get("bytes"),
+                         "transactions": out.get("transactions"), "diverged": len(out.get("diverged_transactions", [])),
+                         "kept_aside_listed": len(kept), "snapshot_seconds": out.get("snapshot_seconds"),
+                         "elapsed_seconds": out.get("elapsed_seconds"),
                          "replica_reads_as_master": same, "error": reseed.stderr.strip()[:200]})
 
 

@@ -100,7 +100,9 @@ def test_every_option_our_standby_sends_is_in_the_grammar():
     own client sends is accepted, including the delta's chain window."""
     sent = [protocol.Request("request", 1, IDENT, TID, MD5, protocol.pull_request_options(True, True, 300, 600)),
             protocol.Request("request", 2, IDENT, TID, MD5, protocol.follow_request_options(0.05, 60, True, 1e-5, 0.1)),
-            protocol.delta_request(IDENT, [("x.oid", 8, None)], {"chain": "0" * 16, "chain-complete": "yes"})]
+            protocol.delta_request(IDENT, [("x.oid", 8, None)], {"chain": "0" * 16, "chain-complete": "yes"}),
+            protocol.delta_request(IDENT, [("t040D44D7890F0444", 60, "0" * 32 + "+" + "0" * 16)],
+                                   {"reseed": "in-place"})]
     for req in sent:
         got = protocol.read_request(io.BytesIO(req.encode()))
         assert got.options == req.options
@@ -111,7 +113,7 @@ def test_the_option_table_gives_each_request_its_options():
     assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval"]
     assert protocol.options_of("request", 2) == ["compress", "snapshot-timeout", "snapshot-interval", "interval",
                                                  "heartbeat"]
-    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete"]
+    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete", "reseed"]
 
 
 def test_answer_header_round_trip():
