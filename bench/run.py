@@ -7,7 +7,9 @@ Everything runs in one go against one private OpenSSH sshd on 127.0.0.1
 bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
 
   a. increment vs rsync: pull K new transactions from an N-file storage,
-     against `rsync -a -e ssh master/ replica/`; each with a new ssh
+     against `rsync -a -e ssh master/ replica/` and against the limit (issue
+     25): tar of exactly the increment's files over the same ssh, one syncfs;
+     each with a new ssh
      connection per run (the headline), then both again through one
      persistent OpenSSH control master (ControlMaster/ControlPersist), which
      takes the per-run handshake out; and one `ds-replica -v` pull broken
@@ -175,6 +177,19 @@ class Bench(object):
     def rsync(self, master, replica, ssh=None):
         return timed(["rsync", "-a", "-e", ssh or self.ssh, "%s:%s/" % (self.user_host, master), replica + "/"])[0]
 
+    def limit(self, master, replica, increment, ssh=None):
+        """The copy-exactly-the-increment limit (issue 25): tar of exactly the
+        increment's files on the master, over the same ssh, untarred into the
+        replica, then one syncfs (`sync -f`).  No checks, no locks, no journal:
+        what moving those bytes durably costs, which a pull can only approach."""
+        listing = os.path.join(WORK, "increment-list.txt")
+        with open(listing, "w") as f:
+            f.write("".join(rel + "\n" for rel in increment))
+        remote = "tar -cf - -C %s -T %s" % (shlex.quote(master), shlex.quote(listing))
+        pipe = "%s %s %s | tar -xf - -C %s && sync -f %s" % (ssh or self.ssh, self.user_host, shlex.quote(remote),
+                                                            shlex.quote(replica), shlex.quote(replica))
+        return timed(["bash", "-o", "pipefail", "-c", pipe])[0]
+
     def breakdown(self, master, replica, ssh):
         """One `ds-replica -v` pull, its stderr lines stamped as they arrive,
         and the master's `serve` wrapped to stamp its own start and end (same
@@ -237,12 +252,15 @@ class Bench(object):
         for n in self.a.n:
             info = self.storage(n, self.a.k)
             replica = self.replica_for(info, "n%d" % n)
-            ds_t, rs_t, base_t, res = [], [], [], None
+            ds_t, rs_t, lim_t, base_t, res = [], [], [], [], None
             for _unused in range(self.a.runs):
                 generate.reset_replica(info["base"], replica, info["increment"])
                 drop_dirty()
                 wall, res = self.pull(info["master"], replica)
                 ds_t.append(wall)
+                generate.reset_replica(info["base"], replica, info["increment"])
+                drop_dirty()
+                lim_t.append(self.limit(info["master"], replica, info["increment"]))
                 if self.a.baseline_ds:  # the same pull by another engine, interleaved: before/after in one run
                     generate.reset_replica(info["base"], replica, info["increment"])
                     drop_dirty()
@@ -284,11 +302,12 @@ class Bench(object):
                 info["base_facts"]["objects"]
             out[str(n)] = {"n_revisions": n, "files_in_storage": files_total, "k": self.a.k,
                            "increment_files": res["files"], "increment_bytes": res["bytes"],
-                           "ds_replica_s": ds_t, "rsync_s": rs_t,
+                           "ds_replica_s": ds_t, "rsync_s": rs_t, "limit_s": lim_t,
                            "ds_replica_median_s": median(ds_t), "rsync_median_s": median(rs_t),
+                           "limit_median_s": median(lim_t),
                            "snapshot_s": res["snapshot_seconds"], **extra}
-            log("N=%d: ds-replica %s, rsync %s (medians; %d files in the increment)"
-                % (n, secs(median(ds_t)), secs(median(rs_t)), res["files"]))
+            log("N=%d: ds-replica %s, rsync %s, the limit (tar of the increment, one syncfs) %s (medians; %d files "
+                "in the increment)" % (n, secs(median(ds_t)), secs(median(rs_t)), secs(median(lim_t)), res["files"]))
             shutil.rmtree(replica)
             self.results["scenarios"]["increment"] = out
             self.save()
@@ -675,6 +694,10 @@ def report(results):
         lines.append("a. N=%-7s increment %5d files: ds-replica %7.3fs  rsync %7.3fs  -> ds-replica %.1fx faster "
                      "(target >= 20x)" % (n, r["increment_files"], r["ds_replica_median_s"], r["rsync_median_s"],
                                           r["rsync_median_s"] / r["ds_replica_median_s"]))
+        if r.get("limit_median_s"):
+            lines.append("   the limit (tar of exactly the increment over the same ssh, one syncfs) %7.3fs -> pull is "
+                         "x%.2f of it (target <= 1.3x)" % (r["limit_median_s"],
+                                                          r["ds_replica_median_s"] / r["limit_median_s"]))
         if "baseline_median_s" in r:
             ratio = r["ds_replica_median_s"] / r["baseline_median_s"]
             lines.append("   baseline engine %s: %7.3fs -> this engine takes x%.2f of its time"

@@ -255,7 +255,6 @@ def apply_archive(st, tar_path=None, progress=None):
     st.remove_snapshot_marker()
     dur = Durability(st.home, st.sync)
     home = st.home
-    made = set()
     count = 0
     with open(tar_path, "rb") as f:
         for member in ustar.iter_members(f.read):
@@ -263,18 +262,7 @@ def apply_archive(st, tar_path=None, progress=None):
             logical = logical_name(st.format, "/".join(parts[1:])) if parts[0] == "A" else None
             if logical is None:
                 raise Corrupt("%s: %s holds %r, which is not a storage file" % (st.home, tar_path, member.name))
-            dst = os.path.join(home, *parts)
-            parent = os.path.dirname(dst)
-            if parent not in made:
-                os.makedirs(parent, exist_ok=True)
-                made.add(parent)
-            mode = member_mode(member.mode)
-            if is_mutable(logical):
-                tmp = dst + ".tmp"
-                write_file(tmp, member.data, mode)
-                os.replace(tmp, dst)
-            else:
-                write_file(dst, member.data, mode)
+            write_member(os.path.join(home, *parts), member.data, member_mode(member.mode), is_mutable(logical))
             dur.step(member.size)
             count += 1
             if progress:
@@ -287,6 +275,27 @@ def apply_archive(st, tar_path=None, progress=None):
         fsync_path(st.sub("misc"), directory=True)
     st.write_snapshot_marker("shutdown")
     return count
+
+
+def write_member(dst, data, mode, mutable):
+    """Write one file of an increment: a mutable one through DST.tmp and a
+    rename.  Its folder is made only when the file cannot be created for
+    want of it: most of an increment goes into folders the storage has, and
+    checking each one costs lookups of deep paths (issue 25)."""
+    try:
+        _write_member(dst, data, mode, mutable)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        _write_member(dst, data, mode, mutable)
+
+
+def _write_member(dst, data, mode, mutable):
+    if mutable:
+        tmp = dst + ".tmp"
+        write_file(tmp, data, mode)
+        os.replace(tmp, dst)
+    else:
+        write_file(dst, data, mode)
 
 
 _UMASK = None

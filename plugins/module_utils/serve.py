@@ -138,7 +138,8 @@ class Increment(object):
         if fd is not None:
             size = max(0, os.fstat(fd).st_size - offset)
             if size <= MEMORY_FILE_LIMIT and self.in_memory + size <= MEMORY_BUDGET:
-                os.lseek(fd, offset, os.SEEK_SET)
+                if offset:
+                    os.lseek(fd, offset, os.SEEK_SET)
                 data = _read_fd(fd, size)
                 os.close(fd)
                 self.add_data(name, data)
@@ -233,7 +234,7 @@ def collect(st, since, increment=None, dry_run=False):
     inc = increment or Increment()
     newest = st.last_tid()
     inc.master_tid = newest
-    txns = list(st.chain(newest=newest, stop=since))
+    txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))  # each file read once (issue 25)
     txns.reverse()
     inc.transactions = len(txns)
     currents = {}
@@ -253,7 +254,7 @@ def collect(st, since, increment=None, dry_run=False):
             inc.entries.append(Entry(st.relpath(name), txn.size))
             inc.bytes += txn.size
         else:
-            inc.add_data(st.relpath(name), st.read(name))
+            inc.add_data(st.relpath(name), txn.data)
     for oid in sorted(currents):
         name = current_name(oid)
         data = st.read(name)

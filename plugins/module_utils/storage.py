@@ -215,7 +215,7 @@ def classify(name):
 # ------------------------------------------------------------ file formats
 
 class Transaction(object):
-    __slots__ = ("tid", "prev", "user", "description", "extension", "oids", "md5", "size")
+    __slots__ = ("tid", "prev", "user", "description", "extension", "oids", "md5", "size", "data")
 
     def __init__(self, tid, prev, user, description, extension, oids, md5, size):
         self.tid = tid
@@ -226,6 +226,7 @@ class Transaction(object):
         self.oids = oids
         self.md5 = md5
         self.size = size
+        self.data = None  # the file's bytes, when the reader asked to keep them (Storage.chain(keep_data=True))
 
 
 def parse_transaction(data, expect_tid=None, check_md5=True, what="transaction file"):
@@ -414,8 +415,24 @@ def remove_atomic_leftovers(path):
 
 
 def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
+    return read_whole(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+
+def read_whole(fd):
+    """The whole file open on `fd`, which is closed: fstat, one read, close
+    (a Python file object adds an isatty ioctl, an lseek and a read at the
+    end of the file: a pull reads thousands of small files, issue 25)."""
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)
+        if len(data) == size:  # all of it: a read of a regular file is short only at its end
+            return data
+        parts = [data]  # it changed size meanwhile (or a special file): read to the end
+        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def open_storage_file(path):
@@ -437,8 +454,7 @@ def symlink_refusal(path):
 
 def read_storage_file(path):
     """The bytes of a storage file (never through a symbolic link)."""
-    with os.fdopen(open_storage_file(path), "rb") as f:
-        return f.read()
+    return read_whole(open_storage_file(path))
 
 
 # ------------------------------------------------------------------ locks
@@ -654,10 +670,14 @@ class Storage(object):
     def transaction_data(self, tid):
         return self.read(transaction_name(tid))
 
-    def transaction(self, tid, check_md5=True):
+    def transaction(self, tid, check_md5=True, keep_data=False):
         name = transaction_name(tid)
-        return parse_transaction(self.read(name), expect_tid=tid, check_md5=check_md5,
-                                 what="%s: transaction %s" % (self.home, hex_tid(tid)))
+        data = self.read(name)
+        txn = parse_transaction(data, expect_tid=tid, check_md5=check_md5,
+                                what="%s: transaction %s" % (self.home, hex_tid(tid)))
+        if keep_data:
+            txn.data = data
+        return txn
 
     def transaction_md5(self, tid):
         """Hex MD5 of the whole transaction file (MD5 of nothing for tid 0)."""
@@ -665,15 +685,16 @@ class Storage(object):
             return hashlib.md5(b"").hexdigest()
         return hashlib.md5(self.transaction_data(tid)).hexdigest()
 
-    def chain(self, newest=None, stop=ZERO_TID, check_md5=True):
+    def chain(self, newest=None, stop=ZERO_TID, check_md5=True, keep_data=False):
         """Transactions from `newest` (default x.serial) back to, not including,
-        `stop`; newest first.  Raises Corrupt if the chain breaks."""
+        `stop`; newest first (with their bytes in .data if `keep_data`).
+        Raises Corrupt if the chain breaks."""
         tid = self.last_tid() if newest is None else newest
         while tid != ZERO_TID and tid != stop:
             if stop is not None and tid < stop:
                 raise Corrupt("%s: the transaction chain skips past %s" % (self.home, hex_tid(stop)))
             try:
-                txn = self.transaction(tid, check_md5=check_md5)
+                txn = self.transaction(tid, check_md5=check_md5, keep_data=keep_data)
             except FileNotFoundError:
                 raise Corrupt("%s: the transaction chain is broken at %s (file missing)" % (self.home, hex_tid(tid)))
             yield txn
