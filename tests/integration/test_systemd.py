@@ -9,6 +9,10 @@ installed, enabled and started, no cron file; the replica follows the writing ma
 follower killed and restarted by systemd; its hardening in force (a write outside the replica's
 path fails in the service's own mount namespace); `systemctl stop` ends it at a transaction
 boundary with the replica consistent; switched back to cron (the unit gone, the cron file back).
+Then a hot standby: a real unit serves the replica read-only (tests/support/hot_replica.py), the
+inventory names it (`service:`); the cron job's pull, run as the replica account, stops and starts
+it through `sudo -n systemctl`, and the service is silent only for about the recorded downtime;
+sudo refuses that account `restart`, other units and other commands.
 
 A container that cannot boot fails the test (never a skip).
 """
@@ -26,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage
+from tests.support import hot_replica
 from tests.support.container import BootedHost
 from tests.support.e2e import ROOT, Fleet, run
 from tests.support.reliability import DS_REPLICA
@@ -33,6 +38,8 @@ from tests.support.sshd import free_port, start_sshd
 
 NAME = "ctmain"
 UNIT = "ds-replica-follow-%s.service" % NAME
+HOT_NAME = "ds-hot-%s" % NAME  # the read-only service of a hot standby (`service:` in the inventory)
+HOT = HOT_NAME + ".service"
 USER = "dsctrep"
 
 
@@ -49,6 +56,7 @@ class ContainerFleet(Fleet):
         os.chmod(self.base, 0o755)
         self.container = None
         self.ct_sshd = None
+        self.hot = False
         self.inventory_hook = self._standby_in_container
 
     def start(self):
@@ -80,6 +88,8 @@ class ContainerFleet(Fleet):
             ansible_ssh_common_args=self.ssh_common_args().replace(str(self.sshd.known_hosts_path),
                                                                    str(s.known_hosts_path)),
             schedule_follow_restart_seconds=1)
+        if self.hot:
+            host["standby_storages"][0]["service"] = HOT_NAME
 
     def cleanup(self):
         if self.container is not None:
@@ -188,4 +198,64 @@ def test_switching_back_to_cron_leaves_only_cron(ct):
     ct.playbook("schedule.yml", "-e", "schedule_mode=cron")
     assert ct.modes() == {"cron": True, "follow": False, "active": "inactive"}
     assert ct.systemctl("is-enabled", UNIT) != "enabled"
+
+
+# ------------------------------------------------------------------ the hot standby's service
+
+def install_hot_service(ct):
+    """A real unit serving the replica read-only (tests/support/hot_replica.py: it holds misc/lock and
+    answers reads, one line per answer in its log), run as the replica account."""
+    hot = ct.base / "hot"
+    hot.mkdir()
+    ct.container.sh("chown %s %s" % (USER, hot))
+    unit = "\n".join([
+        "[Service]", "Type=forking", "User=%s" % USER, "PIDFile=%s/hot.pid" % hot,
+        "Environment=PYTHONPATH=%s PYTHONDONTWRITEBYTECODE=1" % ct.master_env()["PYTHONPATH"],
+        "ExecStart=/usr/bin/python3 -m tests.support.hot_replica start %s %s/answers.log %s/hot.pid"
+        % (ct.replica("standby1"), hot, hot),
+        "[Install]", "WantedBy=multi-user.target", ""])
+    ct.container.sh("cat > /etc/systemd/system/%s <<'EOF'\n%sEOF\nsystemctl daemon-reload && systemctl start %s"
+                    % (HOT, unit, HOT))
+    return hot / "answers.log"
+
+
+def as_replica_account(ct, command):
+    return ct.container.run(["su", "-s", "/bin/sh", USER, "-c", command])
+
+
+def test_a_pull_stops_and_starts_the_hot_service_through_sudo(ct):
+    log = install_hot_service(ct)
+    ct.hot = True
+    ct.playbook("provision.yml", "-e", "schedule_mode=cron")  # the standby role's sudoers drop-in
+    assert ct.systemctl("is-active", HOT) == "active"
+    before = hot_replica.answers(log)[-1][1]
+    cron_line = [ln for ln in ct.container.sh("cat /etc/cron.d/ds-replica-%s" % NAME).splitlines()
+                 if ln.strip() and not ln.startswith("#") and "=" not in ln.split()[0]][0]
+    assert "sudo -n /usr/bin/systemctl stop %s" % HOT_NAME in cron_line, cron_line
+    started = time.time()
+    pull = as_replica_account(ct, cron_line.split(None, 6)[6].replace("\\%", "%"))
+    took = time.time() - started
+    assert pull.returncode == 0, pull.stdout + pull.stderr
+    assert ct.systemctl("is-active", HOT) == "active"
+    after = hot_replica.answers(log)
+    assert after[-1][1] > before  # it serves the new transactions
+    silence, _at = hot_replica.longest_silence(log)
+    metrics = ct.metrics_dir / ("dirstorage_%s.prom" % NAME)
+    downtime = float([ln for ln in metrics.read_text().splitlines()
+                      if ln.startswith("dirstorage_replication_downtime_seconds")][0].split()[-1])
+    # down only for the apply: the service was silent for about the downtime the pull recorded (from
+    # its stop command to its start command), and served while the increment was received
+    assert 0 < silence <= downtime + 1.0 and downtime < took, (downtime, silence, took)
+
+
+def test_sudo_allows_exactly_stop_and_start_of_that_unit(ct):
+    name = HOT_NAME
+    for refused in ("sudo -n /usr/bin/systemctl restart %s" % name, "sudo -n /usr/bin/systemctl stop cron",
+                    "sudo -n /usr/bin/systemctl start ssh", "sudo -n /bin/sh -c true"):
+        proc = as_replica_account(ct, refused)
+        assert proc.returncode != 0, refused
+    for allowed in ("sudo -n /usr/bin/systemctl stop %s" % name, "sudo -n /usr/bin/systemctl start %s" % name):
+        proc = as_replica_account(ct, allowed)
+        assert proc.returncode == 0, (allowed, proc.stderr)
+    assert ct.systemctl("is-active", HOT) == "active"
 
