@@ -30,17 +30,18 @@ from .clone import clone
 from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .hot import STOP_TIMEOUT, hot_standby
 from .info import master_lag, storage_info, verify
+from .keep_aside import kept_aside_line, list_kept
 from .options import CONNECTION_OPTIONS, PullOptions
 from .promote import promote
 from .replica import pull
-from .reseed import clone_delta, kept_aside_line
-from .serve import serve
+from .reseed import reseed
+from .serve import WRITE_TIMEOUT, serve
 from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
-VERBS = ("serve", "clone", "status", "verify", "pull", "follow", "promote")
+VERBS = ("serve", "clone", "status", "verify", "pull", "follow", "promote", "kept-aside")
 OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
@@ -200,13 +201,15 @@ def cmd_serve(argv):
     p.add_argument("-t", "--snapshot-timeout", type=float, default=0.0, metavar="S",
                    help="retry entering snapshot mode for up to S seconds (a request may ask for more)")
     p.add_argument("-s", "--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
+    p.add_argument("--write-timeout", type=float, default=WRITE_TIMEOUT, metavar="S",
+                   help="drop a standby that reads nothing of the answer for S seconds (default %(default)g; 0: never)")
     p.add_argument("directory")
     args = p.parse_args(argv)
     log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
     stdout = sys.stdout.buffer
     serve(args.directory, sys.stdin.buffer, stdout, log=log, snapshot_timeout=args.snapshot_timeout,
           snapshot_interval=args.snapshot_interval, warn=lambda m: _stderr("ds-replica serve: warning: " + m),
-          detach_cleanup=True)
+          detach_cleanup=True, write_timeout=args.write_timeout)
     return EXIT_OK
 
 
@@ -218,7 +221,8 @@ def cmd_clone(argv):
     p.add_argument("--force", action="store_true", help="replace an existing storage at the destination")
     p.add_argument("--delta", action="store_true",
                    help="re-seed a storage of the same identity (or resume an interrupted clone), transferring "
-                        "only what is missing or different; transactions only it holds are kept aside")
+                        "only what is missing or different: in place, or by a new tree when it cannot; "
+                        "transactions only it holds are kept aside (list them with 'ds-replica kept-aside')")
     p.add_argument("--json", action="store_true")
     p.add_argument("master")
     p.add_argument("replica")
@@ -226,7 +230,7 @@ def cmd_clone(argv):
     progress = Progress(not args.quiet)
     try:
         if args.delta:
-            result = clone_delta(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
+            result = reseed(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
                                  progress=progress)
         else:
             result = clone(args.master, args.replica, _options(args), force=args.force,
@@ -284,12 +288,35 @@ def cmd_follow(argv):
 
 
 def _print_reseed(result):
-    """clone --delta's summary, and every transaction kept aside (issue 11)."""
-    _stderr("Re-seed complete: %d files received (%s), %d kept, %d removed, newest transaction %s"
-            % (result["files"], _human(result["bytes"]), result["kept_files"], result["removed_files"],
-               result["after_tid"]))
+    """clone --delta's summary (its method, and why a new tree), and every
+    transaction kept aside (issues 11, 19)."""
+    method = result["method"]
+    if method == "tree":
+        method = "by a new tree (%s)" % result["method_reason"]
+    kept = "" if result["kept_files"] is None else ", %d kept" % result["kept_files"]
+    _stderr("Re-seed complete, %s: %d files received (%s)%s, %d removed, newest transaction %s"
+            % (method, result["files"], _human(result["bytes"]), kept, result["removed_files"], result["after_tid"]))
     if result["kept_aside"]:
         _stderr(kept_aside_line(result))
+
+
+def cmd_kept_aside(argv):
+    p = argparse.ArgumentParser(prog="ds-replica kept-aside",
+                                description="List the transactions a re-seed kept aside in a "
+                                            "PATH.before-reseed-<UTC time> folder: tid, time, user, description, "
+                                            "oids.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("folder")
+    args = p.parse_args(argv)
+    kept = list_kept(args.folder)
+    lines = ["%s: %d transaction(s)%s" % (kept["path"], len(kept["transactions"]),
+                                          ", re-seed not finished (the next one finishes it)" if kept["pending"]
+                                          else "")]
+    lines += ["%s %s user=%r description=%r oids=%s" % (t["tid"], t["time"], t["user"], t["description"],
+                                                        ",".join(t["oids"])) for t in kept["transactions"]]
+    _print(kept, args.json, lines)
+    return EXIT_OK
 
 
 def cmd_promote(argv):
@@ -434,7 +461,7 @@ def cmd_verify(argv):
 
 COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull,
             "follow": cmd_follow,
-            "promote": cmd_promote}
+            "promote": cmd_promote, "kept-aside": cmd_kept_aside}
 
 
 def main(argv=None):

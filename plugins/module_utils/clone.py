@@ -22,6 +22,7 @@ import shutil
 import time
 
 from . import journal, ustar
+from .keep_aside import finish_keep_aside
 from .options import PullOptions
 from .protocol import Request, Session
 from .replica import refuse_same_folder
@@ -29,51 +30,18 @@ from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, h
 from .transport import Throttle, open_channel
 
 
-def _stale(parent, base, kind):
-    """Hidden folders `.BASE.KIND-PID` whose process is gone."""
+def stale_folders(parent, base, kind):
+    """Hidden folders `.BASE.KIND-PID` whose process is gone (KIND: clone, replaced)."""
     prefix = ".%s.%s-" % (base, kind)
     for entry in sorted(os.listdir(parent)):
         if entry.startswith(prefix) and entry[len(prefix):].isdigit() and not pid_alive(int(entry[len(prefix):])):
             yield os.path.join(parent, entry)
 
 
-KEEP_ASIDE = "reseed-keep-aside"  # misc/ file of an old tree clone --delta keeps aside (issue 11)
-
-
-def keep_aside_target(tree):
-    """The name a stale tree must be kept aside as (clone --delta wrote it
-    into the old tree before swapping it out), or None."""
-    try:
-        with open(os.path.join(tree, "misc", KEEP_ASIDE)) as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
-
-
-def finish_keep_aside(tree, log):
-    """Rename an old tree that clone --delta swapped out to its aside name;
-    False when `tree` is not one."""
-    target = keep_aside_target(tree)
-    if target is None:
-        return False
-    if not os.path.lexists(target):
-        os.rename(tree, target)
-        fsync_path(os.path.dirname(target), directory=True)
-        forget_keep_aside(target)
-        log("kept the old storage aside as %s" % target)
-    return True
-
-
-def forget_keep_aside(tree):
-    """Remove the keep-aside marker of a tree now at its aside name, durably
-    (a crash before that leaves it there: the next clone --delta calls this)."""
-    misc = os.path.join(tree, "misc")
-    os.unlink(os.path.join(misc, KEEP_ASIDE))
-    fsync_path(misc, directory=True)
-
-
-def _remove_stale_partials(parent, base, log=None):
-    for path in _stale(parent, base, "clone"):
+def remove_stale_partials(parent, base, log=None):
+    """Remove the partial folders of dead clones (an old tree a tree re-seed
+    swapped out goes to its aside name instead)."""
+    for path in stale_folders(parent, base, "clone"):
         if not finish_keep_aside(path, log or (lambda msg: None)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -83,7 +51,7 @@ def _restore_replaced(parent, base, log):
     moving the new copy in: put the old one back (the next steps decide what
     to do with it); one that died later left only rubbish."""
     dest = os.path.join(parent, base)
-    for aside in _stale(parent, base, "replaced"):
+    for aside in stale_folders(parent, base, "replaced"):
         if not os.path.lexists(dest):
             os.rename(aside, dest)
             fsync_path(parent, directory=True)
@@ -129,14 +97,14 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     log = log or (lambda msg: None)
     t0 = time.monotonic()
     dest, parent, base = destination(master, dest, log)
-    _remove_stale_partials(parent, base, log)
-    old_lock = _claim_destination(dest, force)
+    remove_stale_partials(parent, base, log)
+    old_lock = claim_destination(dest, force)
     partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
     os.mkdir(partial, 0o755)
     try:
         result = _receive(master, partial, opts, log, progress)
-        after = _complete_copy(partial)
-        partial = _put_in_place(partial, dest)
+        after = complete_copy(partial)
+        partial = put_in_place(partial, dest)
         result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(ZERO_TID),
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
         return result
@@ -165,7 +133,7 @@ def destination(master, dest, log):
     return dest, parent, base
 
 
-def _claim_destination(dest, force):
+def claim_destination(dest, force):
     """Refuse a destination that holds something (unless forced); lock a
     storage that will be replaced.  Returns that lock, or None."""
     if not os.path.exists(dest):
@@ -183,7 +151,7 @@ def _claim_destination(dest, force):
     return None
 
 
-def _complete_copy(partial):
+def complete_copy(partial):
     """Make the received tree a whole, durable storage; returns its newest tid."""
     st = Storage(partial)
     st.require_full("master")
@@ -194,12 +162,16 @@ def _complete_copy(partial):
     st.write_snapshot_marker("shutdown")
     after = st.last_tid()
     if after != ZERO_TID:
-        st.transaction(after)  # the newest transaction must be readable
+        try:
+            st.transaction(after)  # the newest transaction must be readable
+        except FileNotFoundError:
+            raise Corrupt("the master's x.serial names transaction %s, which it did not send" % hex_tid(after),
+                          "check the master with 'ds-replica verify'; nothing was put in place")
     journal.Durability(partial, True).commit()
     return after
 
 
-def _put_in_place(partial, dest):
+def put_in_place(partial, dest):
     """Rename the copy to `dest` (swapping with an old one); returns what is
     left to remove (the old replica), or None."""
     parent, base = os.path.split(dest)
@@ -227,7 +199,9 @@ def _receive(master, partial, opts, log, progress):
             info = session.start()
             t_start = time.monotonic()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
-            checker, counts = _write_members(ustar.iter_members(read), partial, progress)
+            keeper = PrefixKeeper(partial)
+            members = ustar.iter_members(read, on_large=keeper.start)
+            checker, counts = write_members(members, partial, progress, keeper)
             session.finish_ok()
     except OSError as e:
         raise DSError("the clone transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -242,21 +216,74 @@ def _receive(master, partial, opts, log, progress):
     return counts
 
 
-def _write_members(members, partial, progress):
+PART_SUFFIX = ".part"  # A/<path>.part: what a clone has received so far of a large file
+
+
+class PrefixKeeper(object):
+    """Writes what has arrived of a large member (ustar.iter_members'
+    `large`) to A/<path>.part in the partial folder as it arrives, so that a
+    clone killed in the middle of it leaves its beginning: `clone --delta`
+    then asks only for the rest (reseed.py).  The name is checked before
+    anything is written; once the whole member is checked, the .part file
+    becomes the file (a rename: its bytes are not written twice)."""
+
+    def __init__(self, partial):
+        self.partial = partial
+        self.checker = None
+        self.fd = self.path = None
+
+    def start(self, member):
+        """ustar.iter_members' on_large: a function for the pieces, or None."""
+        if self.checker is None or self.checker.fmt is None or not member.name.startswith("A/"):
+            return None
+        self.checker.storage_name(member.name)
+        self.path = os.path.join(self.partial, *member.name.split("/")) + PART_SUFFIX
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return self.write
+
+    def write(self, piece):
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def holds(self, path):
+        return self.path == path + PART_SUFFIX
+
+    def finish(self, path, mode):
+        """The member, whole and checked, at `path` with `mode`."""
+        try:
+            os.fchmod(self.fd, mode)
+        finally:
+            os.close(self.fd)
+        os.rename(self.path, path)
+        self.fd = self.path = None
+
+
+def write_members(members, partial, progress, keeper=None, before_write=None):
     """Check and write every member of the clone archive under `partial`;
-    returns (checker, counts)."""
+    returns (checker, counts).  `before_write(logical name)` runs once a
+    member has passed its check, before its file is written (nothing on
+    disk is touched for a member that fails it)."""
     checker = journal.MemberChecker(None, allow_config=True, keep=False)
+    if keeper is not None:
+        keeper.checker = checker
     counts = {"transactions": 0, "files": 0, "bytes": 0}
     made = set()
     dur = journal.Durability(partial, True)
     for member in members:
         logical = _check_clone_member(checker, member)
+        if before_write is not None and logical is not None:
+            before_write(logical)
         path = os.path.join(partial, *member.name.split("/"))
         folder = os.path.dirname(path)
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        journal.write_file(path, member.data, journal.member_mode(member.mode))
+        if keeper is not None and keeper.holds(path):
+            keeper.finish(path, journal.member_mode(member.mode))
+        else:
+            journal.write_file(path, member.data, journal.member_mode(member.mode))
         dur.step(member.size)
         counts["files"] += 1
         counts["bytes"] += member.size

@@ -24,6 +24,7 @@ from .protocol import (
     master_failure,
     pull_request_options,
     request_version,
+    require_fields,
 )
 from .snapshot import PEER_WAIT, take_turn
 from .standing import refuse_if_promoted
@@ -312,7 +313,7 @@ def apply_increment(st, incoming, result, log, taken=True):
     """Pass the commit point and apply the increment (or, with nothing new,
     leave a replica taken cold marked as a snapshot)."""
     if result["transactions"]:
-        _commit(st, incoming)
+        commit_increment(st, incoming)
         log("commit point passed; applying %d files" % result["files"])
         try:
             journal.apply_archive(st)
@@ -359,6 +360,7 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
             info = session.start()
             if info.get("dry_run"):
                 session.finish_ok()
+                require_fields(info, ("transactions", "files", "bytes"))
                 return _result(info, info["transactions"], info["files"], info["bytes"])
             read = answer_reader(chan.read, info, opts.bwlimit)
             checker, count = receive_increment(session, read, st, incoming, info, progress)
@@ -499,7 +501,7 @@ class _Spool(object):
             self.f = None
 
 
-def _commit(st, incoming):
+def commit_increment(st, incoming):
     """The commit point: the archive becomes journal/replica.tar."""
     target = os.path.join(st.journal_dir, journal.REPLICA_TAR)
     os.replace(incoming, target)

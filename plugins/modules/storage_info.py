@@ -84,7 +84,7 @@ storage:
     flushed_tid:
       description:
         - Newest transaction already flushed into C(A/) (C(A/x.serial)).
-        - Below RV(last_tid) while the journal holds commits.
+        - Below RV(storage.last_tid) while the journal holds commits.
       type: str
       sample: 040D44D7890F0444
     packed_tid:
