@@ -1,11 +1,12 @@
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Draw the Grafana dashboard (docs/grafana/dirstorage-replication.json) with matplotlib,
-without a Grafana: each panel's own query is evaluated (tests/support/dashboard.py) over a
-recorded metrics history (bench/record_metrics.py) and drawn at the panel's place on the
-dashboard's 24-column grid, with the panel's title, unit and value mappings.
+without a Grafana: each panel is drawn from a running Prometheus' answer to the panel's own
+query (/api/v1/query_range, recorded by bench/record_dashboard.py or by
+tests/integration/test_prometheus.py), at the panel's place on the dashboard's 24-column grid,
+with the panel's title, unit and value mappings. A panel whose query has no answer is an error.
 
-    .venv/bin/python bench/plot_dashboard.py [HISTORY] [OUT]
+    .venv/bin/python bench/plot_dashboard.py [ANSWERS] [OUT]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support import dashboard  # noqa: E402
 
-DEFAULT_HISTORY = ROOT / "docs" / "grafana" / "dashboard-history.json"
+DEFAULT_ANSWERS = ROOT / "docs" / "grafana" / "dashboard-answers.json"
 DEFAULT_OUT = ROOT / "docs" / "grafana" / "dirstorage-replication.png"
 ROW_HEIGHT = 0.42  # inches per grid row
 COLORS = ("#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9")
@@ -126,25 +127,29 @@ def style(ax, title):
     ax.grid(True, color="#2c3235", linewidth=0.5)
 
 
-def plot(history_path=DEFAULT_HISTORY, out=DEFAULT_OUT):
+def plot(answers_path=DEFAULT_ANSWERS, out=DEFAULT_OUT):
+    """Draw the dashboard from the answers recorded in `answers_path` ({"start", "panels": {expr:
+    Prometheus matrix}}) into the PNG `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dash = dashboard.load()
-    with open(history_path) as f:
-        history = json.load(f)
-    t0 = min(s["t"] for s in history)
+    with open(answers_path) as f:
+        answers = json.load(f)
+    t0 = answers["start"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dashboard.panels(dash))
     fig = plt.figure(figsize=(15, rows * ROW_HEIGHT + 0.6), dpi=90, facecolor=BACKGROUND)
-    fig.suptitle("%s (rendered from %s's queries over a recorded history)" % (
-        dash["title"], "docs/grafana/dirstorage-replication.json"), color=TEXT, fontsize=11, x=0.01, ha="left")
+    fig.suptitle("%s (each panel drawn from Prometheus' answer to its query)" % dash["title"],
+                 color=TEXT, fontsize=11, x=0.01, ha="left")
     for panel in dashboard.panels(dash):
         pos = panel["gridPos"]
         ax = fig.add_axes([pos["x"] / 24 + 0.035, 1 - (pos["y"] + pos["h"]) / (rows + 1.5),
                            pos["w"] / 24 - 0.05, pos["h"] / (rows + 1.5) - 0.045])
-        series = dashboard.evaluate(panel["targets"][0]["expr"], history)
+        series = dashboard.series_of(answers["panels"][panel["targets"][0]["expr"]])
+        if not series:
+            raise ValueError("Prometheus answered nothing to the panel %r" % panel["title"])
         style(ax, panel["title"])
         if panel["type"] == "stat":
             draw_stat(ax, panel, series)

@@ -7,9 +7,8 @@
 - ``panels``, ``panel_queries``, ``variable_queries``: what the dashboard asks Prometheus;
 - ``series_names``: the series a PromQL expression reads (its identifiers that are not
   functions, keywords, label names or strings);
-- ``evaluate``: the value of a panel query over a recorded metrics history, for the subset
-  of PromQL the dashboard uses (``[time() - ]METRIC{instance=~"$instance", storage=~"$storage"}``);
-  anything else raises, so the picture cannot drift from the queries.
+- ``with_all`` and ``series_of``: a panel query as Grafana sends it to Prometheus with every
+  variable at "All", and Prometheus' answer to it (/api/v1/query_range) as the renderer draws it.
 """
 
 from __future__ import annotations
@@ -81,30 +80,23 @@ def series_names(expr):
     return names
 
 
-# ------------------------------------------------------------------ evaluation
+# ------------------------------------------------------------------ answers
 
-QUERY = re.compile(r'^\s*(?P<now>time\(\)\s*-\s*)?(?P<metric>[A-Za-z_:][A-Za-z0-9_:]*)'
-                   r'\{instance=~"\$instance",\s*storage=~"\$storage"\}\s*$')
+def with_all(expr, dashboard=None):
+    """`expr` as Grafana sends it with every variable at "All": each $variable replaced by the
+    dashboard's allValue for it (`.*`)."""
+    values = {var["name"]: var.get("allValue") for var in (dashboard or load())["templating"]["list"]}
+
+    def value(m):
+        name = m.group(1) or m.group(2)
+        if not values.get(name):
+            raise ValueError("variable $%s has no allValue in the dashboard" % name)
+        return values[name]
+
+    return VARIABLE.sub(value, expr)
 
 
-def evaluate(expr, history, instances=None, storages=None):
-    """{(instance, storage): [(t, value)...]} of `expr` over `history`, a list of scrapes
-    {"t": unix time, "instance": ..., "storage": ..., "values": {metric without prefix: value}}
-    (what Prometheus would store from node_exporter's textfile collector), for the chosen
-    instances and storages (None: all, the dashboard's default)."""
-    m = QUERY.match(expr)
-    if not m:
-        raise ValueError("the renderer does not know this query form: %s" % expr)
-    metric = m.group("metric").replace("dirstorage_replication_", "", 1)
-    series = {}
-    for scrape in history:
-        key = (scrape["instance"], scrape["storage"])
-        if (instances and key[0] not in instances) or (storages and key[1] not in storages):
-            continue
-        if metric not in scrape["values"]:
-            continue
-        value = scrape["values"][metric]
-        if m.group("now"):
-            value = scrape["t"] - value
-        series.setdefault(key, []).append((scrape["t"], value))
-    return series
+def series_of(result):
+    """{(instance, storage): [(t, value)...]} of a Prometheus range-query answer (a matrix)."""
+    return {(r["metric"]["instance"], r["metric"]["storage"]): [(float(t), float(v)) for t, v in r["values"]]
+            for r in result}

@@ -272,10 +272,14 @@ def start_sshd(
     port: int | None = None,
     timeout: float = 10.0,
     extra_config: str = "",
+    launcher: tuple[str, ...] = (),
+    tmpdir: str | None = None,
 ) -> Sshd:
     """Start a real OpenSSH sshd listening on ``listen`` (loopback addresses) and ``port``
     (a free one if None). Raises :class:`SshdError` with sshd's log if it does not come up
-    within ``timeout`` seconds. ``extra_config`` is appended to sshd_config."""
+    within ``timeout`` seconds. ``extra_config`` is appended to sshd_config. ``launcher``
+    prefixes sshd's command line (e.g. ``nsenter`` into a container, tests/support/container.py),
+    and its folder is made in ``tmpdir`` (a folder the container shares)."""
     if not os.path.exists(SSHD):
         raise SshdError(f"{SSHD} not found: install Debian's openssh-server (make deps, as root)")
     hosts = list(listen)
@@ -287,10 +291,10 @@ def start_sshd(
     last_error = None
     for _unused in range(attempts):
         use_port = port if port is not None else free_port(hosts)
-        workdir = Path(tempfile.mkdtemp(prefix="ds-sshd-"))
+        workdir = Path(tempfile.mkdtemp(prefix="ds-sshd-", dir=tmpdir))
         os.chmod(workdir, 0o755)
         try:
-            server = _start_once(workdir, hosts, use_port, timeout, extra_config)
+            server = _start_once(workdir, hosts, use_port, timeout, extra_config, tuple(launcher))
         except SshdError as e:
             last_error = e
             shutil.rmtree(workdir, ignore_errors=True)
@@ -299,7 +303,8 @@ def start_sshd(
     raise last_error
 
 
-def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extra_config: str) -> Sshd:
+def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extra_config: str,
+                launcher: tuple[str, ...] = ()) -> Sshd:
     make_keypair(workdir, "ssh_host_ed25519_key", comment="ds-test-host")
     host_pub = " ".join((workdir / "ssh_host_ed25519_key.pub").read_text().split()[:2])
     (workdir / "known_hosts").write_text("".join(f"{_known_host_name(h, port)} {host_pub}\n" for h in hosts))
@@ -321,7 +326,7 @@ def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extr
     stderr_path = workdir / "sshd.stderr"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [SSHD, "-D", "-f", str(config), "-E", str(log)],
+            [*launcher, SSHD, "-D", "-f", str(config), "-E", str(log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     deadline = time.monotonic() + timeout

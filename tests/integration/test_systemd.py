@@ -1,0 +1,261 @@
+"""The schedule role's follow mode under a booted systemd (issue 22): a standby host is this machine's
+own Debian booted by `systemd-nspawn --boot` (systemd as PID 1, its own /etc/passwd, /etc/systemd
+and /etc/cron.d, the host's network; tests/support/container.py), with its own sshd on a loopback
+address, and Ansible drives it over ssh like the other E2E hosts (tests/support/e2e.py). The master
+runs on the host.
+
+In file order: provisioned in cron mode (a cron file, no unit); switched to follow (the unit
+installed, enabled and started, no cron file; the replica follows the writing master); the
+follower killed and restarted by systemd; its hardening in force (a write outside the replica's
+path fails in the service's own mount namespace); `systemctl stop` ends it at a transaction
+boundary with the replica consistent; switched back to cron (the unit gone, the cron file back).
+Then a hot standby: a real unit serves the replica read-only (tests/support/hot_replica.py), the
+inventory names it (`service:`); the cron job's pull, run as the replica account, stops and starts
+it through `sudo -n systemctl`, and the service is silent only for about the recorded downtime;
+sudo refuses that account `restart`, other units and other commands.
+
+A container that cannot boot fails the test (never a skip).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import storage
+from tests.support import hot_replica
+from tests.support.container import BootedHost
+from tests.support.e2e import ROOT, Fleet, run
+from tests.support.reliability import DS_REPLICA
+from tests.support.sshd import free_port, start_sshd
+
+NAME = "ctmain"
+UNIT = "ds-replica-follow-%s.service" % NAME
+HOT_NAME = "ds-hot-%s" % NAME  # the read-only service of a hot standby (`service:` in the inventory)
+HOT = HOT_NAME + ".service"
+USER = "dsctrep"
+
+
+class ContainerFleet(Fleet):
+    """The e2e Fleet with its one standby in a booted container (the master stays on the host)."""
+
+    def __init__(self):
+        super().__init__("dsct", master_ip="127.0.0.60", standbys={"standby1": ("127.0.0.61", USER, NAME)},
+                         own_paths=True)
+        # not under /tmp: the follower's unit has PrivateTmp=yes, where a replica under /tmp does not
+        # exist (systemd refuses to start it: status 226/NAMESPACE, "Failed to set up mount namespacing")
+        shutil.rmtree(self.base)
+        self.base = Path(tempfile.mkdtemp(prefix="ds-dsct-", dir="/srv"))
+        os.chmod(self.base, 0o755)
+        self.container = None
+        self.ct_sshd = None
+        self.hot = False
+        self.inventory_hook = self._standby_in_container
+
+    def start(self):
+        (self.opt / "bin").mkdir(parents=True, exist_ok=True)  # the install role writes into an existing folder
+        self.sshd = start_sshd(listen=[self.master_ip])
+        self.sshd.authorize("root", self.sshd.client_pub_line)
+        self._make_user(self.master_user)
+        self.master_home.parent.mkdir()
+        entry = pwd.getpwnam(self.master_user)
+        os.chown(self.master_home.parent, entry.pw_uid, entry.pw_gid)
+        self.xmlrpc_port = free_port()
+        self.run_master("--create", "bushy", "--rate", "40", "--duration", "1", "--seed", "1")
+        self.start_master(rate=20)
+        # the checkout read-only: the hot standby's service runs tests/support/hot_replica.py
+        self.container = BootedHost(self.prefix, self.base / "container", binds=[self.base],
+                                    binds_ro=[ROOT]).start()
+        # root's shell startup files of this machine (pyenv) are not the container's business
+        self.container.sh("rm -f /root/.bashrc /root/.profile; mkdir -p /run/sshd; "
+                          "useradd --create-home --shell /bin/bash --password '*' %s" % USER)
+        self.ct_sshd = start_sshd([self.standbys["standby1"][0]], launcher=self.container.enter(),
+                                  tmpdir=str(self.base))
+        self.ct_sshd.authorize("root", self.ct_sshd.client_pub_line)
+
+    def _standby_in_container(self, inv):
+        s = self.ct_sshd
+        host = inv["all"]["children"]["dirstorage_standbys"]["hosts"]["standby1"]
+        host.update(
+            ansible_port=s.port, ansible_ssh_private_key_file=str(s.client_key_path),
+            ansible_ssh_common_args=self.ssh_common_args().replace(str(self.sshd.known_hosts_path),
+                                                                   str(s.known_hosts_path)),
+            schedule_follow_restart_seconds=1)
+        if self.hot:
+            host["standby_storages"][0]["service"] = HOT_NAME
+
+    def cleanup(self):
+        if self.container is not None:
+            self.container.stop()
+        super().cleanup()
+
+    # -- inside the container ---------------------------------------------------------
+    def systemctl(self, *args):
+        return self.container.run(["systemctl", *args]).stdout.strip()
+
+    def main_pid(self):
+        return int(self.systemctl("show", "-p", "MainPID", "--value", UNIT) or 0)
+
+    def journal(self):
+        return self.container.run(["journalctl", "-u", UNIT, "--no-pager", "-n", "60"]).stdout
+
+    def exists(self, path):
+        return self.container.run(["test", "-e", path]).returncode == 0
+
+    def modes(self):
+        """What the standby runs for the storage: {"cron": cron file present, "follow": unit file present
+        and active}."""
+        return {"cron": self.exists("/etc/cron.d/ds-replica-%s" % NAME),
+                "follow": self.exists("/etc/systemd/system/" + UNIT),
+                "active": self.systemctl("is-active", UNIT)}
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: not within %gs" % (what, timeout))
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def ct():
+    fleet = ContainerFleet()
+    with fleet.running():
+        fleet.playbook("provision.yml", "-e", "schedule_mode=cron")
+        yield fleet
+
+
+def test_provisioned_in_cron_mode_inside_the_container(ct):
+    assert ct.container.run(["cat", "/proc/1/comm"]).stdout.strip() == "systemd"
+    assert ct.modes() == {"cron": True, "follow": False, "active": "inactive"}
+    # the container's own /etc: its account and cron file are not the host's
+    assert ct.container.run(["id", USER]).returncode == 0 and run(["id", USER]).returncode != 0
+    assert not os.path.exists("/etc/cron.d/ds-replica-%s" % NAME)
+
+
+def test_follow_mode_installs_enables_and_starts_the_unit(ct):
+    ct.playbook("schedule.yml", "-e", "schedule_mode=follow")
+    wait_for(lambda: ct.systemctl("is-active", UNIT) != "activating", 10, "the unit starting")
+    assert ct.modes() == {"cron": False, "follow": True, "active": "active"}, ct.journal()
+    assert ct.systemctl("is-enabled", UNIT) == "enabled"
+    # the master writes on: the newest transaction now (in its journal until its next flush into A/)
+    target = storage.Storage(str(ct.master_home)).newest_tid()
+    wait_for(lambda: storage.Storage(str(ct.replica("standby1"))).last_tid() >= target, 90,
+             "the follower reaching the master's newest transaction of the switch")
+
+
+def test_a_killed_follower_is_restarted_by_systemd(ct):
+    pid = ct.main_pid()
+    assert pid > 0
+    ct.container.sh("kill -9 %d" % pid)
+    wait_for(lambda: ct.main_pid() not in (0, pid) and ct.systemctl("is-active", UNIT) == "active", 30,
+             "systemd restarting the killed follower")
+    assert int(ct.systemctl("show", "-p", "NRestarts", "--value", UNIT)) >= 1
+
+
+def test_the_hardening_is_in_force(ct):
+    pid = ct.main_pid()
+    uid = ct.container.sh("id -u %s" % USER).strip()
+    replica = str(ct.replica("standby1"))
+
+    def write_as_the_service(path):
+        """Create `path` as the follower's account inside the follower's own mount namespace."""
+        return ct.container.run(["nsenter", "-t", str(pid), "-m", "-S", uid, "-G", uid, "sh", "-c",
+                                 "echo probe > %s && rm %s" % (path, path)])
+
+    ok = write_as_the_service(replica + "/misc/ds-probe")
+    assert ok.returncode == 0, ok.stderr
+    home = ct.container.sh("getent passwd %s | cut -d: -f6" % USER).strip()
+    for outside in ("/etc/ds-probe", "/usr/local/ds-probe", home + "/ds-probe", "/var/lib/ds-probe"):
+        refused = write_as_the_service(outside)
+        assert refused.returncode != 0 and "Read-only file system" in refused.stderr, (outside, refused.stderr)
+    # the same account outside the service writes its home: the unit's sandbox refused it, not the mode bits
+    assert ct.container.run(["su", "-s", "/bin/sh", USER, "-c", "touch %s/ds-probe" % home]).returncode == 0
+
+
+def test_systemctl_stop_ends_it_at_a_transaction_boundary(ct):
+    ct.container.sh("systemctl stop %s" % UNIT)  # while the master writes 20 transactions/s
+    assert ct.systemctl("is-active", UNIT) == "inactive"
+    assert ct.systemctl("show", "-p", "ExecMainStatus", "--value", UNIT) == "0"
+    journal = ct.container.sh("journalctl -u %s --no-pager -o cat" % UNIT)
+    assert "follow stopped; the replica is at a transaction boundary" in journal, journal[-2000:]
+    replica = str(ct.replica("standby1"))
+    assert storage.Storage(replica).journal_entries() == []
+    verify = subprocess.run([DS_REPLICA, "verify", replica], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    ct.container.sh("systemctl start %s" % UNIT)
+
+
+def test_switching_back_to_cron_leaves_only_cron(ct):
+    ct.playbook("schedule.yml", "-e", "schedule_mode=cron")
+    assert ct.modes() == {"cron": True, "follow": False, "active": "inactive"}
+    assert ct.systemctl("is-enabled", UNIT) != "enabled"
+
+
+# ------------------------------------------------------------------ the hot standby's service
+
+def install_hot_service(ct):
+    """A real unit serving the replica read-only (tests/support/hot_replica.py: it holds misc/lock and
+    answers reads, one line per answer in its log), run as the replica account."""
+    hot = ct.base / "hot"
+    hot.mkdir()
+    ct.container.sh("chown %s %s" % (USER, hot))
+    unit = "\n".join([
+        "[Service]", "Type=forking", "User=%s" % USER, "PIDFile=%s/hot.pid" % hot,
+        "Environment=PYTHONPATH=%s PYTHONDONTWRITEBYTECODE=1" % ct.master_env()["PYTHONPATH"],
+        "ExecStart=/usr/bin/python3 -m tests.support.hot_replica start %s %s/answers.log %s/hot.pid"
+        % (ct.replica("standby1"), hot, hot),
+        "[Install]", "WantedBy=multi-user.target", ""])
+    ct.container.sh("cat > /etc/systemd/system/%s <<'EOF'\n%sEOF\nsystemctl daemon-reload && systemctl start %s"
+                    % (HOT, unit, HOT))
+    return hot / "answers.log"
+
+
+def as_replica_account(ct, command):
+    return ct.container.run(["su", "-s", "/bin/sh", USER, "-c", command])
+
+
+def test_a_pull_stops_and_starts_the_hot_service_through_sudo(ct):
+    log = install_hot_service(ct)
+    ct.hot = True
+    ct.playbook("provision.yml", "-e", "schedule_mode=cron")  # the standby role's sudoers drop-in
+    assert ct.systemctl("is-active", HOT) == "active"
+    before = hot_replica.answers(log)[-1][1]
+    cron_line = [ln for ln in ct.container.sh("cat /etc/cron.d/ds-replica-%s" % NAME).splitlines()
+                 if ln.strip() and not ln.startswith("#") and "=" not in ln.split()[0]][0]
+    assert "sudo -n /usr/bin/systemctl stop %s" % HOT_NAME in cron_line, cron_line
+    started = time.time()
+    pull = as_replica_account(ct, cron_line.split(None, 6)[6].replace("\\%", "%"))
+    took = time.time() - started
+    assert pull.returncode == 0, pull.stdout + pull.stderr
+    assert ct.systemctl("is-active", HOT) == "active"
+    after = hot_replica.answers(log)
+    assert after[-1][1] > before  # it serves the new transactions
+    silence, _at = hot_replica.longest_silence(log)
+    metrics = ct.metrics_dir / ("dirstorage_%s.prom" % NAME)
+    downtime = float([ln for ln in metrics.read_text().splitlines()
+                      if ln.startswith("dirstorage_replication_downtime_seconds")][0].split()[-1])
+    # down only for the apply: the service was silent for about the downtime the pull recorded (from
+    # its stop command to its start command), and served while the increment was received
+    assert 0 < silence <= downtime + 1.0 and downtime < took, (downtime, silence, took)
+
+
+def test_sudo_allows_exactly_stop_and_start_of_that_unit(ct):
+    name = HOT_NAME
+    for refused in ("sudo -n /usr/bin/systemctl restart %s" % name, "sudo -n /usr/bin/systemctl stop cron",
+                    "sudo -n /usr/bin/systemctl start ssh", "sudo -n /bin/sh -c true"):
+        proc = as_replica_account(ct, refused)
+        assert proc.returncode != 0, refused
+    for allowed in ("sudo -n /usr/bin/systemctl stop %s" % name, "sudo -n /usr/bin/systemctl start %s" % name):
+        proc = as_replica_account(ct, allowed)
+        assert proc.returncode == 0, (allowed, proc.stderr)
+    assert ct.systemctl("is-active", HOT) == "active"
+

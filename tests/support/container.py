@@ -1,0 +1,133 @@
+# -*- coding: utf-8 -*-
+# Copyright: dirstorage.replication contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A host booted under systemd, for tests/integration/test_systemd.py: this machine's own Debian
+run by ``systemd-nspawn --boot`` with systemd as PID 1, sharing the host's network.
+
+``--volatile=yes`` mounts a tmpfs as the container's root and this machine's ``/usr`` read-only
+on it; ``/etc``, ``/var``, ``/home``, ``/root``, ``/opt``, ``/srv`` and ``/usr/local`` are
+overlays of this machine's, whose writes go to folders under the container's work folder and are
+thrown away with it: the container has its own ``/etc/passwd``, ``/etc/systemd/system`` and
+``/etc/cron.d``. (``--volatile=overlay`` is refused on ``/``, and ``--volatile=state`` finds
+this machine's ``/dev`` pre-populated.) ``binds`` (and ``binds_ro``, read-only) are shared with
+the host at the same path.
+The host's services that would collide with it or run its crontabs are masked (``MASKED``).
+
+No service manager runs on the host here (PID 1 is not systemd), so the container is neither
+registered with machined nor given its own scope (``--register=no --keep-unit``); the test
+enters it with ``nsenter`` (``run``). A container that does not boot raises: never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+NSPAWN = "/usr/bin/systemd-nspawn"
+OVERLAID = ("etc", "var", "home", "root", "opt", "srv", "usr/local")
+MASKED = ("cron.service", "postgresql.service", "prometheus.service", "prometheus-node-exporter.service",
+          "ssh.service", "ssh.socket", "timers.target", "systemd-firstboot.service", "e2scrub_reap.service",
+          "getty@tty1.service")
+
+
+class ContainerError(AssertionError):
+    """The container could not be booted or entered: the test fails, loudly."""
+
+
+class BootedHost(object):
+    """`systemd-nspawn --boot` of this machine's own Debian, named `name`, its throwaway layers in
+    `workdir`. `leader` is its PID 1 (systemd) as the host sees it."""
+
+    def __init__(self, name, workdir, binds=(), binds_ro=()):
+        self.name = name
+        self.workdir = Path(workdir)
+        self.binds = [str(b) for b in binds]
+        self.binds_ro = [str(b) for b in binds_ro]
+        self.proc = None
+        self.leader = None
+        self.log = self.workdir / "nspawn.log"
+
+    def argv(self):
+        argv = [NSPAWN, "--boot", "--volatile=yes", "--directory=/", "--machine=" + self.name, "--register=no",
+                "--keep-unit", "--console=pipe", "--quiet"]
+        for d in OVERLAID:
+            upper = self.workdir / "upper" / d.replace("/", "_")
+            upper.mkdir(parents=True, exist_ok=True)
+            argv.append("--overlay=/%s:%s:/%s" % (d, upper, d))
+        argv += ["--bind=%s" % b for b in self.binds] + ["--bind-ro=%s" % b for b in self.binds_ro]
+        return argv + ["--"] + ["systemd.mask=%s" % unit for unit in MASKED]
+
+    def start(self, timeout=90.0):
+        if not os.access(NSPAWN, os.X_OK):
+            raise ContainerError("%s missing: run `make deps` as root (Debian package systemd-container)" % NSPAWN)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while self.leader is None:
+            self._check_alive()
+            children = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "systemd"], capture_output=True,
+                                      text=True, check=False).stdout.split()
+            if children:
+                self.leader = int(children[0])
+            elif time.monotonic() > deadline:
+                self._fail("did not start systemd within %gs" % timeout)
+            else:
+                time.sleep(0.2)
+        state = ""
+        while state not in ("running", "degraded"):
+            self._check_alive()
+            answer = self.run(["systemctl", "is-system-running"])
+            state = answer.stdout.strip() or answer.stderr.strip()
+            if time.monotonic() > deadline:
+                self._fail("systemd did not finish booting within %gs (state %r)" % (timeout, state))
+            time.sleep(0.5)
+        if state == "degraded":
+            self._fail("booted degraded: %s" % self.run(["systemctl", "--failed", "--no-legend"]).stdout)
+        return self
+
+    def _check_alive(self):
+        if self.proc.poll() is not None:
+            self._fail("systemd-nspawn exited %s" % self.proc.returncode)
+
+    def _fail(self, what):
+        log = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        self.stop()
+        raise ContainerError("container %s %s: %s" % (self.name, what, log))
+
+    def enter(self):
+        """The command prefix that runs a program inside the container (all its namespaces)."""
+        return ("nsenter", "--target", str(self.leader), "--all")
+
+    def run(self, argv, **kw):
+        """A command run inside the container as root: its CompletedProcess (text, never raises)."""
+        return subprocess.run([*self.enter(), *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              check=False, **kw)
+
+    def sh(self, script, **kw):
+        """`sh -c script` inside the container; raises with its output unless it exits 0."""
+        proc = self.run(["sh", "-c", script], **kw)
+        if proc.returncode != 0:
+            raise AssertionError("in %s: %s -> %s\n%s%s" % (self.name, script, proc.returncode, proc.stdout,
+                                                           proc.stderr))
+        return proc.stdout
+
+    def stop(self):
+        """Halt it (SIGTERM to systemd-nspawn; a second one ends it at once), else kill it; its
+        layers are removed."""
+        for wait in (15, 10):
+            if self.proc is None or self.proc.poll() is not None:
+                break
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.workdir / "upper", ignore_errors=True)
