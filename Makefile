@@ -22,7 +22,8 @@ PYTEST_ARGS ?= tests -ra
 # module fixtures, e.g. an E2E fleet, are made once); 0 runs them one by one in this process.
 PYTEST_WORKERS ?= 2
 
-DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount sudo
+DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount sudo \
+	systemd
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
@@ -51,7 +52,8 @@ collections:
 # Debian packages the tests use (real sshd, ssh client, rsync, cron, tar; strace kills a pull at
 # each of its disk changes in tests/integration/test_crash_points.py; e2fsprogs, xfsprogs,
 # util-linux (losetup) and mount put replicas on ext4 and xfs loop devices and cut their power in
-# tests/integration/test_power_loss.py).
+# tests/integration/test_power_loss.py; systemd's systemd-analyze verifies the follow mode's units
+# in tests/integration/test_follow_unit.py, which fails without it).
 deps:
 	@missing=""; \
 	for p in $(DEBIAN_PACKAGES); do \
