@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import re
 import shlex
 import shutil
 import signal
@@ -236,82 +235,3 @@ def test_the_installed_cron_line_passes_commands_with_percent_signs(tmp_path, pa
     at = argv.index("--stop-command")
     assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"], argv
     assert argv[-2:] == [str(master), str(replica)]
-
-
-# a stand-in for systemctl (this machine runs no systemd): each call appended to a log, units'
-# enabled/active state kept in files beside it; `show` answers what the systemd_service module reads
-FAKE_SYSTEMCTL = r"""#!/bin/sh
-here=$(dirname "$0")
-echo "$*" >> "$here/systemctl.log"
-unit=$(echo "$2" | tr -d "'")
-case "$1" in
-  daemon-reload) exit 0 ;;
-  show) if [ -e "$UNIT_DIR/$unit" ]; then load=loaded; else load=not-found; fi
-        if [ -e "$here/$unit.active" ]; then act=active; else act=inactive; fi
-        printf 'Id=%s\nLoadState=%s\nActiveState=%s\n' "$unit" "$load" "$act" ;;
-  is-enabled) if [ -e "$here/$unit.enabled" ]; then echo enabled; else echo disabled; exit 1; fi ;;
-  enable) touch "$here/$unit.enabled" ;;
-  disable) rm -f "$here/$unit.enabled" ;;
-  start|restart) touch "$here/$unit.active" ;;
-  stop) rm -f "$here/$unit.active" ;;
-  *) echo "fake systemctl: $*" >&2; exit 1 ;;
-esac
-"""
-
-
-def run_follow_tasks(tmp_path, item, following, restart_seconds=10):
-    """The schedule role's follow.yml, as the role includes it, against localhost with a stand-in
-    systemctl; `following`: whether `item` is in follow mode. Less its first block (the host
-    must run systemd, which this machine does not): (changed count, new systemctl calls)."""
-    tasks = yaml.safe_load((ROOT / "roles" / "schedule" / "tasks" / "follow.yml").read_text())
-    assert tasks[0]["name"] == "Check that the standby runs systemd"
-    for task in tasks:  # the role's templates/ folder, which a play outside the role does not search
-        if "ansible.builtin.template" in task:
-            task["ansible.builtin.template"]["src"] = str(TEMPLATE)
-    handlers = yaml.safe_load((ROOT / "roles" / "schedule" / "handlers" / "main.yml").read_text())
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": tasks[1:], "handlers": handlers}]
-    (tmp_path / "follow-play.yml").write_text(yaml.safe_dump(play))
-    fake = tmp_path / "fake-bin"
-    fake.mkdir(exist_ok=True)
-    (fake / "systemctl").write_text(FAKE_SYSTEMCTL)
-    (fake / "systemctl").chmod(0o755)
-    log = fake / "systemctl.log"
-    calls_before = log.read_text().splitlines() if log.exists() else []
-    variables = {"standby_resolved": [item], "schedule_follow_storages": [item] if following else [],
-                 "schedule_follow_names": [item["name"]] if following else [],
-                 "schedule_unit_dir": str(tmp_path / "units"), "schedule_account": getpass.getuser(),
-                 "schedule_ds_replica": str(BIN / "ds-replica"), "schedule_textfile_dir": str(tmp_path / "textfile"),
-                 "schedule_follow_interval": 0.5, "schedule_follow_restart_seconds": restart_seconds,
-                 **yaml.safe_load((ROOT / "roles" / "schedule" / "vars" / "main.yml").read_text())}
-    (tmp_path / "units").mkdir(exist_ok=True)
-    env = dict(ENV, PATH="%s:%s" % (fake, ENV.get("PATH", "/usr/bin:/bin")), UNIT_DIR=str(tmp_path / "units"))
-    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                        "-e", "ansible_python_interpreter=%s" % sys.executable, str(tmp_path / "follow-play.yml"),
-                        "-e", json.dumps(variables)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=180, check=False)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr
-    changed = int(re.search(r"localhost\s+: ok=\d+\s+changed=(\d+)", r.stdout).group(1))
-    return changed, log.read_text().splitlines()[len(calls_before):]
-
-
-def test_follow_mode_installs_enables_and_starts_a_unit_and_removes_it_when_back_to_cron(tmp_path, pair):
-    master, replica = pair
-    item = item_for(master, replica)
-    unit = tmp_path / "units" / "ds-replica-follow-main.service"
-    # cron -> follow: the unit written (RestartSec as asked), verified, enabled and started
-    changed, calls = run_follow_tasks(tmp_path, item, following=True, restart_seconds=7)
-    assert changed >= 2 and unit.exists(), calls
-    assert directives(unit)["RestartSec"] == ["7"] and directives(unit)["Restart"] == ["always"]
-    assert "enable ds-replica-follow-main.service" in calls and "start ds-replica-follow-main.service" in calls
-    assert calls[0] == "daemon-reload", calls  # before the first start, systemd reads the new unit
-    assert (tmp_path / "fake-bin" / "ds-replica-follow-main.service.active").exists()
-    # a changed unit is restarted (and not enabled again)
-    changed, calls = run_follow_tasks(tmp_path, item, following=True, restart_seconds=3)
-    assert directives(unit)["RestartSec"] == ["3"] and "restart ds-replica-follow-main.service" in calls, calls
-    assert not [c for c in calls if c.split()[0] in ("enable", "start")], calls
-    # follow -> cron: the follower stopped and disabled, its unit removed, systemd reloaded
-    changed, calls = run_follow_tasks(tmp_path, item, following=False)
-    assert not unit.exists()
-    acted = [c.split()[0] for c in calls if c.split()[0] in ("stop", "disable", "daemon-reload")]
-    assert sorted(acted[:2]) == ["disable", "stop"] and acted[2:] == ["daemon-reload"], calls
-    assert not list((tmp_path / "fake-bin").glob("ds-replica-follow-main.service.*"))
