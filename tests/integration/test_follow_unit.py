@@ -85,6 +85,7 @@ def test_unit_is_hardened_and_restarts(tmp_path, pair):
     unit = render_unit(tmp_path, item_for(master, replica))
     d = directives(unit)
     assert d["User"] == [getpass.getuser()] and d["Restart"] == ["always"]
+    assert d["RestartSec"] == ["10"]  # schedule_follow_restart_seconds as render_unit gives it
     assert d["NoNewPrivileges"] == ["yes"] and d["ProtectSystem"] == ["strict"] and d["PrivateTmp"] == ["yes"]
     writable = shlex.split(d["ReadWritePaths"][0])
     assert str(replica) in writable and "-" + str(tmp_path / "textfile") in writable

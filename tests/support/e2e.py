@@ -90,6 +90,26 @@ def recap_hosts(stdout):
     return [ln for ln in recap.splitlines() if re.match(r"^\S+\s+: ok=", ln)]
 
 
+def recap_counts(stdout):
+    """{host: {"ok": n, "changed": n, "unreachable": n, "failed": n, ...}} of the PLAY RECAP."""
+    return {ln.split()[0]: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", ln)} for ln in recap_hosts(stdout)}
+
+
+def task_outcomes(stdout, task, prefix=False):
+    """[(status, host, item label or None)] of every run of the task named `task` (its name
+    without the role, or its start if `prefix`): e.g. ("changed", "master", "fo_old: ...")."""
+    found, inside = [], False
+    for line in stdout.splitlines():
+        header = re.match(r"^TASK \[(?:[^\]:]+ : )?(.*?)\] \**$", line)
+        if header or line.startswith(("PLAY ", "PLAY RECAP")):
+            inside = bool(header) and (header.group(1).startswith(task) if prefix else header.group(1) == task)
+            continue
+        m = re.match(r"^(ok|changed|skipping|failed|fatal): \[([^\]]+)\](?: => \(item=(.*?)\))?", line)
+        if inside and m:
+            found.append((m.group(1), m.group(2), m.group(3)))
+    return found
+
+
 def assert_nothing_changed(proc, hosts):
     """Idempotency: each of `hosts` has a recap line, and every one says
     changed=0 (not just one of them)."""
