@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.sshd import SSHD, SshdError, start_sshd
 from tests.support.treeutil import unpack_case
@@ -23,6 +24,12 @@ COLLECTIONS = ROOT / ".collections"
 
 # the long soak runs are collected only by `make soak` (SOAK=1), never skipped in `make test`
 collect_ignore = [] if os.environ.get("SOAK") == "1" else ["soak"]
+
+# property-based tests (Hypothesis): a few hundred examples each in `make
+# test`, many more in `make soak`; no deadline (the machine is shared)
+settings.register_profile("default", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("soak", max_examples=20000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("soak" if os.environ.get("SOAK") == "1" else "default")
 
 
 def _link_collection():

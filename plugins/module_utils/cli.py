@@ -34,7 +34,7 @@ from .options import CONNECTION_OPTIONS, PullOptions
 from .promote import promote
 from .replica import pull
 from .reseed import clone_delta, kept_aside_line
-from .serve import serve
+from .serve import WRITE_TIMEOUT, serve
 from .storage import DSError
 
 EXIT_OK = 0
@@ -200,13 +200,15 @@ def cmd_serve(argv):
     p.add_argument("-t", "--snapshot-timeout", type=float, default=0.0, metavar="S",
                    help="retry entering snapshot mode for up to S seconds (a request may ask for more)")
     p.add_argument("-s", "--snapshot-interval", type=float, default=5.0, metavar="S", help="pause between tries")
+    p.add_argument("--write-timeout", type=float, default=WRITE_TIMEOUT, metavar="S",
+                   help="drop a standby that reads nothing of the answer for S seconds (default %(default)g; 0: never)")
     p.add_argument("directory")
     args = p.parse_args(argv)
     log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
     stdout = sys.stdout.buffer
     serve(args.directory, sys.stdin.buffer, stdout, log=log, snapshot_timeout=args.snapshot_timeout,
           snapshot_interval=args.snapshot_interval, warn=lambda m: _stderr("ds-replica serve: warning: " + m),
-          detach_cleanup=True)
+          detach_cleanup=True, write_timeout=args.write_timeout)
     return EXIT_OK
 
 

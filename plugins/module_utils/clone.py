@@ -194,7 +194,11 @@ def _complete_copy(partial):
     st.write_snapshot_marker("shutdown")
     after = st.last_tid()
     if after != ZERO_TID:
-        st.transaction(after)  # the newest transaction must be readable
+        try:
+            st.transaction(after)  # the newest transaction must be readable
+        except FileNotFoundError:
+            raise Corrupt("the master's x.serial names transaction %s, which it did not send" % hex_tid(after),
+                          "check the master with 'ds-replica verify'; nothing was put in place")
     journal.Durability(partial, True).commit()
     return after
 
@@ -227,7 +231,9 @@ def _receive(master, partial, opts, log, progress):
             info = session.start()
             t_start = time.monotonic()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read
-            checker, counts = _write_members(ustar.iter_members(read), partial, progress)
+            keeper = PrefixKeeper(partial)
+            members = ustar.iter_members(read, on_large=keeper.start)
+            checker, counts = write_members(members, partial, progress, keeper)
             session.finish_ok()
     except OSError as e:
         raise DSError("the clone transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -242,21 +248,74 @@ def _receive(master, partial, opts, log, progress):
     return counts
 
 
-def _write_members(members, partial, progress):
+PART_SUFFIX = ".part"  # A/<path>.part: what a clone has received so far of a large file
+
+
+class PrefixKeeper(object):
+    """Writes what has arrived of a large member (ustar.iter_members'
+    `large`) to A/<path>.part in the partial folder as it arrives, so that a
+    clone killed in the middle of it leaves its beginning: `clone --delta`
+    then asks only for the rest (reseed.py).  The name is checked before
+    anything is written; once the whole member is checked, the .part file
+    becomes the file (a rename: its bytes are not written twice)."""
+
+    def __init__(self, partial):
+        self.partial = partial
+        self.checker = None
+        self.fd = self.path = None
+
+    def start(self, member):
+        """ustar.iter_members' on_large: a function for the pieces, or None."""
+        if self.checker is None or self.checker.fmt is None or not member.name.startswith("A/"):
+            return None
+        self.checker.storage_name(member.name)
+        self.path = os.path.join(self.partial, *member.name.split("/")) + PART_SUFFIX
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return self.write
+
+    def write(self, piece):
+        view = memoryview(piece)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def holds(self, path):
+        return self.path == path + PART_SUFFIX
+
+    def finish(self, path, mode):
+        """The member, whole and checked, at `path` with `mode`."""
+        try:
+            os.fchmod(self.fd, mode)
+        finally:
+            os.close(self.fd)
+        os.rename(self.path, path)
+        self.fd = self.path = None
+
+
+def write_members(members, partial, progress, keeper=None, before_write=None):
     """Check and write every member of the clone archive under `partial`;
-    returns (checker, counts)."""
+    returns (checker, counts).  `before_write(logical name)` runs once a
+    member has passed its check, before its file is written (nothing on
+    disk is touched for a member that fails it)."""
     checker = journal.MemberChecker(None, allow_config=True, keep=False)
+    if keeper is not None:
+        keeper.checker = checker
     counts = {"transactions": 0, "files": 0, "bytes": 0}
     made = set()
     dur = journal.Durability(partial, True)
     for member in members:
         logical = _check_clone_member(checker, member)
+        if before_write is not None and logical is not None:
+            before_write(logical)
         path = os.path.join(partial, *member.name.split("/"))
         folder = os.path.dirname(path)
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        journal.write_file(path, member.data, journal.member_mode(member.mode))
+        if keeper is not None and keeper.holds(path):
+            keeper.finish(path, journal.member_mode(member.mode))
+        else:
+            journal.write_file(path, member.data, journal.member_mode(member.mode))
         dur.step(member.size)
         counts["files"] += 1
         counts["bytes"] += member.size

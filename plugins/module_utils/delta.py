@@ -39,41 +39,68 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import zlib
 
-from .protocol import DROP_MEMBER, encode_drop, read_inventory, write_answer_header
+from .protocol import DROP_MEMBER, encode_drop, write_answer_header
 from .storage import (
+    LOGICAL_NAME_RE,
     ZERO_TID,
     Refused,
     classify,
     hex_tid,
     logical_name,
+    open_storage_file,
     parse_transaction,
     read_file,
+    read_storage_file,
+    symlink_refusal,
     tid_from_hex,
     transaction_name,
 )
 
 WINDOW = 2048  # the standby's newest transactions sent with MD5 and oids (chain mode)
+INVENTORY_LIMIT = 1 << 30  # the longest inventory (compressed) a master reads
+# A standby's inventory lists at most this many files more than the master
+# holds, times FILES_FACTOR (a standby may hold revisions a pack removed
+# from the master since): the bound of the master's memory for it.
+FILES_FACTOR = 4
+FILES_SLACK = 100_000
+_CHUNK = 1 << 16
+_SIZE = r"(0|[1-9][0-9]{0,18})"
 
 
-def walk(root, fmt):
+def walk(root, fmt, strays=None):
     """(relpath, logical name, size) of every storage file under `root` (an
-    A/ folder); pack leftovers and strays are skipped."""
+    A/ folder); pack leftovers and strays are skipped (and, given a list
+    `strays`, their (relpath, size) appended to it)."""
     stack = [""]
     while stack:
         rel_dir = stack.pop()
         with os.scandir(os.path.join(root, rel_dir)) as entries:
             for entry in entries:
                 rel = entry.name if not rel_dir else rel_dir + "/" + entry.name
+                if entry.is_symlink():
+                    raise symlink_refusal(entry.path)
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(rel)
                     continue
                 name = logical_name(fmt, rel) if entry.is_file(follow_symlinks=False) else None
                 if name is not None:
                     yield rel, name, entry.stat(follow_symlinks=False).st_size
+                elif strays is not None and entry.is_file(follow_symlinks=False):
+                    strays.append((rel, entry.stat(follow_symlinks=False).st_size))
 
 
 REVISION_HEAD = 56  # an object revision file's header, its MD5 of the rest included (bytes 40-56)
+PREFIX = "prefix:"  # the digest of the beginning of a file a killed clone had received (clone.PART_SUFFIX)
+_PREFIX = "|" + PREFIX + "[0-9a-f]{32}"  # what a standby may send for any name (reseed._prefixes)
+_DIGEST = {  # what may follow a name of each kind (see `digest`, `prefix_digest` and the chain window)
+    "t": re.compile(r"-|[0-9a-f]{32}|[0-9a-f]{32}\+(?:[0-9A-F]{16})*" + _PREFIX),  # a transaction may write no object
+    "c": re.compile(r"-|(?:[0-9a-f]{2}){1,32}" + _PREFIX),
+    "o": re.compile(r"-|[0-9a-f]{%d}" % (2 * REVISION_HEAD) + _PREFIX),
+    "x": re.compile(r"-" + _PREFIX),
+}
 
 
 def needs_digest(name):
@@ -93,16 +120,31 @@ def digest(path, name):
     that MD5 was not computed (16 zero bytes), and the revision's
     transaction decides."""
     if name.startswith("t"):
-        return hashlib.md5(read_file(path)).hexdigest()
+        return hashlib.md5(read_storage_file(path)).hexdigest()
     if name.endswith(".c"):
-        return read_file(path).hex()
+        return read_storage_file(path).hex()
     if name.startswith("o"):
         return _revision_head(path)
     return None
 
 
+def prefix_digest(path, size):
+    """The digest of the first `size` bytes of a file (None if it is shorter)."""
+    with os.fdopen(open_storage_file(path), "rb") as f:
+        data = f.read(size)
+    return PREFIX + hashlib.md5(data).hexdigest() if len(data) == size else None
+
+
+def _tail_from(root, rel, size, other):
+    """Where the standby's beginning of this file ends, when it holds one
+    that matches (a killed clone's .part); else None."""
+    if other is None or not other[1] or not other[1].startswith(PREFIX) or not 0 < other[0] < size:
+        return None
+    return other[0] if prefix_digest(os.path.join(root, rel), other[0]) == other[1] else None
+
+
 def _revision_head(path):
-    with open(path, "rb") as f:
+    with os.fdopen(open_storage_file(path), "rb") as f:
         head = f.read(REVISION_HEAD)
     if len(head) < REVISION_HEAD or head[40:56] == bytes(16):
         return None
@@ -133,9 +175,11 @@ def _kept(root, rel, name, size, other, same, chain=None):
 
 
 def plan(root, fmt, theirs, chain=None):
-    """(relpaths to send, names to drop, files kept) for a standby that
-    holds `theirs` ({name: (size, digest)}); `chain` (a Chain) when the
-    standby sent a chain window; None when that window found no anchor."""
+    """(relpaths to send, names to drop, files kept, {relpath: offset} of the
+    files to send from an offset: the standby holds their beginning) for a
+    standby that holds `theirs` ({name: (size, digest)}); `chain` (a Chain)
+    when the standby sent a chain window; None when that window found no
+    anchor."""
     mine = list(walk(root, fmt))
     if chain is not None:
         theirs = {n: (v[0], v[1].split("+", 1)[0] if v[1] else None) for n, v in theirs.items()}
@@ -144,15 +188,18 @@ def plan(root, fmt, theirs, chain=None):
         if not chain.settle(root, fmt, mine, theirs, same):
             return None
         same |= chain.trusted_transactions
-    send = []
+    send, tails = [], {}
     for rel, name, size in mine:
         if name in same:
             continue
         if name.startswith("t") or not _kept(root, rel, name, size, theirs.get(name), same, chain):
             send.append(rel)
+            offset = _tail_from(root, rel, size, theirs.get(name))
+            if offset:
+                tails[rel] = offset
     held = {name for _rel, name, _size in mine}
     drop = sorted(n for n in theirs if n not in held)
-    return send, drop, len(mine) - len(send)
+    return send, drop, len(mine) - len(send), tails
 
 
 class Chain(object):
@@ -184,7 +231,7 @@ class Chain(object):
                 continue
             tid = classify(name)[1]
             if tid > self.anchor:
-                data = read_file(os.path.join(root, rel))
+                data = read_storage_file(os.path.join(root, rel))
                 self.touched.update(hex_tid(o) for o in parse_transaction(data, check_md5=False).oids)
             elif tid < self.anchor and tid >= floor and theirs.get(name) == (size, None):
                 self.trusted_transactions.add(name)
@@ -197,7 +244,7 @@ class Chain(object):
 def _packed(root, mine):
     for rel, name, _size in mine:
         if name == "x.packed":
-            data = read_file(os.path.join(root, rel))
+            data = read_storage_file(os.path.join(root, rel))
             return data if len(data) == 8 else ZERO_TID
     return ZERO_TID
 
@@ -214,6 +261,94 @@ def read_chain_options(req, theirs):
     return Chain(theirs, packed_tid, req.options.get("chain-complete") == "yes")
 
 
+def count_files(root):
+    """How many entries A/ holds (names only: no stat of any file)."""
+    count, stack = 0, [root]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                count += 1
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return count
+
+
+def inventory_limit(st):
+    """The most inventory lines a standby of this master may send."""
+    return FILES_FACTOR * count_files(st.a_dir) + FILES_SLACK
+
+
+def _inflated(stream, length):
+    """The inventory's text in pieces of at most _CHUNK bytes, read from
+    `stream` (`length` compressed bytes) as it is inflated."""
+    if length > INVENTORY_LIMIT:
+        raise Refused("malformed request: bad inventory-bytes")
+    inflater = zlib.decompressobj()
+    try:
+        while length:
+            data = stream.read(min(length, _CHUNK))
+            if not data:
+                raise Refused("malformed request: the inventory ended early")
+            length -= len(data)
+            while data:
+                yield inflater.decompress(data, _CHUNK)
+                data = inflater.unconsumed_tail
+        if not inflater.eof or inflater.unused_data:
+            raise Refused("malformed request: the inventory is not one zlib stream")
+    except zlib.error:
+        raise Refused("malformed request: the inventory is not zlib data")
+
+
+def _inventory_lines(pieces, max_line):
+    pending = b""
+    for piece in pieces:
+        pending += piece
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        if len(pending) > max_line:
+            raise Refused("malformed request: an inventory line is too long")
+        yield from lines
+    if pending:
+        raise Refused("malformed request: the inventory does not end with a newline")
+
+
+def parse_inventory_line(line):
+    """(name, size, digest or None) of one inventory line (bytes); Refused
+    unless it names a storage file with a size and a digest of its kind."""
+    words = line.split(b" ")
+    text = line[:60].decode("ascii", "replace")
+    if len(words) != 3 or not all(words):
+        raise Refused("malformed request: bad inventory line %r" % text)
+    name, size, dig = (w.decode("ascii", "replace") for w in words)
+    if not LOGICAL_NAME_RE.fullmatch(name):
+        raise Refused("malformed request: inventory line %r does not name a storage file" % text)
+    kind = classify(name)[0] if not name.endswith(".c") else "c"
+    if not re.fullmatch(_SIZE, size) or not _DIGEST[kind].fullmatch(dig):
+        raise Refused("malformed request: bad inventory line %r" % text)
+    return name, int(size), None if dig == "-" else dig
+
+
+def read_inventory(stream, length, max_files):
+    """{name: (size, digest or None)} of a delta request's inventory, read
+    from `stream` as a zlib stream of `length` bytes and parsed line by
+    line: at most `max_files` lines, each a storage file named once, so the
+    master's memory for it stays bounded whatever the standby sends."""
+    inventory = {}
+    oid_chars = 0
+    for line in _inventory_lines(_inflated(stream, length), 16 * max_files + 128):
+        name, size, dig = parse_inventory_line(line)
+        if name in inventory:
+            raise Refused("malformed request: the inventory lists %s twice" % name)
+        if len(inventory) >= max_files:
+            raise Refused("the inventory lists more than %d files, more than a standby of this master can hold"
+                          % max_files, "make a plain clone instead of a re-seed")
+        oid_chars += len(dig) if dig else 0
+        if oid_chars > 64 * max_files:
+            raise Refused("malformed request: the inventory's digests are too long")
+        inventory[name] = (size, dig)
+    return inventory
+
+
 def _check_identity(st, req):
     theirs = req.options.get("identity", "")
     if theirs.lower() != st.identity.lower():
@@ -222,36 +357,47 @@ def _check_identity(st, req):
                       "check the master and the path; a copy of another storage needs a plain clone")
 
 
-def answer_delta(st, req, snap, stdout, log, inc):
-    """Compare the standby's inventory with A/ in snapshot mode, then send
-    the drop list and what differs (gathered in `inc`, a serve.Increment)."""
+def answer_delta(st, req, snap, stdin, stdout, log, inc):
+    """Read the standby's inventory (from `stdin`, after the request), compare
+    it with A/ in snapshot mode, then send the drop list and what differs
+    (gathered in `inc`, a serve.Increment)."""
     _check_identity(st, req)
-    theirs = read_inventory(req)
+    theirs = read_inventory(stdin, int(req.options["inventory-bytes"]), inventory_limit(st))
     chain = read_chain_options(req, theirs)
     try:
         with snap:
             master_tid = st.last_tid()
             planned = plan(st.a_dir, st.format, theirs, chain)
-            if planned is None:
-                return _ask_for_digests(st, stdout, log, inc, master_tid)
-            send, drop, kept = planned
-            inc.add_data(DROP_MEMBER, encode_drop(drop))
-            for name in ("settings", "identity"):
-                inc.add_data("config/" + name, read_file(st.sub("config", name)))
-            for rel in send:
-                inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")))
+            if planned is not None:
+                _gather(st, planned, inc)
+        if planned is None:  # answered after leaving snapshot mode, like every answer
+            return _ask_for_digests(st, stdout, log, inc, master_tid)
+        send, drop, kept, tails = planned
         log("delta: %d files to send, %d kept, %d to drop; master held %.3fs"
             % (len(send), kept, len(drop), snap.seconds))
         header = {"master_tid": hex_tid(master_tid), "format": st.format, "compress": "none", "files": len(send),
                   "bytes": inc.bytes, "kept": kept, "dropped": len(drop), "snapshot_seconds": round(snap.seconds, 6)}
         if chain is not None:
             header["anchor"] = hex_tid(chain.anchor or ZERO_TID)
+        if tails:
+            header["tails"] = {"A/" + rel: offset for rel, offset in tails.items()}
         write_answer_header(stdout, header)
         inc.write(stdout)
         stdout.flush()
         return None
     finally:
         inc.close()
+
+
+def _gather(st, planned, inc):
+    """Keep what the answer sends (in snapshot mode: serve.Increment opens
+    or reads every file, nothing goes out yet)."""
+    send, drop, _kept, tails = planned
+    inc.add_data(DROP_MEMBER, encode_drop(drop))
+    for name in ("settings", "identity"):
+        inc.add_data("config/" + name, read_file(st.sub("config", name)))
+    for rel in send:
+        inc.add_file("A/" + rel, os.path.join(st.a_dir, *rel.split("/")), offset=tails.get(rel, 0))
 
 
 def _ask_for_digests(st, stdout, log, inc, master_tid):

@@ -60,6 +60,7 @@ from .storage import (
     TransportError,
     hex_tid,
     pid_alive,
+    tid_from_hex,
     tid_to_epoch,
     write_atomic,
 )
@@ -430,7 +431,7 @@ class Follower(object):
                 asked = True
 
     def _heartbeat(self, frame):
-        master_tid = bytes.fromhex(frame.get("master_tid") or "0" * 16)
+        master_tid = tid_from_hex(frame["master_tid"])  # checked by protocol.parse_frame
         if master_tid == self.known:  # up to date as of now: a success for "stale" alerts
             self.recorder.up_to_date()
         self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())

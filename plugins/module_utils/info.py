@@ -17,7 +17,7 @@ import time
 from . import journal, standing
 from .follow import follower_state
 from .options import PullOptions
-from .protocol import Request, Session
+from .protocol import Request, Session, require_fields
 from .storage import (
     EMPTY_MD5,
     ZERO_TID,
@@ -95,11 +95,14 @@ def _tid_or_none(read):
         return None
 
 
-def _eight_bytes(st, name, problems):
-    """The 8 bytes of mutable file `name` (None if absent or not 8 bytes)."""
+def _eight_bytes(st, name, problems, required=False):
+    """The 8 bytes of mutable file `name` (None if absent or not 8 bytes;
+    absent is a problem when `required`)."""
     try:
         data = st.read(name)
     except FileNotFoundError:
+        if required:
+            problems.append("%s is missing" % st.relpath(name))
         return None
     if len(data) != 8:
         problems.append("%s is %d bytes, not 8" % (st.relpath(name), len(data)))
@@ -109,11 +112,13 @@ def _eight_bytes(st, name, problems):
 
 def mutable_problems(st, highest_oid=None):
     """What would stop the storage engine opening the mutable files:
-    x.serial, x.oid and x.packed are 8 bytes each, x.serial names a
+    x.serial exists (every storage has one from its creation on: without
+    it the storage reads as empty), x.serial, x.oid and x.packed are 8
+    bytes each, x.serial names a
     transaction that exists, and x.oid is not below `highest_oid` (the
     highest oid the chain wrote, when known)."""
     problems = []
-    serial = _eight_bytes(st, "x.serial", problems)
+    serial = _eight_bytes(st, "x.serial", problems, required=True)
     oid = _eight_bytes(st, "x.oid", problems)
     _eight_bytes(st, "x.packed", problems)
     if serial not in (None, ZERO_TID) and not os.path.exists(st.path(transaction_name(serial))):
@@ -227,17 +232,19 @@ def _compare_chains(mine, theirs, problems):
     return matched
 
 
-def _ask(master, req, opts, log, limit=65536):
-    """Send one request that is answered by its header alone; returns the header."""
+def _ask(master, req, opts, log, needed, limit=65536):
+    """Send one request that is answered by its header alone; returns the
+    header, once it holds the fields `needed` (their form is checked by
+    protocol.parse_answer_header)."""
     with Session(open_channel(master, opts or PullOptions(), log or (lambda m: None)), req) as session:
         answer = session.start(limit)
         session.finish_ok()
-    return answer
+    return require_fields(answer, needed)
 
 
 def _master_digests(master, st, last, since, opts, log):
     req = Request("verify", 1, st.identity, last, EMPTY_MD5.hex(), {"since": hex_tid(since)})
-    return _ask(master, req, opts, log, limit=1 << 26)
+    return _ask(master, req, opts, log, ("master_tid", "packed_tid", "chain"), limit=1 << 26)
 
 
 def master_lag(path, master, opts=None, log=None):
@@ -246,7 +253,7 @@ def master_lag(path, master, opts=None, log=None):
     st = Storage(path)
     before = st.last_tid()
     req = Request("request", 1, st.identity, before, st.transaction_md5(before), {"dry-run": "1"})
-    answer = _ask(master, req, opts, log)
+    answer = _ask(master, req, opts, log, ("master_newest_tid", "transactions", "bytes"))
     newest = bytes.fromhex(answer["master_newest_tid"])
     lag = 0.0
     if newest > before and before != ZERO_TID:

@@ -201,14 +201,27 @@ class MemberChecker(object):
         self.seen = set()
         self.names = {}
 
-    def check(self, member):
-        name = member.name
+    def storage_name(self, name):
+        """The logical name of an A/ member's path, checked (before its data
+        arrives): Corrupt if the path is not one of the storage's files."""
         where = "archive member %r" % name
         if name.startswith("/") or "\\" in name:
             raise Corrupt("%s has an absolute or odd path" % where)
         parts = name.split("/")
         if any(p in ("", ".", "..") for p in parts):
             raise Corrupt("%s has an empty, '.' or '..' component" % where)
+        if parts[0] != "A" or len(parts) < 2:
+            raise Corrupt("%s is outside the storage's A/ folder" % where)
+        logical = logical_name(self.fmt, "/".join(parts[1:]))
+        if logical is None:
+            raise Corrupt("%s is not a valid %s storage file name" % (where, self.fmt))
+        return logical
+
+    def check(self, member):
+        name = member.name
+        where = "archive member %r" % name
+        if name.startswith("/") or "\\" in name:
+            raise Corrupt("%s has an absolute or odd path" % where)
         if name in self.seen:
             raise Corrupt("%s appears twice" % where)
         self.seen.add(name)
@@ -216,11 +229,7 @@ class MemberChecker(object):
             raise Corrupt("%s has set-uid, set-gid or sticky bits" % where)
         if self.allow_config and name in ("config/settings", "config/identity"):
             return None
-        if parts[0] != "A" or len(parts) < 2:
-            raise Corrupt("%s is outside the storage's A/ folder" % where)
-        logical = logical_name(self.fmt, "/".join(parts[1:]))
-        if logical is None:
-            raise Corrupt("%s is not a valid %s storage file name" % (where, self.fmt))
+        logical = self.storage_name(name)
         parsed = check_member(logical, member.data, where)
         if self.keep:
             # what validate_increment needs, and no more: a transaction's
@@ -231,8 +240,10 @@ class MemberChecker(object):
 
 
 def member_mode(mode):
-    """Modes of applied files: read/write bits only, always owner-writable."""
-    return (mode & 0o666) | 0o600
+    """Modes of the files a clone or pull writes: the standby's own, never
+    the master's: owner read/write, and at most the read bits the master's
+    file has (issue 20: a 0666 answer once left x.serial world-writable)."""
+    return (mode & 0o444) | 0o600
 
 
 def apply_archive(st, tar_path=None, progress=None):

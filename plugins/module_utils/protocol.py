@@ -10,7 +10,7 @@ A request is a few ASCII lines on the serve's stdin:
     TID                           16 hex digits: the replica's newest transaction
     MD5                           hex MD5 of that transaction file
     key: value                    (versions 1 and 2) options, up to a blank line
-    INVENTORY                     (delta only) `inventory-bytes` bytes: see below
+    INVENTORY                     (delta only) `inventory-bytes` bytes: delta.read_inventory
 
 Version 0 is the original replica.py's `replica request 0` (four lines); its
 answer is a plain ustar archive.  A version 1 answer starts with one line
@@ -39,14 +39,24 @@ import re
 import struct
 import zlib
 
-from .storage import ZERO_TID, Busy, Corrupt, DSError, Refused, TransportError, hex_tid, tid_from_hex
+from .storage import (
+    FORMATS,
+    LOGICAL_NAME_RE,
+    ZERO_TID,
+    Busy,
+    Corrupt,
+    DSError,
+    Refused,
+    TransportError,
+    hex_tid,
+    tid_from_hex,
+)
 
 KINDS = ("request", "clone", "verify", "delta")
 FOLLOW_VERSION = 2  # `replica request 2`: a pull that stays open (ds-replica follow)
 MAX_REQUEST = 64 * 1024
 ANSWER_PREFIX = b"replica answer 1 "
 HEADER_LIMIT = 65536  # the longest answer header a client reads
-INVENTORY_LIMIT = 1 << 30  # the longest inventory (uncompressed) a master reads
 DROP_MEMBER = "delta/drop"  # first member of a delta answer
 
 
@@ -72,34 +82,97 @@ class Request(object):
         return ("\n".join(lines) + "\n").encode("ascii") + self.body
 
 
+# The exact grammar of a request.  REQUESTS: the kinds and versions a
+# master answers.  OPTIONS, one line an option: the pattern its value must
+# match whole, and the requests that take it (a new option is one line here);
+# any other option is refused.  What our own standby sends: replica.py
+# (pull_request_options), follow.py (follow_request_options), info.py
+# (verify: since), reseed.py (delta_request: identity, inventory-bytes, the
+# chain window); a clone sends none.
+REQUESTS = (("request", 0), ("request", 1), ("request", 2), ("clone", 1), ("verify", 1), ("delta", 1))
+_PULL = (("request", 1), ("request", 2))
+_FOLLOW = (("request", 2),)
+_DELTA = (("delta", 1),)
+_SECONDS = r"[0-9]{1,9}(?:\.[0-9]{1,9})?(?:e[-+][0-9]{1,3})?"  # no sign, nan or inf
+_TID = r"[0-9A-Fa-f]{16}"
+OPTIONS = {
+    "dry-run": (r"1", (("request", 1),)),
+    "compress": (r"none|gzip", _PULL),
+    "snapshot-timeout": (_SECONDS, _PULL),
+    "snapshot-interval": (_SECONDS, _PULL),
+    "interval": (_SECONDS, _FOLLOW),
+    "heartbeat": (_SECONDS, _FOLLOW),
+    "since": (_TID, (("verify", 1),)),
+    "identity": (r"[0-9a-f]{32}", _DELTA),
+    "inventory-bytes": (r"[0-9]{1,10}", _DELTA),
+    "chain": (_TID, _DELTA),
+    "chain-complete": (r"yes|no", _DELTA),
+}
+# the retries a request may ask for: past this a standby is refused, not
+# held in line (the master keeps the ds-replica turn while it retries)
+MAX_SNAPSHOT_TIMEOUT = 300.0
+SECONDS_LIMITS = {"snapshot-timeout": (0.0, MAX_SNAPSHOT_TIMEOUT), "snapshot-interval": (0.1, 600.0),
+                  "interval": (0.0, 3600.0), "heartbeat": (0.0, 3600.0)}
+
+
+def options_of(kind, version):
+    """The options a request of `kind` and `version` may carry."""
+    return [key for key, (_pattern, takers) in OPTIONS.items() if (kind, version) in takers]
+
+
+_FIRST_LINE = re.compile(r"replica (request|clone|verify|delta) (0|[1-9][0-9]{0,2})")
+_OPTION_LINE = re.compile(r"([a-z][a-z0-9-]{0,39}): (\S(?:.*\S)?)")
+_REFERENCE = (("identity", re.compile(r"[0-9a-f]{32}")), ("transaction id", re.compile(r"[0-9A-Fa-f]{16}")),
+              ("transaction MD5", re.compile(r"[0-9a-f]{32}")))
+
+
 def _read_line(stream):
     data = stream.readline(1024)
+    if len(data) == 1024 and not data.endswith(b"\n"):
+        raise Refused("malformed request: a line is too long")
     if not data.endswith(b"\n"):
         raise Refused("malformed request: the request ended early")
     try:
-        return data.decode("ascii").rstrip("\r\n")
+        return data[:-1].decode("ascii")
     except UnicodeDecodeError:
         raise Refused("malformed request: not ASCII")
 
 
 def _read_first_line(stream):
-    words = _read_line(stream).split()
-    if len(words) != 3 or words[0] != "replica" or words[1] not in KINDS or not words[2].isdigit():
+    m = _FIRST_LINE.fullmatch(_read_line(stream))
+    if not m:
         raise Refused("malformed request: expected 'replica request 0'")
-    kind, version = words[1], int(words[2])
-    if version > (FOLLOW_VERSION if kind == "request" else 1) or (kind != "request" and version < 1):
+    kind, version = m.group(1), int(m.group(2))
+    if (kind, version) not in REQUESTS:
         raise Refused("unsupported request version %s %d: this master speaks versions 0 to %d"
                       % (kind, version, FOLLOW_VERSION))
     return Request(kind, version)
 
 
 def _read_reference(stream, req):
-    req.identity = _read_line(stream).strip()
-    try:
-        req.tid = tid_from_hex(_read_line(stream))
-    except ValueError:
-        raise Refused("malformed request: bad transaction id")
-    req.md5 = _read_line(stream).strip().lower()
+    """Identity, tid and MD5, one line each, exactly as the original tool sends them."""
+    values = []
+    for what, pattern in _REFERENCE:
+        text = _read_line(stream)
+        if not pattern.fullmatch(text):
+            raise Refused("malformed request: bad %s" % what)
+        values.append(text)
+    req.identity, req.tid, req.md5 = values[0], tid_from_hex(values[1]), values[2]
+
+
+def check_option(kind, version, key, value):
+    """Refuse an option the request kind and version does not take, or a
+    value that is not of its form."""
+    pattern, takers = OPTIONS.get(key, (None, ()))
+    if (kind, version) not in takers:
+        raise Refused("unknown request option %r for replica %s %d" % (key[:40], kind, version))
+    if not re.fullmatch(pattern, value):
+        raise Refused("malformed request option %s: %r" % (key, value[:40]))
+    if key in SECONDS_LIMITS:
+        low, high = SECONDS_LIMITS[key]
+        if not low <= float(value) <= high:
+            raise Refused("request option %s: %s is outside %g to %g seconds" % (key, value, low, high),
+                          "ask for less" if float(value) > high else None)
 
 
 def _read_options(stream, req):
@@ -111,34 +184,30 @@ def _read_options(stream, req):
             raise Refused("malformed request: too long")
         if not text:
             return
-        key, sep, value = text.partition(":")
-        if not sep:
-            raise Refused("malformed request option %r" % text)
-        req.options[key.strip()] = value.strip()
+        m = _OPTION_LINE.fullmatch(text)
+        if not m:
+            raise Refused("malformed request option %r" % text[:80])
+        key, value = m.groups()
+        if key in req.options:
+            raise Refused("duplicate request option %r" % key)
+        check_option(req.kind, req.version, key, value)
+        req.options[key] = value
 
 
 def read_request(stream):
-    """Parse a request from a binary stream, reading no further than needed."""
+    """Parse a request from a binary stream, reading no further than needed
+    (a delta's inventory stays in the stream: read_inventory)."""
     req = _read_first_line(stream)
     if req.kind in ("request", "verify"):
         _read_reference(stream, req)
     if req.version >= 1:
         _read_options(stream, req)
-    if req.kind == "delta":
-        req.body = _read_body(stream, req.options.get("inventory-bytes", ""))
+    if req.kind == "delta" and "inventory-bytes" not in req.options:
+        raise Refused("malformed request: bad inventory-bytes")
     return req
 
 
 # ------------------------------------------------------ delta inventory
-
-def _read_body(stream, length):
-    if not length.isdigit() or int(length) > INVENTORY_LIMIT:
-        raise Refused("malformed request: bad inventory-bytes")
-    body = stream.read(int(length))
-    if len(body) != int(length):
-        raise Refused("malformed request: the inventory ended early")
-    return body
-
 
 def delta_request(identity, entries, options=None):
     """A `replica delta 1` request carrying `entries` ((name, size, digest))
@@ -150,30 +219,24 @@ def delta_request(identity, entries, options=None):
     return Request("delta", 1, options=opts, body=body)
 
 
-def read_inventory(req):
-    """{name: (size, digest or None)} of a delta request."""
-    inflater = zlib.decompressobj()
-    try:
-        text = inflater.decompress(req.body, INVENTORY_LIMIT)
-    except zlib.error:
-        raise Refused("malformed request: the inventory is not zlib data")
-    if inflater.unconsumed_tail:
-        raise Refused("malformed request: the inventory is too long")
-    inventory = {}
-    for line in text.decode("ascii", "replace").splitlines():
-        words = line.split(" ")
-        if len(words) != 3 or not words[1].isdigit():
-            raise Refused("malformed request: bad inventory line %r" % line[:80])
-        inventory[words[0]] = (int(words[1]), None if words[2] == "-" else words[2])
-    return inventory
-
-
 def encode_drop(names):
     return "".join(n + "\n" for n in names).encode("ascii")
 
 
 def decode_drop(data):
-    return set(data.decode("ascii", "replace").split())
+    """The names of a drop list: storage names (storage.LOGICAL_NAME_RE), one
+    a line; Corrupt for anything else (a hostile master names no path)."""
+    if not data:
+        return set()
+    if not data.endswith(b"\n"):
+        raise Corrupt("the master's drop list does not end with a newline")
+    names = set()
+    for line in data[:-1].split(b"\n"):
+        text = line.decode("ascii", "replace")
+        if not LOGICAL_NAME_RE.fullmatch(text):
+            raise Corrupt("the master's drop list holds something that is not a storage name: %r" % text[:60])
+        names.add(text)
+    return names
 
 
 # ------------------------------------------------------ version negotiation
@@ -227,12 +290,77 @@ def write_answer_header(stream, info):
     stream.write(ANSWER_PREFIX + json.dumps(info, sort_keys=True).encode("ascii") + b"\n")
 
 
+_INVALID = object()
+
+
+def _json(data):
+    """The JSON value `data` holds; _INVALID when it is not ASCII JSON (or
+    nested too deep for the parser: RecursionError)."""
+    try:
+        return json.loads(data.decode("ascii"))
+    except (ValueError, RecursionError):
+        return _INVALID
+
+
 def parse_answer_header(line):
     """The JSON of an answer header line (which starts with ANSWER_PREFIX)."""
-    try:
-        return json.loads(line[len(ANSWER_PREFIX):].decode("ascii"))
-    except ValueError:
+    info = _json(line[len(ANSWER_PREFIX):])
+    if info is _INVALID:
         raise Corrupt("the master's answer header is not valid")
+    return check_answer_fields(info, "answer header")
+
+
+def require_fields(info, names):
+    """`info` (a checked answer header) once it holds every field of
+    `names` that the caller reads; Corrupt in one line otherwise."""
+    missing = [name for name in names if name not in info]
+    if missing:
+        raise Corrupt("the master's answer header lacks %s" % ", ".join(missing),
+                      "check ds-replica on the master (the same version on both sides)")
+    return info
+
+
+_TID_RE = re.compile(r"^[0-9A-Fa-f]{16}\Z")
+_MD5_RE = re.compile(r"^[0-9a-f]{32}\Z")
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
+
+
+def _is_seconds(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e9
+
+
+def _is_chain(value):
+    return isinstance(value, list) and all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and _TID_RE.match(pair[0])
+        and isinstance(pair[1], str) and _MD5_RE.match(pair[1]) for pair in value)
+
+
+_FIELD_CHECKS = dict(
+    [(name, lambda v: isinstance(v, str) and _TID_RE.match(v)) for name in
+     ("master_tid", "master_newest_tid", "packed_tid", "anchor")]
+    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped")]
+    + [(name, lambda v: isinstance(v, bool)) for name in ("dry_run", "staged", "waiting")]
+    + [("snapshot_seconds", _is_seconds), ("chain", _is_chain),
+       ("format", lambda v: v in FORMATS), ("compress", lambda v: v in ("none", "gzip")),
+       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT))])
+
+
+def check_answer_fields(info, what):
+    """`info` (an answer header's or a frame's JSON) once every field a
+    standby reads from it has the type and form it must have (fields it
+    does not know are left alone: a newer master may add some); Corrupt in
+    one line otherwise."""
+    if not isinstance(info, dict):
+        raise Corrupt("the master's %s is not a JSON object" % what)
+    for name, value in info.items():
+        check = _FIELD_CHECKS.get(name)
+        if check is not None and not check(value):
+            raise Corrupt("the master's %s has a bad %s: %s" % (what, name, json.dumps(value)[:60]),
+                          "check ds-replica on the master; the replica is unchanged")
+    return info
 
 
 def master_failure(status, err, what="the master"):
@@ -366,13 +494,16 @@ def parse_frame(line):
     """The JSON of a frame line; Corrupt unless it is one."""
     if not line.startswith(FRAME_PREFIX) or not line.endswith(b"\n"):
         raise Corrupt("the master's follow answer is not a frame: %r" % line[:60])
-    try:
-        info = json.loads(line[len(FRAME_PREFIX):].decode("ascii"))
-    except ValueError:
+    info = _json(line[len(FRAME_PREFIX):])
+    if info is _INVALID:
         raise Corrupt("the master's follow frame is not valid")
-    if info.get("frame") not in (INCREMENT, HEARTBEAT):
-        raise Corrupt("the master sent an unknown follow frame %r" % info.get("frame"))
-    return info
+    if not isinstance(info, dict) or info.get("frame") not in (INCREMENT, HEARTBEAT):
+        raise Corrupt("the master sent an unknown follow frame %s"
+                      % json.dumps(info.get("frame") if isinstance(info, dict) else info)[:60])
+    if "master_tid" not in info:
+        raise Corrupt("the master's %s frame has no master_tid" % info["frame"],
+                      "check ds-replica on the master; the replica is unchanged")
+    return check_answer_fields(info, "%s frame" % info["frame"])
 
 
 class ChunkWriter(object):
@@ -404,6 +535,11 @@ class ChunkWriter(object):
         self.out.flush()
 
 
+class ConnectionEnded(TransportError, EOFError):
+    """The connection ended inside a chunked archive (an EOFError too, for
+    the callers that turn one into their own message)."""
+
+
 class ChunkReader(object):
     """read(n) of one chunked archive from `read`; b"" once its end chunk
     has been read."""
@@ -418,7 +554,7 @@ class ChunkReader(object):
         while n:
             data = self._read(n)
             if not data:
-                raise EOFError("the connection ended inside a follow frame")
+                raise ConnectionEnded("the connection ended inside a follow frame")
             parts.append(data)
             n -= len(data)
         return b"".join(parts)
@@ -433,6 +569,6 @@ class ChunkReader(object):
                 return b""
         data = self._read(min(n if n and n > 0 else CHUNK, self.left))
         if not data:
-            raise EOFError("the connection ended inside a follow frame")
+            raise ConnectionEnded("the connection ended inside a follow frame")
         self.left -= len(data)
         return data

@@ -24,6 +24,7 @@ from .protocol import (
     master_failure,
     pull_request_options,
     request_version,
+    require_fields,
 )
 from .snapshot import PEER_WAIT, take_turn
 from .standing import refuse_if_promoted
@@ -359,6 +360,7 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
             info = session.start()
             if info.get("dry_run"):
                 session.finish_ok()
+                require_fields(info, ("transactions", "files", "bytes"))
                 return _result(info, info["transactions"], info["files"], info["bytes"])
             read = answer_reader(chan.read, info, opts.bwlimit)
             checker, count = receive_increment(session, read, st, incoming, info, progress)

@@ -32,19 +32,20 @@ import time
 from . import journal, ustar
 from .clone import (
     KEEP_ASIDE,
+    PART_SUFFIX,
     _claim_destination,
     _complete_copy,
     _put_in_place,
     _remove_stale_partials,
     _stale,
-    _write_members,
     destination,
     finish_keep_aside,
     forget_keep_aside,
     keep_aside_target,
     release,
+    write_members,
 )
-from .delta import WINDOW, digest, is_revision, needs_digest, walk
+from .delta import WINDOW, digest, is_revision, needs_digest, prefix_digest, walk
 from .options import PullOptions
 from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
 from .standing import set_upstream
@@ -82,6 +83,7 @@ class Source(object):
         self.home = home
         self.trusted = trusted  # PATH itself; a dead clone's files are checked first
         self.files = {}
+        self.prefixes = {}  # name: (path, size) of the beginning of a large file a killed clone received
         try:
             st = Storage(home)
         except DSError:
@@ -96,11 +98,16 @@ class Source(object):
         file as it comes."""
         if not os.path.isdir(self.a_dir):
             return
-        for rel, name, size in walk(self.a_dir, self.format):
+        strays = [] if not self.trusted else None
+        for rel, name, size in walk(self.a_dir, self.format, strays):
             path = os.path.join(self.a_dir, *rel.split("/"))
             self.files[name] = (path, size)
             if found is not None:
                 found(name, path, rel)
+        for rel, size in strays or ():
+            name = logical_name(self.format, rel[:-len(PART_SUFFIX)]) if rel.endswith(PART_SUFFIX) else None
+            if name is not None and not journal.is_mutable(name) and size > 0:
+                self.prefixes[name] = (os.path.join(self.a_dir, *rel.split("/")), size)
 
 
 def _sources(dest, parent, base):
@@ -171,6 +178,20 @@ def _entries(chosen, window, digested, trusted=frozenset()):
         else:
             entries.append((name, size, None))
     return entries
+
+
+def _prefixes(sources, chosen):
+    """{name: (path, size, digest)} of the beginnings of large files that
+    killed clones received (clone.PrefixKeeper), for files no source holds
+    whole: the master sends the rest of each."""
+    found = {}
+    for source in sources:
+        for name, (path, size) in source.prefixes.items():
+            if name not in chosen and name not in found:
+                digest_ = prefix_digest(path, size)
+                if digest_ is not None:
+                    found[name] = (path, size, digest_)
+    return found
 
 
 def _chain_window(home, chosen, trusted):
@@ -255,15 +276,21 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
         entries = _entries(chosen, window, chosen.keys() - trusted)
     else:
         options, entries = None, _entries(chosen, {}, chosen.keys())
+    prefixes = _prefixes(sources, chosen)
+    entries += [(name, size, digest_) for name, (_path, size, digest_) in prefixes.items()]
     drop, received, result = set(), set(), None
     while True:
         answer, round_drop, round_received = _receive(master, partial, delta_request(identity, entries, options),
-                                                      opts, log, progress, linker)
+                                                      opts, log, progress, linker, prefixes)
         drop |= round_drop
         received |= round_received
         if answer.get("retry"):
+            if options is None:  # every digest was sent: a genuine master never asks again
+                raise Corrupt("the master answered 'retry' to a request that carried every digest",
+                              "check ds-replica on the master; nothing was put in place")
             log("the master found no transaction it holds in the chain window; asking again with every digest")
             options, entries = None, _entries(chosen, {}, chosen.keys(), trusted)
+            entries += [(name, size, digest_) for name, (_path, size, digest_) in prefixes.items()]
             continue
         result = _add_counts(result, answer)
         bad = linker.suspect - drop - received
@@ -315,10 +342,12 @@ def _recovered_tid(dest):
     return st.last_tid()
 
 
-def _receive(master, partial, req, opts, log, progress, linker):
+def _receive(master, partial, req, opts, log, progress, linker, prefixes):
     """Send the inventory; while the master compares, `linker` links what
     the standby holds into `partial`; then the master's drop list and files
-    replace what they name.  Returns (counts, names to drop, names received)."""
+    replace what they name (the rest of a file whose beginning a killed clone
+    received joined to that beginning).  Returns (counts, names to drop,
+    names received)."""
     chan = open_channel(master, opts, log, prepare=600.0)
     wire = []
     try:
@@ -339,7 +368,8 @@ def _receive(master, partial, req, opts, log, progress, linker):
                 return info, set(), set()
             drop = decode_drop(first.data)
             linker.unlink(drop)
-            checker, counts = _write_members(_replacing(members, partial), partial, progress)
+            joined = _joined(members, tails_offered(info, prefixes, linker.fmt))
+            checker, counts = write_members(joined, partial, progress, before_write=linker.take_back)
             session.finish_ok()
     except OSError as e:
         raise DSError("the delta transfer broke off (%s)" % (getattr(e, "strerror", None) or e),
@@ -356,15 +386,35 @@ def _receive(master, partial, req, opts, log, progress, linker):
     return counts, drop, received
 
 
-def _replacing(members, partial):
-    """Archive members, each after unlinking the kept file it replaces (a
-    link shares the old tree's inode: never write through it)."""
+def tails_offered(info, prefixes, fmt):
+    """{member name: (path, size)} of the members the master sent from an
+    offset: only files whose beginning this standby offered, from exactly
+    where that beginning ends (anything else is refused)."""
+    tails = info.get("tails") or {}
+    if not isinstance(tails, dict):
+        raise Corrupt("the master's delta answer has a malformed tails field")
+    found = {}
+    for member_name, offset in tails.items():
+        name = logical_name(fmt, member_name[2:]) if isinstance(member_name, str) and member_name[:2] == "A/" else None
+        if name not in prefixes or offset != prefixes[name][1]:
+            raise Corrupt("the master's delta answer sends %r from an offset this standby did not offer"
+                          % (member_name,))
+        found[member_name] = prefixes[name]
+    return found
+
+
+def _joined(members, tails):
+    """Members, those sent from an offset preceded by the beginning this
+    standby holds (checked again against the digest it sent: the joined file
+    is then checked whole, as every member is)."""
     for member in members:
-        if member.name.startswith("A/"):
-            try:
-                os.unlink(os.path.join(partial, *member.name.split("/")))
-            except FileNotFoundError:
-                pass
+        if member.name in tails:
+            path, size, digest_ = tails[member.name]
+            if prefix_digest(path, size) != digest_:
+                raise Corrupt("%s changed while the re-seed ran" % path, "run 'ds-replica clone --delta' again")
+            with open(path, "rb") as f:
+                member.data = f.read(size) + member.data
+            member.size = len(member.data)
         yield member
 
 
@@ -483,6 +533,15 @@ class _Linker(threading.Thread):
             return revision_name(classify(name)[1], parse_current(data)) in self.chosen
         except (OSError, Corrupt):
             return False
+
+    def take_back(self, name):
+        """Before the master's file `name` (a checked storage file name) is
+        written: unlink the kept file the standby linked under that name (a
+        link shares the old tree's inode: never write through it).  Only a
+        link this thread placed is ever removed."""
+        if name in self.linked:
+            os.unlink(self.target(name))
+            self.linked.discard(name)
 
     def unlink(self, names):
         """Take back the links of `names` (the master does not hold them),

@@ -12,6 +12,12 @@ locally: mutable files (x.serial, x.oid, o….c) are read into memory and the
 write-once files are opened (an open descriptor keeps the bytes even if a
 later pack removes the file); snapshot mode is left before the first byte
 goes out.
+
+Nothing a request asks decides what the master does in snapshot mode, and
+the master never writes to the standby while it holds it: every answer goes
+out after snapshot mode is left, through a `DeadlineWriter` that drops a
+standby which stops reading for `write_timeout` seconds (and removes what
+was staged for it).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import errno
 import gzip
 import hashlib
 import os
+import select
 import shutil
 import tempfile
 import time
@@ -34,10 +41,12 @@ from .storage import (
     NotAStorage,
     Refused,
     Storage,
+    TransportError,
     chain_digests,
     current_name,
     hex_tid,
-    read_file,
+    open_storage_file,
+    read_storage_file,
     revision_name,
     tid_from_hex,
     transaction_name,
@@ -47,6 +56,8 @@ from .watch import follow_loop, follow_waits
 MEMORY_FILE_LIMIT = 64 * 1024  # files up to this size may be read into memory...
 MEMORY_BUDGET = 16 * 1024 * 1024  # ...while the increment's bytes in memory stay under this
 FD_RESERVE = 64  # descriptors left free for everything else
+SPOOL_LIMIT = 1 << 30  # bytes copied into $TMPDIR past the descriptor budget, at most
+WRITE_TIMEOUT = 120.0  # seconds a standby may stop reading before it is dropped (serve --write-timeout)
 
 
 def _fd_budget():
@@ -69,26 +80,29 @@ def _fd_budget():
 class Entry(object):
     """One file of the answer: bytes in memory, an open file, or a spool slice."""
 
-    __slots__ = ("name", "size", "data", "fd", "spool_offset")
+    __slots__ = ("name", "size", "data", "fd", "fd_offset", "spool_offset")
 
-    def __init__(self, name, size, data=None, fd=None, spool_offset=None):
+    def __init__(self, name, size, data=None, fd=None, spool_offset=None, fd_offset=0):
         self.name = name
         self.size = size
         self.data = data
         self.fd = fd
+        self.fd_offset = fd_offset  # the answer holds the file from here on (the standby has the rest)
         self.spool_offset = spool_offset
 
 
 class Increment(object):
-    def __init__(self):
+    def __init__(self, fd_budget=None, spool_limit=SPOOL_LIMIT):
         self.entries = []
         self.transactions = 0
         self.bytes = 0
         self.spool = None
+        self.spooled = 0
+        self.spool_limit = spool_limit
         self.master_tid = ZERO_TID
         self.in_memory = 0
         self.open_files = 0
-        self.fd_budget = None
+        self.fd_budget = fd_budget
 
     def close(self):
         for e in self.entries:
@@ -104,41 +118,52 @@ class Increment(object):
         self.bytes += len(data)
         self.in_memory += len(data)
 
-    def add_file(self, name, path):
-        """Keep a write-once file for sending after snapshot mode is left:
-        small ones in memory (within a budget), others as open descriptors
-        (cheap: no copy while the master is held), and past the descriptor
-        budget, copied into a spool file."""
+    def add_file(self, name, path, offset=0):
+        """Keep a write-once file (from byte `offset` on) for sending after
+        snapshot mode is left: small ones in memory (within a budget), others
+        as open descriptors (cheap: no copy while the master is held), and
+        past the descriptor budget, copied into a spool file."""
         if self.fd_budget is None:
             self.fd_budget = _fd_budget()
         fd = None
         if self.open_files < self.fd_budget:
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = open_storage_file(path)
             except OSError as e:
                 if e.errno not in (errno.EMFILE, errno.ENFILE):
                     raise
         if fd is not None:
-            size = os.fstat(fd).st_size
+            size = max(0, os.fstat(fd).st_size - offset)
             if size <= MEMORY_FILE_LIMIT and self.in_memory + size <= MEMORY_BUDGET:
+                os.lseek(fd, offset, os.SEEK_SET)
                 data = _read_fd(fd, size)
                 os.close(fd)
                 self.add_data(name, data)
                 return
-            self.entries.append(Entry(name, size, fd=fd))
+            self.entries.append(Entry(name, size, fd=fd, fd_offset=offset))
             self.open_files += 1
             self.bytes += size
             return
-        # out of descriptors: copy into a spool file instead
+        self._spool_file(name, path, offset)
+
+    def _spool_file(self, name, path, offset=0):
+        """Out of descriptors: copy into a spool file in $TMPDIR, at most
+        `spool_limit` bytes in all."""
         if self.spool is None:
             self.spool = tempfile.TemporaryFile(prefix="ds-replica-")
-        with open(path, "rb") as src:
-            offset = self.spool.seek(0, os.SEEK_END)
+        with os.fdopen(open_storage_file(path), "rb") as src:
+            src.seek(offset)
+            spool_at = self.spool.seek(0, os.SEEK_END)
             size = 0
             for chunk in iter(lambda: src.read(1 << 20), b""):
-                self.spool.write(chunk)
                 size += len(chunk)
-        self.entries.append(Entry(name, size, spool_offset=offset))
+                if self.spooled + size > self.spool_limit:
+                    raise Refused("the answer needs more than %d MiB of spool in $TMPDIR (more files than this "
+                                  "process may open at once)" % (self.spool_limit >> 20),
+                                  "raise the master account's open files limit (ulimit -n), or pull more often")
+                self.spool.write(chunk)
+        self.spooled += size
+        self.entries.append(Entry(name, size, spool_offset=spool_at))
         self.bytes += size
 
     def write(self, out):
@@ -149,7 +174,7 @@ class Increment(object):
                 writer.add_bytes(e.name, e.data, mtime=now)
                 continue
             if e.fd is not None:
-                os.lseek(e.fd, 0, os.SEEK_SET)
+                os.lseek(e.fd, e.fd_offset, os.SEEK_SET)
                 writer.add_stream(e.name, e.size, lambda n, fd=e.fd: os.read(fd, n), mtime=now)
             else:
                 self.spool.seek(e.spool_offset)
@@ -237,6 +262,11 @@ def collect(st, since, increment=None, dry_run=False):
 STAGING_PREFIX = ".clone-"
 
 
+def staging_folder(code):
+    """Where (relative to HOME) the serve of snapshot code `code` stages a copy."""
+    return "misc/" + STAGING_PREFIX + code
+
+
 def stage_clone(st, code, log):
     """Hard-link every storage file of A/ into misc/.clone-CODE/ (same
     layout), so that a first copy can be sent after snapshot mode is left.
@@ -244,10 +274,11 @@ def stage_clone(st, code, log):
     Sound because the storage never rewrites a file in place: new versions of
     x.serial, x.oid and o….c replace the name by rename, and a pack renames
     or unlinks; a link keeps the snapshot's bytes either way.  Returns the
-    folder (relative to HOME), or None when links cannot be made here (another
-    filesystem, no write access, ...): the caller then streams from
-    snapshot mode instead."""
-    rel_staging = "misc/" + STAGING_PREFIX + code
+    folder (relative to HOME).  Where links cannot be made (another
+    filesystem, no write access, ...) the copy is refused: it is never sent
+    from snapshot mode, which would hold the master for as long as the
+    standby takes to read it."""
+    rel_staging = staging_folder(code)
     staging = st.sub(rel_staging)
     made = set()
     try:
@@ -261,11 +292,15 @@ def stage_clone(st, code, log):
             if parent not in made:
                 os.makedirs(parent, exist_ok=True)
                 made.add(parent)
-            os.link(os.path.join(st.a_dir, *rel.split("/")), target)
+            os.link(os.path.join(st.a_dir, *rel.split("/")), target, follow_symlinks=False)
     except OSError as e:
-        log("cannot stage the copy with hard links (%s); sending it from snapshot mode" % (e.strerror or e))
         shutil.rmtree(staging, ignore_errors=True)
-        return None
+        raise Refused("cannot stage the copy with hard links in %s (%s), and a copy is never sent from "
+                      "snapshot mode" % (st.sub("misc"), e.strerror or e),
+                      "give the serve's account write access to misc/, on the same filesystem as A/")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return rel_staging
 
 
@@ -289,7 +324,7 @@ def write_clone(st, out, folder="A"):
     now = int(time.time())
     counts = {"files": 0, "bytes": 0, "transactions": 0}
     for name in ("settings", "identity"):
-        writer.add_bytes("config/" + name, read_file(st.sub("config", name)), mtime=now)
+        writer.add_bytes("config/" + name, read_storage_file(st.sub("config", name)), mtime=now)
     root = st.sub(folder)
     late = []
     for rel, name in st.iter_files(folder):
@@ -298,13 +333,14 @@ def write_clone(st, out, folder="A"):
         if is_mutable(name):
             late.append(rel)
             continue
-        path = os.path.join(root, *rel.split("/"))
-        writer.add_file("A/" + rel, path, mtime=now)
+        with os.fdopen(open_storage_file(os.path.join(root, *rel.split("/"))), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            writer.add_stream("A/" + rel, size, f.read, mtime=now, what="A/" + rel)
         counts["files"] += 1
-        counts["bytes"] += os.path.getsize(path)
+        counts["bytes"] += size
         counts["transactions"] += name.startswith("t")
     for rel in late:
-        data = read_file(os.path.join(root, *rel.split("/")))
+        data = read_storage_file(os.path.join(root, *rel.split("/")))
         writer.add_bytes("A/" + rel, data, mtime=now)
         counts["files"] += 1
         counts["bytes"] += len(data)
@@ -351,33 +387,25 @@ def remove_detached(path):
         os._exit(0)
 
 
-def _serve_clone(st, snap, stdout, log, stage=True, detach_cleanup=False):
+def _serve_clone(st, snap, stdout, log, detach_cleanup=False):
     """A first copy: hard-link A/ into a staging folder in snapshot mode and
-    send it after leaving; where links cannot be made, send A/ itself while
-    the storage keeps serving from B/."""
-    remove_stale_staging(st)
-    staged = None
-    with snap:
-        master_tid = st.last_tid()
-        if stage:
-            staged = stage_clone(st, snap.code, log)
-        if staged is None:
-            _clone_header(stdout, st, master_tid, None)
-            counts = write_clone(st, stdout)
-    if staged is not None:
+    send it after leaving; the staged tree is removed however the answer
+    ends (sent, refused, a signal, a standby dropped for not reading)."""
+    staged, sent = staging_folder(snap.code), False
+    try:
+        with snap:
+            master_tid = st.last_tid()
+            stage_clone(st, snap.code, log)
         log("staged the copy in %.3fs of snapshot mode" % snap.seconds)
-        sent = False
-        try:
-            _clone_header(stdout, st, master_tid, snap.seconds)
-            counts = write_clone(st, stdout, staged)
-            stdout.flush()
-            sent = True
-        finally:
-            if sent and detach_cleanup:
-                remove_detached(st.sub(staged))
-            else:
-                shutil.rmtree(st.sub(staged), ignore_errors=True)
-    stdout.flush()
+        _clone_header(stdout, st, master_tid, snap.seconds)
+        counts = write_clone(st, stdout, staged)
+        stdout.flush()
+        sent = True
+    finally:
+        if sent and detach_cleanup:
+            remove_detached(st.sub(staged))
+        else:
+            shutil.rmtree(st.sub(staged), ignore_errors=True)
     log("clone sent %(files)d files, %(bytes)d bytes" % counts)
     return None
 
@@ -391,26 +419,35 @@ def _clone_header(stdout, st, master_tid, snapshot_seconds):
 
 
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None,
-          detach_cleanup=False):
+          detach_cleanup=False, write_timeout=WRITE_TIMEOUT):
     """Answer one request.  Raises DSError on refusal (the caller prints it and
-    exits non-zero); writes nothing to stdout before all checks passed."""
+    exits non-zero); writes nothing to stdout before all checks passed.  A
+    standby that stops reading for `write_timeout` seconds is dropped."""
     log = log or (lambda msg: None)
     req = read_request(stdin)
     st = Storage(home)
     st.require_full("master")
     _check_master(st, req)
+    timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
+    snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    out = answer_output(stdout, write_timeout)
+    result = _answer(st, req, stdin, out, log, snap, detach_cleanup)
+    out.flush()
+    return result
+
+
+def _answer(st, req, stdin, stdout, log, snap, detach_cleanup):
     if req.kind == "verify":
         return answer_verify(st, req, stdout)
-    timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
+    remove_stale_staging(st)
     dry_run = req.options.get("dry-run") == "1"
-    compress = _compression(req.options)
-    snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
+    compress = req.options.get("compress", "none")
     if req.kind == "delta":  # clone --delta (issue 11)
-        return answer_delta(st, req, snap, stdout, log, Increment())
-    if req.version >= FOLLOW_VERSION and not dry_run:
+        return answer_delta(st, req, snap, stdin, stdout, log, Increment())
+    if req.version >= FOLLOW_VERSION:
         return _serve_follow(st, req, snap, stdin, stdout, compress, log)
-    if req.kind == "clone" and not dry_run:
-        return _serve_clone(st, snap, stdout, log, req.options.get("stage", "1") != "0", detach_cleanup)
+    if req.kind == "clone":
+        return _serve_clone(st, snap, stdout, log, detach_cleanup)
     inc = Increment()
     try:
         snap_seconds = _gather(st, req, inc, None if dry_run else snap, log)
@@ -432,20 +469,10 @@ def _check_master(st, req):
 
 
 def _snapshot_waits(opts, snapshot_timeout, snapshot_interval):
-    """(timeout, interval) of the snapshot retries: the request's, within bounds."""
-    try:
-        timeout = min(float(opts.get("snapshot-timeout", snapshot_timeout)), 3600.0)
-        interval = min(max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1), 600.0)
-    except ValueError:
-        raise Refused("malformed request option snapshot-timeout or snapshot-interval")
-    return timeout, interval
-
-
-def _compression(opts):
-    compress = opts.get("compress", "none")
-    if compress not in ("none", "gzip"):
-        raise Refused("unsupported compression %r" % compress)
-    return compress
+    """(timeout, interval) of the snapshot retries: the request's (bounded
+    by protocol.check_option), else the serve's own."""
+    return (float(opts.get("snapshot-timeout", snapshot_timeout)),
+            max(float(opts.get("snapshot-interval", snapshot_interval)), 0.1))
 
 
 def _gather(st, req, inc, snap, log):
@@ -515,3 +542,57 @@ def _send_frame(st, req, snap, stdout, compress, log):
         return inc
     finally:
         inc.close()
+
+
+# ------------------------------------------------------- the write deadline
+
+class DeadlineWriter(object):
+    """The serve's stdout for an answer (a file-like writer over descriptor
+    `fd`): a standby that takes no byte for `timeout` seconds is dropped
+    (TransportError), so no reader keeps a serve, or what it staged, for
+    longer than that.  Each write waits for room (poll) and then writes at
+    most PIPE_BUF bytes, which a pipe or socket with room takes at once; the
+    descriptor stays blocking (with ssh it may be the same socket as stdin)."""
+
+    def __init__(self, fd, timeout, buffer_size=1 << 16):
+        self.fd = fd
+        self.timeout = timeout
+        self.size = buffer_size
+        self.buf = bytearray()
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLOUT)
+
+    def write(self, data):
+        self.buf += data
+        if len(self.buf) >= self.size:
+            self._drain()
+        return len(data)
+
+    def flush(self):
+        self._drain()
+
+    def _drain(self):
+        done = 0
+        view = memoryview(self.buf)
+        try:
+            while done < len(view):
+                if not self.poll.poll(self.timeout * 1000):
+                    raise TransportError("the standby read nothing of the answer for %gs; dropped it" % self.timeout,
+                                         "check the standby and the network")
+                done += os.write(self.fd, view[done:done + select.PIPE_BUF])
+        finally:
+            view.release()
+            del self.buf[:done]
+
+
+def answer_output(stdout, timeout):
+    """`stdout` behind a DeadlineWriter when it is a descriptor (and a
+    timeout is set), else `stdout` itself (a test's BytesIO)."""
+    try:
+        fd = stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return stdout
+    if not timeout:
+        return stdout
+    stdout.flush()
+    return DeadlineWriter(fd, timeout)

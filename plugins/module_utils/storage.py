@@ -418,6 +418,29 @@ def read_file(path):
         return f.read()
 
 
+def open_storage_file(path):
+    """A read-only descriptor of a file inside a storage.  Refused when the
+    file is a symbolic link: a storage holds none, and following one would
+    send another file's bytes (O_NOFOLLOW: no extra system call)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise symlink_refusal(path)
+        raise
+
+
+def symlink_refusal(path):
+    return Refused("%s is a symbolic link; a storage holds none and ds-replica does not follow them" % path,
+                   "replace it with the file itself (or a hard link)")
+
+
+def read_storage_file(path):
+    """The bytes of a storage file (never through a symbolic link)."""
+    with os.fdopen(open_storage_file(path), "rb") as f:
+        return f.read()
+
+
 # ------------------------------------------------------------------ locks
 
 class FileLock(object):
@@ -566,7 +589,7 @@ class Storage(object):
         return os.path.join(self.home, folder, *logical_path(self.format, name).split("/"))
 
     def read(self, name, folder="A"):
-        return read_file(self.path(name, folder))
+        return read_storage_file(self.path(name, folder))
 
     def require_full(self, role="storage"):
         if self.classname != "Full":
@@ -695,11 +718,22 @@ class Storage(object):
             return []
 
     def iter_files(self, folder="A"):
-        """(relpath under folder, logical name or None) for every file."""
-        root = self.sub(folder)
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, root)
-            for fn in sorted(filenames):
-                rel = fn if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/" + fn
-                yield rel, logical_name(self.format, rel)
+        """(relpath under folder, logical name or None) for every file, in
+        name order; Refused at a symbolic link (file or folder)."""
+        yield from _iter_tree(self.sub(folder), "", self.format)
+
+
+def _iter_tree(root, rel_dir, fmt):
+    with os.scandir(os.path.join(root, rel_dir)) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    folders = []
+    for entry in entries:  # a folder's files first, then its sub-folders (as os.walk)
+        rel = entry.name if not rel_dir else rel_dir + "/" + entry.name
+        if entry.is_symlink():  # d_type: no extra system call
+            raise symlink_refusal(entry.path)
+        if entry.is_dir():
+            folders.append(rel)
+        else:
+            yield rel, logical_name(fmt, rel)
+    for rel in folders:
+        yield from _iter_tree(root, rel, fmt)

@@ -12,6 +12,7 @@ refused rather than interpreted.
 from __future__ import annotations
 
 import os
+import re
 
 from .storage import Corrupt
 
@@ -108,6 +109,9 @@ class Writer(object):
         self._put(end)
 
 
+_OCTAL = re.compile(rb"[0-7]+")
+
+
 class Member(object):
     __slots__ = ("name", "size", "mode", "mtime", "data")
 
@@ -125,10 +129,9 @@ def _parse_octal(field, what):
         return 0
     if field[:1] in (b"\x80", b"\xff"):
         raise Corrupt("archive header has a binary %s field" % what)
-    try:
-        return int(text, 8)
-    except ValueError:
+    if not _OCTAL.fullmatch(text):  # int() alone would take a sign, "_" and spaces
         raise Corrupt("archive header has a bad %s field" % what)
+    return int(text, 8)
 
 
 def parse_header(block):
@@ -170,12 +173,31 @@ def _read_exact(read, n):
     return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
-def iter_members(read, sink=None, max_member=1 << 30):
+def _take_in_pieces(read, sink, n, size, hand):
+    """`n` bytes from `read`, each piece (at most `size` bytes) handed to
+    `hand` (and `sink`) as soon as it arrives."""
+    parts = []
+    while n:
+        data = read(min(n, size))
+        if not data:
+            raise Corrupt("archive is truncated (the connection ended early)")
+        if sink is not None:
+            sink(data)
+        hand(data)
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
+
+
+def iter_members(read, sink=None, max_member=1 << 30, on_large=None, large=1 << 13, piece=1 << 16):
     """Yield Members (with .data) from a stream, strictly.
 
     `read(n)` returns up to n bytes ('' at EOF).  Every byte read is passed to
     `sink(bytes)` first when given (to spool the archive as it arrives).
-    The archive must end with the end-of-archive zero blocks.
+    With `on_large`, a member of more than `large` bytes is read in pieces
+    of at most `piece` bytes: `on_large(member)` (its header parsed) returns
+    a function given each piece as it arrives, or None.  The archive must end with the
+    end-of-archive zero blocks.
     """
 
     def take(n):
@@ -200,7 +222,8 @@ def iter_members(read, sink=None, max_member=1 << 30):
         member = parse_header(block)
         if member.size > max_member:
             raise Corrupt("archive member %r is too large (%d bytes)" % (member.name, member.size))
-        member.data = take(member.size)
+        hand = on_large(member) if on_large is not None and member.size > large else None
+        member.data = take(member.size) if hand is None else _take_in_pieces(read, sink, member.size, piece, hand)
         pad = len(padding(member.size))
         if pad:
             take(pad)

@@ -107,12 +107,15 @@ def test_a_hot_standby_unit_passes_its_commands_and_allows_sudo(tmp_path, pair):
     assert_verifies(unit)
 
 
-def cron_job(tmp_path, item):
+def cron_job(tmp_path, item, lock_dir=None):
     """The command of the schedule role's cron entry for `item`, rendered by
-    Ansible from the role's own task and variables."""
+    Ansible from the role's own task and variables (lock_dir: the role's default)."""
     tasks = yaml.safe_load((ROOT / "roles" / "schedule" / "tasks" / "main.yml").read_text())
     task = next(t for t in tasks if t.get("name") == "Cron entry of each storage")
-    variables = {"item": item, "schedule_ds_replica": "/usr/local/bin/ds-replica", "schedule_lock_dir": "/run/lock",
+    if lock_dir is None:
+        lock_dir = yaml.safe_load((ROOT / "roles" / "schedule" / "defaults" / "main.yml").read_text())[
+            "schedule_lock_dir"]
+    variables = {"item": item, "schedule_ds_replica": "/usr/local/bin/ds-replica", "schedule_lock_dir": lock_dir,
                  "schedule_bin": "/usr/local/bin/ds-replica-cron", "schedule_textfile_dir": "/var/lib/node-exporter",
                  **yaml.safe_load((ROOT / "roles" / "schedule" / "vars" / "main.yml").read_text()), **task["vars"]}
     dest = tmp_path / "cron-job.txt"
@@ -136,6 +139,19 @@ def test_cron_and_unit_pass_a_hot_standbys_commands_as_written(tmp_path, pair):
         at = argv.index("--stop-command")
         assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"], argv
         assert argv[-2:] == [str(master), str(replica)]
+
+
+def test_the_cron_entry_leaves_the_lock_to_the_wrapper(tmp_path, pair):
+    """No lock in a world-writable folder (issue 20: any local user holding
+    /run/lock/ds-replica-NAME.lock stopped every pull): the wrapper takes it
+    in the replica account's own folder, or in schedule_lock_dir."""
+    master, replica = pair
+    argv = shlex.split(cron_job(tmp_path, item_for(master, replica)))
+    assert argv[0] == "/usr/local/bin/ds-replica-cron" and "--lock-dir" not in argv, argv
+    assert not any("flock" in word or word.startswith("/run/lock") for word in argv), argv
+    argv = shlex.split(cron_job(tmp_path, item_for(master, replica), lock_dir="/var/lib/ds replica/locks"))
+    assert argv[argv.index("--lock-dir") + 1] == "/var/lib/ds replica/locks"
+    assert argv[argv.index("--lock-dir") + 2:][:2] == ["main", "--"]
 
 
 def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):

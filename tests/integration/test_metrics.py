@@ -53,9 +53,10 @@ def wrapper(request, tmp_path):
     (launcher) or as pip does (console script of pyproject.toml, next to ds-replica)."""
     textfile = tmp_path / "textfile"
     textfile.mkdir()
+    locks = ["--lock-dir", str(tmp_path / "locks")]  # not the account's own ~/.ds-replica
     if request.param == "role":
-        return render_launcher(tmp_path, textfile), textfile
-    return [str(BIN / "ds-replica-cron"), "--textfile-dir", str(textfile)], textfile
+        return render_launcher(tmp_path, textfile) + locks, textfile
+    return [str(BIN / "ds-replica-cron"), "--textfile-dir", str(textfile)] + locks, textfile
 
 
 def read_metrics(path):

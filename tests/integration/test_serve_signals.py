@@ -1,6 +1,6 @@
 """`ds-replica serve` leaves snapshot mode on every way out: SIGTERM, SIGHUP
-and a reader that goes away, while it is streaming from snapshot mode; and a
-staged first copy is sent after snapshot mode is left."""
+and a reader that goes away, while it is staging a first copy in snapshot
+mode; and a staged first copy is sent after snapshot mode is left."""
 
 from __future__ import annotations
 
@@ -34,18 +34,35 @@ def master(tmp_path):
     tm.close()
 
 
-def _serve_stuck_in_snapshot(tm, home):
-    """A clone request whose answer nobody reads: serve blocks writing while
-    it holds the master in snapshot mode."""
-    proc = subprocess.Popen([DS_REPLICA, "serve", str(home)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    proc.stdin.write(b"replica clone 1\nstage: 0\n\n")  # stream from snapshot mode itself
+# a serve whose staging of a first copy takes argv[1] seconds longer, in
+# snapshot mode (the only step of a clone that happens there)
+SLOW_STAGING = ("import sys, time\n"
+                "from dirstorage_replica import serve\n"
+                "stage = serve.stage_clone\n"
+                "def slow(*a, **k):\n"
+                "    folder = stage(*a, **k)\n"
+                "    time.sleep(float(sys.argv[1]))\n"
+                "    return folder\n"
+                "serve.stage_clone = slow\n"
+                "from dirstorage_replica.cli import main\n"
+                "sys.exit(main(['serve'] + sys.argv[2:]))\n")
+
+
+def _staging(home):
+    return [p for p in (home / "misc").iterdir() if p.name.startswith(".clone-")]
+
+
+def _serve_stuck_in_snapshot(tm, home, seconds=60):
+    """A clone request whose serve is still staging (in snapshot mode)."""
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_STAGING, str(seconds), str(home)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b"replica clone 1\n\n")
     proc.stdin.close()
     deadline = time.monotonic() + 20
-    while not (tm.snapshot_code or "").startswith("user/ds-replica-"):
+    while not (tm.snapshot_code or "").startswith("user/ds-replica-") or not _staging(home):
         assert time.monotonic() < deadline, "serve never entered snapshot mode"
         time.sleep(0.02)
-    time.sleep(0.3)  # well inside the stream now
+    time.sleep(0.3)
     assert proc.poll() is None
     return proc
 
@@ -55,27 +72,25 @@ def test_signal_leaves_snapshot_mode(master, sig):
     tm, toolkit, home = master
     proc = _serve_stuck_in_snapshot(tm, home)
     proc.send_signal(sig)
-    proc.wait(timeout=30)  # nobody reads: only the signal can end it
+    proc.wait(timeout=30)
     err = proc.stderr.read()
     proc.stdout.close()
     assert proc.returncode != 0
     assert b"terminated by signal" in err
     assert tm.snapshot_code is None  # left, as the first thing after the sublock was released
     assert toolkit.calls["leaveSnapshot"] == 1
+    assert _staging(home) == []  # and what was staged is gone
 
 
 def test_reader_gone_leaves_snapshot_mode(master):
     tm, toolkit, home = master
-    proc = _serve_stuck_in_snapshot(tm, home)
+    proc = _serve_stuck_in_snapshot(tm, home, seconds=1)
     proc.stdout.close()  # the ssh channel is gone
     proc.wait(timeout=30)
     assert proc.returncode != 0
     assert tm.snapshot_code is None
     assert toolkit.calls["leaveSnapshot"] == 1
-
-
-def _staging(home):
-    return [p for p in (home / "misc").iterdir() if p.name.startswith(".clone-")]
+    assert _staging(home) == []
 
 
 def test_staged_clone_leaves_snapshot_before_sending(master):

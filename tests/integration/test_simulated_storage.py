@@ -214,6 +214,7 @@ def test_commits_wait_in_the_journal_until_a_batch_is_due(tmp_path):
             tids.append(master.commit({0: b"r%d" % i}))
         assert st.last_tid() == S.ZERO_TID and master.pending == 199
         tids.append(master.commit({0: b"the 200th"}))
+        master.wait_flushed()  # the engine's flusher thread moves the batch
         assert master.pending == 0 and st.last_tid() == tids[-1] == st.newest_tid()
     check_storage(home, tids)
 
@@ -232,14 +233,17 @@ def test_each_flush_threshold_comes_from_the_settings(tmp_path):
         master.commit({0: b"root 2"})               # 10 files
         assert master.pending == 2 and st.last_tid() == S.ZERO_TID
         third = master.commit({0: b"3", master.new_oid(): b"x"})  # 17 files: past 12
+        master.wait_flushed()
         assert master.pending == 0 and st.last_tid() == third
         master.commit({0: b"4"})
         time.sleep(1.2)                             # older than flush_interval, but no commit looks
         assert master.pending == 1 and st.last_tid() == third
         fifth = master.commit({0: b"5"})            # this commit sees the age
+        master.wait_flushed()
         assert master.pending == 0 and st.last_tid() == fifth
     with SimulatedStorage(home, flush_each_commit=True) as master:
         sixth = master.commit({0: b"6"})
+        master.wait_flushed()
         assert st.last_tid() == sixth and master.pending == 0
     assert first < fifth
 

@@ -149,6 +149,7 @@ def follow_check(sshd, workdir, name, rate, seconds, idle_seconds=0.0):
     figures = {"rate_tps": rate, "seconds": seconds, "transactions": written, "followed": len(lags),
                "lag_p50_s": pct(lags, 0.5), "lag_p99_s": pct(lags, 0.99), "lag_max_s": pct(lags, 1.0),
                "increments": len(follower.results), "idle_s": idle_seconds, "idle_snapshots": idle_snapshots,
+               "snapshot_share": round(sum(r.get("snapshot_seconds") or 0 for r in follower.results) / seconds, 4),
                "follower_exit": rc, "replica_reads_as_master": same}
     ok = (same and rc == 0 and lags and len(lags) == written and pct(lags, 0.99) <= 2.0
           and idle_snapshots == 0)
@@ -179,6 +180,82 @@ def pull_and_clone_check(sshd, workdir):
     check("pull", ok, {"clone_exit": clone_rc.returncode, "pull_transactions": transactions,
                        "replica_reads_as_master": same, "errors": [p.stderr.strip() for p in pulls + [last]
                                                                    if p.returncode][:2]})
+
+
+def hot_follow_check(sshd, workdir, seconds=30.0):
+    """A hot follower of a live master, its increments trickled (--bwlimit):
+    the read-only service (tests/support/hot_replica.py) answers while they
+    travel and is silent only for the applies."""
+    from tests.support import hot_replica
+    base = os.path.join(workdir, "hot")
+    home, replica, log, pidfile = (os.path.join(base, n) for n in ("master", "replica", "answers.log", "pid"))
+    os.makedirs(base)
+    subprocess.run(engine_script("new_storage.py", home, "lawn", 20), check=True, capture_output=True)
+    master = LiveMaster(home, 10, workdir)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    start = "cd %s && %s -m tests.support.hot_replica start %s %s %s" % (root, sys.executable, replica, log, pidfile)
+    try:
+        time.sleep(1.0)
+        assert ds("clone", *ssh_master(sshd, home), replica).returncode == 0
+        assert subprocess.run(start, shell=True, check=False).returncode == 0
+        t0 = time.time()
+        follower = FollowerProcess([DS_REPLICA, "follow", "--json", "--interval", "0.5", "--bwlimit", "100",
+                                    "--min-apply-interval", "5", "--stop-command", "kill $(cat %s)" % pidfile,
+                                    "--start-command", start, *ssh_master(sshd, home), replica],
+                                   os.path.join(workdir, "hot.err"))
+        time.sleep(seconds)
+        master.pause()
+        rc = follower.end(signal.SIGTERM)
+        wall = time.time() - t0
+    finally:
+        master.stop()
+    silence, _at = hot_replica.longest_silence(log)
+    answers = len(hot_replica.answers(log))
+    down = sum(r.get("downtime_seconds") or 0 for r in follower.results)
+    served = os.path.exists(pidfile)  # still serving after SIGTERM
+    if served:
+        subprocess.run("kill $(cat %s)" % pidfile, shell=True, check=False)
+        time.sleep(0.5)
+    applied = sum(r.get("transactions", 0) for r in follower.results)
+    travelled = sum(r.get("elapsed_seconds") or 0 for r in follower.results)
+    ok = rc == 0 and served and applied and silence < 2.0 and down < 0.2 * wall
+    check("hot-follow", ok, {"seconds": round(wall, 1), "applies": len(follower.results), "transactions": applied,
+                             "receive_and_apply_s": round(travelled, 3), "service_answers": answers,
+                             "longest_service_gap_s": round(silence, 3), "service_down_s": round(down, 3),
+                             "service_down_share": round(down / wall, 4), "service_running_after_sigterm": served})
+
+
+def resume_check(workdir, share=0.5):
+    """A clone of a live master killed after `share` of its bytes, resumed
+    with clone --delta: what it receives, against a full clone, counted by
+    tests/support/counting_ssh.py."""
+    base = os.path.join(workdir, "resume")
+    home = os.path.join(base, "master")
+    os.makedirs(base)
+    subprocess.run(engine_script("new_storage.py", home, "flat", 200), check=True, capture_output=True)
+    counting = os.path.join(os.path.dirname(os.path.dirname(__file__)), "support", "counting_ssh.py")
+
+    def counted(name, limit, *args):
+        count = os.path.join(base, name + ".count")
+        proc = ds(*args[:-2], "-e", "%s %s %s %d" % (sys.executable, counting, count, limit), "--remote-command",
+                  DS_REPLICA, "m.invalid:" + args[-2], args[-1])
+        with open(count) as f:
+            return proc, int(f.read())
+
+    master = LiveMaster(home, 5, workdir)
+    try:
+        time.sleep(1.0)
+        master.pause()  # the same storage for the three copies
+        whole, full = counted("full", 0, "clone", home, os.path.join(base, "whole"))
+        killed, cut = counted("killed", int(full * share), "clone", home, os.path.join(base, "replica"))
+        resumed, got = counted("resumed", 0, "clone", "--delta", home, os.path.join(base, "replica"))
+    finally:
+        master.stop()
+    same = resumed.returncode == 0 and read_state(home) == read_state(os.path.join(base, "replica"))
+    ok = whole.returncode == 0 and killed.returncode == -9 and same and got <= (1 - share + 0.10) * full
+    check("resume", ok, {"full_clone_bytes": full, "killed_after_bytes": cut, "resumed_bytes": got,
+                         "resumed_share": round(got / full, 3), "limit_share": 1 - share + 0.10,
+                         "replica_reads_as_master": same})
 
 
 def reseed_check(sshd, workdir):
@@ -221,6 +298,8 @@ def main():
         follow_check(sshd, workdir, "follow-0.2", 0.2, float(os.environ.get("REAL_QUIET_SECONDS", 40)),
                      idle_seconds=5.0)
         pull_and_clone_check(sshd, workdir)
+        hot_follow_check(sshd, workdir, float(os.environ.get("REAL_HOT_SECONDS", 30)))
+        resume_check(workdir)
         reseed_check(sshd, workdir)
     finally:
         sshd.stop()

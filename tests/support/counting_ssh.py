@@ -18,16 +18,29 @@ import termios
 import time
 
 
-def drained(fd, seconds=10.0):
+def cpu_and_state(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12]), fields[0]
+
+
+def drained(fd, reader, seconds=30.0):
     """Wait until the reader has taken every byte out of the pipe `fd`
-    (FIONREAD answers for either end of a Linux pipe), then a little more
-    for it to write what it read: it is killed having had LIMIT bytes."""
+    (FIONREAD answers for either end of a Linux pipe), then until it has
+    done what it does with them (asleep, its CPU time still, waiting for
+    more): it is killed having had and handled LIMIT bytes."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0] == 0:
             break
         time.sleep(0.01)
-    time.sleep(0.3)
+    before = None
+    while time.monotonic() < deadline:
+        now = cpu_and_state(reader)
+        if now == before and now[1] == "S":
+            return
+        before = now
+        time.sleep(0.2)
 
 if __name__ == "__main__":
     countfile, limit, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -43,13 +56,16 @@ if __name__ == "__main__":
             out.write(chunk[:limit - relayed])
             out.flush()
             relayed = limit
-            drained(out.fileno())
+            drained(out.fileno(), os.getppid())
+            with open(countfile, "w") as f:  # before the kill: the test reads it as soon as its process ends
+                f.write("%d\n" % relayed)
             os.kill(os.getppid(), signal.SIGKILL)
             child.kill()
             break
         out.write(chunk)
         out.flush()
         relayed += len(chunk)
-    with open(countfile, "w") as f:
-        f.write("%d\n" % relayed)
+    if not (limit > 0 and relayed == limit):
+        with open(countfile, "w") as f:
+            f.write("%d\n" % relayed)
     sys.exit(child.wait())

@@ -199,9 +199,11 @@ class SimulatedStorage(object):
 
     Commits stay in ``journal/`` until a batch is flushed into A/ (B/ in
     snapshot mode), as in the real engine (LocalFilesystem._add_to_flush_queue):
-    at a commit that finds ``flush_transaction_threshold`` transactions or
-    ``flush_file_threshold`` files waiting, or the oldest waiting one older than
-    ``flush_interval`` seconds (the age is only looked at when a commit comes).
+    a commit that finds ``flush_transaction_threshold`` transactions or
+    ``flush_file_threshold`` files in the batch, or its first older than
+    ``flush_interval`` seconds (the age is only looked at when a commit comes),
+    hands the batch to a flusher thread, which moves it while commits go on
+    (`wait_flushed()` waits for it).
     The thresholds are the storage's ``[journal]`` settings (the real engine's
     defaults: 200, 2,000, 3,600 s); `journal` ({key: value}) overrides them for
     this process.  Entering snapshot mode, packing and closing flush too.
@@ -224,8 +226,14 @@ class SimulatedStorage(object):
         # while someone held misc/sublock: the real engine then stays a snapshot)
         self._snapshot_code = None
         self._pending = []          # journal/working_<TID>_done folders, tid order
-        self._pending_files = 0     # files in them
-        self._pending_since = 0.0   # time.time() of the first of them
+        self._due = 0               # how many of the first of them the flusher thread is to move
+        self._batch = 0             # transactions of the batch being gathered (not due yet)...
+        self._batch_files = 0       # ... their files
+        self._batch_since = 0.0     # ... time.time() of the first of them
+        self._flusher = None
+        self._flush_wanted = threading.Event()
+        self._stop_flusher = False
+        self._flush_error = None    # what stopped the flusher thread, raised by the next call
         self._last_tid = storage.ZERO_TID
         self._last_oid = storage.ZERO_TID
         self._writer = None
@@ -276,6 +284,8 @@ class SimulatedStorage(object):
             self.close()
 
     def _require_open(self):
+        if self._flush_error is not None:
+            raise self._flush_error
         if not self._open:
             raise storage.DSError("the test master on %s is not open" % self.home)
 
@@ -307,6 +317,9 @@ class SimulatedStorage(object):
                 self._main_lock.release()
                 raise
             self._open = True
+        self._stop_flusher = False
+        self._flusher = threading.Thread(target=self._flusher_loop, name="test-master-flusher", daemon=True)
+        self._flusher.start()
         return self
 
     def close(self):
@@ -335,12 +348,49 @@ class SimulatedStorage(object):
         self._main_lock.release()
         self._open = False
         self._pending = []
-        self._pending_files = 0
+        self._due = self._batch = self._batch_files = 0
         self._snapshot_code = None
 
     def _stop_threads(self):
         if self._writer is not None:
             self.stop_writer()
+        if self._flusher is not None:
+            self._stop_flusher = True
+            self._flush_wanted.set()
+            self._flusher.join()
+            self._flusher = None
+
+    def _flusher_loop(self):
+        """The engine's flusher thread: moves the batches that commits found
+        due, one journal folder at a time (commits go on in between)."""
+        while True:
+            self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            if self._stop_flusher:
+                return
+            try:
+                self._flush_due()
+            except Exception as e:  # the engine's "broken flusher": surfaced by the next call
+                self._flush_error = e
+                return
+
+    def _flush_due(self):
+        while True:
+            with self._mutex:
+                if not self._due or not self._pending or not self._open:
+                    self._due = 0
+                    return
+                self._move_folder(self._pending[0], "B" if self._snapshot_code is not None else "A")
+                del self._pending[0]
+                self._due -= 1
+
+    def wait_flushed(self, timeout=30.0):
+        """Wait until the flusher thread has moved every batch found due."""
+        deadline = time.monotonic() + timeout
+        while self._due and self._flush_error is None:
+            if time.monotonic() > deadline:
+                raise storage.DSError("the test master's flusher did not finish in %gs" % timeout)
+            time.sleep(0.005)
 
     # ------------------------------------------------------------ journal
     def _recover_journal(self):
@@ -402,21 +452,25 @@ class SimulatedStorage(object):
         while self._pending:
             self._move_folder(self._pending[0], folder)
             del self._pending[0]
-        self._pending_files = 0
+        self._due = self._batch = self._batch_files = 0
         return count
 
     def _queue_for_flush(self, done, files):
-        """Add a committed journal folder to the batch; flush the batch when
-        a threshold is reached (the real engine's rule, at commit time)."""
+        """Add a committed journal folder to the batch; when a threshold is
+        reached (the real engine's rule, looked at on commit), hand the batch
+        to the flusher thread, as the engine's MultiFlush does."""
         now = time.time()
-        if not self._pending:
-            self._pending_since = now
+        if not self._batch:
+            self._batch_since = now
         self._pending.append(done)
-        self._pending_files += files
+        self._batch += 1
+        self._batch_files += files
         t = self.thresholds
-        if (now - self._pending_since > t["flush_interval"] or self._pending_files >= t["flush_file_threshold"]
-                or len(self._pending) >= t["flush_transaction_threshold"]):
-            self._flush_locked()
+        if (now - self._batch_since > t["flush_interval"] or self._batch_files >= t["flush_file_threshold"]
+                or self._batch >= t["flush_transaction_threshold"]):
+            self._due = len(self._pending)
+            self._batch = self._batch_files = 0
+            self._flush_wanted.set()
 
     # ------------------------------------------------------------- reads
     def read(self, name):

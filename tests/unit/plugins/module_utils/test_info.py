@@ -79,3 +79,18 @@ def test_short_packed_is_critical(unpack_fixture, capsys, case):
     code, out = _run(capsys, "verify", str(home))
     assert code == 2
     assert "  %s is 7 bytes, not 8" % st.relpath("x.packed") in out
+
+
+@pytest.mark.parametrize("case", LAYOUTS)
+def test_missing_serial_is_critical_in_verify_and_status(unpack_fixture, capsys, case):
+    """Without x.serial a storage reads as empty (newest transaction
+    0000000000000000): neither status nor verify may call that OK (issue 20:
+    a hostile master's clone --delta answer once removed it)."""
+    home, st = _storage(unpack_fixture, case)
+    rel = st.relpath("x.serial")
+    (home / rel).unlink()
+    code, out = _run(capsys, "verify", str(home))
+    assert code == 2 and "  %s is missing" % rel in out, out
+    code, out = _run(capsys, "status", str(home))
+    assert code == 2 and out.startswith("CRITICAL: ") and "%s is missing" % rel in out, out
+    assert len(out.splitlines()) == 1

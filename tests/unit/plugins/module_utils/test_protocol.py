@@ -5,6 +5,8 @@ negotiation and the one-line errors of a failed answer."""
 from __future__ import annotations
 
 import io
+import json
+import re
 
 import pytest
 
@@ -28,8 +30,10 @@ def test_version_1_request_adds_sorted_options_and_a_blank_line():
     assert protocol.Request("clone", 1).encode() == b"replica clone 1\n\n"
 
 
-@pytest.mark.parametrize("kind,version,options", [("request", 0, {}), ("request", 1, {"since": "0" * 16}),
-                                                  ("verify", 1, {"a": "b"}), ("clone", 1, {"stage": "0"})])
+@pytest.mark.parametrize("kind,version,options", [
+    ("request", 0, {}), ("request", 1, protocol.pull_request_options(True, True, 2.5, 1)),
+    ("request", 2, protocol.follow_request_options(0.5, 10, True, 30, 5)), ("verify", 1, {"since": "0" * 16}),
+    ("clone", 1, {})])
 def test_read_request_reads_back_what_encode_wrote(kind, version, options):
     sent = protocol.Request(kind, version, IDENT, TID, MD5, options)
     stream = io.BytesIO(sent.encode() + b"archive bytes that are not read")
@@ -44,14 +48,70 @@ def test_read_request_reads_back_what_encode_wrote(kind, version, options):
     (b"replica request 3\n", "unsupported request version request 3"),
     (b"replica clone 0\n", "unsupported request version clone 0"),
     (b"hello\n", "malformed request: expected 'replica request 0'"),
-    (b"replica request 0\nX\nnot a tid\n", "malformed request: bad transaction id"),
+    (b"replica request 0\n%s\nnot a tid\n" % IDENT.encode(), "malformed request: bad transaction id"),
     (b"replica request 0\n", "malformed request: the request ended early"),
     (b"replica clone 1\nno colon\n\n", "malformed request option 'no colon'"),
+    # issue 20, item 11: the grammar is exact
+    (b"replica request 01\n", "malformed request: expected"),
+    (b"replica request 0 \n", "malformed request: expected"),
+    (b"replica  request 0\n", "malformed request: expected"),
+    (b"replica request 0\r\n", "malformed request: expected"),
+    (b"replica request 0\n %s\n" % IDENT.encode(), "malformed request: bad identity"),
+    (b"replica request 0\n%s \n" % IDENT.encode(), "malformed request: bad identity"),
+    (b"replica request 0\n%s\n" % IDENT.upper().encode(), "malformed request: bad identity"),
+    (b"replica request 0\n%s\n 040D44D78EBB2244\n" % IDENT.encode(), "malformed request: bad transaction id"),
+    (b"replica request 0\n%s\n040D44D78EBB2244 \n" % IDENT.encode(), "malformed request: bad transaction id"),
+    (b"replica request 0\n%s\n040D44D78EBB2244\n%s \n" % (IDENT.encode(), MD5.encode()),
+     "malformed request: bad transaction MD5"),
+    (b"replica clone 1\nstage: 0\n\n", "unknown request option 'stage' for replica clone 1"),
+    (b"replica verify 1\n%s\n040D44D78EBB2244\n%s\nsince: 0000000000000000\nsince: 0000000000000000\n\n"
+     % (IDENT.encode(), MD5.encode()), "duplicate request option 'since'"),
+    (b"replica request 1\n%s\n040D44D78EBB2244\n%s\nsnapshot-timeout: nan\n\n" % (IDENT.encode(), MD5.encode()),
+     "malformed request option snapshot-timeout"),
+    (b"replica request 1\n%s\n040D44D78EBB2244\n%s\nsnapshot-timeout: -inf\n\n" % (IDENT.encode(), MD5.encode()),
+     "malformed request option snapshot-timeout"),
+    (b"replica request 1\n%s\n040D44D78EBB2244\n%s\nsnapshot-timeout: 3600\n\n" % (IDENT.encode(), MD5.encode()),
+     "request option snapshot-timeout: 3600 is outside 0 to 300 seconds"),
+    (b"replica request 1\n%s\n040D44D78EBB2244\n%s\ncompress:  gzip\n\n" % (IDENT.encode(), MD5.encode()),
+     "malformed request option"),
+    (b"replica request 1\n%s\n040D44D78EBB2244\n%s\ninterval: 1\n\n" % (IDENT.encode(), MD5.encode()),
+     "unknown request option 'interval' for replica request 1"),
+    (b"replica delta 1\nidentity: %s\n\n" % IDENT.encode(), "malformed request: bad inventory-bytes"),
 ])
 def test_read_request_refuses_bad_requests(data, message):
     with pytest.raises(Refused) as err:
         protocol.read_request(io.BytesIO(data))
     assert str(err.value).startswith(message)
+
+
+def test_the_original_tools_version_0_request_is_accepted_byte_for_byte():
+    """replica.py's get_request: identity as config/identity holds it (mkds:
+    lower-case hex), then binascii.b2a_hex of x.serial and of the MD5 (lower case)."""
+    sent = b"replica request 0\n%s\n040d44d78ebb2244\n%s\n" % (IDENT.encode(), MD5.encode())
+    stream = io.BytesIO(sent + b"rest")
+    got = protocol.read_request(stream)
+    assert (got.kind, got.version, got.identity, got.tid, got.md5, got.options) == (
+        "request", 0, IDENT, TID, MD5, {})
+    assert stream.read() == b"rest"
+
+
+def test_every_option_our_standby_sends_is_in_the_grammar():
+    """One table (protocol.OPTIONS, one line an option) says what each request takes; what our
+    own client sends is accepted, including the delta's chain window."""
+    sent = [protocol.Request("request", 1, IDENT, TID, MD5, protocol.pull_request_options(True, True, 300, 600)),
+            protocol.Request("request", 2, IDENT, TID, MD5, protocol.follow_request_options(0.05, 60, True, 1e-5, 0.1)),
+            protocol.delta_request(IDENT, [("x.oid", 8, None)], {"chain": "0" * 16, "chain-complete": "yes"})]
+    for req in sent:
+        got = protocol.read_request(io.BytesIO(req.encode()))
+        assert got.options == req.options
+
+
+def test_the_option_table_gives_each_request_its_options():
+    assert protocol.options_of("clone", 1) == [] and protocol.options_of("request", 0) == []
+    assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval"]
+    assert protocol.options_of("request", 2) == ["compress", "snapshot-timeout", "snapshot-interval", "interval",
+                                                 "heartbeat"]
+    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete"]
 
 
 def test_answer_header_round_trip():
@@ -259,13 +319,13 @@ def test_chunked_archive_reads_back_and_leaves_the_next_frame(size):
     for i in range(0, len(payload), 1000):
         writer.write(payload[i:i + 1000])
     writer.close()
-    protocol.write_frame(out, protocol.HEARTBEAT, {"master_tid": "00"})
+    protocol.write_frame(out, protocol.HEARTBEAT, {"master_tid": "00" * 8})
     stream = io.BytesIO(out.getvalue())
     reader = protocol.ChunkReader(stream.read)
     got = b"".join(iter(lambda: reader.read(777), b""))
     assert got == payload
     assert reader.read(10) == b""  # stays at its end
-    assert protocol.parse_frame(stream.readline()) == {"frame": "heartbeat", "master_tid": "00"}
+    assert protocol.parse_frame(stream.readline()) == {"frame": "heartbeat", "master_tid": "00" * 8}
 
 
 def test_chunked_archive_cut_short_is_an_eof():
@@ -320,3 +380,27 @@ def test_a_follow_answer_that_ends_says_whether_to_retry(status, err, kind, retr
     with pytest.raises(DSError) as caught:
         session.next_frame()
     assert caught.value.__class__ is kind and caught.value.retryable is retryable
+
+
+@pytest.mark.parametrize("info,message", [
+    ([1, 2], "answer header is not a JSON object"),
+    ({"master_tid": "zz"}, 'bad master_tid: "zz"'),
+    ({"master_newest_tid": 5}, "bad master_newest_tid: 5"),
+    ({"transactions": True}, "bad transactions: true"),
+    ({"bytes": 1.5}, "bad bytes: 1.5"),
+    ({"snapshot_seconds": -1}, "bad snapshot_seconds: -1"),
+    ({"format": "../etc"}, 'bad format: "../etc"'),
+    ({"chain": [["00" * 8, "x"]]}, "bad chain"),
+    ({"dry_run": "yes"}, 'bad dry_run: "yes"'),
+])
+def test_an_answer_header_with_a_bad_field_is_refused_in_one_line(info, message):
+    line = protocol.ANSWER_PREFIX + json.dumps(info).encode("ascii") + b"\n"
+    with pytest.raises(Corrupt, match=re.escape(message)) as e:
+        protocol.parse_answer_header(line)
+    assert "\n" not in str(e.value)
+
+
+def test_an_answer_header_with_good_and_unknown_fields_passes():
+    info = {"master_tid": "0123456789ABCDEF", "chain": [["0123456789ABCDEF", "0" * 32]], "files": 0,
+            "snapshot_seconds": 0.25, "format": "lawn", "compress": "gzip", "staged": True, "later": {"x": 1}}
+    assert protocol.parse_answer_header(protocol.ANSWER_PREFIX + json.dumps(info).encode("ascii") + b"\n") == info
