@@ -335,7 +335,7 @@ class Bench(object):
             % (n, secs(median(cl), 1), secs(median(snaps), 1), secs(median(tr), 1)))
         self.save()
 
-    # -- h: re-seeding an old master (clone --delta, issue 11) ------------------
+    # -- h: re-seeding an old master (clone --delta, issues 11 and 19) ---------
     def reseed(self):
         """The N storage's old master, 100 transactions of its own past the
         base (which the master never saw), re-seeded from the master (base +
@@ -361,16 +361,17 @@ class Bench(object):
         full_wire = ustar_bytes(master)
         delta_wire = delta["request_bytes"] + delta["answer_bytes"]
         self.results["scenarios"]["reseed"] = {
-            "n_revisions": n, "diverged_transactions": len(delta["diverged_transactions"]),
+            "n_revisions": n, "method": delta["method"], "diverged_transactions": len(delta["diverged_transactions"]),
             "delta_s": d_wall, "clone_s": f_wall, "time_ratio": d_wall / f_wall,
             "delta_files": delta["files"], "delta_kept_files": delta["kept_files"],
             "delta_removed_files": delta["removed_files"], "delta_request_bytes": delta["request_bytes"],
             "delta_answer_bytes": delta["answer_bytes"], "delta_wire_bytes": delta_wire,
             "clone_files": whole["files"], "clone_wire_bytes": full_wire, "wire_ratio": delta_wire / full_wire,
             "delta_snapshot_s": delta["snapshot_seconds"], "clone_snapshot_s": whole["snapshot_seconds"]}
-        log("re-seed N=%d after %d diverged transactions: clone --delta %s (%d files in, %.1f MB on the wire), "
+        log("re-seed N=%d after %d diverged transactions: clone --delta (%s) %s (%d files in, %.1f MB on the wire), "
             "full clone %s (%.1f MB): %.1f%% of the time, %.2f%% of the bytes"
-            % (n, len(delta["diverged_transactions"]), secs(d_wall, 1), delta["files"], delta_wire / 1e6,
+            % (n, len(delta["diverged_transactions"]), delta["method"], secs(d_wall, 1), delta["files"],
+               delta_wire / 1e6,
                secs(f_wall, 1), full_wire / 1e6, 100 * d_wall / f_wall, 100 * delta_wire / full_wire))
         for path in [old, full] + glob.glob(old + ".before-reseed-*"):
             shutil.rmtree(path, ignore_errors=True)

@@ -83,6 +83,13 @@ options:
     description:
       - Limit the transfer to this many KiB per second.
     type: float
+  standby_name:
+    description:
+      - The name under which the master records where this standby stands (the newest transaction it holds and when
+        it was last seen), read by C(ds-replica horizon) and M(dirstorage.replication.storage_info) on the master.
+      - 1 to 64 letters, digits, C(.), C(_) or C(-). Default is the standby's host name.
+      - Sent with request version 1 only; a C(protocol=0) request is recorded under its ssh client address.
+    type: str
   protocol:
     description:
       - Request version. C(0) talks to a master running the original C(replica.py) (no statistics, no check mode

@@ -15,12 +15,15 @@ later); `status` and `verify` follow the Nagios convention: 0 OK, 1 WARNING,
     ds-replica promote [--check] [--json] ReplicaDirectory
     ds-replica status [--json] Directory
     ds-replica verify [--json] ReplicaDirectory [[user@]MasterHost:MasterDirectory]
+    ds-replica horizon [--json] [--max-age DAYS] [--metrics FILE] MasterDirectory
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import signal
 import sys
 import time
@@ -29,18 +32,20 @@ import traceback
 from .clone import clone
 from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .hot import STOP_TIMEOUT, hot_standby
-from .info import master_lag, storage_info, verify
+from .info import master_lag, standby_horizon, storage_info, verify
+from .keep_aside import kept_aside_line, list_kept
+from .metrics import horizon_values, write_metrics
 from .options import CONNECTION_OPTIONS, PullOptions
 from .promote import promote
 from .replica import pull
-from .reseed import clone_delta, kept_aside_line
+from .reseed import reseed
 from .serve import WRITE_TIMEOUT, serve
 from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: busy, try again later
-VERBS = ("serve", "clone", "status", "verify", "pull", "follow", "promote")
+VERBS = ("serve", "clone", "status", "verify", "pull", "follow", "promote", "kept-aside", "horizon")
 OK, WARNING, CRITICAL = 0, 1, 2  # status and verify (Nagios)
 
 
@@ -97,7 +102,7 @@ def _pull_parser():
         prog="ds-replica",
         usage="ds-replica [-v] [-q] [-e SSHCMD] [-d DIR] [user@]MasterHost:MasterDirectory ReplicaDirectory",
         description="Bring a DirectoryStorage replica up to date with its master, atomically. Other verbs: "
-                    "serve, clone, status, verify (ds-replica VERB --help).")
+                    "serve, clone, follow, status, verify, promote, horizon (ds-replica VERB --help).")
     _common(p)
     _add_ssh_options(p)
     p.add_argument("-n", "--check", action="store_true", help="ask what would come; change nothing")
@@ -220,7 +225,8 @@ def cmd_clone(argv):
     p.add_argument("--force", action="store_true", help="replace an existing storage at the destination")
     p.add_argument("--delta", action="store_true",
                    help="re-seed a storage of the same identity (or resume an interrupted clone), transferring "
-                        "only what is missing or different; transactions only it holds are kept aside")
+                        "only what is missing or different: in place, or by a new tree when it cannot; "
+                        "transactions only it holds are kept aside (list them with 'ds-replica kept-aside')")
     p.add_argument("--json", action="store_true")
     p.add_argument("master")
     p.add_argument("replica")
@@ -228,7 +234,7 @@ def cmd_clone(argv):
     progress = Progress(not args.quiet)
     try:
         if args.delta:
-            result = clone_delta(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
+            result = reseed(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
                                  progress=progress)
         else:
             result = clone(args.master, args.replica, _options(args), force=args.force,
@@ -286,12 +292,35 @@ def cmd_follow(argv):
 
 
 def _print_reseed(result):
-    """clone --delta's summary, and every transaction kept aside (issue 11)."""
-    _stderr("Re-seed complete: %d files received (%s), %d kept, %d removed, newest transaction %s"
-            % (result["files"], _human(result["bytes"]), result["kept_files"], result["removed_files"],
-               result["after_tid"]))
+    """clone --delta's summary (its method, and why a new tree), and every
+    transaction kept aside (issues 11, 19)."""
+    method = result["method"]
+    if method == "tree":
+        method = "by a new tree (%s)" % result["method_reason"]
+    kept = "" if result["kept_files"] is None else ", %d kept" % result["kept_files"]
+    _stderr("Re-seed complete, %s: %d files received (%s)%s, %d removed, newest transaction %s"
+            % (method, result["files"], _human(result["bytes"]), kept, result["removed_files"], result["after_tid"]))
     if result["kept_aside"]:
         _stderr(kept_aside_line(result))
+
+
+def cmd_kept_aside(argv):
+    p = argparse.ArgumentParser(prog="ds-replica kept-aside",
+                                description="List the transactions a re-seed kept aside in a "
+                                            "PATH.before-reseed-<UTC time> folder: tid, time, user, description, "
+                                            "oids.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("folder")
+    args = p.parse_args(argv)
+    kept = list_kept(args.folder)
+    lines = ["%s: %d transaction(s)%s" % (kept["path"], len(kept["transactions"]),
+                                          ", re-seed not finished (the next one finishes it)" if kept["pending"]
+                                          else "")]
+    lines += ["%s %s user=%r description=%r oids=%s" % (t["tid"], t["time"], t["user"], t["description"],
+                                                        ",".join(t["oids"])) for t in kept["transactions"]]
+    _print(kept, args.json, lines)
+    return EXIT_OK
 
 
 def cmd_promote(argv):
@@ -434,9 +463,72 @@ def cmd_verify(argv):
     return OK if result["ok"] else CRITICAL
 
 
+def _horizon_parser():
+    p = argparse.ArgumentParser(
+        prog="ds-replica horizon",
+        description="Where the standbys of this master stand, as its serve recorded them (misc/standbys): the "
+                    "oldest transaction a standby still holds (packing past it strands that standby), and every "
+                    "standby with its position and when it was last heard from.")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing (with --metrics, from cron)")
+    p.add_argument("--max-age", type=float, metavar="DAYS",
+                   help="leave out of the horizon, and flag as silent, standbys not heard from within DAYS days")
+    p.add_argument("--metrics", metavar="FILE",
+                   help="also write the master's metrics to FILE (node_exporter textfile, e.g. "
+                        "/var/lib/prometheus/node-exporter/dirstorage_master_main.prom)")
+    p.add_argument("--name", metavar="STORAGE", help="the storage label of the metrics (default: the folder's name)")
+    p.add_argument("directory", help="the master storage")
+    return p
+
+
+def _ago(seconds):
+    if seconds < 120:
+        return "%.0fs ago" % seconds
+    if seconds < 7200:
+        return "%.0f min ago" % (seconds / 60)
+    if seconds < 2 * 86400:
+        return "%.1f h ago" % (seconds / 3600)
+    return "%.1f days ago" % (seconds / 86400)
+
+
+def _utc(epoch):
+    if epoch is None:
+        return "empty"
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _horizon_lines(report):
+    h, days = report["horizon"], report["max_age_days"]
+    within = " seen within %g days" % days if days is not None else ""
+    if h is not None:
+        age = " (%s, %s)" % (_utc(h["time"]), _ago(h["age_seconds"])) if h["time"] is not None else ""
+        lines = ["horizon: %s%s, held by standby %s" % (h["tid"], age, h["standby"])]
+    elif report["standbys"]:
+        lines = ["horizon: none (no standby%s)" % within]
+    else:
+        lines = ["horizon: none (no standby recorded in misc/standbys)"]
+    for s in report["standbys"]:
+        silent = ": SILENT, not heard from within %g days" % days if s["silent"] else ""
+        lines.append("  %s: holds %s (%s), %s, last seen %s%s" % (s["name"], s["tid"], _utc(s["tid_time"]), s["kind"],
+                                                                 _ago(s["seen_age_seconds"]), silent))
+    return lines
+
+
+def cmd_horizon(argv):
+    args = _horizon_parser().parse_args(argv)
+    now = time.time()
+    report = standby_horizon(args.directory, args.max_age, now)
+    if args.metrics:
+        name = args.name or os.path.basename(report["path"].rstrip("/"))
+        write_metrics(args.metrics, name, horizon_values(report, now))
+    if not args.quiet:
+        _print(report, args.json, _horizon_lines(report))
+    return EXIT_OK
+
+
 COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull,
             "follow": cmd_follow,
-            "promote": cmd_promote}
+            "promote": cmd_promote, "kept-aside": cmd_kept_aside, "horizon": cmd_horizon}
 
 
 def main(argv=None):

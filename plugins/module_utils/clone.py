@@ -22,58 +22,26 @@ import shutil
 import time
 
 from . import journal, ustar
+from .keep_aside import finish_keep_aside
 from .options import PullOptions
-from .protocol import Request, Session
+from .protocol import Request, Session, standby_name_option
 from .replica import refuse_same_folder
 from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid, pid_alive
 from .transport import Throttle, open_channel
 
 
-def _stale(parent, base, kind):
-    """Hidden folders `.BASE.KIND-PID` whose process is gone."""
+def stale_folders(parent, base, kind):
+    """Hidden folders `.BASE.KIND-PID` whose process is gone (KIND: clone, replaced)."""
     prefix = ".%s.%s-" % (base, kind)
     for entry in sorted(os.listdir(parent)):
         if entry.startswith(prefix) and entry[len(prefix):].isdigit() and not pid_alive(int(entry[len(prefix):])):
             yield os.path.join(parent, entry)
 
 
-KEEP_ASIDE = "reseed-keep-aside"  # misc/ file of an old tree clone --delta keeps aside (issue 11)
-
-
-def keep_aside_target(tree):
-    """The name a stale tree must be kept aside as (clone --delta wrote it
-    into the old tree before swapping it out), or None."""
-    try:
-        with open(os.path.join(tree, "misc", KEEP_ASIDE)) as f:
-            return f.read().strip() or None
-    except OSError:
-        return None
-
-
-def finish_keep_aside(tree, log):
-    """Rename an old tree that clone --delta swapped out to its aside name;
-    False when `tree` is not one."""
-    target = keep_aside_target(tree)
-    if target is None:
-        return False
-    if not os.path.lexists(target):
-        os.rename(tree, target)
-        fsync_path(os.path.dirname(target), directory=True)
-        forget_keep_aside(target)
-        log("kept the old storage aside as %s" % target)
-    return True
-
-
-def forget_keep_aside(tree):
-    """Remove the keep-aside marker of a tree now at its aside name, durably
-    (a crash before that leaves it there: the next clone --delta calls this)."""
-    misc = os.path.join(tree, "misc")
-    os.unlink(os.path.join(misc, KEEP_ASIDE))
-    fsync_path(misc, directory=True)
-
-
-def _remove_stale_partials(parent, base, log=None):
-    for path in _stale(parent, base, "clone"):
+def remove_stale_partials(parent, base, log=None):
+    """Remove the partial folders of dead clones (an old tree a tree re-seed
+    swapped out goes to its aside name instead)."""
+    for path in stale_folders(parent, base, "clone"):
         if not finish_keep_aside(path, log or (lambda msg: None)):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -83,7 +51,7 @@ def _restore_replaced(parent, base, log):
     moving the new copy in: put the old one back (the next steps decide what
     to do with it); one that died later left only rubbish."""
     dest = os.path.join(parent, base)
-    for aside in _stale(parent, base, "replaced"):
+    for aside in stale_folders(parent, base, "replaced"):
         if not os.path.lexists(dest):
             os.rename(aside, dest)
             fsync_path(parent, directory=True)
@@ -129,14 +97,14 @@ def clone(master, dest, opts=None, force=False, log=None, progress=None):
     log = log or (lambda msg: None)
     t0 = time.monotonic()
     dest, parent, base = destination(master, dest, log)
-    _remove_stale_partials(parent, base, log)
-    old_lock = _claim_destination(dest, force)
+    remove_stale_partials(parent, base, log)
+    old_lock = claim_destination(dest, force)
     partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
     os.mkdir(partial, 0o755)
     try:
         result = _receive(master, partial, opts, log, progress)
-        after = _complete_copy(partial)
-        partial = _put_in_place(partial, dest)
+        after = complete_copy(partial)
+        partial = put_in_place(partial, dest)
         result.update(changed=True, after_tid=hex_tid(after), before_tid=hex_tid(ZERO_TID),
                       elapsed_seconds=round(time.monotonic() - t0, 3), path=dest)
         return result
@@ -165,7 +133,7 @@ def destination(master, dest, log):
     return dest, parent, base
 
 
-def _claim_destination(dest, force):
+def claim_destination(dest, force):
     """Refuse a destination that holds something (unless forced); lock a
     storage that will be replaced.  Returns that lock, or None."""
     if not os.path.exists(dest):
@@ -183,7 +151,7 @@ def _claim_destination(dest, force):
     return None
 
 
-def _complete_copy(partial):
+def complete_copy(partial):
     """Make the received tree a whole, durable storage; returns its newest tid."""
     st = Storage(partial)
     st.require_full("master")
@@ -203,7 +171,7 @@ def _complete_copy(partial):
     return after
 
 
-def _put_in_place(partial, dest):
+def put_in_place(partial, dest):
     """Rename the copy to `dest` (swapping with an old one); returns what is
     left to remove (the old replica), or None."""
     parent, base = os.path.split(dest)
@@ -227,7 +195,7 @@ def _receive(master, partial, opts, log, progress):
     # hard-linking a large tree into the staging folder takes a while
     chan = open_channel(master, opts, log, prepare=3600.0)
     try:
-        with Session(chan, Request("clone", 1)) as session:
+        with Session(chan, Request("clone", 1, options=standby_name_option(opts.standby_name))) as session:
             info = session.start()
             t_start = time.monotonic()
             read = Throttle(chan.read, opts.bwlimit).read if opts.bwlimit else chan.read

@@ -28,6 +28,9 @@ that does not reach the chain's end: the answer says `retry` and the
 standby asks again with every digest.  The standby checks the files it
 keeps on trust (reseed.py), so a corrupt one is still replaced.
 
+The in-place re-seed (reseed_inplace.py) asks with its chain window alone
+and the option `reseed: in-place`; `answer_in_place` answers.
+
 The master (`answer_delta`) compares in snapshot mode, opens what it will
 send, leaves snapshot mode, and answers: the header, then an archive whose
 first member (protocol.DROP_MEMBER) lists the standby's names the master
@@ -46,8 +49,10 @@ from .protocol import DROP_MEMBER, encode_drop, write_answer_header
 from .storage import (
     LOGICAL_NAME_RE,
     ZERO_TID,
+    Corrupt,
     Refused,
     classify,
+    current_name,
     hex_tid,
     logical_name,
     open_storage_file,
@@ -60,6 +65,7 @@ from .storage import (
 )
 
 WINDOW = 2048  # the standby's newest transactions sent with MD5 and oids (chain mode)
+IN_PLACE = "reseed"  # the request option asking for an in-place re-seed ("in-place"; reseed_inplace.py)
 INVENTORY_LIMIT = 1 << 30  # the longest inventory (compressed) a master reads
 # A standby's inventory lists at most this many files more than the master
 # holds, times FILES_FACTOR (a standby may hold revisions a pack removed
@@ -349,7 +355,7 @@ def read_inventory(stream, length, max_files):
     return inventory
 
 
-def _check_identity(st, req):
+def check_identity(st, req):
     theirs = req.options.get("identity", "")
     if theirs.lower() != st.identity.lower():
         raise Refused("the storage to re-seed is a copy of storage %s, not of this master (%s)"
@@ -360,8 +366,10 @@ def _check_identity(st, req):
 def answer_delta(st, req, snap, stdin, stdout, log, inc):
     """Read the standby's inventory (from `stdin`, after the request), compare
     it with A/ in snapshot mode, then send the drop list and what differs
-    (gathered in `inc`, a serve.Increment)."""
-    _check_identity(st, req)
+    (gathered in `inc`, a serve.Increment).  Returns the master's newest
+    transaction the standby now holds (None when it must ask again with
+    every digest)."""
+    check_identity(st, req)
     theirs = read_inventory(stdin, int(req.options["inventory-bytes"]), inventory_limit(st))
     chain = read_chain_options(req, theirs)
     try:
@@ -384,7 +392,7 @@ def answer_delta(st, req, snap, stdin, stdout, log, inc):
         write_answer_header(stdout, header)
         inc.write(stdout)
         stdout.flush()
-        return None
+        return master_tid
     finally:
         inc.close()
 
@@ -410,3 +418,92 @@ def _ask_for_digests(st, stdout, log, inc, master_tid):
                                  "files": 0, "bytes": inc.bytes, "retry": "digests"})
     inc.write(stdout)
     stdout.flush()
+
+
+# ------------------------------------------------ the in-place re-seed (issue 19)
+
+def read_window(theirs):
+    """{tid: (md5, {oid})} of an in-place request's entries (hostile input)."""
+    window = {}
+    for name, (_size, dig) in theirs.items():
+        md5, sep, oids = (dig or "").partition("+")
+        if not name.startswith("t") or not sep or len(md5) != 32 or len(oids) % 16:
+            raise Refused("malformed request: bad chain window entry %r" % name[:40])
+        try:
+            tid = classify(name)[1]
+            window[tid] = (md5, {bytes.fromhex(oids[i:i + 16]) for i in range(0, len(oids), 16)})
+        except ValueError:
+            raise Refused("malformed request: bad chain window entry %r" % name[:40])
+    return window
+
+
+def find_anchor(st, window, master_tid):
+    """(anchor, None, oids the increment writes) or (None, why, None)."""
+    for tid in sorted(window, reverse=True):
+        if tid > master_tid:
+            continue
+        try:
+            data = st.transaction_data(tid)
+        except FileNotFoundError:
+            continue
+        if hashlib.md5(data).hexdigest() != window[tid][0]:
+            continue
+        if st.packed_tid() > tid:
+            return None, "the master is packed past the anchor %s" % hex_tid(tid), None
+        try:
+            written = {oid for txn in st.chain(master_tid, tid, check_md5=False) for oid in txn.oids}
+        except Corrupt:
+            return None, "the anchor %s is not on the master's chain" % hex_tid(tid), None
+        return tid, None, written
+    return None, "no transaction of the chain window is the master's", None
+
+
+def answer_in_place(st, req, snap, stdin, stdout, log, inc, collect):
+    """The master's in-place answer (serve.py passes its Increment and
+    `collect`): in snapshot mode, the anchor, the increment since it, the
+    o….c of the objects only the diverged transactions wrote."""
+    check_identity(st, req)
+    window = read_window(read_inventory(stdin, int(req.options["inventory-bytes"]), 2 * WINDOW))
+    try:
+        with snap:
+            master_tid = st.last_tid()
+            anchor, why, written = find_anchor(st, window, master_tid)
+            if anchor is not None:
+                collect(st, anchor, inc)
+                absent = _add_rewinds(st, inc, window, anchor, written)
+        if anchor is None:
+            log("re-seed: %s; the standby re-seeds by a new tree" % why)
+            write_answer_header(stdout, {"method": "tree", "reason": why, "master_tid": hex_tid(master_tid)})
+            stdout.flush()
+            return None
+        log("re-seed in place from %s: %d transactions, %d files; master held %.3fs"
+            % (hex_tid(anchor), inc.transactions, len(inc.entries), snap.seconds))
+        write_answer_header(stdout, {"method": "in-place", "anchor": hex_tid(anchor),
+                                     "master_tid": hex_tid(inc.master_tid), "format": st.format, "compress": "none",
+                                     "transactions": inc.transactions, "files": len(inc.entries),
+                                     "bytes": inc.bytes, "absent": absent,
+                                     "snapshot_seconds": round(snap.seconds, 6)})
+        inc.write(stdout)
+        stdout.flush()
+        return None
+    finally:
+        inc.close()
+
+
+def _add_rewinds(st, inc, window, anchor, written):
+    """Add the o….c of every object only the diverged transactions wrote;
+    returns how many of them the master has none of."""
+    touched = set()
+    for tid, (_md5, oids) in window.items():
+        if tid > anchor:
+            touched |= oids
+    absent = 0
+    for oid in sorted(touched - written):
+        name = current_name(oid)
+        try:
+            data = st.read(name)
+        except FileNotFoundError:
+            absent += 1
+            continue
+        inc.add_data(st.relpath(name), data)
+    return absent

@@ -38,7 +38,8 @@ import time
 
 from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
 from .options import PullOptions
-from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options
+from .packmirror import master_packed
+from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options, standby_name_option
 from .replica import (
     INCOMING,
     LocalDiskError,
@@ -48,6 +49,7 @@ from .replica import (
     checked_result,
     locked_replica,
     make_report,
+    pack_as_master,
     receive_increment,
     reference_request,
     transfer_error,
@@ -332,6 +334,7 @@ class Follower(object):
         self.last_apply = None  # monotonic time of the last stop of a hot standby's service
         self.known = None  # the replica's newest transaction (applied)
         self.st = None
+        self.master_packed = None  # the master's x.packed, as its last frame said
 
     def run(self):
         """Follow until stopped (returns) or refused (raises DSError)."""
@@ -396,8 +399,9 @@ class Follower(object):
 
     def _request_options(self):
         s, o = self.settings, self.opts
-        return follow_request_options(s.interval, self._heartbeat_seconds(), o.compress, o.snapshot_timeout,
-                                      o.snapshot_interval)
+        options = follow_request_options(s.interval, self._heartbeat_seconds(), o.compress, o.snapshot_timeout,
+                                         o.snapshot_interval)
+        return dict(options, **standby_name_option(o.standby_name))
 
     def _heartbeat_seconds(self):
         """A hot standby's spooled increments are applied at the first frame
@@ -426,11 +430,14 @@ class Follower(object):
                 self.stop.sleep(self._turn_in())  # no more is asked for until the spool is applied
             if self.spool.items and self._turn_in() <= 0:
                 self._apply_spooled()
+            elif self._pack_due():
+                self._pack_now()
             if not asked:
                 session.ask_next()
                 asked = True
 
     def _heartbeat(self, frame):
+        self._saw_packed(frame)
         master_tid = tid_from_hex(frame["master_tid"])  # checked by protocol.parse_frame
         if master_tid == self.known:  # up to date as of now: a success for "stale" alerts
             self.recorder.up_to_date()
@@ -458,9 +465,29 @@ class Follower(object):
         except BaseException:
             _unlink(path)
             raise
+        self._saw_packed(info)
         self.spool.add(path, result, checker.names["x.serial"], started, t0)
         if self.hot is not None:  # what waits for its turn
             self.recorder.state("following", tid=self._known_hex(), master=self.master, **self._hot_fields())
+
+    def _saw_packed(self, info):
+        """The master's x.packed, as its frames say (packmirror.py)."""
+        packed = master_packed(info)
+        if packed is not None:
+            self.master_packed = packed
+
+    def _pack_due(self):
+        """Nothing waits to be applied, and the master was packed past the replica."""
+        return (not self.spool.items and self.master_packed is not None and self.st is not None
+                and self.master_packed > self.st.packed_tid() and self._turn_in() <= 0)
+
+    def _pack_now(self):
+        """Pack the replica as its master was, between increments."""
+        with self.stop.shielded():
+            with locked_replica(self.master, self.replica_dir, False, self.log, self.hot) as (st, _incoming, hold):
+                if self.hot is not None:
+                    self.last_apply = time.monotonic()
+                pack_as_master(self.master, st, hold, self.master_packed, self.opts, self.log)
 
     def _turn_in(self):
         """Seconds until a hot standby's service may be stopped again (<= 0: now)."""
@@ -485,6 +512,8 @@ class Follower(object):
                                "let one process update the replica; the follower starts again from where it is")
                 for path, one, _started, _t0 in self.spool.items:
                     apply_increment(st, path, one, self.log)
+                result.pop("master_packed", None)
+                result["pack"] = pack_as_master(self.master, st, hold, self.master_packed, self.opts, self.log)
                 result = make_report(result, st, self.known, False, t0)
             result["downtime_seconds"] = round(self.hot.downtime, 3) if self.hot is not None else 0.0
             self.spool.reset(bytes.fromhex(result["after_tid"]))

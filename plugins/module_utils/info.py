@@ -14,8 +14,9 @@ import datetime
 import os
 import time
 
-from . import journal, standing
+from . import journal, positions, standing
 from .follow import follower_state
+from .keep_aside import finish_pending_unlocked
 from .options import PullOptions
 from .protocol import Request, Session, require_fields
 from .storage import (
@@ -42,9 +43,10 @@ def _iso(tid):
     return None if when is None else when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def storage_info(path):
+def storage_info(path, max_age_days=None):
     """Facts about a storage folder (never changes anything).  Raises
-    Corrupt when its x.serial, x.oid or x.packed could not be opened."""
+    Corrupt when its x.serial, x.oid or x.packed could not be opened.  A
+    master's `horizon` and `standbys` are those of `standby_horizon`."""
     st = Storage(path)
     flushed, packed = st.last_tid(), st.packed_tid()
     last = st.newest_tid()  # a live storage's newest commits wait in its journal until a batch is flushed
@@ -83,7 +85,27 @@ def storage_info(path):
         "follower": follower_state(st.home),
         "promoted": standing.promoted(st.home),  # issue 11: {promoted_at, tid} or None
         "upstream": standing.upstream(st.home),
+        **_horizon_fields(standby_horizon(st.home, max_age_days)),
     }
+
+
+def _horizon_fields(report):
+    return {"horizon": report["horizon"], "standbys": report["standbys"], "silent_standbys": report["silent_behind"]}
+
+
+def standby_horizon(path, max_age_days=None, now=None):
+    """Where the standbys of the master at `path` stand (positions.py): the
+    horizon (the oldest transaction a standby heard from within
+    `max_age_days` holds: tid, its Unix time and age, the standby), every
+    recorded standby, and the silent ones (not heard from within
+    `max_age_days`) whose position is older than the horizon."""
+    st = Storage(path)
+    now = time.time() if now is None else now
+    report = positions.horizon(st.home, max_age_days, now)
+    if report["horizon"] is not None and report["horizon"]["time"] is not None:
+        report["horizon"]["age_seconds"] = round(max(0.0, now - report["horizon"]["time"]), 3)
+    report["path"] = st.home
+    return report
 
 
 def _tid_or_none(read):
@@ -199,11 +221,14 @@ def _check_currents(st, problems):
 def verify(path, master=None, opts=None, log=None):
     """Check a storage against its own checksums and, given a master, against
     the master's transaction history up to the replica's newest transaction."""
+    finished, problem = finish_pending_unlocked(os.path.abspath(path), log or (lambda msg: None))
     st = Storage(path)
     problems, txns, files = self_check(st)
+    if problem:
+        problems.append(problem)
     last = _tid_or_none(st.last_tid) or ZERO_TID
     result = {"path": st.home, "last_tid": hex_tid(last), "checked_transactions": txns,
-              "checked_files": files, "master_checked_transactions": 0}
+              "checked_files": files, "master_checked_transactions": 0, "finished_reseed": finished}
     if master:
         since = _tid_or_none(st.packed_tid) or ZERO_TID
         mine = dict(chain_digests(st, last, since))

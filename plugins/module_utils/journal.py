@@ -301,12 +301,17 @@ def _umask():
 
 
 def write_file(path, data, mode):
-    """Write (create or truncate) a file with exactly this mode."""
+    """Write a file with exactly this mode.  A file already there (a re-run
+    after a crash, or a name an in-place re-seed keeps aside as a hard link)
+    is replaced by rename, never written through: its old inode keeps its
+    bytes."""
+    target = None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         fix_mode = (mode & ~_umask()) != mode  # a new file has mode & ~umask
-    except FileExistsError:  # a re-run after a crash: the mode may be anything
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except FileExistsError:
+        target, path = path, path + ".tmp"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         fix_mode = True
     try:
         view = memoryview(data)
@@ -317,3 +322,5 @@ def write_file(path, data, mode):
             os.fchmod(fd, mode)
     finally:
         os.close(fd)
+    if target is not None:
+        os.replace(path, target)

@@ -30,7 +30,16 @@ METRICS = (
     ("bytes", "gauge", "Bytes of file content received by the last successful pull."),
     ("snapshot_seconds", "gauge", "Time the master was held in snapshot mode by the last successful pull."),
     ("downtime_seconds", "gauge", "Time a hot standby's storage process was stopped by the last successful pull."),
+    # a master's (ds-replica horizon --metrics): where its standbys stand (issue 24)
+    ("standbys", "gauge", "Standbys whose position the master records (misc/standbys)."),
+    ("silent_standbys", "gauge", "Recorded standbys not heard from within ds-replica horizon --max-age."),
+    ("horizon_age_seconds", "gauge", "Age of the oldest transaction a recorded standby holds (packing past it "
+                                     "strands that standby)."),
+    ("horizon_holder_silence_seconds", "gauge", "Seconds since the master last heard from the standby that holds "
+                                                "the oldest position."),
 )
+# A master's metrics (ds-replica horizon --metrics); every other one is a standby's.
+MASTER_METRICS = ("standbys", "silent_standbys", "horizon_age_seconds", "horizon_holder_silence_seconds")
 # The figures of a pull's result (ds-replica --json) that the metrics keep.
 RESULT_FIGURES = ("lag_seconds", "transactions", "bytes", "snapshot_seconds", "downtime_seconds")
 
@@ -126,4 +135,17 @@ def after_failure(previous, started):
     values["last_attempt_timestamp_seconds"] = started
     values["last_result"] = 0
     values.setdefault("last_success_timestamp_seconds", 0)
+    return values
+
+
+def horizon_values(report, now):
+    """A master's values from positions.horizon's `report` at `now`: the
+    oldest position of every recorded standby (silent ones included: that is
+    what holds a pack back) and how long its standby has been silent."""
+    standbys = report["standbys"]
+    values = {"standbys": len(standbys), "silent_standbys": sum(1 for s in standbys if s["silent"])}
+    if standbys:
+        oldest = standbys[0]  # positions.read_records: oldest position first
+        values["horizon_age_seconds"] = max(0.0, now - (oldest["tid_time"] or 0.0))
+        values["horizon_holder_silence_seconds"] = oldest["seen_age_seconds"]
     return values

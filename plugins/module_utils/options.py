@@ -78,6 +78,8 @@ CONNECTION_OPTIONS = (
            help="pause between those tries (the old -s; default %(default)g)"),
     Option("compress", "bool", False, flags=("--compress",), help="compress the transfer (for slow links)"),
     Option("bwlimit", "float", flags=("--bwlimit",), metavar="KIB", help="limit the transfer to KIB KiB/s"),
+    Option("standby_name", "str", flags=("--standby-name",), metavar="NAME",
+           help="the name the master records this standby's position under (default: this host's name)"),
     Option("protocol", "int", 1, choices=(0, 1), flags=("--protocol",),
            help="request version: 0 talks to an old replica.py master (no statistics)"),
 )

@@ -30,12 +30,19 @@ from the standby, so that a standby applying less often is not flooded):
 followed by its archive in chunks (`ChunkWriter`: a 4-byte big-endian
 length, then that many bytes; a zero length ends the archive), or
 ``{"frame": "heartbeat", ...}`` while nothing is new.
+
+Where the standby stands (issue 24): requests of version 1 and later name
+their standby (option `standby-name`); every pull answer header and follow
+frame carries the master's x.packed (`packed_tid`), and a `verify` request
+with the option `pack-drops: 1` asks for the names the master's packs set
+aside (packmirror.py), once per pack.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 import struct
 import zlib
 
@@ -58,6 +65,8 @@ MAX_REQUEST = 64 * 1024
 ANSWER_PREFIX = b"replica answer 1 "
 HEADER_LIMIT = 65536  # the longest answer header a client reads
 DROP_MEMBER = "delta/drop"  # first member of a delta answer
+STANDBY_NAME = "standby-name"  # request option (versions >= 1): who asks (the master records where it stands)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 # ---------------------------------------------------------------- request
@@ -88,7 +97,8 @@ class Request(object):
 # any other option is refused.  What our own standby sends: replica.py
 # (pull_request_options), follow.py (follow_request_options), info.py
 # (verify: since), reseed.py (delta_request: identity, inventory-bytes, the
-# chain window); a clone sends none.
+# chain window), reseed_inplace.py (reseed: in-place), packmirror.py (verify:
+# pack-drops); every request but info.py's names its standby (standby-name).
 REQUESTS = (("request", 0), ("request", 1), ("request", 2), ("clone", 1), ("verify", 1), ("delta", 1))
 _PULL = (("request", 1), ("request", 2))
 _FOLLOW = (("request", 2),)
@@ -107,6 +117,10 @@ OPTIONS = {
     "inventory-bytes": (r"[0-9]{1,10}", _DELTA),
     "chain": (_TID, _DELTA),
     "chain-complete": (r"yes|no", _DELTA),
+    "reseed": (r"in-place", _DELTA),  # the in-place re-seed's request (its inventory: the chain window only)
+    # issue 24: who asks (positions.py), and the names a pack set aside (packmirror.py)
+    "standby-name": (r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", _PULL + (("clone", 1), ("verify", 1)) + _DELTA),
+    "pack-drops": (r"1", (("verify", 1),)),
 }
 # the retries a request may ask for: past this a standby is refused, not
 # held in line (the master keeps the ds-replica turn while it retries)
@@ -254,6 +268,38 @@ def pull_request_options(check=False, compress=False, snapshot_timeout=0.0, snap
     return options
 
 
+def valid_standby_name(name):
+    """A standby name: 1 to 64 letters, digits and `._-`, starting with a
+    letter or digit (it names a file on the master)."""
+    return isinstance(name, str) and _NAME.match(name) is not None
+
+
+def host_standby_name():
+    """This host's name, as a valid standby name (the default)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:64]
+    return name or "standby"
+
+
+def standby_name_option(name=None):
+    """The request option naming the standby: `name`, else this host's name."""
+    name = host_standby_name() if name is None or name == "" else name
+    if not valid_standby_name(name):
+        raise Refused("bad standby name %r" % name,
+                      "give --standby-name (standby_name) 1 to 64 letters, digits, '.', '_' or '-'")
+    return {STANDBY_NAME: name}
+
+
+def request_standby_name(req):
+    """The name a request gives its standby (None: version 0, or a client
+    that does not send one); a bad name is refused."""
+    if req.version < 1 or STANDBY_NAME not in req.options:
+        return None
+    name = req.options[STANDBY_NAME]
+    if not valid_standby_name(name):
+        raise Refused("malformed request: bad standby-name %r" % name[:80])
+    return name
+
+
 def request_version(protocol, options):
     """The version a pull request needs: 1 when asked for or when it carries
     options (version 0 has none), else 0."""
@@ -271,11 +317,11 @@ class OldMaster(DSError):
 def ask_with_fallback(ask, req, log):
     """`ask(req)`; when an old master (the original replica.py) refuses
     version 1, ask again with version 0, which it speaks, unless the request
-    needs version 1 options."""
+    needs version 1 options (the standby's name alone is dropped: version 0 has none)."""
     try:
         return ask(req)
     except OldMaster as e:
-        if req.options:
+        if set(req.options) - {STANDBY_NAME}:
             raise Refused("the master does not speak request version 1 (%s)" % e.text,
                           "drop --check/--compress/--snapshot-timeout for this master, or upgrade it")
         log("the master does not speak request version 1 (%s); asking again with version 0" % e.text)
@@ -341,11 +387,12 @@ def _is_chain(value):
 _FIELD_CHECKS = dict(
     [(name, lambda v: isinstance(v, str) and _TID_RE.match(v)) for name in
      ("master_tid", "master_newest_tid", "packed_tid", "anchor")]
-    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped")]
+    + [(name, _is_count) for name in ("transactions", "files", "bytes", "kept", "dropped", "absent", "drops_bytes")]
     + [(name, lambda v: isinstance(v, bool)) for name in ("dry_run", "staged", "waiting")]
     + [("snapshot_seconds", _is_seconds), ("chain", _is_chain),
        ("format", lambda v: v in FORMATS), ("compress", lambda v: v in ("none", "gzip")),
-       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT))])
+       ("retry", lambda v: isinstance(v, str)), ("frame", lambda v: v in (INCREMENT, HEARTBEAT)),
+       ("method", lambda v: v in ("in-place", "tree")), ("reason", lambda v: isinstance(v, str))])
 
 
 def check_answer_fields(info, what):

@@ -17,6 +17,7 @@ import time
 
 from . import journal, ustar
 from .options import PullOptions
+from .packmirror import ask_pack_drops, master_packed, mirror_pack
 from .protocol import (
     Request,
     Session,
@@ -25,6 +26,7 @@ from .protocol import (
     pull_request_options,
     request_version,
     require_fields,
+    standby_name_option,
 )
 from .snapshot import PEER_WAIT, take_turn
 from .standing import refuse_if_promoted
@@ -212,15 +214,19 @@ def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
     with locked_replica(master, replica_dir, opts.check, log, hot) as (st, incoming, hold):
         before = st.last_tid()
         options = pull_request_options(opts.check, opts.compress, opts.snapshot_timeout, opts.snapshot_interval)
-        req = reference_request(st, before, request_version(opts.protocol, options), options)
+        version = request_version(opts.protocol, options)
+        options.update(standby_name_option(opts.standby_name))  # version 0 sends no options
+        req = reference_request(st, before, version, options)
         log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
 
         def ask(req):
             return _exchange(master, st, req, opts, log, incoming, before, progress)
 
         result = ask_with_fallback(ask, req, log)
+        packed = result.pop("master_packed", None)
         if not opts.check:
             take_and_apply(st, hold, incoming, result, req, log)
+            result["pack"] = pack_as_master(master, st, hold, packed, opts, log)
     result["downtime_seconds"] = round(hot.downtime, 3) if hot is not None else 0.0
     return make_report(result, st, before, opts.check, t0)
 
@@ -261,6 +267,21 @@ def take_and_apply(st, hold, incoming, result, req, log):
         hold.take()
         _check_unchanged(st, req, log)
     apply_increment(st, incoming, result, log, hold.taken)
+
+
+def pack_as_master(master, st, hold, packed, opts, log):
+    """When the master's x.packed (from its answer) moved past the replica's,
+    pack the replica as the master was (packmirror.py): one exchange of
+    names per pack.  Returns the counts, or None."""
+    if packed is None or packed <= st.packed_tid() or packed > st.last_tid():
+        return None
+    if not hold.taken:
+        hold.take()  # a hot standby's service is stopped for it, once per pack
+    log("the master was packed to %s; asking what its pack set aside" % hex_tid(packed))
+    packed, drops = ask_pack_drops(open_channel(master, opts, log), st, standby_name_option(opts.standby_name))
+    if packed <= st.packed_tid() or packed > st.last_tid():
+        return None
+    return mirror_pack(st, packed, drops, log)
 
 
 def _take_first(st, hold, check, log):
@@ -313,7 +334,7 @@ def apply_increment(st, incoming, result, log, taken=True):
     """Pass the commit point and apply the increment (or, with nothing new,
     leave a replica taken cold marked as a snapshot)."""
     if result["transactions"]:
-        _commit(st, incoming)
+        commit_increment(st, incoming)
         log("commit point passed; applying %d files" % result["files"])
         try:
             journal.apply_archive(st)
@@ -330,7 +351,7 @@ def make_report(result, st, before, check, t0):
     after = before if check else st.last_tid()
     result.setdefault("wire_bytes", 0)
     result.update(before_tid=hex_tid(before), after_tid=hex_tid(after),
-                  changed=bool(result["transactions"]) and not check)
+                  changed=bool(result["transactions"] or result.get("pack")) and not check)
     newest = result.pop("master_newest", None) or (after if not check else None)
     if newest is not None and newest != ZERO_TID and after != ZERO_TID:
         result["lag_seconds"] = round(max(0.0, tid_to_epoch(newest) - tid_to_epoch(after)), 3)
@@ -466,6 +487,7 @@ def _result(info, transactions, files, nbytes):
            "snapshot_seconds": info.get("snapshot_seconds", 0.0), "master_tid": info.get("master_tid")}
     if info.get("master_newest_tid"):
         res["master_newest"] = _tid(info["master_newest_tid"])
+    res["master_packed"] = master_packed(info)
     return res
 
 
@@ -501,7 +523,7 @@ class _Spool(object):
             self.f = None
 
 
-def _commit(st, incoming):
+def commit_increment(st, incoming):
     """The commit point: the archive becomes journal/replica.tar."""
     target = os.path.join(st.journal_dir, journal.REPLICA_TAR)
     os.replace(incoming, target)

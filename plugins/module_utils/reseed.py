@@ -1,28 +1,31 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""`ds-replica clone --delta MASTER PATH`: re-seed a storage that already
-holds the master's identity (a diverged standby, an old master, a clone
-interrupted half-way) by transferring only what is missing or different.
+"""Re-seed (`ds-replica clone --delta MASTER PATH`, the `reseed` module): make
+a storage that already holds the master's identity (a diverged standby, an
+old master, a clone interrupted half-way) a standby of the master again,
+transferring only what is missing or different.
 
-The steps are clone.py's: a hidden partial folder `.NAME.clone-PID`, the
-members written and checked as a clone writes them, the copy completed and
-swapped into place atomically.  What differs: the standby first sends its
-inventory (delta.inventory, protocol.delta_request); every file the master
-did not send and still holds is hard-linked from where the standby has it
-(PATH itself, or the partial folder of a dead clone: a clone resumes).
+`reseed` picks the method, named in the result as `method`:
 
-Nothing is lost silently: when PATH holds transactions the master does not
-(an old master that committed after the last pull), the old tree is not
-removed after the swap but renamed to `PATH.before-reseed-<UTC time>` (a
-marker in its misc/ says so before the swap, so a crash in between keeps it
-too), and those transactions are listed in the result.
+- `in-place` (reseed_inplace.py, issue 19): PATH is rewound to the anchor
+  (the newest transaction both hold, from its chain window) and the
+  master's increment applied through the journal; only the diverged
+  transactions' files are kept aside.  Its cost follows the divergence.
+- `tree` (below, issue 11), when the in-place method cannot be used: no
+  storage at PATH or a partial clone to resume, no anchor in the chain
+  window, the master packed past the anchor (`method_reason` says which).
+  A new tree is built in a hidden partial folder `.NAME.clone-PID` with
+  clone.py's steps: the standby sends its inventory (delta.py), every file
+  the master did not send and still holds is hard-linked from where the
+  standby has it (PATH itself, or the partial folder of a dead clone: a
+  clone resumes), and the copy is swapped into place atomically.  When PATH
+  holds transactions the master does not, the whole old tree is kept aside
+  as `PATH.before-reseed-<UTC time>` (keep_aside.py).
 """
 
 from __future__ import annotations
 
-import datetime
-import glob
 import hashlib
 import os
 import queue
@@ -31,26 +34,34 @@ import time
 
 from . import journal, ustar
 from .clone import (
-    KEEP_ASIDE,
     PART_SUFFIX,
-    _claim_destination,
-    _complete_copy,
-    _put_in_place,
-    _remove_stale_partials,
-    _stale,
+    claim_destination,
+    complete_copy,
     destination,
-    finish_keep_aside,
-    forget_keep_aside,
-    keep_aside_target,
+    put_in_place,
     release,
+    remove_stale_partials,
+    stale_folders,
     write_members,
 )
 from .delta import WINDOW, digest, is_revision, needs_digest, prefix_digest, walk
+from .keep_aside import (
+    KEEP_ASIDE,
+    aside_path,
+    finish_keep_aside,
+    finish_pending,
+    forget_markers_kept_aside,
+    mark_tree,
+    remove_stale_building,
+    transaction_facts,
+)
 from .options import PullOptions
-from .protocol import DROP_MEMBER, Session, decode_drop, delta_request
+from .protocol import DROP_MEMBER, Session, decode_drop, delta_request, standby_name_option
+from .reseed_inplace import reseed_in_place
 from .standing import set_upstream
 from .storage import (
     ZERO_TID,
+    Busy,
     Corrupt,
     DSError,
     Storage,
@@ -65,14 +76,60 @@ from .storage import (
     read_file,
     remove_atomic_leftovers,
     revision_name,
-    tid_to_datetime,
     transaction_digest,
     transaction_name,
-    write_atomic,
 )
 from .transport import Throttle, open_channel
 
-ASIDE_SUFFIX = ".before-reseed-"  # PATH.before-reseed-<UTC time>: the old tree kept aside
+
+def reseed(master, dest, opts=None, log=None, progress=None):
+    """Re-seed `dest` from `master`, in place when it can; returns the
+    result dict (`method`: in-place or tree)."""
+    opts = opts or PullOptions()
+    log = log or (lambda msg: None)
+    t0 = time.monotonic()
+    dest, parent, base = destination(master, dest, log)
+    why = _tree_needed(dest, parent, base)
+    if why is None:
+        result, why = _in_place(master, dest, opts, log, progress)
+        if result is not None:
+            result["elapsed_seconds"] = round(time.monotonic() - t0, 3)
+            return result
+    log("re-seeding by a new tree: %s" % why)
+    result = _reseed_tree(master, dest, parent, base, opts, log, progress)
+    result.update(method="tree", method_reason=why, elapsed_seconds=round(time.monotonic() - t0, 3))
+    return result
+
+
+def _tree_needed(dest, parent, base):
+    """Why the in-place method cannot even be asked for, or None."""
+    if not os.path.exists(os.path.join(dest, "config", "settings")):
+        return "%s holds no storage" % dest
+    if any(stale_folders(parent, base, "clone")):
+        return "a partial clone to resume"
+    return None
+
+
+def _in_place(master, dest, opts, log, progress):
+    """The in-place re-seed under PATH's locks, once its journal and an
+    interrupted re-seed are finished: (result, None) or (None, why not)."""
+    st = Storage(dest)
+    lock = st.lock()
+    if not lock.acquire():
+        raise Busy("%s is in use (misc/lock is held)" % dest, "stop what uses it first")
+    try:
+        sub = st.sublock()
+        if not sub.acquire():
+            raise Busy("%s is in use (misc/sublock is held)" % dest, "wait and try again")
+        try:
+            journal.recover(st)
+            remove_stale_building(dest)
+            finish_pending(st, log)
+            return reseed_in_place(master, st, opts, log, progress)
+        finally:
+            sub.release()
+    finally:
+        lock.release()
 
 
 class Source(object):
@@ -115,7 +172,7 @@ def _sources(dest, parent, base):
     of the same storage, best first (not scanned yet)."""
     found = [Source(dest, True)] if os.path.exists(os.path.join(dest, "config", "settings")) else []
     identity = found[0].identity if found else None
-    for partial in _stale(parent, base, "clone"):
+    for partial in stale_folders(parent, base, "clone"):
         source = Source(partial, False)
         if source.identity and identity in (None, source.identity):
             identity = source.identity
@@ -219,19 +276,15 @@ def _chain_window(home, chosen, trusted):
     return window, options
 
 
-def clone_delta(master, dest, opts=None, log=None, progress=None):
-    """Re-seed `dest` from `master`; returns the result dict."""
-    opts = opts or PullOptions()
-    log = log or (lambda msg: None)
-    t0 = time.monotonic()
-    dest, parent, base = destination(master, dest, log)
-    for partial in _stale(parent, base, "clone"):
+def _reseed_tree(master, dest, parent, base, opts, log, progress):
+    """The tree method; returns the result dict."""
+    for partial in stale_folders(parent, base, "clone"):
         finish_keep_aside(partial, log)
-    _forget_markers_kept_aside(dest)
+    forget_markers_kept_aside(dest)
     old_lock = _prepare_destination(dest)
     partial = None
     try:
-        before = _recovered_tid(dest)
+        before = _recovered_tid(dest, log)
         identity, sources = _sources(dest, parent, base)
         partial = os.path.join(parent, ".%s.clone-%d" % (base, os.getpid()))
         os.mkdir(partial, 0o755)
@@ -243,26 +296,16 @@ def clone_delta(master, dest, opts=None, log=None, progress=None):
         finally:
             linker.stop()
         result["kept_files"] = len(chosen.keys() - drop - received)
-        after = _complete_copy(partial)
+        after = complete_copy(partial)
         set_upstream(partial, master)
-        lost = _diverged(sources, partial, drop | received)
+        lost = _diverged(sources, partial, drop | received, result.get("anchor_tid"))
         partial, aside = _switch(partial, dest, lost, log)
-        _remove_stale_partials(parent, base, log)
+        remove_stale_partials(parent, base, log)
         result.update(changed=True, path=dest, before_tid=hex_tid(before), after_tid=hex_tid(after),
-                      removed_files=len(drop), diverged_transactions=lost, kept_aside=aside,
-                      elapsed_seconds=round(time.monotonic() - t0, 3))
+                      removed_files=len(drop), diverged_transactions=lost, kept_aside=aside)
         return result
     finally:
         release(partial, old_lock)
-
-
-def _forget_markers_kept_aside(dest):
-    """The keep-aside marker a crash left in an old tree already renamed to its
-    aside name PATH.before-reseed-*."""
-    for tree in glob.glob(glob.escape(dest) + ASIDE_SUFFIX + "*"):
-        target = keep_aside_target(tree)
-        if target is not None and os.path.basename(target) == os.path.basename(tree):
-            forget_keep_aside(tree)
 
 
 def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log, progress, linker):
@@ -280,8 +323,8 @@ def _delta_rounds(master, partial, identity, sources, chosen, trusted, opts, log
     entries += [(name, size, digest_) for name, (_path, size, digest_) in prefixes.items()]
     drop, received, result = set(), set(), None
     while True:
-        answer, round_drop, round_received = _receive(master, partial, delta_request(identity, entries, options),
-                                                      opts, log, progress, linker, prefixes)
+        req = delta_request(identity, entries, dict(options or {}, **standby_name_option(opts.standby_name)))
+        answer, round_drop, round_received = _receive(master, partial, req, opts, log, progress, linker, prefixes)
         drop |= round_drop
         received |= round_received
         if answer.get("retry"):
@@ -316,7 +359,7 @@ def _prepare_destination(dest):
     if os.path.exists(dest) and not os.path.exists(os.path.join(dest, "config", "settings")) and os.listdir(dest):
         raise DSError("%s exists and holds no storage: refusing to re-seed it" % dest,
                       "give the path of a storage, or an empty or new folder to resume a clone into")
-    lock = _claim_destination(dest, True)
+    lock = claim_destination(dest, True)
     if lock is not None:
         stale = os.path.join(dest, "misc", KEEP_ASIDE)
         if os.path.exists(stale):
@@ -325,10 +368,11 @@ def _prepare_destination(dest):
     return lock
 
 
-def _recovered_tid(dest):
+def _recovered_tid(dest, log):
     """Finish an interrupted pull or a crashed master's journal in PATH (as
-    the storage does when it opens), so that every committed transaction is
-    in A/; returns its newest transaction."""
+    the storage does when it opens), and an interrupted in-place re-seed, so
+    that every committed transaction is in A/; returns its newest
+    transaction."""
     if not os.path.exists(os.path.join(dest, "config", "settings")):
         return ZERO_TID
     st = Storage(dest)
@@ -337,6 +381,7 @@ def _recovered_tid(dest):
         raise DSError("%s is in use (misc/sublock is held)" % dest, "wait and try again")
     try:
         journal.recover(st)
+        finish_pending(st, log)
     finally:
         sub.release()
     return st.last_tid()
@@ -563,22 +608,19 @@ class _Linker(threading.Thread):
             raise self.error
 
 
-def _transaction_facts(data):
-    txn = parse_transaction(data, check_md5=False)
-    when = tid_to_datetime(txn.tid)
-    return {"tid": hex_tid(txn.tid), "time": when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else None,
-            "user": txn.user.decode("utf-8", "replace"), "description": txn.description.decode("utf-8", "replace")}
-
-
-def _diverged(sources, partial, replaced):
+def _diverged(sources, partial, replaced, anchor=None):
     """The transactions PATH holds that the new copy does not (a different
     file under the same name counts, unless only its "previous tid" field
-    differs, as after a pack): [{tid, time, user, description}]."""
+    differs, as after a pack; a missing one counts unless the master packed
+    it away: below its pack point and, when the master found an anchor
+    (hex), not above it): [{tid, time, user, description, oids}]."""
     trusted = [s for s in sources if s.trusted]
     if not trusted:
         return []
     new = Storage(partial)
     packed = new.packed_tid()
+    if anchor and anchor != hex_tid(ZERO_TID):
+        packed = min(packed, bytes.fromhex(anchor))
     lost = []
     for name, (path, _size) in sorted(trusted[0].files.items()):
         if not name.startswith("t") or name not in replaced:
@@ -589,7 +631,7 @@ def _diverged(sources, partial, replaced):
         except FileNotFoundError:
             same = parse_transaction(data, check_md5=False).tid <= packed  # packed away on the master
         if not same:
-            lost.append(_transaction_facts(data))
+            lost.append(transaction_facts(data))
     return lost
 
 
@@ -599,24 +641,11 @@ def _switch(partial, dest, lost, log):
     is left to remove, the aside path or None)."""
     aside = None
     if lost and os.path.exists(dest):
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = "%s%s%s" % (dest, ASIDE_SUFFIX, stamp)
-        os.makedirs(os.path.join(dest, "misc"), exist_ok=True)
-        write_atomic(os.path.join(dest, "misc", KEEP_ASIDE), aside.encode("utf-8"))
-    left = _put_in_place(partial, dest)
+        aside = aside_path(dest)
+        mark_tree(dest, aside)
+    left = put_in_place(partial, dest)
     if left is not None and aside is not None:
         finish_keep_aside(left, log)
         fsync_path(os.path.dirname(dest), directory=True)
         return None, aside
     return left, aside
-
-
-def kept_aside_line(result):
-    """One line on the transactions a re-seed kept aside (what the CLI, the
-    module and the playbooks print), or None when it kept nothing aside."""
-    if not result.get("kept_aside"):
-        return None
-    return "%d transaction(s) the master does not hold, kept in %s: %s" % (
-        len(result["diverged_transactions"]), result["kept_aside"],
-        "; ".join("%s %s user=%r description=%r" % (t["tid"], t["time"], t["user"], t["description"])
-                  for t in result["diverged_transactions"]))

@@ -32,8 +32,11 @@ import tempfile
 import time
 
 from . import ustar
-from .delta import answer_delta
+from .delta import IN_PLACE, answer_delta, answer_in_place
 from .journal import is_mutable
+from .packmirror import OPTION as PACK_DROPS
+from .packmirror import answer_pack_drops
+from .positions import Recorder, requester
 from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_request, write_answer_header, write_frame
 from .snapshot import Snapshot, stale_code
 from .storage import (
@@ -208,7 +211,8 @@ def check_reference(st, req):
     if packed > req.tid:
         raise Refused("storage has been packed since the last replica (master packed to %s, replica at %s)"
                       % (hex_tid(packed), hex_tid(req.tid)),
-                      "make a new copy with 'ds-replica clone', and pull more often than the master is packed")
+                      "re-seed the replica with 'ds-replica clone --delta MASTER REPLICA' (it transfers only what "
+                      "differs), and pull more often than the master is packed")
     if req.tid != ZERO_TID:
         try:
             data = st.transaction_data(req.tid)
@@ -387,10 +391,11 @@ def remove_detached(path):
         os._exit(0)
 
 
-def _serve_clone(st, snap, stdout, log, detach_cleanup=False):
+def _serve_clone(st, snap, stdout, log, detach_cleanup=False, on_sent=None):
     """A first copy: hard-link A/ into a staging folder in snapshot mode and
     send it after leaving; the staged tree is removed however the answer
-    ends (sent, refused, a signal, a standby dropped for not reading)."""
+    ends (sent, refused, a signal, a standby dropped for not reading).
+    `on_sent(tid)` once it was all written."""
     staged, sent = staging_folder(snap.code), False
     try:
         with snap:
@@ -406,6 +411,8 @@ def _serve_clone(st, snap, stdout, log, detach_cleanup=False):
             remove_detached(st.sub(staged))
         else:
             shutil.rmtree(st.sub(staged), ignore_errors=True)
+    if on_sent is not None:
+        on_sent(master_tid)
     log("clone sent %(files)d files, %(bytes)d bytes" % counts)
     return None
 
@@ -419,10 +426,13 @@ def _clone_header(stdout, st, master_tid, snapshot_seconds):
 
 
 def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval=5.0, warn=None,
-          detach_cleanup=False, write_timeout=WRITE_TIMEOUT):
+          detach_cleanup=False, write_timeout=WRITE_TIMEOUT, environ=None):
     """Answer one request.  Raises DSError on refusal (the caller prints it and
     exits non-zero); writes nothing to stdout before all checks passed.  A
-    standby that stops reading for `write_timeout` seconds is dropped."""
+    standby that stops reading for `write_timeout` seconds is dropped.
+    Where the standby stands is recorded (positions.py) once it was sent
+    what it asked for; `environ` (os.environ) names a standby that gave no
+    name by its ssh address."""
     log = log or (lambda msg: None)
     req = read_request(stdin)
     st = Storage(home)
@@ -431,23 +441,34 @@ def serve(home, stdin, stdout, log=None, snapshot_timeout=0.0, snapshot_interval
     timeout, interval = _snapshot_waits(req.options, snapshot_timeout, snapshot_interval)
     snap = Snapshot(st, timeout=timeout, interval=interval, log=log, warn=warn)
     out = answer_output(stdout, write_timeout)
-    result = _answer(st, req, stdin, out, log, snap, detach_cleanup)
+    recorder = None
+    if req.kind != "verify":
+        kind = "follow" if req.version >= FOLLOW_VERSION else ("pull" if req.kind == "request" else "clone")
+        recorder = Recorder(st.home, requester(req, os.environ if environ is None else environ), kind, warn or log)
+    result = _answer(st, req, stdin, out, log, snap, detach_cleanup, recorder)
     out.flush()
     return result
 
 
-def _answer(st, req, stdin, stdout, log, snap, detach_cleanup):
+def _answer(st, req, stdin, stdout, log, snap, detach_cleanup, recorder):
+    if req.kind == "verify" and req.options.get(PACK_DROPS) == "1":
+        return answer_pack_drops(st, stdout, write_answer_header)
     if req.kind == "verify":
         return answer_verify(st, req, stdout)
     remove_stale_staging(st)
     dry_run = req.options.get("dry-run") == "1"
     compress = req.options.get("compress", "none")
-    if req.kind == "delta":  # clone --delta (issue 11)
-        return answer_delta(st, req, snap, stdin, stdout, log, Increment())
+    if req.kind == "delta" and req.options.get(IN_PLACE) == "in-place":  # re-seed in place (issue 19)
+        return answer_in_place(st, req, snap, stdin, stdout, log, Increment(), collect)
+    if req.kind == "delta":  # re-seed by a new tree (issue 11)
+        reached = answer_delta(st, req, snap, stdin, stdout, log, Increment())
+        if reached is not None:
+            recorder.record(reached)
+        return None
     if req.version >= FOLLOW_VERSION:
-        return _serve_follow(st, req, snap, stdin, stdout, compress, log)
+        return _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder)
     if req.kind == "clone":
-        return _serve_clone(st, snap, stdout, log, detach_cleanup)
+        return _serve_clone(st, snap, stdout, log, detach_cleanup, recorder.record)
     inc = Increment()
     try:
         snap_seconds = _gather(st, req, inc, None if dry_run else snap, log)
@@ -456,6 +477,8 @@ def _answer(st, req, stdin, stdout, log, snap, detach_cleanup):
         if not dry_run:
             _send(inc, stdout, compress)
         stdout.flush()
+        if not dry_run:
+            recorder.record(req.tid, inc.master_tid)
         return inc
     finally:
         inc.close()
@@ -496,7 +519,7 @@ def _gather(st, req, inc, snap, log):
 def _increment_header(st, inc, snap_seconds, compress, dry_run):
     return {"transactions": inc.transactions, "files": len(inc.entries), "bytes": inc.bytes,
             "snapshot_seconds": round(snap_seconds, 6), "master_tid": hex_tid(inc.master_tid),
-            "master_newest_tid": hex_tid(max(st.newest_tid(), inc.master_tid)),
+            "master_newest_tid": hex_tid(max(st.newest_tid(), inc.master_tid)), "packed_tid": hex_tid(st.packed_tid()),
             "format": st.format, "compress": compress, "dry_run": dry_run}
 
 
@@ -511,21 +534,29 @@ def _send(inc, stdout, compress):
 
 # ------------------------------------------------- follow (request version 2)
 
-def _serve_follow(st, req, snap, stdin, stdout, compress, log):
+def _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder):
     """`ds-replica follow`: check the replica's reference at once, then send
     an increment whenever the newest committed transaction moves (journal
-    included: watch.py), until the standby goes."""
+    included: watch.py), until the standby goes.  The standby's record is
+    rewritten at most every few seconds (increments and heartbeats): it
+    holds the reference of the latest increment (it asked for the next)."""
     interval, heartbeat = follow_waits(req.options)
     check_reference(st, req)
+    recorder.record(req.tid)
     reference = [req]
 
     def send(_known):
         inc = _send_frame(st, reference[0], snap, stdout, compress, log)
+        recorder.beat(reference[0].tid, inc.master_tid)
         reference[0] = Request("request", req.version, req.identity, inc.master_tid,
                                st.transaction_md5(inc.master_tid))
         return inc.master_tid
 
-    follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat)
+    try:
+        follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat, beat=recorder.beat,
+                    about=lambda: {"packed_tid": hex_tid(st.packed_tid())})
+    finally:
+        recorder.flush()
     return None
 
 

@@ -70,7 +70,10 @@ def upstream(home):
 
 
 def set_upstream(home, master):
-    """Record `master`; True when that changed something."""
+    """Record `master` (the caller holds the storage's locks: a temporary
+    file of an earlier write cut short is removed); True when that changed
+    something."""
+    remove_atomic_leftovers(_config(home, UPSTREAM))
     if upstream(home) == master:
         return False
     write_atomic(_config(home, UPSTREAM), (master + "\n").encode("utf-8"))

@@ -63,7 +63,8 @@ class Input(object):
         return data if data else None
 
 
-def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=time.monotonic):
+def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=time.monotonic, beat=None,
+                about=None):
     """Until the standby goes: when `newest()` differs from `known` and the
     standby has asked for it (it has, for the first one), `send(known)`
     gathers and sends an increment and returns the tid it reaches, at most
@@ -71,7 +72,9 @@ def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=t
     small share however fast it writes); after `heartbeat` seconds without a
     frame, a heartbeat.  A send that could not reach what `newest()` said
     (a stopped storage whose journal waits for the engine's recovery) is not
-    repeated until `newest()` moves again.  Returns the last tid sent."""
+    repeated until `newest()` moves again.  `beat()` is called after each
+    heartbeat (the standby is still there); `about()` gives more fields of
+    a heartbeat (the master's x.packed).  Returns the last tid sent."""
     source = Input(stdin)
     wanted = True
     said = b""
@@ -87,9 +90,11 @@ def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=t
             wanted = due = False
             last = clock()
         elif clock() - last >= heartbeat:
-            write_frame(stdout, HEARTBEAT, {"master_tid": hex_tid(tid), "waiting": not wanted})
+            write_frame(stdout, HEARTBEAT, dict(about() if about else {}, master_tid=hex_tid(tid), waiting=not wanted))
             stdout.flush()
             last = clock()
+            if beat is not None:
+                beat()
         data = source.wait(max(0.0, ready - clock()) if due else interval)
         if data is None:
             return known

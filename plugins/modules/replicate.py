@@ -185,6 +185,14 @@ master_tid:
   returned: success
   type: str
   sample: 03E5A6C2A0C1D111
+pack:
+  description:
+    - When the master had been packed past the replica, what packing the replica as the master was did (the master's
+      C(packed_tid), the files C(set_aside) as C(NAME-<time>-deleted), the transactions C(relinked), the old set-aside
+      files C(removed)); null when the master's pack had been followed already.
+  returned: success, not in check mode
+  type: dict
+  sample: {"packed_tid": "03E5A6C2A0C1D111", "set_aside": 49, "relinked": 1, "removed": 0}
 """
 
 # Ansible modules keep their imports after the documentation strings.
@@ -199,7 +207,7 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.replica imp
 from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 RESULT_KEYS = ("before_tid", "after_tid", "transactions", "files", "bytes", "lag_seconds", "snapshot_seconds",
-               "elapsed_seconds", "master_tid", "downtime_seconds")
+               "elapsed_seconds", "master_tid", "downtime_seconds", "pack")
 
 
 def main():

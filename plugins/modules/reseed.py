@@ -11,12 +11,14 @@ short_description: Re-seed a DirectoryStorage standby or old master from a maste
 version_added: 0.2.0
 description:
   - Same as C(ds-replica clone --delta MASTER PATH). O(path) holds a storage with the master's identity (a
-    standby that diverged, an old master, or a clone that was interrupted); only the files it lacks or holds
-    differently are transferred, the others are hard-linked into the new copy, which replaces the old one in
-    one atomic step.
-  - When O(path) holds transactions the master does not (an old master that committed after the last pull), the
-    old storage is kept aside whole as C(PATH.before-reseed-<UTC time>) and those transactions are listed in
-    RV(diverged_transactions).
+    standby that diverged, an old master, or a clone that was interrupted); only what differs is transferred.
+  - In place (RV(method=in-place)) when O(path)'s newest transactions include one the master holds (the anchor)
+    and the master is not packed past it; O(path) is rewound to the anchor and the master's increment applied
+    through the journal, as a pull does. Otherwise (no anchor, master packed past it, a partial clone to
+    resume) by a new tree (RV(method=tree)), swapped into place in one atomic step; RV(method_reason) says why.
+  - When O(path) holds transactions the master does not (an old master that committed after the last pull),
+    they are kept in C(PATH.before-reseed-<UTC time>) (in place, only their files and the files they changed; by
+    a new tree, the whole old storage), listed in RV(diverged_transactions) and by C(ds-replica kept-aside).
 author:
   - dirstorage.replication contributors (@dirstorage)
 options:
@@ -60,6 +62,21 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+method:
+  description: How the storage was re-seeded, V(in-place) or V(tree) (null in check mode).
+  returned: always
+  type: str
+  sample: in-place
+method_reason:
+  description: Why a new tree was built instead of re-seeding in place.
+  returned: when RV(method=tree)
+  type: str
+  sample: no transaction of the chain window is the master's
+anchor_tid:
+  description: The newest transaction O(path) and the master both held.
+  returned: success
+  type: str
+  sample: 040D44D7890F0400
 changed:
   description: Whether the storage was re-seeded (in check mode, whether it would be).
   returned: always
@@ -81,7 +98,8 @@ bytes:
   type: int
   sample: 1048576
 kept_files:
-  description: Files kept (hard-linked) from what O(path) already held.
+  description: Files kept (hard-linked) from what O(path) already held, by a new tree (null in place, where every
+    file but the diverged ones stays).
   returned: success
   type: int
   sample: 436000
@@ -98,7 +116,7 @@ diverged_transactions:
   elements: dict
   sample: [{"tid": "040D44D7890F0444", "time": "2026-11-26T18:00:00Z", "user": "alice", "description": "order"}]
 kept_aside:
-  description: Where the old storage was kept (null when nothing was lost).
+  description: Where the diverged transactions were kept (null when nothing was lost).
   returned: success
   type: str
   sample: /var/lib/zope/storage.before-reseed-20261126T180000Z
@@ -118,13 +136,14 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     fail_message,
     pull_options,
 )
-from ansible_collections.dirstorage.replication.plugins.module_utils.reseed import (  # noqa: E402
-    clone_delta,
+from ansible_collections.dirstorage.replication.plugins.module_utils.keep_aside import (  # noqa: E402
     kept_aside_line,
 )
+from ansible_collections.dirstorage.replication.plugins.module_utils.reseed import reseed  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
-RESULT_KEYS = ("after_tid", "before_tid", "files", "bytes", "kept_files", "removed_files", "diverged_transactions",
+RESULT_KEYS = ("method", "method_reason", "anchor_tid", "after_tid", "before_tid", "files", "bytes", "kept_files",
+               "removed_files", "diverged_transactions",
                "kept_aside", "snapshot_seconds", "elapsed_seconds", "master_tid")
 
 
@@ -135,9 +154,9 @@ def main():
     )
     p = module.params
     if module.check_mode:
-        module.exit_json(changed=True, diverged_transactions=[], kept_aside=None, kept_aside_line=None)
+        module.exit_json(changed=True, method=None, diverged_transactions=[], kept_aside=None, kept_aside_line=None)
     try:
-        result = clone_delta(p["master"], p["path"], pull_options(p))
+        result = reseed(p["master"], p["path"], pull_options(p))
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e), retryable=bool(getattr(e, "retryable", False)))
     module.exit_json(changed=True, kept_aside_line=kept_aside_line(result), **{k: result.get(k) for k in RESULT_KEYS})

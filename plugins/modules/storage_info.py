@@ -12,6 +12,7 @@ version_added: 0.1.0
 description:
   - Reads a storage folder (master or replica) and returns its identity, format, class, newest and packed
     transaction with their UTC times, snapshot and lock state, journal backlog and last replication.
+  - On a master, where each standby stands and the horizon, the oldest transaction a standby still holds.
   - Never changes anything; takes no lock.
 author:
   - dirstorage.replication contributors (@dirstorage)
@@ -21,6 +22,12 @@ options:
       - The storage folder.
     type: path
     required: true
+  max_age:
+    description:
+      - On a master, standbys not heard from within this many days are left out of RV(storage.horizon) and flagged
+        C(silent) in RV(storage.standbys) (as C(ds-replica horizon --max-age)).
+      - Default is to count every recorded standby.
+    type: float
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -84,7 +91,7 @@ storage:
     flushed_tid:
       description:
         - Newest transaction already flushed into C(A/) (C(A/x.serial)).
-        - Below RV(last_tid) while the journal holds commits.
+        - Below RV(storage.last_tid) while the journal holds commits.
       type: str
       sample: 040D44D7890F0444
     packed_tid:
@@ -149,6 +156,29 @@ storage:
       type: dict
       sample: {"state": "following", "running": true, "pid": 4242, "tid": "040D44D78EBB2244",
                "lag_seconds": 0.21, "updated": 1764150900.5, "master": "zope@db1:/srv/zeo/main"}
+    horizon:
+      description:
+        - On a master, the oldest transaction held by a standby heard from within O(max_age) (the horizon). Packing
+          past it strands that standby. Null when no such standby is recorded.
+        - C(tid), its Unix C(time) and C(age_seconds), and the C(standby) that holds it.
+      type: dict
+      sample: {"tid": "040D44D78EBB2244", "time": 1764150900.5, "age_seconds": 259200.0, "standby": "standby2"}
+    standbys:
+      description:
+        - On a master, every standby its serve recorded (C(misc/standbys/NAME.json)), oldest position first.
+        - C(name) (C(--standby-name), or the ssh client address of a request of version 0); C(kind) of its last
+          request (C(pull), C(follow) or C(clone)); C(tid), the newest transaction it is known to hold, and
+          C(tid_time); C(sent_tid), what it was last sent; C(seen), the Unix time it was last heard from, and
+          C(seen_age_seconds); C(silent), not heard from within O(max_age).
+      type: list
+      elements: dict
+      sample: [{"name": "standby2", "kind": "follow", "tid": "040D44D78EBB2244", "tid_time": 1764150900.5,
+                "sent_tid": "040D44D78EBB2244", "seen": 1764410100.0, "seen_age_seconds": 3.2, "silent": false}]
+    silent_standbys:
+      description: Names of the silent standbys (see RV(storage.standbys)) whose position is older than the horizon.
+      type: list
+      elements: str
+      sample: []
 """
 
 # Ansible modules keep their imports after the documentation strings.
@@ -159,9 +189,10 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.storage imp
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True)), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(path=dict(type="path", required=True), max_age=dict(type="float")),
+                           supports_check_mode=True)
     try:
-        info = storage_info(module.params["path"])
+        info = storage_info(module.params["path"], module.params["max_age"])
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e))
     module.exit_json(changed=False, storage=info)

@@ -111,6 +111,19 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     new = outside_misc(ref_case / "replica")
     assert new != old
     assert_objects(ref_case / "replica", m["master"]["objects"])
+    # the `bushy` master was packed (by the real engine): after the apply, the pull packs the replica as the
+    # master was (packmirror.py); `applied` is the replica between the two, a pull that does not pack
+    applied_case = tmp_path / "applied"
+    shutil.copytree(pristine, applied_case, symlinks=True)
+    subprocess.run(NO_PACK + pull_argv(applied_case)[1:], check=True, timeout=120)
+    applied = outside_misc(applied_case / "replica")
+    assert applied not in (old, new)
+
+    def packing(now):
+        """A replica part way through packing as the master: each file the applied or the packed one's
+        (or the temporary file of one being relinked), x.packed still the applied one's (written last)."""
+        return (all(now[p] in (applied.get(p), new.get(p)) or storage.ATOMIC_TEMP in p for p in now)
+                and now.get("A/x/packed") == applied.get("A/x/packed"))
 
     def one(call, when, work):
         fresh_copy(pristine, work)
@@ -128,8 +141,8 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
         now = outside_misc(replica)
         if not pending:
             # before the commit point, or after the pending increment was retired
-            assert now in (old, new), "%s: the replica is neither the old nor the new one" % where
-            labels.append("old state" if now == old else "new state")
+            assert now in (old, new) or packing(now), "%s: the replica is neither the old nor the new one" % where
+            labels.append("old state" if now == old else "new state" if now == new else "packing as the master")
         else:
             labels.append("pending (past the commit point)")
             # what any tool opening the replica does: recovery, on a copy
@@ -138,7 +151,7 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
             ost = storage.Storage(opened)
             with ost.lock(), ost.sublock():
                 journal.recover(ost)
-            assert outside_misc(opened) == new, "%s: recovery did not give the new replica" % where
+            assert outside_misc(opened) == applied, "%s: recovery did not give the new replica" % where
         # the next run repairs: a plain pull, nothing left behind
         again = subprocess.run(pull_argv(work), capture_output=True, text=True, timeout=120, check=False)
         assert again.returncode == 0, "%s: the next pull failed: %s" % (where, again.stderr)
@@ -154,6 +167,11 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     assert figures["kills"] >= len(points) * 0.9, figures
     assert figures["old state"] and figures["pending (past the commit point)"], figures
     report(request, "crash_points", dict(calls=dict(sorted(counts.items())), **figures))
+
+
+# a pull that does not pack the replica as its master was
+NO_PACK = [sys.executable, "-c", "import sys; from dirstorage_replica import replica, cli; "
+           "replica.pack_as_master = lambda *a, **k: None; sys.exit(cli.main())"]
 
 
 def _leftovers(parent):

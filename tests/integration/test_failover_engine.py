@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage
+from dirstorage_replica import reseed_inplace, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.info import storage_info
 from dirstorage_replica.promote import promote
 from dirstorage_replica.replica import pull
-from dirstorage_replica.reseed import clone_delta
+from dirstorage_replica.reseed import reseed
 from dirstorage_replica.standing import upstream
 from tests.support.checks import assert_objects, assert_reads_as, manifest, replica_state
 from tests.support.simulated_storage import SimulatedStorage
@@ -47,6 +47,12 @@ def commit(home, *descriptions):
     return [storage.hex_tid(t) for t in tids]
 
 
+@pytest.fixture
+def by_tree(monkeypatch):
+    """Keep the in-place method out (an empty chain window: no anchor)."""
+    monkeypatch.setattr(reseed_inplace, "WINDOW", 0)
+
+
 def copy(src, dst):
     shutil.copytree(src, dst, symlinks=True)
     return dst
@@ -55,26 +61,28 @@ def copy(src, dst):
 def test_delta_brings_a_standby_that_is_behind_to_the_master(unpack_fixture, tmp_path):
     d = unpack_fixture("bushy")
     m = manifest(d)
-    result = clone_delta(str(d / "master"), str(d / "replica"))
+    result = reseed(str(d / "master"), str(d / "replica"))
+    assert result["method"] == "in-place"
     assert_objects(d / "replica", m["master"]["objects"])
-    assert outside_misc(d / "replica") == as_cloned(d / "master", tmp_path)
+    assert_reads_as(d / "replica", d / "master")
     assert result["diverged_transactions"] == [] and result["kept_aside"] is None
-    # only what the replica lacked came over the wire (plus x.* and config)
-    assert result["files"] <= len(m["expected_increment"]) + 10, result  # + x.*, config, relinked by a pack
-    assert result["kept_files"] > 0
+    # only what the replica lacked came over the wire: what a pull brings
+    assert result["files"] == len(m["expected_increment"]), result
     assert upstream(str(d / "replica")) == str(d / "master")
     assert [p.name for p in d.iterdir() if p.name.startswith(".")] == []
     # a standby again: the next pull has nothing to do
     assert pull(str(d / "master"), str(d / "replica"))["transactions"] == 0
 
 
-def test_delta_keeps_aside_and_lists_what_only_the_old_master_held(unpack_fixture, tmp_path):
+def test_delta_by_a_new_tree_keeps_the_whole_old_tree_aside(unpack_fixture, tmp_path, by_tree):
     d = unpack_fixture("bushy")
     new_master = copy(d / "master", d / "standby1")  # the standby that was promoted
     commit(new_master, b"after failover")
     late = commit(d / "master", b"late order 1", b"late order 2")  # the old master wrote on, unseen
     before = outside_misc(d / "master")
-    result = clone_delta(str(new_master), str(d / "master"))
+    result = reseed(str(new_master), str(d / "master"))
+    assert result["method"] == "tree"
+    assert result["method_reason"] == "no transaction of the chain window is the master's"
     assert [t["tid"] for t in result["diverged_transactions"]] == late
     assert [t["description"] for t in result["diverged_transactions"]] == ["late order 1", "late order 2"]
     assert all(t["user"] == "alice" and t["time"] for t in result["diverged_transactions"])
@@ -86,7 +94,7 @@ def test_delta_keeps_aside_and_lists_what_only_the_old_master_held(unpack_fixtur
     assert result["files"] <= 12, result  # the new transaction, its files, x.*; never the whole storage
 
 
-def test_a_keep_aside_marker_cut_short_is_not_kept(unpack_fixture):
+def test_a_keep_aside_marker_cut_short_is_not_kept(unpack_fixture, by_tree):
     """A power cut between writing misc/reseed-keep-aside.tmp-PID (fsynced) and
     its rename becoming durable leaves that file in the old tree (found by
     tests/integration/test_power_loss.py, operation `clone-delta`): the next
@@ -96,11 +104,11 @@ def test_a_keep_aside_marker_cut_short_is_not_kept(unpack_fixture):
     commit(new_master, b"after failover")
     commit(d / "master", b"unseen order")
     (d / "master" / "misc" / "reseed-keep-aside.tmp-999999999").write_text(str(d / "master.before-reseed-x"))
-    result = clone_delta(str(new_master), str(d / "master"))
+    result = reseed(str(new_master), str(d / "master"))
     assert sorted(p.name for p in (Path(result["kept_aside"]) / "misc").glob("reseed-keep-aside*")) == []
 
 
-def test_a_tree_kept_aside_loses_its_marker_even_after_a_crash(unpack_fixture):
+def test_a_tree_kept_aside_loses_its_marker_even_after_a_crash(unpack_fixture, by_tree):
     """A crash or power cut after the old tree was renamed to its aside name,
     before the removal of its misc/reseed-keep-aside reached the disk, left the
     marker in the kept-aside tree for ever (found by
@@ -110,9 +118,9 @@ def test_a_tree_kept_aside_loses_its_marker_even_after_a_crash(unpack_fixture):
     new_master = copy(d / "master", d / "standby1")
     commit(new_master, b"after failover")
     commit(d / "master", b"unseen order")
-    aside = Path(clone_delta(str(new_master), str(d / "master"))["kept_aside"])
+    aside = Path(reseed(str(new_master), str(d / "master"))["kept_aside"])
     (aside / "misc" / "reseed-keep-aside").write_text(str(aside))  # as the cut left it
-    clone_delta(str(new_master), str(d / "master"))
+    reseed(str(new_master), str(d / "master"))
     assert sorted(p.name for p in (aside / "misc").glob("reseed-keep-aside*")) == []
     assert sorted(p.name for p in d.glob("master.before-reseed-*")) == [aside.name]
 
@@ -141,7 +149,8 @@ def test_an_interrupted_clone_resumes_from_what_it_had_written(unpack_fixture, t
     for p in names[::2]:
         p.unlink()
     names[1].write_bytes(names[1].read_bytes()[:-1])  # a file cut short: sent again
-    result = clone_delta(str(d / "master"), str(d / "standby"))
+    result = reseed(str(d / "master"), str(d / "standby"))
+    assert (result["method"], result["method_reason"]) == ("tree", "%s holds no storage" % (d / "standby"))
     assert outside_misc(d / "standby") == outside_misc(tmp_path / "whole")
     assert 0 < result["files"] < full["files"] * 0.75, (result["files"], full["files"])
     assert not partial.exists()
@@ -151,7 +160,7 @@ def test_delta_refuses_a_copy_of_another_storage(unpack_fixture):
     d = unpack_fixture("foreign")
     before = outside_misc(d / "replica")
     with pytest.raises(storage.DSError, match="is a copy of storage .*, not of this master"):
-        clone_delta(str(d / "master"), str(d / "replica"))
+        reseed(str(d / "master"), str(d / "replica"))
     assert outside_misc(d / "replica") == before
 
 

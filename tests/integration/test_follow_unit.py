@@ -252,3 +252,13 @@ def test_the_installed_cron_line_passes_commands_with_percent_signs(tmp_path, pa
     at = argv.index("--stop-command")
     assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"], argv
     assert argv[-2:] == [str(master), str(replica)]
+
+
+def test_the_unit_names_the_standby_when_one_is_given(tmp_path, pair):
+    master, replica = pair
+    named = shlex.split(directives(render_unit(tmp_path, item_for(master, replica, standby_name="st1-main")))
+                        ["ExecStart"][0])
+    assert named[named.index("--standby-name") + 1] == "st1-main"
+    default = shlex.split(directives(render_unit(tmp_path, item_for(master, replica, standby_name="")))
+                          ["ExecStart"][0])
+    assert "--standby-name" not in default

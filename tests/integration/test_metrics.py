@@ -117,6 +117,31 @@ def test_alert_rules_load_and_fire_as_documented():
     (and stays quiet) as its comment says: promtool's rule unit tests, with a
     healthy second storage that must never alert."""
     check = promtool("check", "rules", str(RULES))
-    assert check.returncode == 0 and "SUCCESS: 5 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 6 rules found" in check.stdout, check.stdout + check.stderr
     run = promtool("test", "rules", str(RULE_TESTS))
     assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_master_writes_its_horizon_metrics(tmp_path):
+    """`ds-replica horizon --metrics` on a master: a file promtool accepts, with the
+    age of the oldest position and how long its standby has been silent."""
+    from dirstorage_replica.positions import Recorder
+    from tests.support.simulated_storage import create_storage
+
+    master = tmp_path / "main"
+    create_storage(master)
+    now = time.time()
+    for name, tid_age, seen_age in (("near", 60, 5), ("gone", 10 * 86400, 3 * 86400)):
+        Recorder(str(master), name, "pull", clock=lambda s=now - seen_age: s).record(
+            storage.tid_from_epoch(now - tid_age))
+    prom = tmp_path / "dirstorage_master_main.prom"
+    run = subprocess.run([str(BIN / "ds-replica"), "horizon", "--max-age", "2", "--metrics", str(prom), str(master)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "held by standby near" in run.stdout and "gone: holds" in run.stdout and "SILENT" in run.stdout
+    check = promtool("check", "metrics", stdin=prom.read_text())
+    assert check.returncode == 0 and not check.stdout.strip() and not check.stderr.strip(), check.stdout + check.stderr
+    values = read_metrics(prom)
+    assert (values["standbys"], values["silent_standbys"]) == (2, 1)
+    assert 10 * 86400 - 5 < values["horizon_age_seconds"] < 10 * 86400 + 60
+    assert 3 * 86400 - 5 < values["horizon_holder_silence_seconds"] < 3 * 86400 + 60

@@ -15,13 +15,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from dirstorage_replica.ansible_args import CONNECTION_ARGS
-from dirstorage_replica.storage import Storage, hex_tid
+from dirstorage_replica.positions import Recorder
+from dirstorage_replica.storage import Storage, hex_tid, tid_from_epoch
 from tests.support.checks import assert_reads_as, expected_refusal, manifest, replica_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,3 +275,20 @@ def _module_attr(module, attr):
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == attr for t in node.targets):
             return node.value.value
     pytest.fail("%s has no %s" % (module, attr))
+
+
+def test_storage_info_says_where_the_standbys_of_a_master_stand(unpack_fixture):
+    case = unpack_fixture("lawn")
+    master = case / "master"
+    now = time.time()
+    for name, tid_age, seen_age in (("near", 60, 5), ("far", 3 * 86400, 3600), ("gone", 40 * 86400, 30 * 86400)):
+        Recorder(str(master), name, "pull", clock=lambda s=now - seen_age: s).record(tid_from_epoch(now - tid_age))
+    ok, res = run_module("storage_info", {"path": str(master), "max_age": 7})
+    assert ok
+    st = res["storage"]
+    assert st["horizon"]["standby"] == "far" and st["horizon"]["tid"] == hex_tid(tid_from_epoch(now - 3 * 86400))
+    assert 3 * 86400 - 5 < st["horizon"]["age_seconds"] < 3 * 86400 + 120
+    assert [(s["name"], s["silent"]) for s in st["standbys"]] == [("gone", True), ("far", False), ("near", False)]
+    assert st["silent_standbys"] == ["gone"]
+    ok, res = run_module("storage_info", {"path": str(master)})
+    assert res["storage"]["horizon"]["standby"] == "gone" and res["storage"]["silent_standbys"] == []

@@ -5,7 +5,8 @@ tests, judged by the real engine's own reader (read_state.py).
 
 Checks: follow at a busy and a quiet rate (lag of every transaction, and no
 snapshot mode while nothing is new), a pull and a clone from the live
-master, and a re-seed (clone --delta) of a replica that diverged.  Prints
+master, a re-seed (clone --delta) of a replica that diverged, and a pack
+made by the real engine mirrored on a standby.  Prints
 one line of figures per check and exits 1 if any failed.
 """
 
@@ -283,10 +284,74 @@ def reseed_check(sshd, workdir):
         master.stop()
     same = read_state(home) == read_state(replica)
     out = json.loads(reseed.stdout) if reseed.returncode == 0 else {}
-    ok = refused.returncode != 0 and reseed.returncode == 0 and final.returncode == 0 and same
+    listed = ds("kept-aside", "--json", out["kept_aside"]) if out.get("kept_aside") else None
+    kept = [t["description"] for t in json.loads(listed.stdout)["transactions"]] if listed else []
+    # in place (issue 19): the four transactions the replica wrote itself, and only them, kept aside
+    ok = (refused.returncode != 0 and reseed.returncode == 0 and final.returncode == 0 and same
+          and out.get("method") == "in-place" and len(out.get("diverged_transactions", [])) == 4 and len(kept) == 4)
     check("reseed", ok, {"pull_refused": refused.stderr.strip()[:90], "reseed_exit": reseed.returncode,
-                         "reseed_bytes": out.get("bytes"), "kept_aside": bool(out.get("kept_aside")),
+                         "method": out.get("method"), "method_reason": out.get("method_reason"),
+                         "reseed_files": out.get("files"), "reseed_bytes": out.get("bytes"),
+                         "transactions": out.get("transactions"), "diverged": len(out.get("diverged_transactions", [])),
+                         "kept_aside_listed": len(kept), "snapshot_seconds": out.get("snapshot_seconds"),
+                         "elapsed_seconds": out.get("elapsed_seconds"),
                          "replica_reads_as_master": same, "error": reseed.stderr.strip()[:200]})
+
+
+def live_files(home):
+    """{logical name: bytes} of A/'s storage files, and the set-aside (-deleted) paths."""
+    st = storage.Storage(home)
+    files, aside = {}, set()
+    for rel, name in st.iter_files("A"):
+        if name is None:
+            aside.add(rel)
+        else:
+            with open(os.path.join(st.a_dir, rel), "rb") as f:
+                files[name] = f.read()
+    return files, aside
+
+
+def pack_check(sshd, workdir):
+    """The real engine packs the master (db.pack(t)) after a standby pulled;
+    the next pull mirrors the pack: the standby's A/ holds the master's
+    files byte for byte, sets aside what the master set aside, takes its
+    x.packed, and reads as the master; the master's horizon names it."""
+    home, replica = os.path.join(workdir, "pack", "master"), os.path.join(workdir, "pack", "replica")
+    os.makedirs(os.path.dirname(home))
+    subprocess.run(engine_script("new_storage.py", home, "bushy", 30), check=True, capture_output=True)
+    opened = ("import os,sys,time; sys.path.insert(0, os.environ['DS_REAL_ENGINE']); import transaction, ZODB; "
+              "from DirectoryStorage.Full import Full; from DirectoryStorage.Filesystem import Filesystem; "
+              "db = ZODB.DB(Full(Filesystem(sys.argv[1]), synchronous=1)); ")
+    commit = opened + ("r = db.open().root(); [(r.__setitem__('k%d' % (i % 3), time.time()), transaction.commit()) "
+                       "for i in range(int(sys.argv[2]))]; db.close()")
+    pack = opened + "db.pack(time.time()); db.close()"
+    ssh = ["--standby-name", "real-standby", *ssh_master(sshd, home)]
+    assert ds("clone", *ssh, replica).returncode == 0
+    subprocess.run([real_python(), "-c", commit, home, "10"], check=True)
+    first = ds("--json", *ssh, replica)
+    time.sleep(1.0)
+    subprocess.run([real_python(), "-c", pack, home], check=True)
+    subprocess.run([real_python(), "-c", commit, home, "3"], check=True)
+    mirrored = ds("--json", *ssh, replica)
+    again = ds("--json", *ssh, replica)
+    horizon = ds("horizon", "--json", home)
+    (m_files, m_aside), (r_files, r_aside) = live_files(home), live_files(replica)
+    out = json.loads(mirrored.stdout) if mirrored.returncode == 0 else {}
+    packs = out.get("pack") or {}
+    same = read_state(home) == read_state(replica)
+    master_packed, replica_packed = storage.Storage(home).packed_tid(), storage.Storage(replica).packed_tid()
+    holder = (json.loads(horizon.stdout).get("horizon") or {}).get("standby") if horizon.returncode == 0 else None
+    ok = (first.returncode == 0 and mirrored.returncode == 0 and again.returncode == 0 and same
+          and m_files == r_files and r_aside <= m_aside and len(r_aside) == packs.get("set_aside")
+          and master_packed == replica_packed != storage.ZERO_TID and json.loads(again.stdout)["pack"] is None
+          and holder == "real-standby")
+    check("pack", ok, {"master_set_aside": len(m_aside), "standby_set_aside": packs.get("set_aside"),
+                       "relinked": packs.get("relinked"), "files_equal": m_files == r_files,
+                       "files": len(m_files), "packed": storage.hex_tid(replica_packed),
+                       "packed_as_master": master_packed == replica_packed, "replica_reads_as_master": same,
+                       "second_pull_exchange": (json.loads(again.stdout).get("pack") if again.returncode == 0
+                                                else again.stderr.strip()[:90]),
+                       "horizon_standby": holder, "stderr": mirrored.stderr.strip()[:200]})
 
 
 def main():
@@ -301,6 +366,7 @@ def main():
         hot_follow_check(sshd, workdir, float(os.environ.get("REAL_HOT_SECONDS", 30)))
         resume_check(workdir)
         reseed_check(sshd, workdir)
+        pack_check(sshd, workdir)
     finally:
         sshd.stop()
         if not FAILED:

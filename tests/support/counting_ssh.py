@@ -42,6 +42,7 @@ def drained(fd, reader, seconds=30.0):
         before = now
         time.sleep(0.2)
 
+
 if __name__ == "__main__":
     countfile, limit, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     rest = args[args.index("--") + 2:] if "--" in args else args[1:]

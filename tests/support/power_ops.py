@@ -14,11 +14,16 @@ copied as a power cut leaves it; the copy is mounted; then
 - every storage the operation writes reads, byte for byte outside misc/, as
   before or as after (after recovery, where journal/replica.tar is pending: what
   any tool opening the replica does), or is absent where the operation creates it;
-- where the operation keeps the old tree aside (`clone --delta` of a storage
-  holding transactions the master does not), the old tree is whole somewhere a
-  person or the next run finds it (in place, kept aside as
+- where the operation keeps the old tree aside (`clone --delta` by a new tree
+  of a storage holding transactions the master does not), the old tree is
+  whole somewhere a person or the next run finds it (in place, kept aside as
   `NAME.before-reseed-*`, or in a hidden folder marked to be kept aside), and
   every kept-aside tree reads as the old storage;
+- where the operation re-seeds in place (`clone --delta` in place, issue 19),
+  the storage may also read as after with files nothing reaches that the
+  diverged transactions wrote (the removal was cut; the next run, or verify,
+  finishes it), and then the diverged transactions' keep-aside is whole: it
+  reads as the clean run's, outside its misc/;
 - if the command had already reported success, every storage reads as after;
 - the operator's next run exits 0, every storage reads as after (the master as
   the reference recovery left it: no committed transaction lost or damaged), and
@@ -54,7 +59,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from dirstorage_replica import journal, storage
-from dirstorage_replica.clone import KEEP_ASIDE
+from dirstorage_replica.keep_aside import KEEP_ASIDE
 from tests.support import power_cut
 from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
@@ -133,6 +138,9 @@ class Operation:
     reads_as: str = "master"
     trace_options: tuple = ()  # more strace options (THREADS)
     keeps_aside: Optional[str] = None
+    # the storage an in-place re-seed rewinds: only the diverged transactions' files are kept aside
+    in_place: Optional[str] = None
+    prepare: Optional[Callable] = None  # prepare(outside): changes to the master's copy, after lay_out
 
 
 def _wrapper(outside):
@@ -164,16 +172,29 @@ OPERATIONS = {
                         lambda d, o: _pull(_plain)(d, o, master_on_disk=True),
                         wrapped=True, checked_after_cut=("replica",), reads_as="after_recovery"),
     # a re-seed of an old master that wrote two transactions the new master never
-    # saw (`diverged`): links what it holds (in a thread), receives the rest, swaps
-    # the new copy in and keeps the old tree aside as standby.before-reseed-*
+    # saw (`diverged`), in place: keeps those transactions' files aside in
+    # standby.before-reseed-*, applies the master's increment through the journal,
+    # removes the diverged files
     "clone-delta": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
-                             ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
-                             keeps_aside="parent/standby"),
+                             ("parent/standby",), _clone_delta, _clone_delta, in_place="parent/standby"),
+    # the same by a new tree, the master being packed past the anchor: links what it
+    # holds (in a thread), receives the rest, swaps the new copy in and keeps the
+    # old tree aside as standby.before-reseed-*
+    "clone-delta-tree": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
+                                  ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
+                                  keeps_aside="parent/standby", prepare=lambda out: _pack_past(out / "master")),
     # a standby made the master: the increment a cut pull left pending
     # (`pending-replica`) is applied first, the storage checked, then config/promoted
     # written; the next run is promote again
     "promote": Operation("pending-replica", {"replica": "disk/replica"}, ("replica",), _promote, _promote),
 }
+
+
+def _pack_past(master):
+    """Mark the master packed at its newest transaction (what a pack after the
+    anchor leaves in x.packed): the in-place re-seed must use a new tree."""
+    st = storage.Storage(master)
+    (master / "A").joinpath(*st.relpath("x.packed").split("/")[1:]).write_bytes(st.last_tid())
 
 
 def lay_out(op, case, disk, outside, areas=("disk", "out")):
@@ -190,6 +211,8 @@ def lay_out(op, case, disk, outside, areas=("disk", "out")):
         if dst.exists():
             shutil.rmtree(dst)
         shutil.copytree(case / part, dst, symlinks=True)
+    if op.prepare is not None and "out" in areas:
+        op.prepare(outside)
     if op.wrapped and "out" in areas:
         wrapper = Path(_wrapper(outside))
         wrapper.write_text(WRAPPER)
@@ -232,10 +255,11 @@ def names(disk):
 
 
 def kept_aside(op, disk):
-    """The trees kept aside from `op.keeps_aside` (none if it keeps none)."""
-    if op.keeps_aside is None:
+    """The trees (or, in place, the folders) kept aside from
+    `op.keeps_aside` or `op.in_place` (none if it keeps none)."""
+    if (op.keeps_aside or op.in_place) is None:
         return []
-    home = disk / op.keeps_aside
+    home = disk / (op.keeps_aside or op.in_place)
     return sorted(home.parent.glob(home.name + ".before-reseed-*"))
 
 
@@ -272,6 +296,9 @@ def reference(op, case, workdir):
     if op.keeps_aside:
         assert aside == [before[op.keeps_aside]], \
             "the reference run did not keep the old tree aside, whole"
+    if op.in_place:
+        assert len(aside) == 1 and any(p.startswith("A/") for p in aside[0]), \
+            "the reference run kept nothing of the diverged transactions aside"
     ref = {"counts": counts, "before": before, "before_opened": before_opened, "after": after,
            "aside": aside, "names": names(disk)}
     if "master" in op.storages:
@@ -376,6 +403,9 @@ def _after_reboot(op, ref, cut, disk, outside, workdir, finished):
             state = {path: v for path, v in state.items() if not _atomic_temp(path)}
             labels.append("a temporary file left")
         old = [ref["before"][name]] + ([ref["before_opened"][name]] if name in ref["before_opened"] else [])
+        if name == op.in_place and state not in old and _after_with_orphans(state, ref, name):
+            labels.append("new, diverged files not yet removed")
+            state = ref["after"][name]
         assert state in old + [ref["after"][name]] or (state is None and name in op.may_be_absent), \
             "%s: %s reads neither as before nor as after (%s)" % (cut, name, _differences(state, ref, name))
         if finished == 0:
@@ -383,6 +413,8 @@ def _after_reboot(op, ref, cut, disk, outside, workdir, finished):
         labels.append("%s %s" % (name, "absent" if state is None else "old" if state in old else "new"))
         if name == op.keeps_aside:
             labels += _old_tree_found(op, ref, cut, disk, state in old)
+        if name == op.in_place:
+            labels += _diverged_kept(op, ref, cut, disk, state in old)
     for name in set(op.storages) - set(op.checked_after_cut or op.storages):
         labels.append("%s %s" % (name, "mid-recovery" if _unrecovered(disk / name) else "recovered"))
     proc = subprocess.run(op.next_argv(disk, outside), capture_output=True, text=True, timeout=120, check=False)
@@ -420,6 +452,27 @@ def _old_tree_found(op, ref, cut, disk, in_place):
         return ["old tree kept aside"]
     assert any(_state(p) == old for p in _marked_aside(op, disk)), "%s: the old storage is nowhere whole" % cut
     return ["old tree in a hidden folder marked to be kept aside"]
+
+
+def _after_with_orphans(state, ref, name):
+    """`state` is the clean run's after state plus files and folders of the
+    before state that the clean run removed (what an in-place re-seed cut
+    before or in its removal step leaves: nothing reaches them)."""
+    after, before = ref["after"][name], ref["before"][name]
+    if state is None or {p: v for p, v in state.items() if p in after} != after:
+        return False
+    return all(p in before and p not in after and before[p] == v for p, v in state.items() if p not in after)
+
+
+def _diverged_kept(op, ref, cut, disk, old):
+    """An in-place re-seed: every keep-aside folder reads as the clean run's
+    (outside misc/); past the commit point, there is one."""
+    aside = [_state(p) for p in kept_aside(op, disk)]
+    assert all(a == ref["aside"][0] for a in aside), "%s: a keep-aside folder is not whole" % cut
+    if old:
+        return ["keep-aside %s" % ("whole" if aside else "not made yet")]
+    assert aside, "%s: past the commit point, the diverged transactions are kept nowhere" % cut
+    return ["keep-aside whole"]
 
 
 def _pending(home):

@@ -97,13 +97,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path
 
 
 def test_after_success_sets_the_times_the_result_and_the_figures():
-    previous = dict(ALL, last_result=0)
+    standby_only = {k: v for k, v in ALL.items() if k not in metrics.MASTER_METRICS}
+    previous = dict(standby_only, last_result=0)
     result = {"lag_seconds": 1.5, "transactions": 7, "bytes": 4096, "snapshot_seconds": None, "files": 9}
     values = metrics.after_success(previous, started=100.0, finished=103.0, result=result)
     assert values == {"last_attempt_timestamp_seconds": 100.0, "last_success_timestamp_seconds": 103.0,
                       "last_result": 1, "lag_seconds": 1.5, "transactions": 7.0, "bytes": 4096.0,
                       "snapshot_seconds": 0.0, "downtime_seconds": 0.0}
-    assert previous == dict(ALL, last_result=0)  # not modified
+    assert previous == dict(standby_only, last_result=0)  # not modified
 
 
 def test_after_failure_keeps_the_last_success_and_its_figures():
@@ -123,3 +124,14 @@ def test_a_followers_heartbeat_is_a_success_without_lag_that_keeps_the_last_appl
     assert values == dict(previous, last_attempt_timestamp_seconds=300.0, last_success_timestamp_seconds=300.0,
                           last_result=1, lag_seconds=0.0)  # a hot standby's downtime stays on the dashboard
     assert previous["lag_seconds"] == 4.0  # not modified
+
+
+def test_a_masters_horizon_values_count_silent_standbys_and_the_oldest_position():
+    now = 1_700_000_000.0
+    report = {"standbys": [
+        {"name": "gone", "tid_time": now - 10 * 86400, "seen_age_seconds": 3 * 86400.0, "silent": True},
+        {"name": "near", "tid_time": now - 60, "seen_age_seconds": 5.0, "silent": False}]}
+    assert metrics.horizon_values(report, now) == {"standbys": 2, "silent_standbys": 1,
+                                                   "horizon_age_seconds": 10 * 86400.0,
+                                                   "horizon_holder_silence_seconds": 3 * 86400.0}
+    assert metrics.horizon_values({"standbys": []}, now) == {"standbys": 0, "silent_standbys": 0}

@@ -34,6 +34,7 @@ MODULE_ARGS_BEFORE = dict(
     timeout=dict(type="float", default=60.0),
     compress=dict(type="bool", default=False),
     bwlimit=dict(type="float"),
+    standby_name=dict(type="str"),
     protocol=dict(type="int", default=1, choices=[0, 1]),
 )
 
@@ -60,11 +61,12 @@ def test_every_old_flag_still_sets_its_option():
     opts = parse_pull("-e", "ssh -4", "-d", "/opt/ds", "--remote-command", "/usr/bin/ds-replica", "-p", "2222",
                       "-i", "/k", "--known-hosts", "/kh", "--accept-new-host-key", "--timeout", "7.5",
                       "--snapshot-timeout", "30", "--snapshot-interval", "2", "--compress", "--bwlimit", "100",
-                      "--protocol", "0", "-n")
+                      "--protocol", "0", "--standby-name", "st-1.dc2", "-n")
     assert (opts.ssh_command, opts.remote_dir, opts.remote_command) == ("ssh -4", "/opt/ds", "/usr/bin/ds-replica")
     assert (opts.port, opts.key_file, opts.known_hosts_file, opts.accept_new_host_key) == (2222, "/k", "/kh", True)
     assert (opts.timeout, opts.snapshot_timeout, opts.snapshot_interval) == (7.5, 30.0, 2.0)
     assert (opts.compress, opts.bwlimit, opts.protocol, opts.check) == (True, 100.0, 0, True)
+    assert opts.standby_name == "st-1.dc2"
     long_forms = parse_pull("--port", "22", "--identity", "/k2")
     assert (long_forms.port, long_forms.key_file) == (22, "/k2")
 

@@ -72,6 +72,8 @@ option_values = {
     "chain": st.binary(min_size=8, max_size=8).map(lambda b: b.hex().upper()),
     "chain-complete": st.sampled_from(["yes", "no"]), "identity": identities,
     "inventory-bytes": st.integers(0, 1 << 20).map(str),
+    "standby-name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True), "pack-drops": st.just("1"),
+    "reseed": st.just("in-place"),
 }
 
 
@@ -143,19 +145,19 @@ def read_chunks(data):
         parts.append(part)
 
 
-@given(st.one_of(st.binary(max_size=1024),
-                 mutated(st.binary(max_size=300).map(lambda d: chunked(d)))))
-def test_any_chunk_stream_gives_an_archive_or_a_refusal(data):
-    got = outcome(read_chunks, data)
-    assert isinstance(got, (bytes, DSError))
-
-
 def chunked(data):
     out = io.BytesIO()
     writer = protocol.ChunkWriter(out)
     writer.write(data)
     writer.close()
     return out.getvalue()
+
+
+@given(st.one_of(st.binary(max_size=1024),
+                 mutated(st.binary(max_size=300).map(chunked))))
+def test_any_chunk_stream_gives_an_archive_or_a_refusal(data):
+    got = outcome(read_chunks, data)
+    assert isinstance(got, (bytes, DSError))
 
 
 @given(st.binary(max_size=300))

@@ -100,18 +100,23 @@ def test_every_option_our_standby_sends_is_in_the_grammar():
     own client sends is accepted, including the delta's chain window."""
     sent = [protocol.Request("request", 1, IDENT, TID, MD5, protocol.pull_request_options(True, True, 300, 600)),
             protocol.Request("request", 2, IDENT, TID, MD5, protocol.follow_request_options(0.05, 60, True, 1e-5, 0.1)),
-            protocol.delta_request(IDENT, [("x.oid", 8, None)], {"chain": "0" * 16, "chain-complete": "yes"})]
+            protocol.delta_request(IDENT, [("x.oid", 8, None)], {"chain": "0" * 16, "chain-complete": "yes"}),
+            protocol.delta_request(IDENT, [("t040D44D7890F0444", 60, "0" * 32 + "+" + "0" * 16)],
+                                   {"reseed": "in-place"})]
     for req in sent:
         got = protocol.read_request(io.BytesIO(req.encode()))
         assert got.options == req.options
 
 
 def test_the_option_table_gives_each_request_its_options():
-    assert protocol.options_of("clone", 1) == [] and protocol.options_of("request", 0) == []
-    assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval"]
+    assert protocol.options_of("clone", 1) == ["standby-name"] and protocol.options_of("request", 0) == []
+    assert protocol.options_of("request", 1) == ["dry-run", "compress", "snapshot-timeout", "snapshot-interval",
+                                                 "standby-name"]
     assert protocol.options_of("request", 2) == ["compress", "snapshot-timeout", "snapshot-interval", "interval",
-                                                 "heartbeat"]
-    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete"]
+                                                 "heartbeat", "standby-name"]
+    assert protocol.options_of("delta", 1) == ["identity", "inventory-bytes", "chain", "chain-complete", "reseed",
+                                               "standby-name"]
+    assert protocol.options_of("verify", 1) == ["since", "standby-name", "pack-drops"]
 
 
 def test_answer_header_round_trip():
@@ -380,6 +385,52 @@ def test_a_follow_answer_that_ends_says_whether_to_retry(status, err, kind, retr
     with pytest.raises(DSError) as caught:
         session.next_frame()
     assert caught.value.__class__ is kind and caught.value.retryable is retryable
+
+
+# ---------------------------------------------------------------- standby name (issue 24)
+
+def test_the_standby_name_goes_with_version_1_only():
+    named = protocol.standby_name_option("st-1.dc2")
+    assert protocol.Request("request", 0, IDENT, TID, MD5, named).encode() == (
+        "replica request 0\n%s\n040D44D78EBB2244\n%s\n" % (IDENT, MD5)).encode()
+    assert protocol.Request("clone", 1, options=named).encode() == b"replica clone 1\nstandby-name: st-1.dc2\n\n"
+    got = protocol.read_request(io.BytesIO(protocol.Request("request", 1, IDENT, TID, MD5, named).encode()))
+    assert protocol.request_standby_name(got) == "st-1.dc2"
+    v0 = protocol.read_request(io.BytesIO(protocol.Request("request", 0, IDENT, TID, MD5, named).encode()))
+    assert protocol.request_standby_name(v0) is None
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "a b", "x" * 65, "é"])
+def test_a_bad_standby_name_is_refused_on_both_sides(name):
+    if name:
+        with pytest.raises(Refused, match="bad standby name"):
+            protocol.standby_name_option(name)
+    req = protocol.Request("request", 1, IDENT, TID, MD5, {"standby-name": name})
+    with pytest.raises(Refused, match="malformed request: bad standby-name"):
+        protocol.request_standby_name(req)
+
+
+def test_the_default_standby_name_is_the_host_name_made_valid(monkeypatch):
+    monkeypatch.setattr(protocol.socket, "gethostname", lambda: "db-2.example.org")
+    assert protocol.standby_name_option() == {"standby-name": "db-2.example.org"}
+    monkeypatch.setattr(protocol.socket, "gethostname", lambda: "_weird host/é")
+    assert protocol.standby_name_option("") == {"standby-name": "weird-host--"}
+    monkeypatch.setattr(protocol.socket, "gethostname", lambda: "")
+    assert protocol.standby_name_option() == {"standby-name": "standby"}
+
+
+def test_an_old_master_is_asked_again_with_version_0_despite_the_standby_name():
+    asked = []
+
+    def ask(req):
+        asked.append((req.version, req.encode()))
+        if req.version:
+            raise protocol.OldMaster("usage: replica.py")
+        return {"ok": True}
+
+    req = protocol.Request("request", 1, IDENT, TID, MD5, protocol.standby_name_option("st1"))
+    assert protocol.ask_with_fallback(ask, req, lambda m: None) == {"ok": True}
+    assert [v for v, _ in asked] == [1, 0] and b"standby-name" not in asked[1][1]
 
 
 @pytest.mark.parametrize("info,message", [

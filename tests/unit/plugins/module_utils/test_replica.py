@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -83,3 +84,19 @@ def test_an_increment_that_is_not_whole_transactions_is_refused(checker, message
     with pytest.raises(Corrupt) as err:
         validate_increment(checker, T0)
     assert str(err.value) == message
+
+
+def test_a_file_already_there_is_replaced_by_rename_never_written_through(tmp_path):
+    """An increment applied over a name that already exists (a re-run after
+    a crash; a diverged transaction at the very tid of one of the master's,
+    whose file an in-place re-seed keeps aside as a hard link) must leave the
+    other link's bytes alone."""
+    from dirstorage_replica import journal
+
+    target, kept = tmp_path / "t040D", tmp_path / "kept"
+    target.write_bytes(b"the diverged transaction")
+    os.link(target, kept)
+    journal.write_file(str(target), b"the master's", 0o640)
+    assert target.read_bytes() == b"the master's" and (target.stat().st_mode & 0o777) == 0o640
+    assert kept.read_bytes() == b"the diverged transaction"
+    assert not (tmp_path / "t040D.tmp").exists()

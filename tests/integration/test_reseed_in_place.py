@@ -1,0 +1,258 @@
+"""The in-place re-seed (issue 19): an old master or a diverged standby is
+rewound to the anchor and brought to the master through the journal; only
+the diverged transactions' files (and the files they changed) are kept
+aside, in a folder laid out as a storage; the tree method remains for what
+the in-place one cannot do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dirstorage_replica import delta, journal, keep_aside, protocol, reseed_inplace, storage
+from dirstorage_replica.info import verify
+from dirstorage_replica.replica import pull
+from dirstorage_replica.reseed import reseed
+from dirstorage_replica.standing import mark_promoted, promoted
+from tests.integration.test_failover_engine import DS_REPLICA, commit, copy
+from tests.support.checks import assert_objects, assert_reads_as, manifest
+from tests.support.simulated_storage import SimulatedStorage
+
+
+def kept_files(aside):
+    st = storage.Storage(str(aside))
+    return sorted(name for _rel, name in st.iter_files("A") if name)
+
+
+def a_files(home):
+    st = storage.Storage(str(home))
+    return {name for _rel, name in st.iter_files("A") if name}
+
+
+def failover(d):
+    """The bushy replica promoted (d/new) and written on; the old master
+    (d/master) wrote two transactions it never saw.  Returns (new master,
+    the late tids)."""
+    new = copy(d / "master", d / "new")
+    commit(new, b"after failover")
+    mark_promoted(str(d / "master"), storage.Storage(str(d / "master")).last_tid())
+    late = commit(d / "master", b"late order 1", b"late order 2")
+    return new, late
+
+
+def test_an_old_master_is_rewound_and_keeps_aside_only_what_it_would_lose(unpack_fixture):
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    old_files = a_files(d / "master")
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place"
+    assert [t["tid"] for t in result["diverged_transactions"]] == late
+    assert [t["description"] for t in result["diverged_transactions"]] == ["late order 1", "late order 2"]
+    assert_reads_as(d / "master", new)
+    assert verify(str(d / "master"), str(new))["ok"]
+    assert promoted(str(d / "master")) is None
+    assert pull(str(new), str(d / "master"))["transactions"] == 0
+    # the keep-aside: the two transactions, their revisions, the o….c and x.* they replaced; no other file
+    aside = Path(result["kept_aside"])
+    assert aside.name.startswith("master.before-reseed-") and aside.parent == d
+    kept = kept_files(aside)
+    late_names = {storage.transaction_name(bytes.fromhex(t)) for t in late}
+    assert {n for n in kept if n.startswith("t")} == late_names
+    assert {n for n in kept if n.startswith("x.")} == {"x.serial", "x.oid"}
+    assert len(kept) < 20, kept
+    assert (aside / "config" / "identity").read_bytes() == (d / "master" / "config" / "identity").read_bytes()
+    assert (aside / "config" / "promoted").exists() and not (aside / "misc" / keep_aside.PENDING).exists()
+    # nothing of the diverged transactions is left in PATH; everything else stayed
+    assert not late_names & a_files(d / "master")
+    assert old_files - set(kept) <= a_files(d / "master")
+
+
+def test_objects_the_diverged_transactions_created_with_the_new_masters_oids(unpack_fixture):
+    """Both masters allocate the next oid from the same x.oid: the old
+    master's new objects and the new master's share their oids."""
+    d = unpack_fixture("bushy")
+    new = copy(d / "master", d / "new")
+    with SimulatedStorage(str(new)) as s:
+        oid = s.new_oid()
+        s.commit({oid: b"the new master's object"}, user=b"bob", description=b"new")
+    with SimulatedStorage(str(d / "master")) as s:
+        assert s.new_oid() == oid
+        s.commit({oid: b"the old master's object"}, user=b"alice", description=b"old")
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place"
+    assert_reads_as(d / "master", new)
+    assert storage.Storage(str(d / "master")).load(oid.to_bytes(8, "big"))[1] == b"the new master's object"
+    kept = storage.Storage(result["kept_aside"])
+    old_tid = bytes.fromhex(result["diverged_transactions"][0]["tid"])
+    assert kept.load(oid.to_bytes(8, "big"))[1] == b"the old master's object"
+    assert kept.read(storage.current_name(oid.to_bytes(8, "big"))) == old_tid
+
+
+def test_an_object_only_the_diverged_transactions_created_is_gone(unpack_fixture):
+    d = unpack_fixture("bushy")
+    new = copy(d / "master", d / "new")
+    commit(new, b"after failover")  # writes object 1 and a new object
+    with SimulatedStorage(str(d / "master")) as s:
+        for _ in range(3):
+            s.new_oid()  # an oid the new master never allocated
+        lonely = s.new_oid()
+        s.commit({lonely: b"only the old master had this"}, user=b"alice", description=b"lonely")
+    lonely = lonely.to_bytes(8, "big")
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place"
+    assert_reads_as(d / "master", new)
+    assert storage.current_name(lonely) not in a_files(d / "master")
+    assert storage.current_name(lonely) in kept_files(result["kept_aside"])
+
+
+def test_the_diverged_golden_case_reads_as_the_master(unpack_fixture):
+    d = unpack_fixture("diverged")
+    m = manifest(d)
+    result = reseed(str(d / "master"), str(d / "replica"))
+    assert result["method"] == "in-place"
+    assert len(result["diverged_transactions"]) == 2
+    assert_reads_as(d / "replica", d / "master")
+    assert_objects(d / "replica", m["master"]["objects"])
+    assert verify(str(d / "replica"), str(d / "master"))["ok"]
+
+
+def test_the_keep_aside_folder_is_listed(unpack_fixture):
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    aside = reseed(str(new), str(d / "master"))["kept_aside"]
+    proc = subprocess.run([DS_REPLICA, "kept-aside", "--json", aside], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    assert [t["tid"] for t in listed["transactions"]] == late
+    assert [t["description"] for t in listed["transactions"]] == ["late order 1", "late order 2"]
+    assert all(t["user"] == "alice" and t["time"] and len(t["oids"]) == 2 for t in listed["transactions"])
+    text = subprocess.run([DS_REPLICA, "kept-aside", aside], capture_output=True, text=True, check=False)
+    assert text.returncode == 0 and "description='late order 2'" in text.stdout and late[0] in text.stdout
+    bad = subprocess.run([DS_REPLICA, "kept-aside", str(d)], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "not a folder a re-seed kept aside" in bad.stderr
+
+
+def test_a_divergence_deeper_than_the_window_falls_back_to_a_new_tree(unpack_fixture, monkeypatch):
+    d = unpack_fixture("bushy")
+    new, _late = failover(d)
+    monkeypatch.setattr(reseed_inplace, "WINDOW", 2)  # only the two late transactions
+    result = reseed(str(new), str(d / "master"))
+    assert (result["method"], result["method_reason"]) == ("tree", "no transaction of the chain window is the master's")
+    assert_reads_as(d / "master", new)
+
+
+def test_a_master_packed_past_the_anchor_falls_back_to_a_new_tree(unpack_fixture):
+    """The `packed-since` golden case: the pull is refused and names the cure."""
+    d = unpack_fixture("packed-since")
+    with pytest.raises(storage.Refused) as refused:
+        pull(str(d / "master"), str(d / "replica"))
+    assert "packed since the last replica" in str(refused.value)
+    assert "'ds-replica clone --delta MASTER REPLICA'" in str(refused.value)
+    result = reseed(str(d / "master"), str(d / "replica"))
+    assert result["method"] == "tree"
+    assert result["method_reason"].startswith("the master is packed past the anchor"), result["method_reason"]
+    assert_reads_as(d / "replica", d / "master")
+    assert pull(str(d / "master"), str(d / "replica"))["transactions"] == 0
+
+
+def test_a_partial_clone_to_resume_falls_back_to_a_new_tree(unpack_fixture):
+    d = unpack_fixture("bushy")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    partial = copy(d / "replica", d / (".replica.clone-%d" % dead.pid))
+    shutil.rmtree(partial / "A" / "x")
+    result = reseed(str(d / "master"), str(d / "replica"))
+    assert (result["method"], result["method_reason"]) == ("tree", "a partial clone to resume")
+    assert_reads_as(d / "replica", d / "master")
+    assert not partial.exists()
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash(monkeypatch, module, name):
+    def boom(*args, **kwargs):
+        raise Crash(name)
+    monkeypatch.setattr(module, name, boom)
+
+
+@pytest.mark.parametrize("where", ["before the commit point", "before the apply", "before the removal"])
+def test_the_next_run_finishes_an_interrupted_in_place_reseed(unpack_fixture, monkeypatch, where):
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    with monkeypatch.context() as m:
+        if where == "before the commit point":
+            _crash(m, reseed_inplace, "commit_increment")
+        elif where == "before the apply":
+            _crash(m, journal, "apply_archive")
+        else:
+            _crash(m, reseed_inplace, "remove_kept")
+        with pytest.raises(Crash):
+            reseed(str(new), str(d / "master"))
+    asides = sorted(d.glob("master.before-reseed-*"))
+    assert len(asides) == 1 and (asides[0] / "misc" / keep_aside.PENDING).exists()
+    assert [t["tid"] for t in keep_aside.list_kept(str(asides[0]))["transactions"]] == late
+    if where == "before the commit point":
+        assert storage.Storage(str(d / "master")).last_tid().hex().upper() == late[-1]
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place"
+    assert_reads_as(d / "master", new)
+    asides = sorted(d.glob("master.before-reseed-*"))
+    assert len(asides) == 1 and not (asides[0] / "misc" / keep_aside.PENDING).exists()
+    assert [t["tid"] for t in keep_aside.list_kept(str(asides[0]))["transactions"]] == late
+    late_names = {storage.transaction_name(bytes.fromhex(t)) for t in late}
+    assert not late_names & a_files(d / "master")
+    assert [p.name for p in d.iterdir() if p.name.startswith(".")] == []
+
+
+def test_verify_finishes_an_interrupted_in_place_reseed(unpack_fixture, monkeypatch):
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    with monkeypatch.context() as m:
+        _crash(m, reseed_inplace, "remove_kept")
+        with pytest.raises(Crash):
+            reseed(str(new), str(d / "master"))
+    late_names = {storage.transaction_name(bytes.fromhex(t)) for t in late}
+    assert late_names <= a_files(d / "master")  # files nothing reaches
+    result = verify(str(d / "master"), str(new))
+    assert result["ok"], result["problems"]
+    assert result["finished_reseed"] and not late_names & a_files(d / "master")
+    assert_reads_as(d / "master", new)
+
+
+def test_a_new_tree_keeps_aside_what_diverged_above_the_anchor_of_a_master_packed_past_it(unpack_fixture):
+    """A master packed past the anchor: the tree method; the old master's
+    own transactions, below the new master's pack point but above the
+    anchor, were never the master's (not packed away): kept aside."""
+    d = unpack_fixture("bushy")
+    new = copy(d / "master", d / "new")
+    late = commit(d / "master", b"late order 1", b"late order 2")
+    commit(new, b"after failover")  # after the late ones: the pack point below is above them
+    st = storage.Storage(str(new))
+    (new / "A").joinpath(*st.relpath("x.packed").split("/")[1:]).write_bytes(st.last_tid())
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "tree"
+    assert result["method_reason"].startswith("the master is packed past the anchor")
+    assert [t["tid"] for t in result["diverged_transactions"]] == late
+    assert [t["tid"] for t in keep_aside.list_kept(result["kept_aside"])["transactions"]][-2:] == late
+    assert_reads_as(d / "master", new)
+
+
+def test_a_master_of_an_earlier_version_is_re_seeded_from_by_a_new_tree(unpack_fixture, monkeypatch):
+    """A master whose request grammar does not know the `reseed` option
+    refuses it: the standby asks again for the tree method."""
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    options = dict(protocol.OPTIONS)
+    del options[delta.IN_PLACE]
+    monkeypatch.setattr(protocol, "OPTIONS", options)  # the master, served in-process, as an earlier version
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "tree"
+    assert result["method_reason"] == "the master does not re-seed in place (an earlier version)"
+    assert [t["tid"] for t in result["diverged_transactions"]] == late
+    assert_reads_as(d / "master", new)
