@@ -23,7 +23,7 @@ PYTEST_ARGS ?= tests -ra
 PYTEST_WORKERS ?= 2
 
 DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount sudo \
-	prometheus prometheus-node-exporter systemd-container
+	systemd systemd-container prometheus prometheus-node-exporter
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
@@ -52,11 +52,13 @@ collections:
 # Debian packages the tests use (real sshd, ssh client, rsync, cron, tar; strace kills a pull at
 # each of its disk changes in tests/integration/test_crash_points.py; e2fsprogs, xfsprogs,
 # util-linux (losetup) and mount put replicas on ext4 and xfs loop devices and cut their power in
-# tests/integration/test_power_loss.py; prometheus and prometheus-node-exporter scrape the metrics
-# files and evaluate the alert rules in tests/integration/test_prometheus.py; systemd-container
-# boots a standby under systemd in tests/integration/test_systemd.py). Installing them starts no
-# service where /usr/sbin/policy-rc.d forbids it (containers, CI); elsewhere Debian starts
-# prometheus and node_exporter on their usual ports, which the tests do not use.
+# tests/integration/test_power_loss.py; systemd's systemd-analyze verifies the follow mode's units
+# in tests/integration/test_follow_unit.py, which fails without it; prometheus and
+# prometheus-node-exporter scrape the metrics files and evaluate the alert rules in
+# tests/integration/test_prometheus.py; systemd-container boots a standby under systemd in
+# tests/integration/test_systemd.py). Installing them starts no service where
+# /usr/sbin/policy-rc.d forbids it (containers, CI); elsewhere Debian starts prometheus and
+# node_exporter on their usual ports, which the tests do not use.
 deps:
 	@missing=""; \
 	for p in $(DEBIAN_PACKAGES); do \

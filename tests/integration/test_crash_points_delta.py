@@ -20,9 +20,11 @@ exits 0 and leaves what a clean run leaves.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +64,39 @@ def count_calls(argv, tmp_path):
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     return parse_counts(out)
+
+
+def killed_in_serve(log):
+    """True if the `strace -f` log shows a SIGKILL and every process or thread killed
+    is on the master's side: the process that exec'd the ssh stand-in (local_ssh.py,
+    which execs `ds-replica serve`), or one of its own."""
+    parent, serve, killed = {}, set(), set()
+    for line in Path(log).read_text(errors="replace").splitlines():
+        m = re.match(r"^(\d+)\s+(.*)$", line)
+        if not m:
+            continue
+        pid, rest = int(m.group(1)), m.group(2)
+        child = re.search(r"= (\d+)$", rest)
+        if child and re.match(r"^(<\.\.\. )?(clone3?|fork|vfork)\b", rest):
+            parent[int(child.group(1))] = pid
+        elif _master_side_exec(rest):
+            serve.add(pid)
+        elif rest.startswith("+++ killed by SIGKILL"):
+            killed.add(pid)
+
+    def of_serve(pid):
+        while pid is not None and pid not in serve:
+            pid = parent.get(pid)
+        return pid is not None
+
+    return bool(killed) and all(of_serve(pid) for pid in killed)
+
+
+def _master_side_exec(call):
+    """An execve of the ssh stand-in (python local_ssh.py ...) or of `ds-replica serve`: its
+    second argument (strace -s 512 shows it whole)."""
+    m = re.match(r'^execve\("[^"]*", \["[^"]*", "([^"]*)"', call)
+    return m is not None and (m.group(1) == "serve" or m.group(1).endswith("/local_ssh.py"))
 
 
 def _hidden(parent):
@@ -106,13 +141,17 @@ def test_clone_delta_killed_at_every_disk_change(unpack_fixture, tmp_path, reque
     def one(call, when, work):
         prepare(work)
         where = "killed at %s #%d" % (call, when)
-        proc = subprocess.run([STRACE, "-f", "-o", "/dev/null", "-e", inject(call, when), *argv(work)],
+        log = tmp_path / ("%s.strace" % work.name)
+        proc = subprocess.run([STRACE, "-f", "-s", "512", "-o", str(log), "-e", inject(call, when),
+                               *argv(work)],
                               capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode == 0:
             labels = ["finished before the kill point"]
         elif proc.returncode == -signal.SIGKILL:
+            assert not killed_in_serve(log), "%s: the re-seed died, yet only the serve was killed" % where
             labels = ["kills"]
         else:  # -f follows the master's serve too: killed there, the re-seed fails cleanly
+            assert killed_in_serve(log), "%s: the re-seed failed, yet no process of the serve was killed" % where
             assert "ds-replica: " in proc.stderr and proc.stderr.count("\n") == 1, "%s: %s" % (where, proc.stderr)
             labels = ["master killed"]
         now = outside_misc(work / "standby")

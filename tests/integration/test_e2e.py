@@ -124,7 +124,7 @@ def test_provision_replicate_schedule(e2e):
 
     # a failing run (master unreachable) keeps the last success and reports the failure
     # (a wrong master path would not do: the forced command serves its one storage whatever is asked)
-    prom = e2e.metrics_dir / f"dirstorage_{name}.prom"
+    prom = e2e.metrics_dir(host) / f"dirstorage_{name}.prom"
     last_success = _metrics(prom)["dirstorage_replication_last_success_timestamp_seconds"]
     broken = command.replace(f" -p {e2e.sshd.port} ", " -p 9 ")
     assert broken != command, command
@@ -144,9 +144,10 @@ def test_provision_replicate_schedule(e2e):
 
     # -- schedule state=absent removes the entries and metrics ---------------------------
     e2e.playbook("schedule.yml", "-e", "schedule_state=absent")
-    for n in (e2e.storage_name(h) for h in STANDBYS):
+    for h in STANDBYS:
+        n = e2e.storage_name(h)
         assert not Path(f"/etc/cron.d/ds-replica-{n}").exists()
-        assert not (e2e.metrics_dir / f"dirstorage_{n}.prom").exists()
+        assert not (e2e.metrics_dir(h) / f"dirstorage_{n}.prom").exists()
 
     print(f"e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
@@ -164,7 +165,7 @@ def _metrics(prom):
 def _check_metrics(e2e, host, name, ok, transactions):
     from prometheus_client.parser import text_string_to_metric_families
 
-    prom = e2e.metrics_dir / f"dirstorage_{name}.prom"
+    prom = e2e.metrics_dir(host) / f"dirstorage_{name}.prom"
     text = prom.read_text()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     expect = ["last_success_timestamp_seconds", "last_attempt_timestamp_seconds", "last_result", "lag_seconds",

@@ -33,13 +33,15 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import keep_aside, standing
+from dirstorage_replica import keep_aside, standing, storage
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.e2e import Fleet, last_tid
+from tests.support.e2e import Fleet, last_tid, recap_counts, task_outcomes
 from tests.support.sshd import free_port
 from tests.support.toolkit import TOOLKIT_PATH
 
@@ -61,9 +63,11 @@ def fleet():
     f.s1_proc = None
     try:
         with f.running():
-            yield f
+            try:
+                yield f
+            finally:  # before the fleet removes the accounts: userdel refuses an account still running
+                Fleet.stop_storage(f.s1_proc)
     finally:
-        Fleet.stop_storage(f.s1_proc)
         for name in (OLD_NAME,):
             Path(f"/etc/cron.d/ds-replica-{name}").unlink(missing_ok=True)
             Path(f"/run/lock/ds-replica-{name}.lock").unlink(missing_ok=True)
@@ -74,13 +78,13 @@ def snapshot_methods(f, port):
                       "password": f.password}}, "direct"]
 
 
-def as_master_vars(f, user, name, path, port):
+def as_master_vars(f, user, name, path, port, stop_command=None):
     """Host variables of a host that serves `path` as a master."""
     s = f.sshd
     return {"master_user": user, "master_authorized_keys_file": str(s.authorized_keys_path(user)),
             "master_host_key_file": str(s.workdir / "ssh_host_ed25519_key.pub"),
             "master_storages": [{"name": name, "path": str(path), "snapshot": snapshot_methods(f, port),
-                                 "stop_command": "touch %s/stopped-flag" % Path(path).parent}]}
+                                 "stop_command": stop_command or "touch %s/stopped-flag" % Path(path).parent}]}
 
 
 def first_inventory(f, master_down=False):
@@ -97,15 +101,16 @@ def first_inventory(f, master_down=False):
     return hook
 
 
-def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=True, promote_command=None):
-    """What the operator writes after the failover: standby1 the master, standby2 and the old master its
-    standbys (the old master's storage with `promote_command`, if given)."""
+def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=True, promote_command=None,
+                             stop_command=None):
+    """What the operator writes after the failover: standby1 the master (its storage's `stop_command`, if
+    given), standby2 and the old master its standbys (the old master's storage with `promote_command`)."""
     def hook(inv):
         hosts = inv["all"]["children"]
         old = copy.deepcopy(hosts["dirstorage_masters"]["hosts"]["master"])
         s1 = hosts["dirstorage_standbys"]["hosts"].pop("standby1")
         s1_vars = {"ansible_host": s1["ansible_host"],
-                   **as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port)}
+                   **as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port, stop_command)}
         hosts["dirstorage_masters"]["hosts"] = {"standby1": s1_vars}
         s2 = hosts["dirstorage_standbys"]["hosts"]["standby2"]
         s2["standby_storages"][0].update(master_host="standby1", master_path=str(f.replica("standby1")))
@@ -135,6 +140,32 @@ SLOW = 1200  # seconds a playbook may take on a loaded 2-core machine
 def outside_misc(path):
     return {k: v[2] for k, v in replica_state(path).items()
             if not k.startswith("misc") and k != "config/upstream" and not k.startswith("config/snapshot")}
+
+
+def stop_writer(pid, flag):
+    """A stop_command that stops the storage process `pid` (SIGTERM) and waits until it has ended
+    (60 s at most, else it fails), then touches `flag`."""
+    return ("kill %d && for i in $(seq 600); do kill -0 %d 2>/dev/null || break; sleep 0.1; done; "
+            "! kill -0 %d 2>/dev/null && touch %s" % (pid, pid, pid, flag))
+
+
+def assert_rejoin_plan(proc, f):
+    """rejoin.yml --check for the old master: the plan, host by host. The old master would get a
+    key pair for standby1 and be re-seeded from it (no pull: check mode); standby2 is left alone.
+    (standby1 shows no change: check mode creates no key pair, so it has no key to authorize.)"""
+    recap = recap_counts(proc.stdout)
+    assert {"master", "standby1", "standby2"} <= set(recap), recap
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in recap.values()), recap
+    assert recap["standby2"]["changed"] == 0 and recap["master"]["changed"] > 0, recap
+    reseed = task_outcomes(proc.stdout, "Re-seed each storage (clone --delta)")
+    assert [(status, host) for status, host, _item in reseed] == [("changed", "master")], reseed
+    label = reseed[0][2]
+    assert label.startswith(OLD_NAME + ": ") and str(f.replica("standby1")) in label, label
+    assert label.endswith(" -> %s" % f.master_home), label
+    pulls = task_outcomes(proc.stdout, "Pull once")
+    assert {(status, host) for status, host, _item in pulls} == {("skipping", "master")}, pulls
+    keys = task_outcomes(proc.stdout, "Create one key pair per storage")
+    assert {(status, host) for status, host, _item in keys} == {("changed", "master")}, keys
 
 
 def test_failover_promote_follow_rejoin(fleet):
@@ -198,9 +229,12 @@ def test_failover_promote_follow_rejoin(fleet):
 
     # -- the old master comes back: rejoin keeps its 2 transactions aside and lists them ----------
     f.inventory_hook = after_failover_inventory(f)
-    old = outside_misc(f.master_home)
+    whole = {h: replica_state(p) for h, p in (("master", f.master_home), ("standby1", s1), ("standby2", s2))}
     checked = f.playbook("rejoin.yml", "-e", "rejoin_host=master", "--check", timeout=SLOW)
-    assert "changed=" in checked.stdout and outside_misc(f.master_home) == old
+    assert_rejoin_plan(checked, f)
+    # every storage whole, misc/ and config/ included, as before the check
+    assert {h: replica_state(p) for h, p in (("master", f.master_home), ("standby1", s1), ("standby2", s2))} \
+        == whole
     assert not list(f.master_home.parent.glob("storage.before-reseed-*"))
     assert not Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
     proc = f.playbook("rejoin.yml", "-e", "rejoin_host=master", timeout=SLOW)
@@ -221,11 +255,21 @@ def test_failover_promote_follow_rejoin(fleet):
     # promote_command fails (reported in one line); standby2 was written while it was a standby, so
     # it holds the newest tid but diverged: promote_force, and -e reseed=true re-seeds it, its
     # transaction kept aside --------------------------------------------------------------------
-    f.inventory_hook = after_failover_inventory(f, promote_command="echo 'zeo did not start' >&2; exit 3")
     [stray] = f.commit_on(s2, "dsfotwo", ["written on standby2"])
     f.write_on(s1, "dsfoone", seconds=0.5, seed=5)
+    # standby1 serves and keeps writing until its stop_command stops the writer (SIGTERM, then it
+    # waits for the process to end: a clean close, every commit acknowledged is in the storage)
+    f.s1_proc, _url = f.start_storage(s1, "dsfoone", f.s1_port, rate=5)
+    threading.Thread(target=f.s1_proc.wait, daemon=True).start()  # reaped at once: `kill -0` sees it gone
+    f.inventory_hook = after_failover_inventory(f, promote_command="echo 'zeo did not start' >&2; exit 3",
+                                                stop_command=stop_writer(f.s1_proc.pid, s1.parent / "stopped-flag"))
+    started = time.time()
     proc = f.playbook("promote.yml", "-e", "promote_host=master", "-e", "promote_force=true", "-e", "reseed=true",
                       check_rc=False, timeout=SLOW)
+    assert f.s1_proc.poll() == 0, "the stop_command did not stop standby1's writer cleanly"
+    # it wrote while the playbook ran, up to the stop_command: not a quiet master
+    newest = storage.tid_to_epoch(storage.Storage(str(s1)).newest_tid())
+    assert newest > started + 1, (newest, started)
     assert proc.returncode != 0
     assert "promote_command of %s on master failed (exit 3): zeo did not start" % OLD_NAME in proc.stdout, \
         proc.stdout[-3000:]
@@ -234,6 +278,7 @@ def test_failover_promote_follow_rejoin(fleet):
     assert standing.promoted(str(f.master_home)) is not None
     assert "standby2 fo_two: DIVERGED" in proc.stdout, proc.stdout[-6000:]
     assert last_tid(f.master_home) == last_tid(s1) == last_tid(s2), proc.stdout[-6000:]
+    assert_reads_as(f.master_home, s1)  # every transaction standby1 acknowledged is on the new master
     assert "standby2 fo_two: RE-SEEDED in-place from master" in proc.stdout and stray in proc.stdout
     assert "1 transaction(s) the master does not hold, kept in %s.before-reseed-" % s2 in proc.stdout
     assert standing.upstream(str(s2)).endswith(":%s" % f.master_home)

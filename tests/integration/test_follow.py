@@ -33,6 +33,7 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     toolkit.write_snapshot_conf(str(home), extra_lines=["nodirect"])
     tm.commit({tm.new_oid(): PICKLE_HEAD + b"first."})
     clone(str(home), str(replica))
+    cloned = storage.Storage(replica).last_tid()
     tm.start_writer(40)
     applies = []
 
@@ -74,8 +75,15 @@ def test_a_hot_standby_is_applied_at_most_once_per_min_apply_interval(tmp_path):
     # what came meanwhile was received while the service served, and applied in one stop
     assert max(r["increments"] for r in results) >= 2, [r["increments"] for r in results]
     assert all(r["apply_lag_seconds"] < 3.0 for r in results), [r["apply_lag_seconds"] for r in results]
+    # the replica holds, past what the clone gave it, the master's transactions: those of the three
+    # applies reported and of the fourth (ended by Enough before its report), none damaged
     st = storage.Storage(replica)
-    assert st.journal_entries() == [] and st.last_tid() > storage.ZERO_TID
+    assert st.journal_entries() == [], st.journal_entries()
+    applied = [txn.tid for txn in st.chain(stop=cloned)]
+    assert len(applied) > sum(r["transactions"] for r in results) > 0, (len(applied), results)
+    assert storage.hex_tid(st.last_tid()) > results[-1]["after_tid"]
+    master = storage.Storage(home)
+    assert all(st.transaction_md5(tid) == master.transaction_md5(tid) for tid in applied)
     toolkit.stop()
     tm.close()
     pull(str(home), str(replica))  # the replica was at a transaction of this master: it catches up exactly

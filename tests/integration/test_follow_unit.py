@@ -1,7 +1,7 @@
 """The schedule role's follow mode: the systemd unit it installs, rendered with
-ansible's own template module, checked by `systemd-analyze verify` where that
-exists, and its ExecStart run directly (no systemd here): the follower it
-starts keeps the replica at the master's newest transaction and stops
+ansible's own template module, checked by `systemd-analyze verify` (never
+skipped: `make deps` installs systemd, a test dependency), and its ExecStart
+run directly (no systemd here): the follower it starts keeps the replica at the master's newest transaction and stops
 cleanly on SIGTERM, the signal systemd sends."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -38,6 +39,17 @@ def render_unit(tmp_path, item, **extra):
                        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     return dest
+
+
+def assert_verifies(unit):
+    """`systemd-analyze verify` finds no error or warning in `unit` (a problem names the file).
+    Fails, never skips, where systemd is missing."""
+    exe = shutil.which("systemd-analyze")
+    if exe is None:
+        pytest.fail("systemd-analyze missing: run `make deps` as root (Debian package systemd)", pytrace=False)
+    r = subprocess.run([exe, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False)
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
 def directives(unit):
@@ -73,16 +85,12 @@ def test_unit_is_hardened_and_restarts(tmp_path, pair):
     unit = render_unit(tmp_path, item_for(master, replica))
     d = directives(unit)
     assert d["User"] == [getpass.getuser()] and d["Restart"] == ["always"]
+    assert d["RestartSec"] == ["10"]  # schedule_follow_restart_seconds as render_unit gives it
     assert d["NoNewPrivileges"] == ["yes"] and d["ProtectSystem"] == ["strict"] and d["PrivateTmp"] == ["yes"]
     writable = shlex.split(d["ReadWritePaths"][0])
     assert str(replica) in writable and "-" + str(tmp_path / "textfile") in writable
     assert d["KillSignal"] == ["SIGTERM"]
-    if shutil.which("systemd-analyze"):
-        r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                           check=False)
-        # a unit error or warning names the file
-        problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]
-        assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    assert_verifies(unit)
 
 
 def test_a_hot_standby_unit_passes_its_commands_and_allows_sudo(tmp_path, pair):
@@ -96,11 +104,7 @@ def test_a_hot_standby_unit_passes_its_commands_and_allows_sudo(tmp_path, pair):
     # sudo is set-uid: a hot standby's unit cannot forbid new privileges
     assert d["NoNewPrivileges"] == ["no"] and d["RestrictSUIDSGID"] == ["no"]
     assert d["ProtectSystem"] == ["strict"] and "-/run/sudo" in d["ReadWritePaths"]
-    if shutil.which("systemd-analyze"):
-        r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
-                           check=False)
-        problems = [ln for ln in (r.stdout + r.stderr).splitlines() if unit.name in ln]
-        assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    assert_verifies(unit)
 
 
 def cron_job(tmp_path, item, lock_dir=None):
@@ -184,6 +188,70 @@ def test_unit_runs_a_follower_that_keeps_up_and_stops_cleanly(tmp_path, pair):
     status = subprocess.run([str(BIN / "ds-replica"), "status", str(replica)], capture_output=True, text=True,
                             timeout=60, check=False)
     assert "follower: stopped (not running), replica at %s" % newest.hex().upper() in status.stdout
+
+
+def cron_hands_to_the_shell(field):
+    """What cron runs with /bin/sh -c for a command field of a crontab line (crontab(5)): up to the
+    first % that no backslash escapes (the rest is its standard input), each \\% made %."""
+    out, i = [], 0
+    while i < len(field):
+        if field.startswith("\\%", i):
+            out.append("%")
+            i += 2
+            continue
+        if field[i] == "%":
+            break
+        out.append(field[i])
+        i += 1
+    return "".join(out)
+
+
+def installed_cron_line(tmp_path, item, wrapper):
+    """The line the schedule role's own cron task (ansible.builtin.cron, as the role runs it)
+    writes for `item`, into a file of tmp_path instead of /etc/cron.d."""
+    tasks = yaml.safe_load((ROOT / "roles" / "schedule" / "tasks" / "main.yml").read_text())
+    task = dict(next(t for t in tasks if t.get("name") == "Cron entry of each storage"))
+    task["ansible.builtin.cron"] = dict(task["ansible.builtin.cron"], cron_file=str(tmp_path / "cron.d-entry"))
+    task.pop("when")
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]
+    (tmp_path / "cron-play.yml").write_text(yaml.safe_dump(play))
+    variables = {"schedule_cron_storages": [item], "schedule_account": getpass.getuser(),
+                 "schedule_ds_replica": "/usr/local/bin/ds-replica", "schedule_lock_dir": str(tmp_path),
+                 "schedule_bin": str(wrapper), "schedule_textfile_dir": str(tmp_path / "textfile"),
+                 "schedule_minute": "*/5", "schedule_hour": "*",
+                 **yaml.safe_load((ROOT / "roles" / "schedule" / "vars" / "main.yml").read_text())}
+    r = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                        "-e", "ansible_python_interpreter=%s" % sys.executable,
+                        str(tmp_path / "cron-play.yml"), "-e", json.dumps(variables)],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    [line] = [ln for ln in (tmp_path / "cron.d-entry").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    return line
+
+
+def test_the_installed_cron_line_passes_commands_with_percent_signs(tmp_path, pair):
+    """cron ends a command at an unescaped % (the rest is its stdin): the line the role installs,
+    cut and unescaped as cron does and run by /bin/sh, gives the wrapper a stop and a start
+    command holding % exactly as written."""
+    master, replica = pair
+    stop = "logger -t zeo \"stopping at $(date +%H:%M)\" && systemctl stop 'zeo ro'"
+    start = "systemctl start zeo-ro; printf '100%%\\n' >/dev/null"
+    item = item_for(master, replica, stop_command=stop, start_command=start, stop_timeout=90)
+    wrapper = tmp_path / "ds-replica-cron"  # stands for the wrapper: writes down the arguments it got
+    wrapper.write_text("#!%s\nimport json, sys\nopen(%r, 'w').write(json.dumps(sys.argv[1:]))\n"
+                       % (sys.executable, str(tmp_path / "argv.json")))
+    wrapper.chmod(0o755)
+    line = installed_cron_line(tmp_path, item, wrapper)
+    fields = line.split(None, 6)
+    assert fields[:6] == ["*/5", "*", "*", "*", "*", getpass.getuser()], line
+    r = subprocess.run(["/bin/sh", "-c", cron_hands_to_the_shell(fields[6])], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, (line, r.stderr)
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    at = argv.index("--stop-command")
+    assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"], argv
+    assert argv[-2:] == [str(master), str(replica)]
 
 
 def test_the_unit_names_the_standby_when_one_is_given(tmp_path, pair):

@@ -143,6 +143,22 @@ def test_stop_command_fails(standby):
     _refused(standby, rc, err, 1, "the stop command failed (exit 3: no such service)", before)
 
 
+def test_a_stop_command_still_running_at_the_stop_timeout_is_killed(standby):
+    """A stop command that hangs (a service manager that never answers) is killed at
+    --stop-timeout: the pull fails in one line with its last output, the replica unchanged,
+    the start command run, the serving process untouched."""
+    _commit_big(standby.master, 3, 1000)
+    before = replica_state(standby.replica)
+    serving = int(standby.pidfile.read_text())
+    t0 = time.monotonic()
+    rc, _res, err = standby.run("--stop-timeout", "1", stop="echo waiting for zeo; exec sleep 30",
+                                start="touch %s" % standby.started)
+    assert time.monotonic() - t0 < 10
+    _refused(standby, rc, err, 1, "the stop command failed (exit -9: still running after 1s: killed "
+             "(waiting for zeo)): echo waiting for zeo; exec sleep 30", before)
+    assert standby.serving() and int(standby.pidfile.read_text()) == serving
+
+
 def test_lock_not_freed_in_time(standby):
     _commit_big(standby.master, 3, 1000)
     before = replica_state(standby.replica)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.awx_job import BIN, ROOT, run_checked
+from tests.support.awx_job import BIN, ROOT, docs_snippet, run_checked
 
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
 FQCN = "%s.%s" % (GALAXY["namespace"], GALAXY["name"])
@@ -66,12 +66,28 @@ def test_install_from_a_git_url(repo, tmp_path):
     _assert_installed(collections, env, tmp_path)
 
 
+DOC_GIT_URL = "https://git.example.org/dba/dirstorage-replication.git"
+
+
+def git_form_of_docs_requirements(url):
+    """docs/awx.md's collections/requirements.yml with its commented git entry taken instead of
+    the Galaxy one (as its comment says), as written there but for the repository's URL."""
+    lines = docs_snippet("collections/requirements.yml").splitlines()
+    at = next(i for i, ln in enumerate(lines) if "from a tarball or git" in ln)
+    entry = [ln.replace("# ", "", 1) for ln in lines[at + 1:] if ln.lstrip().startswith("# ")]
+    text = "\n".join([ln for ln in lines[:at] if not ln.lstrip().startswith(("- name", "version"))] + entry)
+    assert DOC_GIT_URL in text, text  # the page still shows the URL this test replaces
+    return text.replace(DOC_GIT_URL, "file://%s" % url) + "\n"
+
+
 def test_install_from_requirements_yml_with_a_git_version(repo, tmp_path):
-    """The commented form of docs/awx.md's collections/requirements.yml: type git, a tag."""
+    """The commented form of docs/awx.md's collections/requirements.yml, taken from the page:
+    type git, a tag (the release's)."""
     clone, env = repo
     requirements = tmp_path / "requirements.yml"
-    requirements.write_text(yaml.safe_dump({"collections": [
-        {"name": "file://%s" % clone, "type": "git", "version": "v" + GALAXY["version"]}]}))
+    requirements.write_text(git_form_of_docs_requirements(clone))
+    [entry] = yaml.safe_load(requirements.read_text())["collections"]
+    assert entry == {"name": "file://%s" % clone, "type": "git", "version": "v" + GALAXY["version"]}, entry
     collections = tmp_path / "collections"
     run_checked([BIN / "ansible-galaxy", "collection", "install", "--offline", "-p", collections,
                  "-r", requirements], cwd=tmp_path, env=env)

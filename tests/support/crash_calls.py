@@ -50,6 +50,34 @@ def count_calls(argv, tmp_path):
     return parse_counts(out)
 
 
+def count_calls_per_tracee(argv, tmp_path, options=("-f",)):
+    """Run `argv` whole under strace `options` (`-f`: its threads and
+    children too); of each disk-changing call, the most that any one tracee
+    (thread or process) made.  strace's fault injection counts the Nth call
+    per tracee, so these are the call numbers a cut or a kill can reach
+    (strace -c adds up all tracees: a cut past one tracee's count never
+    happens)."""
+    log = Path(tmp_path) / "strace-per-tracee.log"
+    proc = subprocess.run([STRACE, *options, "-qq", "-e", "trace=" + ",".join(DISK_CALLS), "-e", "signal=none",
+                           "-o", str(log), *argv], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return parse_per_tracee(log)
+
+
+def parse_per_tracee(log):
+    """`strace -f -o log` output -> {syscall: the most calls by one tracee}, DISK_CALLS only."""
+    per = {}
+    for line in Path(log).read_text().splitlines():
+        m = re.match(r"^(\d+)\s+(\w+)\(", line)
+        if m and m.group(2) in DISK_CALLS:
+            key = (m.group(1), m.group(2))
+            per[key] = per.get(key, 0) + 1
+    counts = {}
+    for (_pid, call), n in per.items():
+        counts[call] = max(counts.get(call, 0), n)
+    return counts
+
+
 def fresh_copy(src, dst):
     if dst.exists():
         shutil.rmtree(dst)

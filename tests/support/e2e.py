@@ -10,11 +10,19 @@ so the master role's ``http`` snapshot method is what the pulls use.
 
 Several E2E test files can use it without colliding (as long as they use
 other names): everything a fleet makes is named after its ``prefix`` (the
-accounts, the metrics group) or its storages (the cron files), and with
+accounts, the metrics groups) or its storages (the cron files), and with
 ``own_paths=True`` ds-replica, its library and the cron wrapper are installed
 under ``/opt/<prefix>/`` (the collection-level ``dirstorage_replication_bin``
 and ``dirstorage_replication_lib_dir``) instead of the default system paths.
 ``cleanup()`` removes all of it.
+
+The "hosts" share one /etc/group, which a real fleet never does: two hosts
+creating the same metrics group at once raced (``groupadd: group
+'dsfo-metrics' already exists``). So each host gets its own metrics group
+and folder (``metrics_group(host)``, ``metrics_dir(host)``), set on every
+host of the inventory after ``inventory_hook``: no two hosts ever create or
+chgrp the same thing. The first standby keeps the role's default group when
+``own_paths`` is false, so the default is still what one host runs.
 
     fleet = Fleet("dsfo", master_ip="127.0.0.2",
                   standbys={"standby1": ("127.0.0.3", "dsfoone", "fo_one")}, own_paths=True)
@@ -82,6 +90,26 @@ def recap_hosts(stdout):
     return [ln for ln in recap.splitlines() if re.match(r"^\S+\s+: ok=", ln)]
 
 
+def recap_counts(stdout):
+    """{host: {"ok": n, "changed": n, "unreachable": n, "failed": n, ...}} of the PLAY RECAP."""
+    return {ln.split()[0]: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", ln)} for ln in recap_hosts(stdout)}
+
+
+def task_outcomes(stdout, task, prefix=False):
+    """[(status, host, item label or None)] of every run of the task named `task` (its name
+    without the role, or its start if `prefix`): e.g. ("changed", "master", "fo_old: ...")."""
+    found, inside = [], False
+    for line in stdout.splitlines():
+        header = re.match(r"^TASK \[(?:[^\]:]+ : )?(.*?)\] \**$", line)
+        if header or line.startswith(("PLAY ", "PLAY RECAP")):
+            inside = bool(header) and (header.group(1).startswith(task) if prefix else header.group(1) == task)
+            continue
+        m = re.match(r"^(ok|changed|skipping|failed|fatal): \[([^\]]+)\](?: => \(item=(.*?)\))?", line)
+        if inside and m:
+            found.append((m.group(1), m.group(2), m.group(3)))
+    return found
+
+
 def assert_nothing_changed(proc, hosts):
     """Idempotency: each of `hosts` has a recap line, and every one says
     changed=0 (not just one of them)."""
@@ -104,7 +132,6 @@ class Fleet:
         self.master_storage = master_storage
         self.own_paths = own_paths
         self.opt = Path("/opt") / prefix
-        self.group = f"{prefix}-metrics" if own_paths else DEFAULT_GROUP
         self.system_files = [str(self.opt)] if own_paths else list(DEFAULT_SYSTEM_FILES)
         self.base = Path(tempfile.mkdtemp(prefix=f"ds-{prefix}-"))
         os.chmod(self.base, 0o755)
@@ -115,6 +142,7 @@ class Fleet:
         self.xmlrpc_port = None
         self.preexisting = {p for p in self.system_files if os.path.exists(p)}
         self.users = []
+        self.groups = set()
         self.inventory_hook = None
 
     # -- paths --------------------------------------------------------------------
@@ -126,9 +154,15 @@ class Fleet:
     def master_home(self):
         return self.base / "master" / "storage"
 
-    @property
-    def metrics_dir(self):
-        return self.base / "metrics"
+    def metrics_dir(self, host):
+        """The textfile collector folder of inventory host `host` (its own: see the module docstring)."""
+        return self.base / "metrics" / host
+
+    def metrics_group(self, host):
+        """The metrics group of inventory host `host`: its own, so that no two hosts create it at once."""
+        if not self.own_paths and host == next(iter(self.standbys)):
+            return DEFAULT_GROUP
+        return f"{self.prefix}-{host}-metrics"[:32]
 
     @property
     def bin(self):
@@ -276,15 +310,21 @@ class Fleet:
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_pipelining": True,
             "ansible_become_method": "su",
-            "schedule_textfile_dir": str(self.metrics_dir),
             "schedule_minute": "*/30",
         }
         if self.own_paths:
             gv.update(dirstorage_replication_bin=self.bin,
                       dirstorage_replication_lib_dir=str(self.opt / "lib"),
-                      schedule_bin=str(self.opt / "bin" / "ds-replica-cron"),
-                      schedule_textfile_group=self.group)
+                      schedule_bin=str(self.opt / "bin" / "ds-replica-cron"))
         return gv
+
+    def _own_metrics(self, inv):
+        """Each host of `inv` its own metrics group and folder (unless the test set them)."""
+        for group in inv["all"]["children"].values():
+            for host, hvars in group.get("hosts", {}).items():
+                hvars.setdefault("schedule_textfile_group", self.metrics_group(host))
+                hvars.setdefault("schedule_textfile_dir", str(self.metrics_dir(host)))
+                self.groups.add(hvars["schedule_textfile_group"])
 
     def master_vars(self):
         s = self.sshd
@@ -323,6 +363,7 @@ class Fleet:
         }}
         if self.inventory_hook is not None:
             self.inventory_hook(inv)
+        self._own_metrics(inv)
         path = self.base / "inventory.json"
         path.write_text(json.dumps(inv, indent=2))
         return path
@@ -357,7 +398,8 @@ class Fleet:
             Path(f"/run/lock/ds-replica-{name}.lock").unlink(missing_ok=True)
         for user in self.users:
             remove_local_user(user)
-        run(["groupdel", self.group])
+        for group in self.groups:
+            run(["groupdel", group])
         for p in self.system_files:
             if p not in self.preexisting:
                 if os.path.isdir(p):

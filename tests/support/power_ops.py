@@ -30,6 +30,14 @@ copied as a power cut leaves it; the copy is mounted; then
   the file system holds the same names as after a clean run: nothing stray (one
   kept-aside tree where a clean run keeps one).
 
+Each cut is labelled by what it cut: IN_FLIGHT (the command was frozen at its
+call, mid-operation), AFTER_SUCCESS (the cut after the command exited 0), or
+NEVER_CAME (the command ended before making that call: nothing was cut while
+it ran, so such a cut proves nothing).  `assert_cut_in_flight` puts a floor on
+the share of the planned calls that froze the operation; the call numbers come
+from the clean run counted per tracee where the operation works in threads,
+as strace's injection counts them.
+
 Three things a clean run writes differ from run to run and are compared without
 them: the time in `config/promoted` (promote) and in a kept-aside tree's name,
 the folder of the master in `config/upstream` (clone --delta; each cut has its own).
@@ -57,6 +65,7 @@ from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
     LOCAL_SSH,
     STRACE,
+    count_calls_per_tracee,
     fresh_copy,
     outside_misc,
     parse_counts,
@@ -67,6 +76,11 @@ from tests.support.reliability import DS_REPLICA
 from tests.support.treeutil import unpack_case
 
 WORKERS = 2  # cuts run two at a time, each in a folder of its own
+# the labels of a cut (see the module docstring) and the planned cuts at a call, counted per file system
+IN_FLIGHT, AFTER_SUCCESS, NEVER_CAME, PLANNED = ("cuts in flight", "cuts after success",
+                                                 "cuts at a call that never came", "cuts planned at a call")
+# at least this share of the cuts planned at a call must freeze the operation in flight
+IN_FLIGHT_FLOOR = 0.9
 SYNC_CALLS = ("fsync", "fdatasync", "syncfs", "sync")
 WRAPPER = '#!/bin/sh\nexec %s -o "$DS_STRACE_OUT" $DS_STRACE_ARGS %s "$@"\n' % (STRACE, DS_REPLICA)
 
@@ -295,7 +309,10 @@ def reference(op, case, workdir):
 
 
 def _count_calls(op, disk, outside, workdir):
-    """The clean run, whole under strace -c (with the operation's options): its disk-changing calls."""
+    """The clean run, whole under strace (with the operation's options): its disk-changing calls,
+    per tracee where it follows threads (the numbers strace's injection can reach)."""
+    if "-f" in op.trace_options:
+        return count_calls_per_tracee(op.argv(disk, outside), workdir, op.trace_options)
     out = workdir / "ref-counts.txt"
     proc = subprocess.run([STRACE, *op.trace_options, "-c", "-U", "name,calls", "-o", str(out),
                            *op.argv(disk, outside)], capture_output=True, text=True, timeout=120, check=False)
@@ -374,7 +391,7 @@ def _cut(cut, disk, work_img, cut_img):
 
 
 def _after_reboot(op, ref, cut, disk, outside, workdir, finished):
-    labels = ["cuts"] if finished is None else ["cuts after success"]
+    labels = [IN_FLIGHT if finished is None else AFTER_SUCCESS if cut.call == "exit" else NEVER_CAME]
     found = states(op, disk)
     for name in op.checked_after_cut or op.storages:
         state = found[name]
@@ -523,7 +540,8 @@ def run_operation(name, workdir, choose, filesystems=tuple(FILESYSTEMS)):
         finally:
             folders.put(folder)
 
-    figures = {fs: collections.Counter() for fs in filesystems}
+    figures = {fs: collections.Counter({PLANNED: sum(c.fs_name == fs and c.call != "exit" for c in cuts)})
+               for fs in filesystems}
     failures = []
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         for fs, labels in pool.map(one, cuts):
@@ -534,6 +552,19 @@ def run_operation(name, workdir, choose, filesystems=tuple(FILESYSTEMS)):
             figures[fs].update(label for label in labels if not label.startswith("FAILED"))
     assert not failures, "%d of %d cuts failed:\n%s" % (len(failures), len(cuts), "\n".join(failures[:30]))
     return ref, figures
+
+
+def assert_cut_in_flight(figures, floor=IN_FLIGHT_FLOOR):
+    """On every file system: at least `floor` of the cuts planned at a call froze the
+    operation in flight, every other one came after the command ended, and a cut after
+    success was run."""
+    for fs, counted in figures.items():
+        planned = counted[PLANNED]
+        assert planned and counted[IN_FLIGHT] + counted[NEVER_CAME] == planned, (fs, dict(counted))
+        assert counted[IN_FLIGHT] >= floor * planned, \
+            "%s: only %d of %d cuts froze the operation in flight: %s" % (fs, counted[IN_FLIGHT], planned,
+                                                                          dict(counted))
+        assert counted[AFTER_SUCCESS] >= 1, (fs, dict(counted))
 
 
 def _failure(cut, error):

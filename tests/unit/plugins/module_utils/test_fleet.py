@@ -95,14 +95,24 @@ def test_a_switch_is_judged_only_with_both_storages_in_the_run():
     assert "run with both hosts in the play" in line
 
 
+FOLLOWS_S1 = ("s2: storage main (/srv/replica2) follows dsr@10.0.0.2:/srv/replica, the inventory says "
+              "10.0.0.1:/srv/main: set its master_host and master_path to the storage it follows (to switch a "
+              "cascade's upstream, run with both hosts in the play)")
+
+
 def test_a_switch_to_a_storage_of_another_identity_is_drift():
     s1, s1_as_master, s2 = cascade(identity="b" * 32)
     to_master = dict(s2, master_host="db1", master_addr="10.0.0.1", master_path="/srv/main")
-    assert len(drift_problems([master(), s1, s1_as_master, to_master])) == 1
+    # s2 follows s1, whose storage is not the master's (another identity): not a cascade, s2 drifted
+    assert drift_problems([master(), s1, s1_as_master, to_master]) == [FOLLOWS_S1]
 
 
 def test_a_standby_re_pointed_to_a_promoted_storage_is_still_drift():
     s1, _s1_as_master, s2 = cascade(promoted=PROMOTED)
     to_master = dict(s2, master_host="db1", master_addr="10.0.0.1", master_path="/srv/main")
     lines = drift_problems([master(), s1, to_master])
-    assert any(line.startswith("s2: storage main (/srv/replica2) follows dsr@10.0.0.2:/srv/replica") for line in lines)
+    # s1's promotion is drift of db1 and s1, and s2 following the promoted s1 is no cascade: one line each
+    assert [line.split(":", 1)[0] for line in lines] == ["db1", "s1", "s2"], lines
+    assert lines[0].startswith("db1: storage main (/srv/main) was replaced as master by s1")
+    assert lines[1].startswith("s1: storage main (/srv/replica) was promoted to master at 2026-11-26T18:00:00Z")
+    assert lines[2] == FOLLOWS_S1

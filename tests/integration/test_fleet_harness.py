@@ -1,0 +1,84 @@
+"""The E2E fleet harness (tests/support/e2e.py) gives no two hosts a shared thing to create.
+
+Every E2E "host" is an address on one machine, sharing /etc/group: two
+hosts whose schedule role created the same metrics group at once failed
+provision.yml (``groupadd: group 'dsfo-metrics' already exists``). These
+check the inventories the E2E tests really run (the failover's hooks
+included) without running them: each host its own group and folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.integration import test_e2e, test_e2e_failover
+from tests.support.e2e import DEFAULT_GROUP, Fleet
+
+
+def _offline(fleet):
+    """The fleet as `running()` leaves it, without starting anything."""
+    work = fleet.base / "sshd"
+    fleet.sshd = SimpleNamespace(port=2222, client_key_path=work / "key", known_hosts_path=work / "known_hosts",
+                                 workdir=work, authorized_keys_path=lambda user: work / f"keys-{user}")
+    fleet.master_url = "http://127.0.0.1:1/toolkit"
+    fleet.xmlrpc_port, fleet.dead_port, fleet.s1_port = 1, 2, 3
+    return fleet
+
+
+def _metrics_of_every_host(fleet):
+    inv = json.loads(fleet.inventory().read_text())
+    seen = {}
+    for group in inv["all"]["children"].values():
+        for host, hvars in group["hosts"].items():
+            seen[host] = (hvars["schedule_textfile_group"], hvars["schedule_textfile_dir"])
+    return seen
+
+
+def _assert_all_distinct(seen):
+    groups = [g for g, _d in seen.values()]
+    dirs = [d for _g, d in seen.values()]
+    assert len(set(groups)) == len(groups), seen
+    assert len(set(dirs)) == len(dirs), seen
+    assert all(len(g) <= 32 for g in groups), groups  # groupadd's limit
+
+
+@pytest.fixture
+def fleets():
+    made = []
+
+    def make(*args, **kw):
+        made.append(_offline(Fleet(*args, **kw)))
+        return made[-1]
+
+    yield make
+    for f in made:
+        shutil.rmtree(f.base, ignore_errors=True)
+
+
+def test_failover_hosts_never_share_a_metrics_group(fleets):
+    f = fleets("dsfo", test_e2e_failover.MASTER_IP, test_e2e_failover.STANDBYS, own_paths=True,
+               master_storage="fo_main")
+    hooks = [None, test_e2e_failover.first_inventory(f), test_e2e_failover.first_inventory(f, master_down=True),
+             test_e2e_failover.after_failover_inventory(f),
+             test_e2e_failover.after_failover_inventory(f, old_master_listed_as="master"),
+             test_e2e_failover.after_failover_inventory(f, promote_command="false")]
+    for hook in hooks:
+        f.inventory_hook = hook
+        seen = _metrics_of_every_host(f)
+        assert {"standby1", "standby2"} <= set(seen)
+        _assert_all_distinct(seen)
+        # the same host keeps its group and folder from one inventory to the next (idempotent reruns)
+        assert seen["standby2"] == (f.metrics_group("standby2"), str(f.metrics_dir("standby2")))
+
+
+def test_default_paths_fleet_keeps_the_default_group_on_one_host(fleets):
+    f = fleets("dse2e", test_e2e.MASTER_IP, test_e2e.STANDBYS, own_paths=False)
+    seen = _metrics_of_every_host(f)
+    _assert_all_distinct(seen)
+    assert seen["standby1"][0] == DEFAULT_GROUP
+    assert Path(seen["standby1"][1]).parent == Path(seen["standby2"][1]).parent == f.base / "metrics"
