@@ -187,7 +187,7 @@ class Bench(object):
             f.write("".join(rel + "\n" for rel in increment))
         remote = "tar -cf - -C %s -T %s" % (shlex.quote(master), shlex.quote(listing))
         pipe = "%s %s %s | tar -xf - -C %s && sync -f %s" % (ssh or self.ssh, self.user_host, shlex.quote(remote),
-                                                            shlex.quote(replica), shlex.quote(replica))
+                                                             shlex.quote(replica), shlex.quote(replica))
         return timed(["bash", "-o", "pipefail", "-c", pipe])[0]
 
     def breakdown(self, master, replica, ssh):
@@ -697,7 +697,7 @@ def report(results):
         if r.get("limit_median_s"):
             lines.append("   the limit (tar of exactly the increment over the same ssh, one syncfs) %7.3fs -> pull is "
                          "x%.2f of it (target <= 1.3x)" % (r["limit_median_s"],
-                                                          r["ds_replica_median_s"] / r["limit_median_s"]))
+                                                           r["ds_replica_median_s"] / r["limit_median_s"]))
         if "baseline_median_s" in r:
             ratio = r["ds_replica_median_s"] / r["baseline_median_s"]
             lines.append("   baseline engine %s: %7.3fs -> this engine takes x%.2f of its time"

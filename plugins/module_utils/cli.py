@@ -235,7 +235,7 @@ def cmd_clone(argv):
     try:
         if args.delta:
             result = reseed(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
-                                 progress=progress)
+                            progress=progress)
         else:
             result = clone(args.master, args.replica, _options(args), force=args.force,
                            log=_stderr if args.verbose else None, progress=progress)
@@ -510,7 +510,7 @@ def _horizon_lines(report):
     for s in report["standbys"]:
         silent = ": SILENT, not heard from within %g days" % days if s["silent"] else ""
         lines.append("  %s: holds %s (%s), %s, last seen %s%s" % (s["name"], s["tid"], _utc(s["tid_time"]), s["kind"],
-                                                                 _ago(s["seen_age_seconds"]), silent))
+                                                                  _ago(s["seen_age_seconds"]), silent))
     return lines
 
 

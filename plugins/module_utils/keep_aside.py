@@ -326,4 +326,3 @@ def kept_names(st, txns):
             names.add(revision_name(oid, txn.tid))
             names.add(current_name(oid))
     return names
-

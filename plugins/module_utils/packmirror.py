@@ -214,4 +214,3 @@ def remove_expired(st, now):
             os.unlink(os.path.join(st.a_dir, *rel.split("/")))
             count += 1
     return count
-

@@ -58,6 +58,7 @@ from .transport import open_channel
 
 # ---------------------------------------------------------------- standby
 
+
 def chain_window(st):
     """The newest WINDOW transactions of st's chain: the request entries
     (name, size, "MD5+OIDS") and {tid: Transaction}."""

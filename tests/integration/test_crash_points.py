@@ -49,6 +49,7 @@ from tests.support.crash_calls import (
     outside_misc,
     parse_counts,
 )
+from tests.support.power_ops import NO_PACK, packing
 from tests.support.reliability import DS_REPLICA, report
 
 # calls too many to kill at each one: a spread of them (first and last included)
@@ -119,12 +120,6 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     applied = outside_misc(applied_case / "replica")
     assert applied not in (old, new)
 
-    def packing(now):
-        """A replica part way through packing as the master: each file the applied or the packed one's
-        (or the temporary file of one being relinked), x.packed still the applied one's (written last)."""
-        return (all(now[p] in (applied.get(p), new.get(p)) or storage.ATOMIC_TEMP in p for p in now)
-                and now.get("A/x/packed") == applied.get("A/x/packed"))
-
     def one(call, when, work):
         fresh_copy(pristine, work)
         where = "killed at %s #%d" % (call, when)
@@ -141,7 +136,8 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
         now = outside_misc(replica)
         if not pending:
             # before the commit point, or after the pending increment was retired
-            assert now in (old, new) or packing(now), "%s: the replica is neither the old nor the new one" % where
+            assert now in (old, new) or packing(now, applied, new), \
+                "%s: the replica is neither the old nor the new one" % where
             labels.append("old state" if now == old else "new state" if now == new else "packing as the master")
         else:
             labels.append("pending (past the commit point)")
@@ -169,9 +165,6 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     report(request, "crash_points", dict(calls=dict(sorted(counts.items())), **figures))
 
 
-# a pull that does not pack the replica as its master was
-NO_PACK = [sys.executable, "-c", "import sys; from dirstorage_replica import replica, cli; "
-           "replica.pack_as_master = lambda *a, **k: None; sys.exit(cli.main())"]
 
 
 def _leftovers(parent):

@@ -71,7 +71,7 @@ def test_the_real_engines_set_aside_names_are_read_with_their_pack_time(unpack_f
     on_disk = sorted(p for p in (d / "master" / "A").rglob("*-deleted"))
     assert len(found) == len(on_disk) > 0
     for (name, stamp), path in zip(sorted(found, key=lambda f: storage.logical_path(st.format, f[0])),
-                                   sorted(on_disk, key=lambda p: str(p)), strict=True):
+                                   sorted(on_disk, key=str), strict=True):
         assert str(path).endswith("%s-%d-deleted" % (storage.logical_path(st.format, name), stamp))
         assert 1_600_000_000 < stamp < 2_000_000_000
 
@@ -87,7 +87,7 @@ def simulated(tmp_path):
     master, replica = tmp_path / "master", tmp_path / "replica"
     create_storage(master, "chunky")
     tm = SimulatedStorage(master, flush_each_commit=True).open()
-    oids = [tm.new_oid() for _ in range(3)]
+    oids = [tm.new_oid() for _unused in range(3)]
     commit(tm, oids, b"v0.")
     tm.close()
     clone(str(master), str(replica))
@@ -210,7 +210,7 @@ def test_a_hot_standby_stops_its_service_once_to_pack_as_its_master(simulated):
 
 
 def test_a_power_cut_at_any_disk_change_of_the_mirror_is_finished_by_the_next_pull(unpack_fixture, tmp_path,
-                                                                                     monkeypatch):
+                                                                                   monkeypatch):
     """Cut (KeyboardInterrupt) before each disk change of the mirror in turn:
     the replica reads as the master then, and the next pull finishes the
     pack, byte for byte as the real engine left the master."""

@@ -33,7 +33,7 @@ def records(master):
 def commit(home, n=1):
     tm = SimulatedStorage(home, flush_each_commit=True).open()
     try:
-        for _ in range(n):
+        for _unused in range(n):
             tm.commit({tm.new_oid(): PICKLE_HEAD + b"x."})
     finally:
         tm.close()

@@ -41,9 +41,9 @@ def run(tmp_path_factory):
             story = m.run_story()
             answers = m.dashboard_answers()
             variables = {"instance": m.prometheus.label_values(
-                             "instance", "dirstorage_replication_last_attempt_timestamp_seconds"),
-                         "storage": m.prometheus.label_values(
-                             "storage", 'dirstorage_replication_last_attempt_timestamp_seconds{instance=~".*"}')}
+                "instance", "dirstorage_replication_last_attempt_timestamp_seconds"),
+                "storage": m.prometheus.label_values(
+                "storage", 'dirstorage_replication_last_attempt_timestamp_seconds{instance=~".*"}')}
             firing = m.prometheus.query_range('ALERTS{alertstate="firing"}', m.start, m.end)
             seen = m.seen
     except BaseException:

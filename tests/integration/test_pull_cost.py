@@ -108,7 +108,7 @@ def counted_pull(master, replica, out):
     """One pull; returns ((standby counts, lines), (master counts, lines))."""
     standby_txt, master_txt = out / "standby.txt", out / "master.txt"
     traced_ssh = "%s -f -C -U name,calls -e %s -o %s %s %s" % (STRACE, TRACED, master_txt, sys.executable,
-                                                              LOCAL_SSH_PY)
+                                                               LOCAL_SSH_PY)
     argv = [STRACE, "-C", "-U", "name,calls", "-e", TRACED, "-o", str(standby_txt),
             DS_REPLICA, "-q", "--json", "-e", traced_ssh, "--remote-command", DS_REPLICA,
             "local:%s" % master, str(replica)]
@@ -162,7 +162,7 @@ def test_pull_syscalls_do_not_grow_with_the_storage(tmp_path):
         {rel: 1 for rel in members if not rel.startswith("A/x/")}, "the master opens each file of the increment once"
     # folders: made where missing (os.makedirs finds the first existing one with a stat), never tried where present
     calls = [line for line in standby_lines if re.search(r'(stat|mkdir)\(("|AT_FDCWD, ")%s[/"]'
-                                                          % re.escape(str(replica / "A")), line)]
+                                                         % re.escape(str(replica / "A")), line)]
     made = [line for line in calls if "mkdir(" in line and line.endswith("= 0")]
     found = [line for line in calls if "stat(" in line and line.endswith("= 0")]
     assert [line for line in calls if "EEXIST" in line] == [], "the standby tries to make folders that exist"

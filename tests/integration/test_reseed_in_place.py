@@ -97,7 +97,7 @@ def test_an_object_only_the_diverged_transactions_created_is_gone(unpack_fixture
     new = copy(d / "master", d / "new")
     commit(new, b"after failover")  # writes object 1 and a new object
     with SimulatedStorage(str(d / "master")) as s:
-        for _ in range(3):
+        for _unused in range(3):
             s.new_oid()  # an oid the new master never allocated
         lonely = s.new_oid()
         s.commit({lonely: b"only the old master had this"}, user=b"alice", description=b"lonely")

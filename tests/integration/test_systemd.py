@@ -258,4 +258,3 @@ def test_sudo_allows_exactly_stop_and_start_of_that_unit(ct):
         proc = as_replica_account(ct, allowed)
         assert proc.returncode == 0, (allowed, proc.stderr)
     assert ct.systemctl("is-active", HOT) == "active"
-

@@ -113,7 +113,7 @@ class BootedHost(object):
         proc = self.run(["sh", "-c", script], **kw)
         if proc.returncode != 0:
             raise AssertionError("in %s: %s -> %s\n%s%s" % (self.name, script, proc.returncode, proc.stdout,
-                                                           proc.stderr))
+                                                            proc.stderr))
         return proc.stdout
 
     def stop(self):

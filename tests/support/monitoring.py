@@ -230,7 +230,7 @@ class Standby(object):
         log = open(self.dir / ("follow-%s.log" % name), "ab")
         self.followers[name] = subprocess.Popen(
             [DS_REPLICA, "follow", "--interval", "0.2", "--metrics", os.path.join(self.textfile, "dirstorage_%s.prom"
-                                                                                      % name),
+                                                                                  % name),
              *self.extra.get(name, ()), str(self.sources[name]), str(self.replicas[name])],
             stdout=subprocess.DEVNULL, stderr=log)
         log.close()

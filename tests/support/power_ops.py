@@ -141,6 +141,22 @@ class Operation:
     # the storage an in-place re-seed rewinds: only the diverged transactions' files are kept aside
     in_place: Optional[str] = None
     prepare: Optional[Callable] = None  # prepare(outside): changes to the master's copy, after lay_out
+    # the master was packed past the replica: after the apply the pull packs the replica as the master was
+    # (packmirror.py), so a cut may find it applied and part way through that pack
+    packs: Optional[str] = None
+
+
+# a pull that does not pack the replica as its master was (the state between the apply and the pack)
+NO_PACK = [sys.executable, "-c", "import sys; from dirstorage_replica import replica, cli; "
+           "replica.pack_as_master = lambda *a, **k: None; sys.exit(cli.main())"]
+
+
+def packing(now, applied, packed):
+    """A storage part way through packing as its master: each file the applied
+    or the packed one's (or the temporary file of one being relinked), x.packed
+    still the applied one's (written last)."""
+    return (all(now[p] in (applied.get(p), packed.get(p)) or storage.ATOMIC_TEMP in p for p in now)
+            and now.get("A/x/packed") == applied.get("A/x/packed"))
 
 
 def _wrapper(outside):
@@ -157,7 +173,7 @@ _DIRECT = _pull(_wrapper)
 OPERATIONS = {
     # a pull: spool, commit point, apply; the replica on the cut disk, the master's serve untraced
     "pull": Operation("bushy", {"replica": "disk/replica", "master": "out/master"}, ("replica",),
-                      _pull(_plain), _pull(_plain)),
+                      _pull(_plain), _pull(_plain), packs="replica"),
     # the first copy into a new folder
     "clone": Operation("bushy", {"master": "out/master"}, ("parent/standby",), _clone(False), _clone(False),
                        may_be_absent=("parent/standby",)),
@@ -305,7 +321,23 @@ def reference(op, case, workdir):
         assert storage.Storage(disk / "master").snapshot_code() == "shutdown"
     shutil.rmtree(disk)
     shutil.rmtree(outside)
+    if op.packs:
+        ref["applied"] = _applied_not_packed(op, case, workdir)
+        assert ref["applied"] not in (before[op.packs], after[op.packs]), "the reference pull packed nothing"
     return ref
+
+
+def _applied_not_packed(op, case, workdir):
+    """The state of `op.packs` after a clean run that does not pack it as its master."""
+    disk, outside = workdir / "ref-disk", workdir / "ref-out"
+    lay_out(op, case, disk, outside)
+    proc = subprocess.run(NO_PACK + op.argv(disk, outside)[1:], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    applied = _state(disk / op.packs)
+    shutil.rmtree(disk)
+    shutil.rmtree(outside)
+    return applied
 
 
 def _count_calls(op, disk, outside, workdir):
@@ -405,6 +437,10 @@ def _after_reboot(op, ref, cut, disk, outside, workdir, finished):
         old = [ref["before"][name]] + ([ref["before_opened"][name]] if name in ref["before_opened"] else [])
         if name == op.in_place and state not in old and _after_with_orphans(state, ref, name):
             labels.append("new, diverged files not yet removed")
+            state = ref["after"][name]
+        if name == op.packs and state not in old + [ref["after"][name]] and (
+                state == ref["applied"] or packing(state, ref["applied"], ref["after"][name])):
+            labels.append("applied, packing as the master")
             state = ref["after"][name]
         assert state in old + [ref["after"][name]] or (state is None and name in op.may_be_absent), \
             "%s: %s reads neither as before nor as after (%s)" % (cut, name, _differences(state, ref, name))

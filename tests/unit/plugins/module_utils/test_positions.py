@@ -38,7 +38,7 @@ def test_a_record_says_what_the_standby_holds_and_when_it_was_seen(tmp_path):
     rec.record(tid_at(T0 - 60), tid_at(T0 - 1))
     assert record_of(tmp_path, "st1") == {"name": "st1", "kind": "pull", "tid": hex_tid(tid_at(T0 - 60)),
                                           "sent_tid": hex_tid(tid_at(T0 - 1)), "seen": T0}
-    assert [e for e in os.listdir(tmp_path / "misc" / "standbys")] == ["st1.json"]  # no temporary file left
+    assert os.listdir(tmp_path / "misc" / "standbys") == ["st1.json"]  # no temporary file left
 
 
 def test_a_follow_record_is_rewritten_at_most_every_few_seconds_and_at_the_end(tmp_path):
@@ -115,7 +115,7 @@ def test_the_horizon_is_the_oldest_position_of_the_standbys_seen_lately(tmp_path
     assert seen["horizon"]["standby"] == "slow" and seen["horizon"]["tid"] == hex_tid(tid_at(T0 - 3 * DAY))
     assert abs(seen["horizon"]["time"] - (T0 - 3 * DAY)) < 1
     assert [(s["name"], s["silent"]) for s in seen["standbys"]] == [("gone", True), ("slow", False),
-                                                                     ("fast", False)]
+                                                                    ("fast", False)]
     assert seen["silent_behind"] == ["gone"]
     everyone = positions.horizon(str(tmp_path), now=T0)
     assert everyone["horizon"]["standby"] == "gone" and everyone["silent_behind"] == []

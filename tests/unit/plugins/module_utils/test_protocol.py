@@ -430,7 +430,7 @@ def test_an_old_master_is_asked_again_with_version_0_despite_the_standby_name():
 
     req = protocol.Request("request", 1, IDENT, TID, MD5, protocol.standby_name_option("st1"))
     assert protocol.ask_with_fallback(ask, req, lambda m: None) == {"ok": True}
-    assert [v for v, _ in asked] == [1, 0] and b"standby-name" not in asked[1][1]
+    assert [v for v, _unused in asked] == [1, 0] and b"standby-name" not in asked[1][1]
 
 
 @pytest.mark.parametrize("info,message", [
