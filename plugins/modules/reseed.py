@@ -32,6 +32,14 @@ options:
       - The storage to re-seed.
     type: path
     required: true
+  in_place:
+    description:
+      - Rewind and re-seed the storage in place (only the diverged transactions' files kept aside), by a new tree
+        when it cannot.
+      - Not yet the default, as a power cut may leave a state that is neither the old nor the new one until the
+        next run.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dirstorage.replication.connection
@@ -149,14 +157,15 @@ RESULT_KEYS = ("method", "method_reason", "anchor_tid", "after_tid", "before_tid
 
 def main():
     module = AnsibleModule(
-        argument_spec=argument_spec(master=dict(type="str", required=True), path=dict(type="path", required=True)),
+        argument_spec=argument_spec(master=dict(type="str", required=True), path=dict(type="path", required=True),
+                                    in_place=dict(type="bool", default=False)),
         supports_check_mode=True,
     )
     p = module.params
     if module.check_mode:
         module.exit_json(changed=True, method=None, diverged_transactions=[], kept_aside=None, kept_aside_line=None)
     try:
-        result = reseed(p["master"], p["path"], pull_options(p))
+        result = reseed(p["master"], p["path"], pull_options(p), in_place=p["in_place"])
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e), retryable=bool(getattr(e, "retryable", False)))
     module.exit_json(changed=True, kept_aside_line=kept_aside_line(result), **{k: result.get(k) for k in RESULT_KEYS})

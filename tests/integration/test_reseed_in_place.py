@@ -16,11 +16,16 @@ import pytest
 from dirstorage_replica import delta, journal, keep_aside, protocol, reseed_inplace, storage
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
-from dirstorage_replica.reseed import reseed
+from dirstorage_replica.reseed import reseed as reseed_asked
 from dirstorage_replica.standing import mark_promoted, promoted
 from tests.integration.test_failover_engine import DS_REPLICA, commit, copy
 from tests.support.checks import assert_objects, assert_reads_as, manifest
 from tests.support.simulated_storage import SimulatedStorage
+
+
+def reseed(master, dest, **kwargs):
+    """The in-place method is asked for (--in-place): it is not yet the default."""
+    return reseed_asked(master, dest, in_place=True, **kwargs)
 
 
 def kept_files(aside):

@@ -188,17 +188,12 @@ OPERATIONS = {
                         lambda d, o: _pull(_plain)(d, o, master_on_disk=True),
                         wrapped=True, checked_after_cut=("replica",), reads_as="after_recovery"),
     # a re-seed of an old master that wrote two transactions the new master never
-    # saw (`diverged`), in place: keeps those transactions' files aside in
-    # standby.before-reseed-*, applies the master's increment through the journal,
-    # removes the diverged files
+    # saw (`diverged`), by a new tree (the default: the in-place method is not, see
+    # docs/reliability.md): links what it holds (in a thread), receives the rest,
+    # swaps the new copy in and keeps the old tree aside as standby.before-reseed-*
     "clone-delta": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
-                             ("parent/standby",), _clone_delta, _clone_delta, in_place="parent/standby"),
-    # the same by a new tree, the master being packed past the anchor: links what it
-    # holds (in a thread), receives the rest, swaps the new copy in and keeps the
-    # old tree aside as standby.before-reseed-*
-    "clone-delta-tree": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
-                                  ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
-                                  keeps_aside="parent/standby", prepare=lambda out: _pack_past(out / "master")),
+                             ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
+                             keeps_aside="parent/standby"),
     # a standby made the master: the increment a cut pull left pending
     # (`pending-replica`) is applied first, the storage checked, then config/promoted
     # written; the next run is promote again
