@@ -80,7 +80,7 @@ def test_delta_by_a_new_tree_keeps_the_whole_old_tree_aside(unpack_fixture, tmp_
     commit(new_master, b"after failover")
     late = commit(d / "master", b"late order 1", b"late order 2")  # the old master wrote on, unseen
     before = outside_misc(d / "master")
-    result = reseed(str(new_master), str(d / "master"))
+    result = reseed(str(new_master), str(d / "master"), in_place=True)
     assert result["method"] == "tree"
     assert result["method_reason"] == "no transaction of the chain window is the master's"
     assert [t["tid"] for t in result["diverged_transactions"]] == late
@@ -149,7 +149,7 @@ def test_an_interrupted_clone_resumes_from_what_it_had_written(unpack_fixture, t
     for p in names[::2]:
         p.unlink()
     names[1].write_bytes(names[1].read_bytes()[:-1])  # a file cut short: sent again
-    result = reseed(str(d / "master"), str(d / "standby"))
+    result = reseed(str(d / "master"), str(d / "standby"), in_place=True)
     assert (result["method"], result["method_reason"]) == ("tree", "%s holds no storage" % (d / "standby"))
     assert outside_misc(d / "standby") == outside_misc(tmp_path / "whole")
     assert 0 < result["files"] < full["files"] * 0.75, (result["files"], full["files"])
