@@ -95,8 +95,13 @@ class Entry(object):
 
 
 class Increment(object):
+    """What one answer sends: its files (Entry: in memory, an open file, or a
+    spool slice) gathered in snapshot mode and written after it, with the
+    counts the header reports."""
+
     def __init__(self, fd_budget=None, spool_limit=SPOOL_LIMIT):
         self.entries = []
+        self.snapshot_seconds = 0.0  # how long gathering it held the master in snapshot mode
         self.transactions = 0
         self.bytes = 0
         self.spool = None
@@ -546,8 +551,11 @@ def _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder):
     recorder.record(req.tid)
     reference = [req]
 
+    held = [0.0]
+
     def send(_known):
         inc = _send_frame(st, reference[0], snap, stdout, compress, log)
+        held[0] = inc.snapshot_seconds
         recorder.beat(reference[0].tid, inc.master_tid)
         reference[0] = Request("request", req.version, req.identity, inc.master_tid,
                                st.transaction_md5(inc.master_tid))
@@ -555,7 +563,7 @@ def _serve_follow(st, req, snap, stdin, stdout, compress, log, recorder):
 
     try:
         follow_loop(stdin, stdout, st.newest_tid, send, req.tid, interval, heartbeat, beat=recorder.beat,
-                    about=lambda: {"packed_tid": hex_tid(st.packed_tid())})
+                    about=lambda: {"packed_tid": hex_tid(st.packed_tid())}, held=lambda: held[0])
     finally:
         recorder.flush()
     return None
@@ -565,7 +573,7 @@ def _send_frame(st, req, snap, stdout, compress, log):
     """One increment frame: gathered in snapshot mode, sent after leaving it."""
     inc = Increment()
     try:
-        snap_seconds = _gather(st, req, inc, snap, log)
+        snap_seconds = inc.snapshot_seconds = _gather(st, req, inc, snap, log)
         write_frame(stdout, INCREMENT, _increment_header(st, inc, snap_seconds, compress, False))
         chunks = ChunkWriter(stdout)
         _send(inc, chunks, compress)

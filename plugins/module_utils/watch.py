@@ -63,8 +63,11 @@ class Input(object):
         return data if data else None
 
 
+SNAPSHOT_SHARE = 0.05  # at most this share of the time in snapshot mode, however slow a snapshot is
+
+
 def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=time.monotonic, beat=None,
-                about=None):
+                about=None, held=None):
     """Until the standby goes: when `newest()` differs from `known` and the
     standby has asked for it (it has, for the first one), `send(known)`
     gathers and sends an increment and returns the tid it reaches, at most
@@ -74,7 +77,11 @@ def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=t
     (a stopped storage whose journal waits for the engine's recovery) is not
     repeated until `newest()` moves again.  `beat()` is called after each
     heartbeat (the standby is still there); `about()` gives more fields of
-    a heartbeat (the master's x.packed).  Returns the last tid sent."""
+    a heartbeat (the master's x.packed).  `held()` says how long the last
+    send held the master in snapshot mode: the next one waits until that is
+    at most SNAPSHOT_SHARE of the time since the last began (a loaded master,
+    whose snapshots take longer, is asked less often).  Returns the last tid
+    sent."""
     source = Input(stdin)
     wanted = True
     said = b""
@@ -84,8 +91,9 @@ def follow_loop(stdin, stdout, newest, send, known, interval, heartbeat, clock=t
         tid = newest()
         due = wanted and tid != known and tid != unreachable
         if due and clock() >= ready:
-            ready = clock() + interval
+            began = clock()
             known = send(known)
+            ready = began + max(interval, (held() if held else 0.0) / SNAPSHOT_SHARE)
             unreachable = tid if known < tid else None
             wanted = due = False
             last = clock()

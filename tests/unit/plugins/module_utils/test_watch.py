@@ -129,3 +129,34 @@ def test_a_send_that_cannot_reach_the_newest_is_not_repeated_until_it_moves():
     finally:
         stdin.close()
     assert sent == [0, 6]
+
+
+def test_a_slow_snapshot_spaces_the_next_so_the_master_is_held_at_most_a_twentieth_of_the_time():
+    # every send holds the master 0.2 s (a loaded master): with an interval of 0.5 s it would be held
+    # 40 % of the time; the next send waits until the share is 5 %: 4 s after the last began
+    r, w = os.pipe()
+    stdin, standby = os.fdopen(r, "rb"), os.fdopen(w, "wb", buffering=0)
+    clock = Clock()
+    turn, starts = [-1], []
+
+    def newest():
+        turn[0] += 1
+        clock.now += 0.25
+        if turn[0] >= 60:
+            standby.close()
+        else:
+            standby.write(protocol.NEXT)
+        return bytes.fromhex("040D44D78EBB%04X" % (turn[0] + 10))  # a new transaction at every look
+
+    def send(since):
+        starts.append(clock.now)
+        clock.now += 0.2
+        return bytes.fromhex("040D44D78EBB%04X" % (turn[0] + 10))
+
+    try:
+        watch.follow_loop(stdin, io.BytesIO(), newest, send, A, 0.5, 60.0, clock=clock, held=lambda: 0.2)
+    finally:
+        stdin.close()
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) >= 3 and all(g >= 4.0 for g in gaps), gaps
+    assert 0.2 * len(starts) <= 0.05 * (starts[-1] - starts[0]) + 0.2, starts
