@@ -165,8 +165,6 @@ def test_pull_killed_at_every_disk_change(unpack_fixture, tmp_path, request):
     report(request, "crash_points", dict(calls=dict(sorted(counts.items())), **figures))
 
 
-
-
 def _leftovers(parent):
     return sorted(p.name for p in Path(parent).iterdir() if p.name.startswith("."))
 
