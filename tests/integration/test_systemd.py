@@ -240,7 +240,7 @@ def test_a_pull_stops_and_starts_the_hot_service_through_sudo(ct):
     after = hot_replica.answers(log)
     assert after[-1][1] > before  # it serves the new transactions
     silence, _at = hot_replica.longest_silence(log)
-    metrics = ct.metrics_dir / ("dirstorage_%s.prom" % NAME)
+    metrics = ct.metrics_dir("standby1") / ("dirstorage_%s.prom" % NAME)
     downtime = float([ln for ln in metrics.read_text().splitlines()
                       if ln.startswith("dirstorage_replication_downtime_seconds")][0].split()[-1])
     # down only for the apply: the service was silent for about the downtime the pull recorded (from
