@@ -15,9 +15,10 @@ strands and the cure.
 The command is the site's (e.g. ZEO's `zeopack -d {days} HOST:PORT`): split
 into words as a shell would (shlex), never run by a shell; `{days}` (days
 back, rounded up) and `{time}` (Unix time) are the only fields, and their
-values are numbers this plan computes.  Both reach MARGIN seconds further
-back than the plan's time, so that a pack run a little after the plan
-still stays at or before the horizon.
+values are numbers this plan computes.  Both reach `margin` seconds
+(MARGIN unless given) further back than the plan's time, so that a pack run
+a little after the plan still stays at or before the horizon ({days} counts
+back from the moment the command runs, {time} does not).
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ def _check_fields(word, template):
                           "write a brace as {{ or }}")
 
 
-def pack_plan(path, days, command=None, force=False, max_age_days=None, now=None):
+def pack_plan(path, days, command=None, force=False, max_age_days=None, now=None, margin=MARGIN):
     """What a pack of the master at `path` keeping `days` days of history
-    would do: the time it packs to, what holds it back or whom it strands,
-    and the argv of `command` (None without one)."""
+    would do: the time it packs to (`margin` seconds to spare), what holds it
+    back or whom it strands, and the argv of `command` (None without one)."""
     if not days >= 0:
         raise Refused("the days of history to keep must be 0 or more, not %r" % days)
+    if not margin >= 0:
+        raise Refused("the pack's margin must be 0 seconds or more, not %r" % margin)
     now = time.time() if now is None else now
     report = standby_horizon(path, max_age_days, now)
     requested = now - days * DAY
@@ -77,8 +80,8 @@ def pack_plan(path, days, command=None, force=False, max_age_days=None, now=None
     packed = Storage(path).packed_tid()
     packed_time = tid_to_epoch(packed) if packed != ZERO_TID else None
     stranded = [s for s in report["standbys"] if s["tid_time"] is not None and s["tid_time"] < target]
-    pack_days = math.ceil((now - target + MARGIN) / DAY * 10000) / 10000
-    pack_time = int(target - MARGIN)
+    pack_days = math.ceil((now - target + margin) / DAY * 10000) / 10000
+    pack_time = int(target - margin)
     plan = {"path": report["path"], "requested_days": days, "requested_time": round(requested, 3),
             "pack_time": pack_time, "pack_days": pack_days, "packed_time": packed_time, "horizon": horizon,
             "held_back_by": horizon["standby"] if held else None, "forced": bool(force),

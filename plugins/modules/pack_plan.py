@@ -33,7 +33,7 @@ options:
   command:
     description:
       - The site's pack command, for example C(zeopack -d {days} 127.0.0.1:8100). Split into words as a shell
-        would, never run by a shell. C({days}) (days back, rounded up, 10 minutes to spare) and C({time}) (Unix
+        would, never run by a shell. C({days}) (days back, rounded up, O(margin) to spare) and C({time}) (Unix
         time) are replaced by the plan's; no other field is allowed (write a brace as C({{) or C(}})).
       - Without it, RV(plan.argv) is null.
     type: str
@@ -47,6 +47,12 @@ options:
       - Standbys not heard from within this many days do not hold the pack back (they are named in
         RV(plan.stranded) when the pack passes them). Default is to count every recorded standby.
     type: float
+  margin:
+    description:
+      - Seconds the pack goes further back than the plan's time, so that a command run a little after the plan
+        (C({days}) counts back from when it runs) still stays at or before the horizon.
+    type: float
+    default: 600
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -90,7 +96,7 @@ plan:
       type: bool
       sample: true
     pack_time:
-      description: Unix time the pack goes back to (10 minutes before the plan's own time, to spare).
+      description: Unix time the pack goes back to (O(margin) seconds before the plan's own time, to spare).
       type: int
       sample: 1764150300
     pack_days:
@@ -151,12 +157,12 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(path=dict(type="path", required=True), days=dict(type="float", required=True),
                            command=dict(type="str"), force=dict(type="bool", default=False),
-                           max_age=dict(type="float")),
+                           max_age=dict(type="float"), margin=dict(type="float", default=600.0)),
         supports_check_mode=True,
     )
     p = module.params
     try:
-        plan = pack_plan(p["path"], p["days"], p["command"], p["force"], p["max_age"])
+        plan = pack_plan(p["path"], p["days"], p["command"], p["force"], p["max_age"], margin=p["margin"])
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e))
     module.exit_json(changed=False, plan=plan)

@@ -85,3 +85,10 @@ def test_the_command_is_split_into_words_and_only_numbers_are_put_in(master):
     assert plan["argv"][2].endswith("; rm -rf /") and plan["argv"][3] == "{literal}"
     with pytest.raises(Refused, match="0 or more"):
         pack.pack_plan(master, -1, None, now=NOW)
+
+
+def test_the_margin_is_what_the_pack_reaches_further_back_and_cannot_be_negative(master):
+    plan = pack.pack_plan(master, 1, "pack --before {time}", force=True, now=NOW, margin=2)
+    assert plan["argv"] == ["pack", "--before", str(int(NOW - DAY - 2))]
+    with pytest.raises(Refused, match="margin must be 0 seconds or more"):
+        pack.pack_plan(master, 1, None, now=NOW, margin=-1)
