@@ -430,6 +430,19 @@ def test_pack_like_the_engine(tmp_path, unpack_fixture):
         again.leave_snapshot("x")
 
 
+def test_pack_at_keeps_min_pack_time_and_the_newest_transaction_as_the_engine_does(tmp_path):
+    home = tmp_path / "m"
+    create_storage(home, "bushy")
+    with SimulatedStorage(home) as master:
+        tids = write_some(master)
+        assert master.pack_at(time.time()) == S.ZERO_TID  # all of it is younger than min_pack_time (600 s)
+    settings = home / "config" / "settings"
+    settings.write_text(settings.read_text().replace("min_pack_time: 600", "min_pack_time: 1"))
+    time.sleep(1.2)
+    with SimulatedStorage(home) as master:
+        assert master.pack_at(time.time() + 3600) == tids[-1]  # never past the newest transaction
+
+
 # ------------------------------------------------------------- threads and processes
 
 def test_writer_thread_and_snapshot(tmp_path):

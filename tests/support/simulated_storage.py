@@ -625,6 +625,18 @@ class SimulatedStorage(object):
             with self._mutex:
                 self._leave_locked()
 
+    def pack_at(self, when):
+        """Pack as ZODB's ``db.pack(when)`` does on the real engine (Unix time
+        `when`): never later than ``[storage] min_pack_time`` seconds ago, nor
+        past the newest transaction while that is more than 0 (the engine's
+        ``_pack_impl``, which keeps replication's datum); then `pack`."""
+        min_pack_time = self.store.settings.getint("storage", "min_pack_time", fallback=0)
+        when = min(when, time.time() - min_pack_time)
+        tid = storage.tid_from_epoch(when)
+        if min_pack_time > 0:
+            tid = min(tid, self._last_tid)
+        return self.pack(tid)
+
     def _pack_a(self, up_to_tid):
         st = self.store
         old_packed = st.packed_tid()

@@ -12,6 +12,11 @@ with the toolkit's methods `enterSnapshot(code)`, `leaveSnapshot(code)` and
   tool, wrong code) comes back as the XML-RPC fault Zope makes of an
   exception: code -1, ``Unexpected Zope exception: <message>``;
 - the methods return None (``<nil/>``), as Zope marshals a None result.
+
+It also answers ``pack(unix_time)``, the site's pack route (what ZEO's
+``zeopack`` reaches on a real site, `tests/support/zeopack.py` here): the
+storage packs as ``db.pack(t)`` does on the real engine
+(`SimulatedStorage.pack_at`), and the call returns the new x.packed (hex).
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ class ToolkitServer(object):
         self._server = SimpleXMLRPCServer(("127.0.0.1", port), Handler, allow_none=True, logRequests=False)
         for name, method in (("enterSnapshot", master.enter_snapshot),
                              ("leaveSnapshot", master.leave_snapshot),
-                             ("currentSnapshotCode", lambda: master.snapshot_code)):
+                             ("currentSnapshotCode", lambda: master.snapshot_code),
+                             ("pack", lambda when: _packed(master, when))):
             self._server.register_function(self._zope_call(name, method), name)
         self.port = self._server.server_address[1]
         self.url = "http://127.0.0.1:%d%s" % (self.port, path)
@@ -96,3 +102,8 @@ class ToolkitServer(object):
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+def _packed(master, when):
+    """Pack `master` as db.pack(`when`) would; its x.packed afterwards (hex)."""
+    return storage.hex_tid(master.pack_at(float(when)))
