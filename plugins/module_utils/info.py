@@ -16,7 +16,7 @@ import time
 
 from . import journal, positions, standing
 from .follow import follower_state
-from .keep_aside import finish_pending_unlocked
+from .keep_aside import finish_pending_unlocked, pending_keep_asides
 from .options import PullOptions
 from .protocol import Request, Session, require_fields
 from .storage import (
@@ -218,17 +218,24 @@ def _check_currents(st, problems):
     return checked
 
 
-def verify(path, master=None, opts=None, log=None):
+def verify(path, master=None, opts=None, log=None, finish=True):
     """Check a storage against its own checksums and, given a master, against
-    the master's transaction history up to the replica's newest transaction."""
-    finished, problem = finish_pending_unlocked(os.path.abspath(path), log or (lambda msg: None))
+    the master's transaction history up to the replica's newest transaction.
+    An interrupted in-place re-seed (its keep-aside named in `pending_reseed`)
+    is finished first (`finished_reseed`; `settled_reseed` says whether the
+    storage changed for it), unless not `finish` (check mode)."""
+    home = os.path.abspath(path)
+    pending = [os.path.basename(p) for p in pending_keep_asides(home)]
+    finished, problem = finish_pending_unlocked(home, log or (lambda msg: None)) if finish else ([], None)
+    settled = bool(pending) and finish and problem is None
     st = Storage(path)
     problems, txns, files = self_check(st)
     if problem:
         problems.append(problem)
     last = _tid_or_none(st.last_tid) or ZERO_TID
     result = {"path": st.home, "last_tid": hex_tid(last), "checked_transactions": txns,
-              "checked_files": files, "master_checked_transactions": 0, "finished_reseed": finished}
+              "checked_files": files, "master_checked_transactions": 0, "finished_reseed": finished,
+              "pending_reseed": pending, "settled_reseed": settled}
     if master:
         since = _tid_or_none(st.packed_tid) or ZERO_TID
         mine = dict(chain_digests(st, last, since))

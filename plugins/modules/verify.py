@@ -13,7 +13,9 @@ description:
   - Checks a storage against its own MD5 checksums (the transaction chain down to the pack, the revisions those
     transactions wrote, every current-revision file).
   - Given O(master), also checks that the replica's history is the master's, up to the replica's newest transaction.
-  - Fails, listing the problems, when any is found. Never changes anything.
+  - Fails, listing the problems, when any is found.
+  - Changes nothing, except that it finishes an in-place re-seed that was interrupted (C(ds-replica clone --delta
+    --in-place)), as the next pull would; it then reports C(changed) and RV(finished_reseed).
 author:
   - dirstorage.replication contributors (@dirstorage)
 options:
@@ -34,7 +36,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Runs the same checks (they change nothing).
+    details: Runs the same checks; an interrupted in-place re-seed is not finished, only named in RV(pending_reseed).
   diff_mode:
     support: none
   platform:
@@ -87,6 +89,25 @@ master_checked_transactions:
   returned: success
   type: int
   sample: 120
+pending_reseed:
+  description:
+    - Keep-aside folders of interrupted in-place re-seeds found next to the storage (empty when there was none).
+      Outside check mode they are then finished (or dropped, when the re-seed never passed its commit point).
+  returned: success
+  type: list
+  elements: str
+  sample: ["storage.before-reseed-20261203T074500Z"]
+finished_reseed:
+  description: Keep-aside folders whose re-seed this run finished (their files removed from the storage's C(A/)).
+  returned: success
+  type: list
+  elements: str
+  sample: []
+settled_reseed:
+  description: Whether this run finished or dropped the interrupted re-seeds of RV(pending_reseed).
+  returned: success
+  type: bool
+  sample: false
 master_tid:
   description: Newest transaction id of the master.
   returned: when O(master) is given
@@ -115,7 +136,7 @@ def main():
     )
     p = module.params
     try:
-        result = verify(p["path"], master=p["master"], opts=pull_options(p))
+        result = verify(p["path"], master=p["master"], opts=pull_options(p), finish=not module.check_mode)
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e), ok=False, problems=[fail_message(e)])
     path = result.pop("path")  # a "path" key would make AnsibleModule add file attributes to the result
@@ -123,8 +144,9 @@ def main():
     if problems:
         more = " (and %d more)" % (len(problems) - 1) if len(problems) > 1 else ""
         module.fail_json(msg="%s: %d problem(s): %s%s" % (path, len(problems), problems[0], more),
-                         changed=False, **result)
-    module.exit_json(changed=False, **result)
+                         changed=result["settled_reseed"], **result)
+    module.exit_json(changed=result["settled_reseed"] or (module.check_mode and bool(result["pending_reseed"])),
+                     **result)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,30 @@ def test_verify_finishes_an_interrupted_in_place_reseed(unpack_fixture, monkeypa
     assert_reads_as(d / "master", new)
 
 
+def test_the_verify_module_finishes_an_interrupted_reseed_only_outside_check_mode_and_says_so(unpack_fixture,
+                                                                                              monkeypatch):
+    from tests.integration.test_modules import run_module
+
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    with monkeypatch.context() as m:
+        _crash(m, reseed_inplace, "remove_kept")
+        with pytest.raises(Crash):
+            reseed(str(new), str(d / "master"))
+    late_names = {storage.transaction_name(bytes.fromhex(t)) for t in late}
+    (aside,) = keep_aside.pending_keep_asides(str(d / "master"))
+    args = {"path": str(d / "master"), "master": str(new)}
+    ok, checked = run_module("verify", args, check=True)
+    assert checked["changed"] is True and checked["pending_reseed"] == [Path(aside).name], checked
+    assert checked["settled_reseed"] is False and late_names <= a_files(d / "master")  # check mode: untouched
+    ok, done = run_module("verify", args)
+    assert ok and done["changed"] is True and done["finished_reseed"] == [aside], done
+    assert not late_names & a_files(d / "master") and keep_aside.pending_keep_asides(str(d / "master")) == []
+    ok, again = run_module("verify", args)
+    assert ok and again["changed"] is False and again["pending_reseed"] == [], again
+    assert_reads_as(d / "master", new)
+
+
 def test_a_new_tree_keeps_aside_what_diverged_above_the_anchor_of_a_master_packed_past_it(unpack_fixture):
     """A master packed past the anchor: the tree method; the old master's
     own transactions, below the new master's pack point but above the
