@@ -22,20 +22,35 @@ takes writes, and standby2 reads as the master as of standby1's newest
 transaction; then standby2 switches its upstream back to the master and
 catches up directly.
 
+Then packing (issue 24): both standbys follow (`ds-replica follow` with the
+cron line's arguments, as the follow unit runs it) while the master writes;
+playbooks/pack.yml packs the master through the site's pack command (here
+tests/support/zeopack.py, ZEO's zeopack for the simulated storage) and the
+horizon holds the pack back for the standby that stopped; after the pack
+both standbys' files under A/ are the master's; a forced pack past a
+stopped standby strands it, and its next pull says the cure in one line.
+
 Root only (real accounts, /etc/cron.d, apt for python3-paramiko).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import re
+import shlex
+import signal
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from dirstorage_replica import storage
+from tests.integration.test_pack_mirror import assert_packed_as, set_aside
 from tests.support.checks import assert_reads_as, replica_state
 from tests.support.e2e import Fleet, assert_nothing_changed, cron_command, last_tid, recap_hosts, run
 
@@ -248,3 +263,162 @@ def test_cascade_then_switch_upstream(e2e):
     assert result["changed"] is True and result["after_tid"] == last_tid(master)
     assert_reads_as(two, master)
     print(f"cascade e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)
+
+
+# -- packing while two standbys follow (issue 24) ---------------------------------------------
+
+DAY = 86400.0
+
+
+class Followers:
+    """`ds-replica follow` of each standby of the fleet, run as its replica account with the
+    arguments of its cron line (what the follow unit runs), as the master's serve sees them."""
+
+    def __init__(self, fleet):
+        self.fleet = fleet
+        self.procs = {}
+
+    def start(self, host):
+        user = self.fleet.user(host)
+        _user, command = cron_command(self.fleet.storage_name(host))
+        words = shlex.split(command)
+        argv = [self.fleet.bin, "follow", "--interval", "0.5", *words[words.index("--") + 1:]]
+        assert "--standby-name" in argv, argv  # the master records it under its own name
+        entry = pwd.getpwnam(user)
+        log = open(self.fleet.base / f"follow-{host}.log", "ab")  # noqa: SIM115 (closed with the process)
+        self.procs[host] = (subprocess.Popen(argv, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
+                                             env={"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir}, cwd="/",
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                             start_new_session=True), log)
+
+    def stop(self, host):
+        proc, log = self.procs.pop(host)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            log.close()
+        assert proc.returncode in (0, 143, -signal.SIGTERM), (proc.returncode, self.log(host))
+
+    def stop_all(self):
+        for host in list(self.procs):
+            self.stop(host)
+
+    def log(self, host):
+        return (self.fleet.base / f"follow-{host}.log").read_text(errors="replace")[-3000:]
+
+    def wait_current(self, *hosts, timeout=120):
+        """Until every replica of `hosts` holds the transaction that was the master's newest
+        (journal included) when called, and the master's x.packed; that transaction."""
+        master = storage.Storage(str(self.fleet.master_home))
+        target = master.newest_tid()
+        deadline = time.monotonic() + timeout
+        while True:
+            packed = master.packed_tid()
+            behind = [h for h in hosts if (storage.Storage(str(self.fleet.replica(h))).last_tid() < target
+                                          or storage.Storage(str(self.fleet.replica(h))).packed_tid() != packed)]
+            if not behind:
+                return target
+            for h in behind:
+                proc, _log = self.procs[h]
+                assert proc.poll() is None, (h, proc.returncode, self.log(h))
+            assert time.monotonic() < deadline, (behind, storage.hex_tid(target), storage.hex_tid(packed), {
+                h: (storage.hex_tid(storage.Storage(str(self.fleet.replica(h))).last_tid()),
+                    storage.hex_tid(storage.Storage(str(self.fleet.replica(h))).packed_tid())) for h in behind},
+                self.log(behind[0]))
+            time.sleep(0.2)
+
+
+@contextmanager
+def following(fleet):
+    followers = Followers(fleet)
+    try:
+        yield followers
+    finally:
+        followers.stop_all()
+
+
+def pack_command(fleet):
+    """The site's pack command for pack.yml: zeopack's stand-in, packing the running master to {time}."""
+    access = fleet.master_home / "config" / "snapshot-access-1"
+    return " ".join(shlex.quote(w) for w in [
+        "/usr/bin/env", "PYTHONPATH=" + fleet.master_env()["PYTHONPATH"], "/usr/bin/python3", "-m",
+        "tests.support.zeopack", "-t"]) + " {time} " + shlex.quote(fleet.master_url) + " " + shlex.quote(str(access))
+
+
+def run_pack(fleet, **extra):
+    extra = dict(extra, pack_command=pack_command(fleet))
+    return fleet.playbook("pack.yml", "-e", json.dumps(extra)).stdout
+
+
+def recorded_tid(fleet, host):
+    return json.loads((fleet.master_home / "misc" / "standbys" / f"{host}.json").read_text())["tid"]
+
+
+def test_pack_while_two_standbys_follow(e2e):
+    """Runs after the cascade test, on the fleet it left: both standbys pull from the master."""
+    t0 = time.monotonic()
+    e2e.inventory_hook = None
+    master, one, two = e2e.master_home, e2e.replica("standby1"), e2e.replica("standby2")
+    # the site keeps little history (the real engine packs no later than min_pack_time ago; 600 s by default)
+    settings = master / "config" / "settings"
+    settings.write_text(re.sub(r"(?m)^min_pack_time:.*$", "min_pack_time: 1", settings.read_text()))
+    e2e.stop_master()
+    e2e.start_master(rate=10)
+    try:
+        with following(e2e) as followers:
+            for host in STANDBYS:
+                followers.start(host)
+            followers.wait_current("standby1", "standby2")
+
+            # -- standby2 stops; the horizon holds a pack to "now" back to where it stands --------
+            followers.stop("standby2")
+            held_at = storage.Storage(str(two)).last_tid()
+            time.sleep(12)  # the master writes on, standby1 follows
+            out = run_pack(e2e, pack_days=0, pack_margin=1)
+            held = re.search(r"held back from 0 days by standby standby2, which holds ([0-9A-Fa-f]{16})", out)
+            assert held, out[-4000:]
+            horizon = storage.tid_from_hex(held.group(1))
+            assert horizon == storage.tid_from_hex(recorded_tid(e2e, "standby2")) and horizon <= held_at
+            packed = storage.Storage(str(master)).packed_tid()
+            assert storage.ZERO_TID < packed <= horizon, (storage.hex_tid(packed), held.group(1))
+            assert set_aside(master), "the pack set nothing aside"
+
+            # -- standby2 comes back: not stranded; both mirror the pack -----------------------
+            followers.start("standby2")
+            followers.wait_current("standby1", "standby2")
+            e2e.stop_master()  # writes stop; closing flushes the journal into A/
+            e2e.start_master()
+            followers.wait_current("standby1", "standby2")
+            followers.stop_all()
+        for replica in (one, two):
+            assert_packed_as(replica, master)
+            assert {p.rsplit("/", 1)[-1] for p in set_aside(replica)} == {
+                p.rsplit("/", 1)[-1] for p in set_aside(master)}
+
+        # -- a forced pack past a stopped standby strands it; its next pull names the cure -----
+        stranded_at = storage.Storage(str(two)).last_tid()
+        e2e.stop_master()
+        e2e.start_master(rate=10)
+        with following(e2e) as followers:
+            followers.start("standby1")
+            time.sleep(35)  # history after standby2's position, older than the forced pack's 30 s
+            out = run_pack(e2e, pack_days=30 / DAY, pack_margin=1, pack_force=True)
+            assert re.search(r"this strands standby standby2 \(holding [0-9A-Fa-f]{16}\): re-seed it with "
+                             r"'ds-replica clone --delta MASTER PATH'", out), out[-4000:]
+            assert storage.Storage(str(master)).packed_tid() > stranded_at
+            e2e.stop_master()
+            e2e.start_master()
+            followers.wait_current("standby1")
+        assert_packed_as(one, master)
+    finally:
+        e2e.stop_master()
+        e2e.start_master()
+    user, command = cron_command(e2e.storage_name("standby2"))
+    before = replica_state(two)
+    pulled = run(["su", "-s", "/bin/sh", user, "-c", command], timeout=120)
+    assert pulled.returncode != 0, pulled.stdout
+    (line,) = pulled.stderr.strip().splitlines()
+    assert "storage has been packed since the last replica" in line and "ds-replica clone --delta" in line, line
+    assert replica_state(two) == before
+    print(f"pack e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)

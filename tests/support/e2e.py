@@ -21,7 +21,9 @@ creating the same metrics group at once raced (``groupadd: group
 'dsfo-metrics' already exists``). So each host gets its own metrics group
 and folder (``metrics_group(host)``, ``metrics_dir(host)``), set on every
 host of the inventory after ``inventory_hook``: no two hosts ever create or
-chgrp the same thing. The first standby keeps the role's default group when
+chgrp the same thing. The cron wrapper names its host's metrics folder, so each
+host but the first standby gets its own wrapper too (``wrapper_path(host)``).
+The first standby keeps the role's default group and wrapper when
 ``own_paths`` is false, so the default is still what one host runs.
 
     fleet = Fleet("dsfo", master_ip="127.0.0.2",
@@ -115,7 +117,20 @@ def assert_nothing_changed(proc, hosts):
     changed=0 (not just one of them)."""
     lines = {ln.split()[0]: ln for ln in recap_hosts(proc.stdout)}
     assert set(hosts) <= set(lines), (hosts, proc.stdout[-3000:])
-    assert all(re.search(r"\bchanged=0\s", lines[h]) for h in hosts), proc.stdout[-3000:]
+    assert all(re.search(r"\bchanged=0\s", lines[h]) for h in hosts), changed_tasks(proc.stdout)
+
+
+def changed_tasks(stdout):
+    """The task headers and "changed:" lines of a playbook's output (what broke idempotency)."""
+    kept, header = [], None
+    for line in stdout.splitlines():
+        if line.startswith("TASK ["):
+            header = line
+        elif line.startswith("changed: ") and header is not None:
+            if header not in kept:
+                kept.append(header)
+            kept.append(line)
+    return "\n".join(kept) or stdout[-3000:]
 
 
 class Fleet:
@@ -318,13 +333,26 @@ class Fleet:
                       schedule_bin=str(self.opt / "bin" / "ds-replica-cron"))
         return gv
 
+    def wrapper_path(self, host):
+        """Where inventory host `host`'s cron wrapper goes: the wrapper holds its host's metrics
+        folder, so two hosts of this one machine writing one file would undo each other at every
+        run. The first standby keeps the group's (the role's default when ``own_paths`` is false)."""
+        if host == next(iter(self.standbys)):
+            return None
+        return self.base / "wrappers" / host / "ds-replica-cron"
+
     def _own_metrics(self, inv):
-        """Each host of `inv` its own metrics group and folder (unless the test set them)."""
+        """Each host of `inv` its own metrics group and folder, and the cron wrapper that
+        names that folder (unless the test set them)."""
         for group in inv["all"]["children"].values():
             for host, hvars in group.get("hosts", {}).items():
                 hvars.setdefault("schedule_textfile_group", self.metrics_group(host))
                 hvars.setdefault("schedule_textfile_dir", str(self.metrics_dir(host)))
                 self.groups.add(hvars["schedule_textfile_group"])
+                wrapper = self.wrapper_path(host)
+                if wrapper is not None and "schedule_bin" not in hvars:
+                    wrapper.parent.mkdir(parents=True, exist_ok=True)
+                    hvars["schedule_bin"] = str(wrapper)
 
     def master_vars(self):
         s = self.sshd
@@ -350,6 +378,9 @@ class Fleet:
         return {
             "ansible_host": ip,
             "standby_user": user,
+            # the "hosts" share one host name, which a standby's name defaults to: the master would
+            # record them all as one standby (misc/standbys), as real hosts never are
+            "standby_name": host,
             "standby_storages": [{"name": name, "master_path": str(self.master_home), "path": str(self.replica(host))}],
         }
 
