@@ -146,8 +146,8 @@ def test_every_error_message_is_in_the_troubleshooting_table():
     documented = [literal_words(cell) for cell in troubleshooting_table_messages()]
     missing = sorted({(template, where) for where, _cls, template in error_messages()
                       if not any(_contains(cell, literal_words(template)[:KEY_WORDS]) for cell in documented)})
-    assert not missing, "docs/docsite/rst/troubleshooting.rst lacks these messages (add a row with cause and cure):\n" + \
-        "\n".join("  %s   (%s)" % m for m in missing)
+    assert not missing, "docs/docsite/rst/troubleshooting.rst lacks these messages (add a row with cause and " \
+        "cure):\n" + "\n".join("  %s   (%s)" % m for m in missing)
 
 
 def _ansible_doc(*args):
