@@ -555,7 +555,6 @@ COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verif
             "promote": cmd_promote, "kept-aside": cmd_kept_aside, "horizon": cmd_horizon}
 
 
-
 def parsers():
     """{command: its argparse parser}, in the order of VERBS ("pull" is also what runs without a verb);
     read by docs/gen_cli_reference.py to write the ds-replica reference (docs/cli.md)."""
@@ -563,6 +562,7 @@ def parsers():
             "pull": _pull_parser, "follow": _follow_parser, "promote": _promote_parser,
             "kept-aside": _kept_aside_parser, "horizon": _horizon_parser}
     return {verb: made[verb]() for verb in VERBS}
+
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
