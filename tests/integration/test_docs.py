@@ -24,6 +24,7 @@ from dirstorage_replica import metrics
 ROOT = Path(__file__).resolve().parent.parent.parent
 ENGINE = ROOT / "plugins" / "module_utils"
 TROUBLESHOOTING = ROOT / "docs" / "docsite" / "rst" / "troubleshooting.rst"
+MONITORING = ROOT / "docs" / "docsite" / "rst" / "guide_monitoring.rst"
 ANSIBLE_DOC = Path(sys.executable).parent / "ansible-doc"
 
 PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgx%]")
@@ -188,10 +189,10 @@ def test_ansible_doc_role(role):
 
 def test_monitoring_docs_use_the_metrics_the_schedule_role_writes():
     written = {metrics.PREFIX + name for name, _kind, _help in metrics.METRICS}
-    for doc in (ROOT / "docs" / "monitoring.md", ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"):
+    for doc in (MONITORING, ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"):
         used = set(re.findall(r"dirstorage_replication_[a-z_]+", doc.read_text()))
         assert used <= written, "%s uses metrics the schedule role does not write: %s" % (doc, used - written)
-    assert written <= set(re.findall(r"dirstorage_replication_[a-z_]+", (ROOT / "docs" / "monitoring.md").read_text()))
+    assert written <= set(re.findall(r"dirstorage_replication_[a-z_]+", MONITORING.read_text()))
 
 
 if __name__ == "__main__":
