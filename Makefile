@@ -169,8 +169,8 @@ lint: venv collections
 # The collection docsite, as antsibull-docs builds it for the Ansible docs: a page for every
 # module, filter and role (from their documentation) and the guides of docs/docsite/rst/ (listed
 # in docs/docsite/extra-docs.yml). sphinx-init writes the Sphinx project into build/docsite/
-# afresh each time (nothing of it is kept in git); docs/docsite/conf_offline.py, appended to its
-# conf.py, keeps the build off the network; the guides' pictures are copied where they point.
+# afresh each time (nothing of it is kept in git); docs/docsite/conf_extra.py, appended to its
+# conf.py, keeps the build off the network and option names as typed; the guides' pictures are copied where they point.
 # Sphinx runs with -W: any warning fails.
 DOCSITE := build/docsite
 DOCS_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/.collections"
@@ -180,7 +180,7 @@ docs: venv collections
 	@$(DOCS_ENV) $(VENV)/bin/antsibull-docs sphinx-init --use-current --squash-hierarchy --fail-on-error \
 		--title dirstorage.replication --project dirstorage.replication --copyright "dirstorage.replication contributors" \
 		--dest-dir $(DOCSITE) dirstorage.replication >/dev/null
-	@cat docs/docsite/conf_offline.py >> $(DOCSITE)/conf.py
+	@cat docs/docsite/conf_extra.py >> $(DOCSITE)/conf.py
 	@# the monitoring guide's picture, at the path the guide names (../../grafana/ of rst/docsite/)
 	@mkdir -p $(DOCSITE)/grafana && cp docs/grafana/dirstorage-replication.png $(DOCSITE)/grafana/
 	cd $(DOCSITE) && $(DOCS_ENV) ./build.sh

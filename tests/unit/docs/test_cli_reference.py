@@ -1,6 +1,7 @@
-"""docs/cli.md, the ds-replica reference, is what docs/gen_cli_reference.py writes from the
-command's argparse parsers now: a new option, command or help text without regenerating the
-page fails here (`.venv/bin/python docs/gen_cli_reference.py` rewrites it)."""
+"""docs/cli.md and docs/docsite/rst/cli.rst, the ds-replica reference in the repository and in
+the docsite, are what docs/gen_cli_reference.py writes from the command's argparse parsers now:
+a new option, command or help text without regenerating the pages fails here
+(`.venv/bin/python docs/gen_cli_reference.py` rewrites them)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def test_cli_reference_is_generated_from_the_parsers():
     gen = _generator()
     committed = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     assert committed == gen.render(), "docs/cli.md is out of date: run .venv/bin/python docs/gen_cli_reference.py"
+    committed = (ROOT / "docs" / "docsite" / "rst" / "cli.rst").read_text(encoding="utf-8")
+    assert committed == gen.render_rst(), \
+        "docs/docsite/rst/cli.rst is out of date: run .venv/bin/python docs/gen_cli_reference.py"
 
 
 def test_every_command_and_option_has_its_place():
