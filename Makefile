@@ -170,7 +170,7 @@ lint: venv collections
 # module, filter and role (from their documentation) and the guides of docs/docsite/rst/ (listed
 # in docs/docsite/extra-docs.yml). sphinx-init writes the Sphinx project into build/docsite/
 # afresh each time (nothing of it is kept in git); docs/docsite/conf_extra.py, appended to its
-# conf.py, keeps the build off the network and option names as typed; the guides' pictures are copied where they point.
+# conf.py, keeps the build off the network; the guides' pictures are copied where they point.
 # Sphinx runs with -W: any warning fails.
 DOCSITE := build/docsite
 DOCS_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/.collections"

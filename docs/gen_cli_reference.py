@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -133,12 +134,21 @@ succeed; 1 otherwise. ``status`` and ``verify`` follow the Nagios convention: 0 
 """
 
 
+OPTION_WORD = re.compile(r"(?<![\w/])(--?[A-Za-z][\w-]*)")
+
+
 def _rst_text(text):
-    """Plain text, every character RST could read as markup escaped."""
-    text = " ".join(str(text).split())
-    for char in "\\*`|_":
-        text = text.replace(char, "\\" + char)
-    return text
+    """Plain text, every character RST could read as markup escaped, and option names (`--help`,
+    `-t`) as literals, which Sphinx's smart quotes leave alone (in prose they make `--` a dash)."""
+    out = []
+    for i, part in enumerate(OPTION_WORD.split(" ".join(str(text).split()))):
+        if i % 2:
+            out.append("``%s``" % part)
+            continue
+        for char in "\\*`|_":
+            part = part.replace(char, "\\" + char)
+        out.append(part)
+    return "".join(out)
 
 
 def _rst_literal(text):

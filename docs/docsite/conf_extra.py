@@ -3,15 +3,11 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Appended by `make docs` to the conf.py that `antsibull-docs sphinx-init` writes.
 
-Sphinx's smart quotes are off: they would turn the `--` of option names in prose into dashes.
-
 The build must not need the network (CI and this project's machines reach only package
 registries), so no intersphinx inventory is fetched. The few labels of the Ansible docsite
 that antsibull-docs' module and role pages refer to are linked to their pages on
 docs.ansible.com instead; any other missing reference still fails the build (-W).
 """
-
-smartquotes = False
 
 intersphinx_mapping = {}
 
