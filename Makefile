@@ -2,8 +2,9 @@
 #
 #   make demo    embedded demo (no root, no ssh server needed)
 #   make test    `make check`, then the whole test suite (as root: installs missing Debian packages first)
-#   make check   ecosystem checks: ansible-test sanity, ansible-lint, ruff, antsibull-docs
-#                (`make sanity`, `make lint`)
+#   make check   ecosystem checks: ansible-test sanity, ansible-lint, ruff, antsibull-docs, the docsite
+#                (`make sanity`, `make lint`, `make docs`)
+#   make docs    the collection docsite (modules, roles, guides) in build/docsite/build/html/
 #   make pytest  only the test suite (no checks), for quick iterations
 #   make bench   benchmarks          make soak   long-running tests (SOAK=1)
 #   make real-engine-check   the model and replication against the REAL DirectoryStorage engine
@@ -27,7 +28,7 @@ DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 
-.PHONY: all venv collections deps promtool test pytest check sanity lint demo soak bench real-engine-check clean
+.PHONY: all venv collections deps promtool test pytest check sanity lint docs demo soak bench real-engine-check clean
 
 all: test
 
@@ -119,6 +120,7 @@ check: deps venv collections
 	@failed=""; \
 	$(MAKE) --no-print-directory sanity || failed="$$failed sanity"; \
 	$(MAKE) --no-print-directory lint || failed="$$failed lint"; \
+	$(MAKE) --no-print-directory docs || failed="$$failed docs"; \
 	if [ -n "$$failed" ]; then echo "==> check FAILED:$$failed"; exit 1; fi; \
 	echo "==> check: all passed"
 
@@ -163,6 +165,26 @@ lint: venv collections
 	echo "==> antsibull-docs lint-collection-docs --plugin-docs ."; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs . || rc=1; \
 	exit $$rc
+
+# The collection docsite, as antsibull-docs builds it for the Ansible docs: a page for every
+# module, filter and role (from their documentation) and the guides of docs/docsite/rst/ (listed
+# in docs/docsite/extra-docs.yml). sphinx-init writes the Sphinx project into build/docsite/
+# afresh each time (nothing of it is kept in git); docs/docsite/conf_extra.py, appended to its
+# conf.py, keeps the build off the network; the guides' pictures are copied where they point.
+# Sphinx runs with -W: any warning fails.
+DOCSITE := build/docsite
+DOCS_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_COLLECTIONS_PATH="$(CURDIR)/.collections"
+docs: venv collections
+	@echo "==> docs: antsibull-docs sphinx-init, then build.sh, into $(DOCSITE)"
+	@rm -rf $(DOCSITE) && mkdir -p $(DOCSITE)
+	@$(DOCS_ENV) $(VENV)/bin/antsibull-docs sphinx-init --use-current --squash-hierarchy --fail-on-error \
+		--title dirstorage.replication --project dirstorage.replication --copyright "dirstorage.replication contributors" \
+		--dest-dir $(DOCSITE) dirstorage.replication >/dev/null
+	@cat docs/docsite/conf_extra.py >> $(DOCSITE)/conf.py
+	@# the monitoring guide's picture, at the path the guide names (../../grafana/ of rst/docsite/)
+	@mkdir -p $(DOCSITE)/grafana && cp docs/grafana/dirstorage-replication.png $(DOCSITE)/grafana/
+	cd $(DOCSITE) && $(DOCS_ENV) ./build.sh
+	@echo "==> docs: open $(DOCSITE)/build/html/index.html"
 
 clean:
 	rm -rf $(VENV) .collections .pytest_cache .ruff_cache build *.egg-info tests/output demo

@@ -197,7 +197,7 @@ def cmd_pull(argv):
     return EXIT_OK
 
 
-def cmd_serve(argv):
+def _serve_parser():
     p = argparse.ArgumentParser(prog="ds-replica serve",
                                 description="Answer one replication request on stdin/stdout (run by ssh on the "
                                             "master; safe as an authorized_keys forced command).")
@@ -208,7 +208,11 @@ def cmd_serve(argv):
     p.add_argument("--write-timeout", type=float, default=WRITE_TIMEOUT, metavar="S",
                    help="drop a standby that reads nothing of the answer for S seconds (default %(default)g; 0: never)")
     p.add_argument("directory")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_serve(argv):
+    args = _serve_parser().parse_args(argv)
     log = (lambda m: _stderr("ds-replica serve: " + m)) if args.verbose else None
     stdout = sys.stdout.buffer
     serve(args.directory, sys.stdin.buffer, stdout, log=log, snapshot_timeout=args.snapshot_timeout,
@@ -217,7 +221,7 @@ def cmd_serve(argv):
     return EXIT_OK
 
 
-def cmd_clone(argv):
+def _clone_parser():
     p = argparse.ArgumentParser(prog="ds-replica clone",
                                 description="Make the first copy of a live master (through snapshot mode).")
     _common(p)
@@ -234,7 +238,11 @@ def cmd_clone(argv):
     p.add_argument("--json", action="store_true")
     p.add_argument("master")
     p.add_argument("replica")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_clone(argv):
+    args = _clone_parser().parse_args(argv)
     progress = Progress(not args.quiet)
     try:
         if args.delta:
@@ -308,7 +316,7 @@ def _print_reseed(result):
         _stderr(kept_aside_line(result))
 
 
-def cmd_kept_aside(argv):
+def _kept_aside_parser():
     p = argparse.ArgumentParser(prog="ds-replica kept-aside",
                                 description="List the transactions a re-seed kept aside in a "
                                             "PATH.before-reseed-<UTC time> folder: tid, time, user, description, "
@@ -316,7 +324,11 @@ def cmd_kept_aside(argv):
     p.add_argument("--json", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("folder")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_kept_aside(argv):
+    args = _kept_aside_parser().parse_args(argv)
     kept = list_kept(args.folder)
     lines = ["%s: %d transaction(s)%s" % (kept["path"], len(kept["transactions"]),
                                           ", re-seed not finished (the next one finishes it)" if kept["pending"]
@@ -327,7 +339,7 @@ def cmd_kept_aside(argv):
     return EXIT_OK
 
 
-def cmd_promote(argv):
+def _promote_parser():
     p = argparse.ArgumentParser(prog="ds-replica promote",
                                 description="Make a standby the master: check it as verify does, then mark it "
                                             "promoted (config/promoted); every later pull into it refuses.")
@@ -335,7 +347,11 @@ def cmd_promote(argv):
     p.add_argument("-n", "--check", action="store_true", help="check it and say what would be done; change nothing")
     p.add_argument("--json", action="store_true")
     p.add_argument("replica")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_promote(argv):
+    args = _promote_parser().parse_args(argv)
     result = promote(args.replica, check=args.check, log=_stderr if args.verbose else None)
     if args.json:
         _stdout(json.dumps(result, sort_keys=True))
@@ -443,7 +459,7 @@ def cmd_status(argv):
     return code
 
 
-def cmd_verify(argv):
+def _verify_parser():
     p = argparse.ArgumentParser(prog="ds-replica verify",
                                 description="Check a storage against its own checksums, and a replica against its "
                                             "master. Exit 0 OK, 2 CRITICAL.")
@@ -452,7 +468,11 @@ def cmd_verify(argv):
     _add_ssh_options(p)
     p.add_argument("directory")
     p.add_argument("master", nargs="?", help="[user@]host:path of the master, or a local path")
-    args = p.parse_args(argv)
+    return p
+
+
+def cmd_verify(argv):
+    args = _verify_parser().parse_args(argv)
     try:
         result = verify(args.directory, args.master, _options(args))
     except DSError as e:
@@ -533,6 +553,15 @@ def cmd_horizon(argv):
 COMMANDS = {"serve": cmd_serve, "clone": cmd_clone, "status": cmd_status, "verify": cmd_verify, "pull": cmd_pull,
             "follow": cmd_follow,
             "promote": cmd_promote, "kept-aside": cmd_kept_aside, "horizon": cmd_horizon}
+
+
+def parsers():
+    """{command: its argparse parser}, in the order of VERBS ("pull" is also what runs without a verb);
+    read by docs/gen_cli_reference.py to write the ds-replica reference (docs/cli.md)."""
+    made = {"serve": _serve_parser, "clone": _clone_parser, "status": _status_parser, "verify": _verify_parser,
+            "pull": _pull_parser, "follow": _follow_parser, "promote": _promote_parser,
+            "kept-aside": _kept_aside_parser, "horizon": _horizon_parser}
+    return {verb: made[verb]() for verb in VERBS}
 
 
 def main(argv=None):

@@ -2,7 +2,8 @@
 
 - Every error message the engine can raise (the first argument of DSError and its
   subclasses in plugins/module_utils/*.py, found with the `ast` module) appears in
-  README.md's troubleshooting table, so adding a message without documenting it fails here.
+  the troubleshooting tables of docs/docsite/rst/troubleshooting.rst (the troubleshooting page of
+  the docsite), so adding a message without documenting it fails here.
 - `ansible-doc` renders every module in plugins/modules/ and every role that has
   meta/argument_specs.yml, with exit 0 and no warning.
 """
@@ -22,7 +23,8 @@ from dirstorage_replica import metrics
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 ENGINE = ROOT / "plugins" / "module_utils"
-README = ROOT / "README.md"
+TROUBLESHOOTING = ROOT / "docs" / "docsite" / "rst" / "troubleshooting.rst"
+MONITORING = ROOT / "docs" / "docsite" / "rst" / "guide_monitoring.rst"
 ANSIBLE_DOC = Path(sys.executable).parent / "ansible-doc"
 
 PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdrifgx%]")
@@ -102,16 +104,25 @@ def normalise(text):
     return " ".join(text.replace("`", "").split())
 
 
-def readme_table_messages():
-    """The first cell of every row of README.md's troubleshooting table, normalised."""
-    text = README.read_text()
-    start = text.index("<!-- troubleshooting:start -->")
-    end = text.index("<!-- troubleshooting:end -->")
-    cells = []
+def troubleshooting_table_messages():
+    """The first cell of every row of the troubleshooting page's grid tables (between its
+    `.. troubleshooting:start` and `.. troubleshooting:end` comments), normalised. A cell may
+    span several lines; the column's width is read from the table's `+---+` border."""
+    text = TROUBLESHOOTING.read_text()
+    start = text.index(".. troubleshooting:start")
+    end = text.index(".. troubleshooting:end")
+    cells, width, cell = [], None, []
     for line in text[start:end].splitlines():
-        if line.startswith("|") and not line.startswith("|---"):
-            cells.append(normalise(line.split("|")[1]))
-    return cells
+        if line.startswith("+"):
+            if cell and not line.startswith("+="):
+                cells.append(normalise(" ".join(cell)))
+            cell = []
+            width = line.index("+", 1)
+        elif line.startswith("|") and width is not None:
+            cell.append(line[1:width])
+        else:
+            width, cell = None, []
+    return [c for c in cells if c != "message"]
 
 
 #: how many leading literal words of a message identify it (placeholders left out): enough to
@@ -133,11 +144,11 @@ def test_engine_has_error_messages():
 
 
 def test_every_error_message_is_in_the_troubleshooting_table():
-    documented = [literal_words(cell) for cell in readme_table_messages()]
+    documented = [literal_words(cell) for cell in troubleshooting_table_messages()]
     missing = sorted({(template, where) for where, _cls, template in error_messages()
                       if not any(_contains(cell, literal_words(template)[:KEY_WORDS]) for cell in documented)})
-    assert not missing, "README.md's troubleshooting table lacks these messages (add a row with cause and cure):\n" + \
-        "\n".join("  %s   (%s)" % m for m in missing)
+    assert not missing, "docs/docsite/rst/troubleshooting.rst lacks these messages (add a row with cause and " \
+        "cure):\n" + "\n".join("  %s   (%s)" % m for m in missing)
 
 
 def _ansible_doc(*args):
@@ -178,10 +189,10 @@ def test_ansible_doc_role(role):
 
 def test_monitoring_docs_use_the_metrics_the_schedule_role_writes():
     written = {metrics.PREFIX + name for name, _kind, _help in metrics.METRICS}
-    for doc in (ROOT / "docs" / "monitoring.md", ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"):
+    for doc in (MONITORING, ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"):
         used = set(re.findall(r"dirstorage_replication_[a-z_]+", doc.read_text()))
         assert used <= written, "%s uses metrics the schedule role does not write: %s" % (doc, used - written)
-    assert written <= set(re.findall(r"dirstorage_replication_[a-z_]+", (ROOT / "docs" / "monitoring.md").read_text()))
+    assert written <= set(re.findall(r"dirstorage_replication_[a-z_]+", MONITORING.read_text()))
 
 
 if __name__ == "__main__":
