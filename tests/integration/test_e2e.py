@@ -307,6 +307,11 @@ class Followers:
     def log(self, host):
         return (self.fleet.base / f"follow-{host}.log").read_text(errors="replace")[-3000:]
 
+    def lags(self, host, target, packed):
+        """Whether `host`'s replica lacks transaction `target` or the master's x.packed `packed`."""
+        replica = storage.Storage(str(self.fleet.replica(host)))
+        return replica.last_tid() < target or replica.packed_tid() != packed
+
     def wait_current(self, *hosts, timeout=120):
         """Until every replica of `hosts` holds the transaction that was the master's newest
         (journal included) when called, and the master's x.packed; that transaction."""
@@ -315,8 +320,7 @@ class Followers:
         deadline = time.monotonic() + timeout
         while True:
             packed = master.packed_tid()
-            behind = [h for h in hosts if (storage.Storage(str(self.fleet.replica(h))).last_tid() < target
-                                          or storage.Storage(str(self.fleet.replica(h))).packed_tid() != packed)]
+            behind = [h for h in hosts if self.lags(h, target, packed)]
             if not behind:
                 return target
             for h in behind:
