@@ -32,10 +32,11 @@ import traceback
 from .clone import clone
 from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .hot import STOP_TIMEOUT, hot_standby
-from .info import master_lag, standby_horizon, storage_info, verify
+from .info import master_lag, storage_info, verify
 from .keep_aside import kept_aside_line, list_kept
 from .metrics import horizon_values, write_metrics
 from .options import CONNECTION_OPTIONS, PullOptions
+from .positions import standby_horizon
 from .promote import promote
 from .replica import pull
 from .reseed import reseed

@@ -36,24 +36,21 @@ import os
 import threading
 import time
 
-from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
-from .options import PullOptions
-from .packmirror import master_packed
-from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options, standby_name_option
-from .replica import (
+from .follow_state import STATE_FILE
+from .increment import (
     INCOMING,
     LocalDiskError,
     WireCounter,
     answer_reader,
-    apply_increment,
     checked_result,
-    locked_replica,
-    make_report,
-    pack_as_master,
     receive_increment,
-    reference_request,
     transfer_error,
 )
+from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
+from .options import PullOptions
+from .packmirror import master_packed
+from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options, standby_name_option
+from .replica import apply_increment, locked_replica, make_report, pack_as_master, reference_request
 from .storage import (
     ZERO_TID,
     Busy,
@@ -68,7 +65,6 @@ from .storage import (
 )
 from .transport import open_channel
 
-STATE_FILE = "ds-replica-follow.json"  # in the replica's misc/
 SPOOL_PREFIX = INCOMING + ".follow."  # misc/.replica.incoming.follow.<n>: increments received, not yet applied
 SPOOL_LIMITS = (64, 256 << 20)  # (increments, bytes) spooled before the follower stops asking for more
 SUMMED = ("transactions", "files", "bytes", "wire_bytes", "snapshot_seconds")  # over the increments of one apply
@@ -231,21 +227,6 @@ class Recorder(object):
             self.metrics_error = text
         else:
             self.metrics_error = None
-
-
-def follower_state(replica_dir):
-    """What the follower last recorded in the replica's misc/ (None if none),
-    and whether its process still runs."""
-    try:
-        with open(os.path.join(replica_dir, "misc", STATE_FILE)) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(state, dict):
-        return None
-    pid = state.get("pid")
-    state["running"] = state.get("state") != "stopped" and isinstance(pid, int) and pid > 0 and pid_alive(pid)
-    return state
 
 
 def metrics_label(path, replica_dir):

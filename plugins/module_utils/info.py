@@ -14,10 +14,11 @@ import datetime
 import os
 import time
 
-from . import journal, positions, standing
-from .follow import follower_state
+from . import journal, standing
+from .follow_state import follower_state
 from .keep_aside import finish_pending_unlocked
 from .options import PullOptions
+from .positions import standby_horizon
 from .protocol import Request, Session, require_fields
 from .storage import (
     EMPTY_MD5,
@@ -91,21 +92,6 @@ def storage_info(path, max_age_days=None):
 
 def _horizon_fields(report):
     return {"horizon": report["horizon"], "standbys": report["standbys"], "silent_standbys": report["silent_behind"]}
-
-
-def standby_horizon(path, max_age_days=None, now=None):
-    """Where the standbys of the master at `path` stand (positions.py): the
-    horizon (the oldest transaction a standby heard from within
-    `max_age_days` holds: tid, its Unix time and age, the standby), every
-    recorded standby, and the silent ones (not heard from within
-    `max_age_days`) whose position is older than the horizon."""
-    st = Storage(path)
-    now = time.time() if now is None else now
-    report = positions.horizon(st.home, max_age_days, now)
-    if report["horizon"] is not None and report["horizon"]["time"] is not None:
-        report["horizon"]["age_seconds"] = round(max(0.0, now - report["horizon"]["time"]), 3)
-    report["path"] = st.home
-    return report
 
 
 def _tid_or_none(read):

@@ -28,7 +28,7 @@ import shlex
 import string
 import time
 
-from .info import standby_horizon
+from .positions import standby_horizon
 from .storage import ZERO_TID, Refused, Storage, tid_to_epoch
 
 DAY = 86400.0

@@ -29,7 +29,7 @@ import os
 import time
 
 from .protocol import request_standby_name, valid_standby_name
-from .storage import ZERO_TID, hex_tid, tid_from_hex, tid_to_epoch, write_atomic
+from .storage import ZERO_TID, Storage, hex_tid, tid_from_hex, tid_to_epoch, write_atomic
 
 FOLDER = ("misc", "standbys")
 SUFFIX = ".json"
@@ -172,3 +172,18 @@ def horizon(home, max_age_days=None, now=None):
         "standbys": standbys,
         "silent_behind": [s["name"] for s in held],
     }
+
+
+def standby_horizon(path, max_age_days=None, now=None):
+    """Where the standbys of the master at `path` stand (positions.py): the
+    horizon (the oldest transaction a standby heard from within
+    `max_age_days` holds: tid, its Unix time and age, the standby), every
+    recorded standby, and the silent ones (not heard from within
+    `max_age_days`) whose position is older than the horizon."""
+    st = Storage(path)
+    now = time.time() if now is None else now
+    report = horizon(st.home, max_age_days, now)
+    if report["horizon"] is not None and report["horizon"]["time"] is not None:
+        report["horizon"]["age_seconds"] = round(max(0.0, now - report["horizon"]["time"]), 3)
+    report["path"] = st.home
+    return report

@@ -14,8 +14,8 @@ refuses, and it can be served to the other standbys at once.
 from __future__ import annotations
 
 from . import journal
+from .hold import Hold, lock_pull
 from .info import self_check
-from .replica import Hold, lock_pull
 from .standing import mark_promoted, promoted
 from .storage import Corrupt, Storage, hex_tid
 

@@ -33,17 +33,6 @@ import threading
 import time
 
 from . import journal, ustar
-from .clone import (
-    PART_SUFFIX,
-    claim_destination,
-    complete_copy,
-    destination,
-    put_in_place,
-    release,
-    remove_stale_partials,
-    stale_folders,
-    write_members,
-)
 from .delta import WINDOW, digest, is_revision, needs_digest, prefix_digest, walk
 from .keep_aside import (
     KEEP_ASIDE,
@@ -56,6 +45,17 @@ from .keep_aside import (
     transaction_facts,
 )
 from .options import PullOptions
+from .partial import (
+    PART_SUFFIX,
+    claim_destination,
+    complete_copy,
+    destination,
+    put_in_place,
+    release,
+    remove_stale_partials,
+    stale_folders,
+    write_members,
+)
 from .protocol import DROP_MEMBER, Session, decode_drop, delta_request, standby_name_option
 from .reseed_inplace import reseed_in_place
 from .standing import set_upstream
@@ -243,7 +243,7 @@ def _entries(chosen, window, digested, trusted=frozenset()):
 
 def _prefixes(sources, chosen):
     """{name: (path, size, digest)} of the beginnings of large files that
-    killed clones received (clone.PrefixKeeper), for files no source holds
+    killed clones received (partial.PrefixKeeper), for files no source holds
     whole: the master sends the rest of each."""
     found = {}
     for source in sources:

@@ -31,9 +31,7 @@ import types
 
 from . import journal
 from .delta import IN_PLACE, WINDOW
-from .keep_aside import forget_promotion, keep_aside_in_place, kept_names, remove_kept, transaction_facts
-from .protocol import Session, delta_request
-from .replica import (
+from .increment import (
     INCOMING,
     WireCounter,
     answer_reader,
@@ -42,6 +40,8 @@ from .replica import (
     transfer_error,
     validate_increment,
 )
+from .keep_aside import forget_promotion, keep_aside_in_place, kept_names, remove_kept, transaction_facts
+from .protocol import Session, delta_request
 from .standing import set_upstream
 from .storage import (
     ZERO_TID,

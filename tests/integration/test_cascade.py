@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dirstorage_replica import replica, storage
+from dirstorage_replica import hold, replica, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.snapshot import PEER_LOCK
 from tests.integration.test_reliability import _commit_big, _stopped_master
@@ -79,7 +79,7 @@ def test_a_pull_waits_while_a_serve_holds_the_replica(chain):
 def test_a_pull_gives_up_in_one_line_when_the_serve_goes_on(chain, monkeypatch):
     master, one, _two = chain
     _commit_big(master, 3, 1000)
-    monkeypatch.setattr(replica, "PEER_WAIT", 0.5)
+    monkeypatch.setattr(hold, "PEER_WAIT", 0.5)
     before = replica_state(one)
     holder = subprocess.Popen(["flock", "-x", str(one / "misc" / PEER_LOCK), "sleep", "30"])
     try:

@@ -18,7 +18,8 @@ import pytest
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
-from dirstorage_replica.follow import SPOOL_PREFIX, follower_state
+from dirstorage_replica.follow import SPOOL_PREFIX
+from dirstorage_replica.follow_state import follower_state
 from dirstorage_replica.metrics import read_metrics
 from tests.integration.test_modules import run_module
 from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401  pylint: disable=unused-import

@@ -52,7 +52,8 @@ def test_a_large_member_with_a_hostile_name_is_refused_before_anything_is_writte
     # what a killed clone keeps of a large file is written as it arrives: its name is checked first
     import io
 
-    from dirstorage_replica import clone, storage, ustar
+    from dirstorage_replica import partial as new_copy
+    from dirstorage_replica import storage, ustar
     out = io.BytesIO()
     writer = ustar.Writer(out)
     writer.add_bytes("config/settings", b"[structure]\nformat: flat\n")
@@ -60,10 +61,10 @@ def test_a_large_member_with_a_hostile_name_is_refused_before_anything_is_writte
     writer.close()
     partial = tmp_path / "partial"
     partial.mkdir()
-    keeper = clone.PrefixKeeper(str(partial))
+    keeper = new_copy.PrefixKeeper(str(partial))
     members = ustar.iter_members(io.BytesIO(out.getvalue()).read, on_large=keeper.start)
     with pytest.raises(storage.Corrupt, match="'..' component"):
-        clone.write_members(members, str(partial), None, keeper)
+        new_copy.write_members(members, str(partial), None, keeper)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "partial", "partial/config", "partial/config/settings"]
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from dirstorage_replica import follow
-from dirstorage_replica.replica import LocalDiskError
+from dirstorage_replica.increment import LocalDiskError
 from dirstorage_replica.storage import Busy, Corrupt, DSError, Refused, TransportError
 
 

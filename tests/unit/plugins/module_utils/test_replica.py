@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dirstorage_replica.replica import validate_increment
+from dirstorage_replica.increment import validate_increment
 from dirstorage_replica.storage import (
     Corrupt,
     build_transaction,
