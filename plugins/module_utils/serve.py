@@ -97,7 +97,18 @@ class Entry(object):
 class Increment(object):
     """What one answer sends: its files (Entry: in memory, an open file, or a
     spool slice) gathered in snapshot mode and written after it, with the
-    counts the header reports."""
+    counts the header reports.
+
+    The serve fills one per answer (a pull's, each follow increment's, and
+    the re-seed's in delta.py): while the master is in snapshot mode, only
+    add_data() and add_file(), which copy nothing large and keep the files
+    as they are at that moment (an open descriptor keeps a file's bytes even
+    if a pack removes it); after snapshot mode is left, write() sends the
+    archive; close() always, last.  The caller sets and reads the counts:
+    `transactions` and `master_tid` (the newest transaction sent), `bytes`
+    (the sum of the entries' sizes, kept by add_*), `snapshot_seconds`; an
+    entry appended directly (`entries`) is a name with no data, as the
+    dry run's counts have it."""
 
     def __init__(self, fd_budget=None, spool_limit=SPOOL_LIMIT):
         self.entries = []
@@ -113,6 +124,8 @@ class Increment(object):
         self.fd_budget = fd_budget
 
     def close(self):
+        """Close every descriptor kept and the spool file.  Returns nothing;
+        safe to call twice, and after a failure at any step."""
         for e in self.entries:
             if e.fd is not None:
                 os.close(e.fd)
@@ -122,6 +135,8 @@ class Increment(object):
             self.spool = None
 
     def add_data(self, name, data):
+        """Send `data` (bytes, already read) as the file `name` (its path in
+        the archive, e.g. A/x.serial).  Returns nothing, raises nothing."""
         self.entries.append(Entry(name, len(data), data=data))
         self.bytes += len(data)
         self.in_memory += len(data)
@@ -130,7 +145,11 @@ class Increment(object):
         """Keep a write-once file (from byte `offset` on) for sending after
         snapshot mode is left: small ones in memory (within a budget), others
         as open descriptors (cheap: no copy while the master is held), and
-        past the descriptor budget, copied into a spool file."""
+        past the descriptor budget, copied into a spool file.  `name` is its
+        path in the archive, `path` where it is on disk.  Returns nothing.
+        Raises Refused at a symbolic link or past `spool_limit` bytes of
+        spool, OSError if the file cannot be read (FileNotFoundError: it
+        went, which the caller may know how to answer)."""
         if self.fd_budget is None:
             self.fd_budget = _fd_budget()
         fd = None
@@ -176,6 +195,10 @@ class Increment(object):
         self.bytes += size
 
     def write(self, out):
+        """Write the archive (ustar: every entry in the order added, then the
+        end blocks) to `out`, a binary file or writer; returns the bytes
+        written.  Raises OSError (BrokenPipeError) when the standby has gone,
+        TransportError when a DeadlineWriter's standby stops reading."""
         writer = ustar.Writer(out)
         now = int(time.time())
         for e in self.entries:
