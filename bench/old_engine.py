@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import os
 
-from dirstorage_replica import journal, storage, ustar
+from dirstorage_replica import durable, journal, storage, ustar
 
 
 def apply_one_syncfs(st):
     """journal.apply_archive as it was before bb5a421: no flush until one
     syncfs at the end (the engine's batch thresholds raised out of reach)."""
-    saved = journal.Durability.FLUSH_FILES, journal.Durability.FLUSH_BYTES
-    journal.Durability.FLUSH_FILES = journal.Durability.FLUSH_BYTES = 1 << 62
+    saved = durable.Durability.FLUSH_FILES, durable.Durability.FLUSH_BYTES
+    durable.Durability.FLUSH_FILES = durable.Durability.FLUSH_BYTES = 1 << 62
     try:
         return journal.apply_archive(st)
     finally:
-        journal.Durability.FLUSH_FILES, journal.Durability.FLUSH_BYTES = saved
+        durable.Durability.FLUSH_FILES, durable.Durability.FLUSH_BYTES = saved
 
 
 def old_style_apply(st, tar_path):
@@ -41,7 +41,7 @@ def old_style_apply(st, tar_path):
                     d = os.path.dirname(d)
                 os.makedirs(parent)
                 for d in reversed(missing):
-                    storage.fsync_path(os.path.dirname(d), directory=True)
+                    durable.fsync_path(os.path.dirname(d), directory=True)
             mutable = journal.is_mutable(storage.logical_name(st.format, "/".join(parts[1:])))
             target = dst + ".tmp" if mutable else dst
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -52,11 +52,11 @@ def old_style_apply(st, tar_path):
                 os.close(fd)
             if mutable:
                 os.replace(target, dst)
-            storage.fsync_path(parent, directory=True)
+            durable.fsync_path(parent, directory=True)
             count += 1
     os.replace(tar_path, st.sub("misc", "replica.previous"))
-    storage.fsync_path(st.journal_dir, directory=True)
-    storage.fsync_path(st.sub("misc"), directory=True)
+    durable.fsync_path(st.journal_dir, directory=True)
+    durable.fsync_path(st.sub("misc"), directory=True)
     return count
 
 

@@ -11,7 +11,7 @@ import time
 from harness import WORK, drop_dirty, log, median
 from old_engine import apply_one_syncfs, old_style_apply
 
-from dirstorage_replica import journal, storage
+from dirstorage_replica import durable, journal, storage
 
 
 def run(bench):
@@ -48,13 +48,13 @@ def run(bench):
                 old.append(time.monotonic() - t0)
             shutil.rmtree(home)
     bench.results["scenarios"]["durable_apply"] = {
-        "files": count, "runs": runs, "flush_files": journal.Durability.FLUSH_FILES,
-        "flush_bytes": journal.Durability.FLUSH_BYTES,
+        "files": count, "runs": runs, "flush_files": durable.Durability.FLUSH_FILES,
+        "flush_bytes": durable.Durability.FLUSH_BYTES,
         "engine_s": new, "fsync_each_s": old, "one_syncfs_s": batched,
         "engine_files_per_s": count / median(new), "fsync_each_files_per_s": count / median(old),
         "one_syncfs_files_per_s": count / median(batched),
         "ratio": median(old) / median(new), "ratio_one_syncfs": median(old) / median(batched)}
     log("durable apply of %d files: engine (syncfs every %d files) %.0f files/s, fsync each %.0f files/s, "
-        "one final syncfs %.0f files/s" % (count, journal.Durability.FLUSH_FILES, count / median(new),
+        "one final syncfs %.0f files/s" % (count, durable.Durability.FLUSH_FILES, count / median(new),
                                            count / median(old), count / median(batched)))
     bench.save()

@@ -30,6 +30,7 @@ import time
 import traceback
 
 from .clone import clone
+from .errors import DSError
 from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .hot import STOP_TIMEOUT, hot_standby
 from .info import master_lag, storage_info, verify
@@ -41,7 +42,6 @@ from .promote import promote
 from .replica import pull
 from .reseed import reseed
 from .serve import WRITE_TIMEOUT, serve
-from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1

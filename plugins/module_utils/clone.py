@@ -10,6 +10,7 @@ import os
 import time
 
 from . import ustar
+from .errors import Corrupt, DSError
 from .options import PullOptions
 from .partial import (
     PrefixKeeper,
@@ -22,7 +23,7 @@ from .partial import (
     write_members,
 )
 from .protocol import Request, Session, standby_name_option
-from .storage import ZERO_TID, Corrupt, DSError, hex_tid
+from .storage import ZERO_TID, hex_tid
 from .transport import Throttle, open_channel
 
 

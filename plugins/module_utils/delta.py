@@ -45,19 +45,18 @@ import os
 import re
 import zlib
 
+from .durable import read_file
+from .errors import Corrupt, Refused
 from .protocol import DROP_MEMBER, encode_drop, write_answer_header
 from .storage import (
     LOGICAL_NAME_RE,
     ZERO_TID,
-    Corrupt,
-    Refused,
     classify,
     current_name,
     hex_tid,
     logical_name,
     open_storage_file,
     parse_transaction,
-    read_file,
     read_storage_file,
     symlink_refusal,
     tid_from_hex,

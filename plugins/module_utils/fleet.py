@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 
+from .errors import DSError
 from .standing import promoted, upstream
-from .storage import DSError, Storage, hex_tid
+from .storage import Storage, hex_tid
 from .transport import parse_master
 
 

@@ -36,33 +36,16 @@ import os
 import threading
 import time
 
+from .durable import pid_alive, write_atomic
+from .errors import Busy, DSError, LocalDiskError, Refused, TransportError
 from .follow_state import STATE_FILE
-from .increment import (
-    INCOMING,
-    LocalDiskError,
-    WireCounter,
-    answer_reader,
-    checked_result,
-    receive_increment,
-    transfer_error,
-)
+from .increment import INCOMING, WireCounter, answer_reader, checked_result, receive_increment, transfer_error
 from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
 from .options import PullOptions
 from .packmirror import master_packed
 from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options, standby_name_option
 from .replica import apply_increment, locked_replica, make_report, pack_as_master, reference_request
-from .storage import (
-    ZERO_TID,
-    Busy,
-    DSError,
-    Refused,
-    TransportError,
-    hex_tid,
-    pid_alive,
-    tid_from_hex,
-    tid_to_epoch,
-    write_atomic,
-)
+from .storage import ZERO_TID, hex_tid, tid_from_hex, tid_to_epoch
 from .transport import open_channel
 
 SPOOL_PREFIX = INCOMING + ".follow."  # misc/.replica.incoming.follow.<n>: increments received, not yet applied

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from .storage import pid_alive
+from .durable import pid_alive
 
 STATE_FILE = "ds-replica-follow.json"  # in the replica's misc/
 

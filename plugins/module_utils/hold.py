@@ -7,8 +7,9 @@ stopped meanwhile). Used by the pull, follow, promote and the re-seed."""
 
 from __future__ import annotations
 
+from .durable import FileLock
+from .errors import Busy, DSError
 from .snapshot import PEER_WAIT, take_turn
-from .storage import Busy, DSError, FileLock
 
 # the pull's own lock, beside misc/lock: a hot standby's storage process holds misc/lock
 PULL_LOCK = ".ds-replica-pull.lock"

@@ -14,9 +14,11 @@ import gzip
 import os
 
 from . import journal, ustar
+from .durable import fsync_path
+from .errors import Corrupt, LocalDiskError, TransportError
 from .packmirror import master_packed
 from .protocol import master_failure
-from .storage import ZERO_TID, Corrupt, DSError, TransportError, classify, fsync_path, hex_tid
+from .storage import ZERO_TID, classify, hex_tid
 from .transport import Throttle
 
 INCOMING = ".replica.incoming"
@@ -168,12 +170,6 @@ def _received(info, order, count, wire, log):
     if "snapshot_seconds" in info:
         log("master held in snapshot mode for %.3fs" % info["snapshot_seconds"])
     return result
-
-
-class LocalDiskError(DSError):
-    """The replica's own disk failed (full, read-only...): not the network.
-    Not retryable for a one-shot pull (exit 1), but a follower waits and
-    tries again, since space may be freed."""
 
 
 def transfer_error(e, incoming):

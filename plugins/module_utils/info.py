@@ -15,6 +15,8 @@ import os
 import time
 
 from . import journal, standing
+from .durable import read_file
+from .errors import Corrupt
 from .follow_state import follower_state
 from .keep_aside import finish_pending_unlocked
 from .options import PullOptions
@@ -23,14 +25,12 @@ from .protocol import Request, Session, require_fields
 from .storage import (
     EMPTY_MD5,
     ZERO_TID,
-    Corrupt,
     Storage,
     chain_digests,
     classify,
     hex_tid,
     parse_current,
     parse_revision,
-    read_file,
     revision_name,
     tid_to_datetime,
     tid_to_epoch,

@@ -28,8 +28,9 @@ import shlex
 import string
 import time
 
+from .errors import Refused
 from .positions import standby_horizon
-from .storage import ZERO_TID, Refused, Storage, tid_to_epoch
+from .storage import ZERO_TID, Storage, tid_to_epoch
 
 DAY = 86400.0
 MARGIN = 600.0

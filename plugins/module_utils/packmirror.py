@@ -37,20 +37,10 @@ import stat
 import time
 import zlib
 
+from .durable import fsync_path, read_file, remove_atomic_leftovers, write_atomic
+from .errors import Corrupt
 from .protocol import Request, Session
-from .storage import (
-    LOGICAL_NAME_RE,
-    Corrupt,
-    classify,
-    fsync_path,
-    hex_tid,
-    logical_name,
-    read_file,
-    remove_atomic_leftovers,
-    tid_from_hex,
-    transaction_name,
-    write_atomic,
-)
+from .storage import LOGICAL_NAME_RE, classify, hex_tid, logical_name, tid_from_hex, transaction_name
 
 OPTION = "pack-drops"
 DROPS_LIMIT = 1 << 30  # uncompressed

@@ -21,9 +21,11 @@ import errno
 import os
 import shutil
 
-from . import journal
+from . import durable, journal
+from .durable import fsync_path, pid_alive
+from .errors import Corrupt, DSError
 from .keep_aside import finish_keep_aside
-from .storage import FORMATS, ZERO_TID, Corrupt, DSError, Storage, fsync_path, hex_tid, pid_alive
+from .storage import FORMATS, ZERO_TID, Storage, hex_tid
 from .transport import refuse_same_folder
 
 
@@ -146,7 +148,7 @@ def complete_copy(partial):
         except FileNotFoundError:
             raise Corrupt("the master's x.serial names transaction %s, which it did not send" % hex_tid(after),
                           "check the master with 'ds-replica verify'; nothing was put in place")
-    journal.Durability(partial, True).commit()
+    durable.Durability(partial, True).commit()
     return after
 
 
@@ -224,7 +226,7 @@ def write_members(members, partial, progress, keeper=None, before_write=None):
         keeper.checker = checker
     counts = {"transactions": 0, "files": 0, "bytes": 0}
     made = set()
-    dur = journal.Durability(partial, True)
+    dur = durable.Durability(partial, True)
     for member in members:
         logical = _check_clone_member(checker, member)
         if before_write is not None and logical is not None:
@@ -237,7 +239,7 @@ def write_members(members, partial, progress, keeper=None, before_write=None):
         if keeper is not None and keeper.holds(path):
             keeper.finish(path, journal.member_mode(member.mode))
         else:
-            journal.write_file(path, member.data, journal.member_mode(member.mode))
+            durable.write_file(path, member.data, journal.member_mode(member.mode))
         dur.step(member.size)
         counts["files"] += 1
         counts["bytes"] += member.size

@@ -28,8 +28,9 @@ import json
 import os
 import time
 
+from .durable import write_atomic
 from .protocol import request_standby_name, valid_standby_name
-from .storage import ZERO_TID, Storage, hex_tid, tid_from_hex, tid_to_epoch, write_atomic
+from .storage import ZERO_TID, Storage, hex_tid, tid_from_hex, tid_to_epoch
 
 FOLDER = ("misc", "standbys")
 SUFFIX = ".json"

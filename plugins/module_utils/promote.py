@@ -14,10 +14,11 @@ refuses, and it can be served to the other standbys at once.
 from __future__ import annotations
 
 from . import journal
+from .errors import Corrupt
 from .hold import Hold, lock_pull
 from .info import self_check
 from .standing import mark_promoted, promoted
-from .storage import Corrupt, Storage, hex_tid
+from .storage import Storage, hex_tid
 
 
 def promote(path, check=False, log=None):

@@ -46,18 +46,8 @@ import socket
 import struct
 import zlib
 
-from .storage import (
-    FORMATS,
-    LOGICAL_NAME_RE,
-    ZERO_TID,
-    Busy,
-    Corrupt,
-    DSError,
-    Refused,
-    TransportError,
-    hex_tid,
-    tid_from_hex,
-)
+from .errors import Busy, Corrupt, DSError, Refused, TransportError
+from .storage import FORMATS, LOGICAL_NAME_RE, ZERO_TID, hex_tid, tid_from_hex
 
 KINDS = ("request", "clone", "verify", "delta")
 FOLLOW_VERSION = 2  # `replica request 2`: a pull that stays open (ds-replica follow)

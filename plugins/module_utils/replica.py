@@ -14,10 +14,10 @@ import os
 import time
 
 from . import journal
+from .errors import Corrupt, LocalDiskError, Refused
 from .hold import Hold, lock_pull
 from .increment import (
     INCOMING,
-    LocalDiskError,
     WireCounter,
     answer_reader,
     checked_result,
@@ -38,15 +38,7 @@ from .protocol import (
     standby_name_option,
 )
 from .standing import refuse_if_promoted
-from .storage import (
-    ZERO_TID,
-    Corrupt,
-    Refused,
-    Storage,
-    hex_tid,
-    tid_to_datetime,
-    tid_to_epoch,
-)
+from .storage import ZERO_TID, Storage, hex_tid, tid_to_datetime, tid_to_epoch
 from .transport import open_channel, refuse_same_folder
 
 

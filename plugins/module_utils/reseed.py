@@ -34,6 +34,8 @@ import time
 
 from . import journal, ustar
 from .delta import WINDOW, digest, is_revision, needs_digest, prefix_digest, walk
+from .durable import fsync_path, read_file, remove_atomic_leftovers
+from .errors import Busy, Corrupt, DSError
 from .keep_aside import (
     KEEP_ASIDE,
     aside_path,
@@ -61,20 +63,14 @@ from .reseed_inplace import reseed_in_place
 from .standing import set_upstream
 from .storage import (
     ZERO_TID,
-    Busy,
-    Corrupt,
-    DSError,
     Storage,
     check_member,
     classify,
-    fsync_path,
     hex_tid,
     logical_name,
     logical_path,
     parse_current,
     parse_transaction,
-    read_file,
-    remove_atomic_leftovers,
     revision_name,
     transaction_digest,
     transaction_name,

@@ -31,6 +31,7 @@ import types
 
 from . import journal
 from .delta import IN_PLACE, WINDOW
+from .errors import Corrupt, DSError
 from .increment import (
     INCOMING,
     WireCounter,
@@ -43,17 +44,7 @@ from .increment import (
 from .keep_aside import forget_promotion, keep_aside_in_place, kept_names, remove_kept, transaction_facts
 from .protocol import Session, delta_request
 from .standing import set_upstream
-from .storage import (
-    ZERO_TID,
-    Corrupt,
-    DSError,
-    classify,
-    hex_tid,
-    parse_transaction,
-    revision_name,
-    tid_from_hex,
-    transaction_name,
-)
+from .storage import ZERO_TID, classify, hex_tid, parse_transaction, revision_name, tid_from_hex, transaction_name
 from .transport import open_channel
 
 # ---------------------------------------------------------------- standby

@@ -33,6 +33,7 @@ import time
 
 from . import ustar
 from .delta import IN_PLACE, answer_delta, answer_in_place
+from .errors import NotAStorage, Refused, TransportError
 from .journal import is_mutable
 from .packmirror import OPTION as PACK_DROPS
 from .packmirror import answer_pack_drops
@@ -41,10 +42,7 @@ from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_requ
 from .snapshot import Snapshot, stale_code
 from .storage import (
     ZERO_TID,
-    NotAStorage,
-    Refused,
     Storage,
-    TransportError,
     chain_digests,
     current_name,
     hex_tid,

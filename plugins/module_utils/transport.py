@@ -20,8 +20,8 @@ import threading
 import time
 
 from . import snapshot
+from .errors import DSError, TransportError
 from .serve import serve
-from .storage import DSError, TransportError
 
 LOCAL_EXIT_REFUSED = 1
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import delta, journal, keep_aside, protocol, reseed_inplace, storage
+from dirstorage_replica import delta, errors, journal, keep_aside, protocol, reseed_inplace, storage
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed as reseed_asked
@@ -153,7 +153,7 @@ def test_a_divergence_deeper_than_the_window_falls_back_to_a_new_tree(unpack_fix
 def test_a_master_packed_past_the_anchor_falls_back_to_a_new_tree(unpack_fixture):
     """The `packed-since` golden case: the pull is refused and names the cure."""
     d = unpack_fixture("packed-since")
-    with pytest.raises(storage.Refused) as refused:
+    with pytest.raises(errors.Refused) as refused:
         pull(str(d / "master"), str(d / "replica"))
     assert "packed since the last replica" in str(refused.value)
     assert "'ds-replica clone --delta MASTER REPLICA'" in str(refused.value)

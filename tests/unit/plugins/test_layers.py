@@ -26,6 +26,8 @@ LAYERS = [
     ("archive", ["ustar"]),
     ("fleet marks", ["standing"]),
     ("storage", ["storage"]),
+    ("durable files", ["durable"]),
+    ("errors", ["errors"]),
 ]
 
 # how the engine is imported outside its own package
