@@ -298,7 +298,8 @@ def cmd_follow(argv):
 
 def _print_reseed(result):
     """clone --delta's summary (its method, and why a new tree), and every
-    transaction kept aside (issues 11, 19)."""
+    transaction kept aside, so that the operator sees what the old master
+    had that the new one never received."""
     method = result["method"]
     if method == "tree":
         method = "by a new tree (%s)" % result["method_reason"]

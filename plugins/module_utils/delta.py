@@ -419,7 +419,7 @@ def _ask_for_digests(st, stdout, log, inc, master_tid):
     stdout.flush()
 
 
-# ------------------------------------------------ the in-place re-seed (issue 19)
+# ------------------------------------------------ the in-place re-seed
 
 def read_window(theirs):
     """{tid: (md5, {oid})} of an in-place request's entries (hostile input)."""

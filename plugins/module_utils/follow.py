@@ -481,9 +481,14 @@ class Follower(object):
                 result = make_report(result, st, self.known, False, t0)
             result["downtime_seconds"] = round(self.hot.downtime, 3) if self.hot is not None else 0.0
             self.spool.reset(bytes.fromhex(result["after_tid"]))
-            self.on_increment(self._applied(started, result))
+            self.on_increment(self._record_applied(started, result))
 
-    def _applied(self, started, result):
+    def _record_applied(self, started, result):
+        """After an apply: note the replica's new newest transaction, add
+        when it was applied and how long after its commit on the master, and
+        record it everywhere the follower reports: the metrics file, the
+        state file (misc/ds-replica-follow.json) and the log.  Returns
+        `result`, completed."""
         self.known = bytes.fromhex(result["after_tid"])
         now = time.time()
         result["applied_at"] = round(now, 6)

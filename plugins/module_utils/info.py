@@ -14,7 +14,7 @@ import datetime
 import os
 import time
 
-from . import journal, standing
+from . import fleet_marks, journal
 from .durable import read_file
 from .errors import Corrupt
 from .follow_state import follower_state
@@ -84,8 +84,8 @@ def storage_info(path, max_age_days=None):
         "last_replication_age_seconds": round(time.time() - last_rep, 1) if last_rep else None,
         "age_seconds": round(time.time() - tid_to_epoch(last), 1) if last != ZERO_TID else None,
         "follower": follower_state(st.home),
-        "promoted": standing.promoted(st.home),  # issue 11: {promoted_at, tid} or None
-        "upstream": standing.upstream(st.home),
+        "promoted": fleet_marks.promoted(st.home),  # {promoted_at, tid} once promoted, else None
+        "upstream": fleet_marks.upstream(st.home),
         **_horizon_fields(standby_horizon(st.home, max_age_days)),
     }
 

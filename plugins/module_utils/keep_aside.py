@@ -35,7 +35,8 @@ from .errors import Corrupt, DSError
 from .storage import Storage, current_name, hex_tid, parse_transaction, revision_name, tid_to_datetime, transaction_name
 
 ASIDE_SUFFIX = ".before-reseed-"  # PATH.before-reseed-<UTC time>
-KEEP_ASIDE = "reseed-keep-aside"  # misc/ file of an old tree the tree re-seed keeps aside (issue 11)
+# misc/ file of an old tree the tree re-seed keeps aside (what only the old master held)
+KEEP_ASIDE = "reseed-keep-aside"
 PENDING = "reseed-pending"  # misc/ file of an in-place keep-aside whose re-seed has not finished
 BUILDING = "reseed"  # .NAME.reseed-PID: a keep-aside being built
 

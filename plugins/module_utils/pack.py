@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The plan of a pack of a replicated master (issue 24; module pack_plan,
+"""The plan of a pack of a replicated master, never past what a standby still
+needs (module pack_plan,
 playbooks/pack.yml): how far back to pack, and the site's own command.
 
 A pack to time T drops the history before T and moves x.packed to T; a

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A standby packs as its master did (issue 24), both sides.
+"""A standby packs as its master did, both sides, so that it holds no more
+history than its master (and fills its disk no faster).
 
 The real engine's pack does not delete: it renames each file it drops to
 `PATH-<unix time>-deleted`, removes such files at a later pack once

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Where each standby stands, as its master's serve saw it (issue 24), and
+"""Where each standby stands, as its master's serve saw it (so that
+the master is not packed past what a standby still needs), and
 the horizon: the oldest transaction a standby still needs.
 
 One small JSON file per standby, `misc/standbys/NAME.json` of the master,

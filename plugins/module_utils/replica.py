@@ -15,6 +15,7 @@ import time
 
 from . import journal
 from .errors import Corrupt, LocalDiskError, Refused
+from .fleet_marks import refuse_if_promoted
 from .hold import Hold, lock_pull
 from .increment import (
     INCOMING,
@@ -37,7 +38,6 @@ from .protocol import (
     require_fields,
     standby_name_option,
 )
-from .standing import refuse_if_promoted
 from .storage import ZERO_TID, Storage, hex_tid, tid_to_datetime, tid_to_epoch
 from .transport import open_channel, refuse_same_folder
 
@@ -55,7 +55,7 @@ def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
         version = request_version(opts.protocol, options)
         options.update(standby_name_option(opts.standby_name))  # version 0 sends no options
         req = reference_request(st, before, version, options)
-        log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
+        log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _commit_time_text(before)))
 
         def ask(req):
             return _exchange(master, st, req, opts, log, incoming, before, progress)
@@ -78,7 +78,7 @@ def locked_replica(master, replica_dir, check, log, hot=None):
     stopped storage process started again."""
     refuse_same_folder(master, replica_dir)
     st = Storage(replica_dir)
-    refuse_if_promoted(st.home)  # never pull into a promoted storage (issue 11)
+    refuse_if_promoted(st.home)  # a promoted storage is a master now: a pull would overwrite its own writes
     st.require_full("replica")
     own = lock_pull(st)
     hold = Hold(st, hot, log)
@@ -206,7 +206,9 @@ def _remove(path):
         pass
 
 
-def _when(tid):
+def _commit_time_text(tid):
+    """When transaction `tid` was committed, for the log (UTC, to the
+    second), or "empty" for the zero tid (a storage with no transaction)."""
     when = tid_to_datetime(tid)
     return "empty" if when is None else when.strftime("%Y-%m-%d %H:%M:%S UTC")
 

@@ -260,7 +260,8 @@ def collect(st, since, increment=None, dry_run=False):
     inc = increment or Increment()
     newest = st.last_tid()
     inc.master_tid = newest
-    txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))  # each file read once (issue 25)
+    # the bytes are kept: each transaction file is read once, not again for the answer
+    txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))
     txns.reverse()
     inc.transactions = len(txns)
     currents = {}
@@ -485,9 +486,9 @@ def _answer(st, req, stdin, stdout, log, snap, detach_cleanup, recorder):
     remove_stale_staging(st)
     dry_run = req.options.get("dry-run") == "1"
     compress = req.options.get("compress", "none")
-    if req.kind == "delta" and req.options.get(IN_PLACE) == "in-place":  # re-seed in place (issue 19)
+    if req.kind == "delta" and req.options.get(IN_PLACE) == "in-place":  # re-seed in place: rewind to the anchor
         return answer_in_place(st, req, snap, stdin, stdout, log, Increment(), collect)
-    if req.kind == "delta":  # re-seed by a new tree (issue 11)
+    if req.kind == "delta":  # re-seed by a new tree
         reached = answer_delta(st, req, snap, stdin, stdout, log, Increment())
         if reached is not None:
             recorder.record(reached)

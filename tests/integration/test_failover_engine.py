@@ -14,11 +14,11 @@ import pytest
 
 from dirstorage_replica import errors, reseed_inplace, storage
 from dirstorage_replica.clone import clone
+from dirstorage_replica.fleet_marks import upstream
 from dirstorage_replica.info import storage_info
 from dirstorage_replica.promote import promote
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed
-from dirstorage_replica.standing import upstream
 from tests.support.checks import assert_objects, assert_reads_as, manifest, replica_state
 from tests.support.simulated_storage import SimulatedStorage
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import delta, errors, journal, keep_aside, protocol, reseed_inplace, storage
+from dirstorage_replica.fleet_marks import mark_promoted, promoted
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed as reseed_asked
-from dirstorage_replica.standing import mark_promoted, promoted
 from tests.integration.test_failover_engine import DS_REPLICA, commit, copy
 from tests.support.checks import assert_objects, assert_reads_as, manifest
 from tests.support.simulated_storage import SimulatedStorage

@@ -24,7 +24,7 @@ LAYERS = [
     ("snapshot", ["snapshot"]),
     ("journal", ["journal"]),
     ("archive", ["ustar"]),
-    ("fleet marks", ["standing"]),
+    ("fleet marks", ["fleet_marks"]),
     ("storage", ["storage"]),
     ("durable files", ["durable"]),
     ("errors", ["errors"]),
