@@ -25,7 +25,7 @@ def run(bench):
         pull_rss = os.path.join(WORK, "pull-rss.txt")
         drop_dirty()
         wall, res = bench.pull(info["master"], replica, remote=wrapper,
-                              wrap=["/usr/bin/time", "-f", "%M", "-o", pull_rss])
+                               wrap=["/usr/bin/time", "-f", "%M", "-o", pull_rss])
         out[profile] = {"k": k, "files": res["files"], "bytes": res["bytes"], "wall_s": wall,
                         "serve_peak_rss_mb": int(open(serve_rss).read().split()[-1]) / 1024,
                         "pull_peak_rss_mb": int(open(pull_rss).read().split()[-1]) / 1024}

@@ -183,7 +183,7 @@ def test_replica_ahead_of_master_is_refused(unpack_fixture, tmp_path):
     # (checked before "is ahead"), naming the transaction
     newest = manifest(d)["master"]["last_tid"]
     with pytest.raises(errors.Refused, match=re.escape("reference transaction does not exist on the master (%s)"
-                                                        % newest)):
+                                                       % newest)):
         pull(str(older / "replica"), str(d / "replica"))
     assert replica_state(d / "replica") == before
 

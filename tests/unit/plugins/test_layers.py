@@ -36,7 +36,7 @@ PACKAGES = ("dirstorage_replica", "ansible_collections.dirstorage.replication.pl
 
 def order():
     """Each engine file's rank: 0 at the top."""
-    names = [name for _, files in LAYERS for name in files]
+    names = [name for layer in LAYERS for name in layer[1]]
     return {name: rank for rank, name in enumerate(names)}
 
 
@@ -83,7 +83,7 @@ def upward_imports(folder=ENGINE, layers=None):
 
 
 def test_every_engine_file_has_its_place_in_the_layers():
-    names = [name for _, files in LAYERS for name in files]
+    names = [name for layer in LAYERS for name in layer[1]]
     assert len(names) == len(set(names)), "a file is placed twice"
     assert sorted(names) == engine_files()
 
