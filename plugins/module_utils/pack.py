@@ -71,7 +71,7 @@ def pack_plan(path, days, command=None, force=False, max_age_days=None, now=None
     back or whom it strands, and the argv of `command` (None without one)."""
     if not days >= 0:
         raise Refused("the days of history to keep must be 0 or more, not %r" % days)
-    if not margin >= 0:
+    if math.isnan(margin) or margin < 0:  # as `not margin >= 0`, NaN refused too
         raise Refused("the pack's margin must be 0 seconds or more, not %r" % margin)
     now = time.time() if now is None else now
     report = standby_horizon(path, max_age_days, now)

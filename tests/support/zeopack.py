@@ -24,7 +24,7 @@ import xmlrpc.client
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="zeopack", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="zeopack", description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("-t", "--time", type=float, required=True, help="pack to this Unix time")
     parser.add_argument("url", help="the toolkit's URL")
     parser.add_argument("access", help="file holding user:password")
