@@ -2,7 +2,8 @@
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the roles write where another account or a shell reads it, built
-from values that may come from elsewhere (issue 20):
+from values that may come from elsewhere (an inventory, a published key),
+so each is checked and quoted before it lands where a shell or sshd reads it:
 
 - `authorized_key_line`: the master's `authorized_keys` line of a standby
   key, restricted to `ds-replica serve PATH`.  The key is published by the

@@ -30,17 +30,18 @@ import time
 import traceback
 
 from .clone import clone
+from .errors import DSError
 from .follow import FollowSettings, Stopped, StopSwitch, follow
 from .hot import STOP_TIMEOUT, hot_standby
-from .info import master_lag, standby_horizon, storage_info, verify
+from .info import master_lag, storage_info, verify
 from .keep_aside import kept_aside_line, list_kept
 from .metrics import horizon_values, write_metrics
 from .options import CONNECTION_OPTIONS, PullOptions
+from .positions import standby_horizon
 from .promote import promote
 from .replica import pull
 from .reseed import reseed
 from .serve import WRITE_TIMEOUT, serve
-from .storage import DSError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -305,7 +306,8 @@ def cmd_follow(argv):
 
 def _print_reseed(result):
     """clone --delta's summary (its method, and why a new tree), and every
-    transaction kept aside (issues 11, 19)."""
+    transaction kept aside, so that the operator sees what the old master
+    had that the new one never received."""
     method = result["method"]
     if method == "tree":
         method = "by a new tree (%s)" % result["method_reason"]

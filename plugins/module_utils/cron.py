@@ -13,8 +13,8 @@ result, or if the metrics file cannot be written).
 
 Runs of one storage never overlap: each takes `LOCK_DIR/ds-replica-NAME.lock`
 (flock), in a folder only the replica account may write (default
-`~/.ds-replica`, made 0700; issue 20: a lock in the world-writable /run/lock
-let any local user stop every pull).  A run that finds the lock held exits 0
+`~/.ds-replica`, made 0700: a lock in the world-writable /run/lock would
+let any local user take it first and so stop every pull).  A run that finds the lock held exits 0
 at once while the holder is younger than `--stuck-after` seconds; after
 that it says so in one line, exits 75 and records a failed run in the
 metrics, so that a stuck run is never silent for long.

@@ -45,19 +45,18 @@ import os
 import re
 import zlib
 
+from .durable import read_file
+from .errors import Corrupt, Refused
 from .protocol import DROP_MEMBER, encode_drop, write_answer_header
 from .storage import (
     LOGICAL_NAME_RE,
     ZERO_TID,
-    Corrupt,
-    Refused,
     classify,
     current_name,
     hex_tid,
     logical_name,
     open_storage_file,
     parse_transaction,
-    read_file,
     read_storage_file,
     symlink_refusal,
     tid_from_hex,
@@ -420,7 +419,7 @@ def _ask_for_digests(st, stdout, log, inc, master_tid):
     stdout.flush()
 
 
-# ------------------------------------------------ the in-place re-seed (issue 19)
+# ------------------------------------------------ the in-place re-seed
 
 def read_window(theirs):
     """{tid: (md5, {oid})} of an in-place request's entries (hostile input)."""

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The inventory against what the storages say of themselves (issue 11).
+"""The inventory against what the storages say of themselves, so that a
+failover acts on what the storages are, not on what the inventory says.
 
 `storage_state(path)` is what one storage says (read on its host by the
 `fleet_state` module): identity, newest transaction, promoted or not, its
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import os
 
-from .standing import promoted, upstream
-from .storage import DSError, Storage, hex_tid
+from .errors import DSError
+from .fleet_marks import promoted, upstream
+from .storage import Storage, hex_tid
 from .transport import parse_master
 
 
@@ -53,7 +55,8 @@ def _promoted_standby(s):
 
 def _also_a_standby(s, states):
     """A storage listed both as a master and as a standby: the middle of a
-    cascade (issue 10), which follows its own upstream and serves others."""
+    cascade (a standby that is also the master of other standbys), which
+    follows its own upstream and serves others."""
     return any(o["role"] == "standby" and o["host"] == s["host"] and o["path"] == s["path"] for o in states)
 
 

@@ -36,39 +36,18 @@ import os
 import threading
 import time
 
+from .durable import pid_alive, write_atomic
+from .errors import Busy, DSError, LocalDiskError, Refused, TransportError
+from .follow_state import STATE_FILE
+from .increment import INCOMING, WireCounter, answer_reader, checked_result, receive_increment, transfer_error
 from .metrics import after_failure, after_success, read_metrics, up_to_date, write_metrics
 from .options import PullOptions
 from .packmirror import master_packed
 from .protocol import FOLLOW_VERSION, HEARTBEAT, ChunkReader, Session, follow_request_options, standby_name_option
-from .replica import (
-    INCOMING,
-    LocalDiskError,
-    WireCounter,
-    answer_reader,
-    apply_increment,
-    checked_result,
-    locked_replica,
-    make_report,
-    pack_as_master,
-    receive_increment,
-    reference_request,
-    transfer_error,
-)
-from .storage import (
-    ZERO_TID,
-    Busy,
-    DSError,
-    Refused,
-    TransportError,
-    hex_tid,
-    pid_alive,
-    tid_from_hex,
-    tid_to_epoch,
-    write_atomic,
-)
+from .replica import apply_increment, locked_replica, make_report, pack_as_master, reference_request
+from .storage import ZERO_TID, hex_tid, tid_from_hex, tid_to_epoch
 from .transport import open_channel
 
-STATE_FILE = "ds-replica-follow.json"  # in the replica's misc/
 SPOOL_PREFIX = INCOMING + ".follow."  # misc/.replica.incoming.follow.<n>: increments received, not yet applied
 SPOOL_LIMITS = (64, 256 << 20)  # (increments, bytes) spooled before the follower stops asking for more
 SUMMED = ("transactions", "files", "bytes", "wire_bytes", "snapshot_seconds")  # over the increments of one apply
@@ -231,21 +210,6 @@ class Recorder(object):
             self.metrics_error = text
         else:
             self.metrics_error = None
-
-
-def follower_state(replica_dir):
-    """What the follower last recorded in the replica's misc/ (None if none),
-    and whether its process still runs."""
-    try:
-        with open(os.path.join(replica_dir, "misc", STATE_FILE)) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(state, dict):
-        return None
-    pid = state.get("pid")
-    state["running"] = state.get("state") != "stopped" and isinstance(pid, int) and pid > 0 and pid_alive(pid)
-    return state
 
 
 def metrics_label(path, replica_dir):
@@ -517,9 +481,14 @@ class Follower(object):
                 result = make_report(result, st, self.known, False, t0)
             result["downtime_seconds"] = round(self.hot.downtime, 3) if self.hot is not None else 0.0
             self.spool.reset(bytes.fromhex(result["after_tid"]))
-            self.on_increment(self._applied(started, result))
+            self.on_increment(self._record_applied(started, result))
 
-    def _applied(self, started, result):
+    def _record_applied(self, started, result):
+        """After an apply: note the replica's new newest transaction, add
+        when it was applied and how long after its commit on the master, and
+        record it everywhere the follower reports: the metrics file, the
+        state file (misc/ds-replica-follow.json) and the log.  Returns
+        `result`, completed."""
         self.known = bytes.fromhex(result["after_tid"])
         now = time.time()
         result["applied_at"] = round(now, 6)

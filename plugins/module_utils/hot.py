@@ -16,7 +16,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from .storage import Busy, DSError
+from .errors import Busy, DSError
 
 SHELL = "/bin/sh"
 STOP_TIMEOUT = 60.0  # --stop-timeout: the stop command, then the wait for misc/lock

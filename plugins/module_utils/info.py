@@ -14,22 +14,23 @@ import datetime
 import os
 import time
 
-from . import journal, positions, standing
-from .follow import follower_state
+from . import fleet_marks, journal
+from .durable import read_file
+from .errors import Corrupt
+from .follow_state import follower_state
 from .keep_aside import finish_pending_unlocked, pending_keep_asides
 from .options import PullOptions
+from .positions import standby_horizon
 from .protocol import Request, Session, require_fields
 from .storage import (
     EMPTY_MD5,
     ZERO_TID,
-    Corrupt,
     Storage,
     chain_digests,
     classify,
     hex_tid,
     parse_current,
     parse_revision,
-    read_file,
     revision_name,
     tid_to_datetime,
     tid_to_epoch,
@@ -83,29 +84,14 @@ def storage_info(path, max_age_days=None):
         "last_replication_age_seconds": round(time.time() - last_rep, 1) if last_rep else None,
         "age_seconds": round(time.time() - tid_to_epoch(last), 1) if last != ZERO_TID else None,
         "follower": follower_state(st.home),
-        "promoted": standing.promoted(st.home),  # issue 11: {promoted_at, tid} or None
-        "upstream": standing.upstream(st.home),
+        "promoted": fleet_marks.promoted(st.home),  # {promoted_at, tid} once promoted, else None
+        "upstream": fleet_marks.upstream(st.home),
         **_horizon_fields(standby_horizon(st.home, max_age_days)),
     }
 
 
 def _horizon_fields(report):
     return {"horizon": report["horizon"], "standbys": report["standbys"], "silent_standbys": report["silent_behind"]}
-
-
-def standby_horizon(path, max_age_days=None, now=None):
-    """Where the standbys of the master at `path` stand (positions.py): the
-    horizon (the oldest transaction a standby heard from within
-    `max_age_days` holds: tid, its Unix time and age, the standby), every
-    recorded standby, and the silent ones (not heard from within
-    `max_age_days`) whose position is older than the horizon."""
-    st = Storage(path)
-    now = time.time() if now is None else now
-    report = positions.horizon(st.home, max_age_days, now)
-    if report["horizon"] is not None and report["horizon"]["time"] is not None:
-        report["horizon"]["age_seconds"] = round(max(0.0, now - report["horizon"]["time"]), 3)
-    report["path"] = st.home
-    return report
 
 
 def _tid_or_none(read):

@@ -9,73 +9,16 @@ leaves a state from which running the same recovery again succeeds.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import shutil
 
 from . import ustar
-from .storage import (
-    JOURNAL_ENTRY_RE,
-    LOGICAL_NAME_RE,
-    Corrupt,
-    check_member,
-    fsync_path,
-    logical_name,
-)
+from .durable import Durability, fsync_path, write_file
+from .errors import Corrupt
+from .storage import JOURNAL_ENTRY_RE, LOGICAL_NAME_RE, check_member, logical_name
 
 REPLICA_TAR = "replica.tar"
 MUTABLE_PREFIXES = ("x.",)
-
-_libc = None
-
-
-def _syncfs(path):
-    """Flush everything written on the filesystem holding `path`.
-
-    One syncfs() replaces an fsync per file and per folder: the increment is
-    already durable in journal/replica.tar, so only the moment the journal
-    entry is retired needs every applied byte on disk."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        func = getattr(_libc, "syncfs", None)
-        if func is None or func(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-class Durability(object):
-    """Makes a batch of writes under a storage home durable at once.
-
-    `step()` after each file also flushes every FLUSH_FILES files or
-    FLUSH_BYTES bytes: creating files gets slow on ext4 while many new files
-    wait unflushed (measured in bench/), and an early flush costs nothing
-    for safety since the final commit() still comes before anything relies
-    on the data."""
-
-    FLUSH_FILES = 1000
-    FLUSH_BYTES = 64 << 20
-
-    def __init__(self, home, enabled=True):
-        self.home = home
-        self.enabled = enabled
-        self._files = 0
-        self._bytes = 0
-
-    def step(self, nbytes):
-        self._files += 1
-        self._bytes += nbytes
-        if self._files >= self.FLUSH_FILES or self._bytes >= self.FLUSH_BYTES:
-            self.commit()
-
-    def commit(self):
-        self._files = self._bytes = 0
-        if self.enabled:
-            _syncfs(self.home)
 
 
 def is_mutable(name):
@@ -242,7 +185,8 @@ class MemberChecker(object):
 def member_mode(mode):
     """Modes of the files a clone or pull writes: the standby's own, never
     the master's: owner read/write, and at most the read bits the master's
-    file has (issue 20: a 0666 answer once left x.serial world-writable)."""
+    file has: a master's 0666 file (or a hostile answer) must not leave
+    x.serial world-writable on the standby."""
     return (mode & 0o444) | 0o600
 
 
@@ -281,7 +225,8 @@ def write_member(dst, data, mode, mutable):
     """Write one file of an increment: a mutable one through DST.tmp and a
     rename.  Its folder is made only when the file cannot be created for
     want of it: most of an increment goes into folders the storage has, and
-    checking each one costs lookups of deep paths (issue 25)."""
+    checking each one costs lookups of deep paths, a measurable part of a
+    pull's time."""
     try:
         _write_member(dst, data, mode, mutable)
     except FileNotFoundError:
@@ -296,40 +241,3 @@ def _write_member(dst, data, mode, mutable):
         os.replace(tmp, dst)
     else:
         write_file(dst, data, mode)
-
-
-_UMASK = None
-
-
-def _umask():
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return _UMASK
-
-
-def write_file(path, data, mode):
-    """Write a file with exactly this mode.  A file already there (a re-run
-    after a crash, or a name an in-place re-seed keeps aside as a hard link)
-    is replaced by rename, never written through: its old inode keeps its
-    bytes."""
-    target = None
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        fix_mode = (mode & ~_umask()) != mode  # a new file has mode & ~umask
-    except FileExistsError:
-        target, path = path, path + ".tmp"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        fix_mode = True
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if fix_mode:
-            os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    if target is not None:
-        os.replace(path, target)

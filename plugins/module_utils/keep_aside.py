@@ -30,25 +30,13 @@ import shutil
 
 from . import journal
 from .delta import walk
-from .journal import Durability
-from .storage import (
-    Corrupt,
-    DSError,
-    Storage,
-    current_name,
-    fsync_path,
-    hex_tid,
-    parse_transaction,
-    pid_alive,
-    read_file,
-    revision_name,
-    tid_to_datetime,
-    transaction_name,
-    write_atomic,
-)
+from .durable import Durability, fsync_path, pid_alive, read_file, sync_tree, write_atomic
+from .errors import Corrupt, DSError
+from .storage import Storage, current_name, hex_tid, parse_transaction, revision_name, tid_to_datetime, transaction_name
 
 ASIDE_SUFFIX = ".before-reseed-"  # PATH.before-reseed-<UTC time>
-KEEP_ASIDE = "reseed-keep-aside"  # misc/ file of an old tree the tree re-seed keeps aside (issue 11)
+# misc/ file of an old tree the tree re-seed keeps aside (what only the old master held)
+KEEP_ASIDE = "reseed-keep-aside"
 PENDING = "reseed-pending"  # misc/ file of an in-place keep-aside whose re-seed has not finished
 BUILDING = "reseed"  # .NAME.reseed-PID: a keep-aside being built
 
@@ -170,13 +158,6 @@ def _link(src, dst):
                       "PATH and its parent folder must be on one filesystem; nothing was changed")
 
 
-def _sync_tree(root):
-    """fsync every folder of a tree (deepest first), then the tree itself."""
-    folders = [dirpath for dirpath, _dirs, _files in os.walk(root)]
-    for folder in reversed(folders):
-        fsync_path(folder, directory=True)
-
-
 def keep_aside_in_place(st, names, pending):
     """Link `names` (logical names in st's A/; missing ones skipped) and
     st's config/ into a new PATH.before-reseed-<UTC time>, durably, with
@@ -200,20 +181,12 @@ def keep_aside_in_place(st, names, pending):
     for name in ("settings", "identity", "promoted"):
         path = os.path.join(building, "config", name)
         if os.path.exists(path):
-            fsync_file(path)
-    _sync_tree(building)
+            fsync_path(path)
+    sync_tree(building)
     aside = aside_path(st.home)
     os.rename(building, aside)
     fsync_path(parent, directory=True)
     return aside
-
-
-def fsync_file(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_stale_building(dest):

@@ -30,7 +30,7 @@ METRICS = (
     ("bytes", "gauge", "Bytes of file content received by the last successful pull."),
     ("snapshot_seconds", "gauge", "Time the master was held in snapshot mode by the last successful pull."),
     ("downtime_seconds", "gauge", "Time a hot standby's storage process was stopped by the last successful pull."),
-    # a master's (ds-replica horizon --metrics): where its standbys stand (issue 24)
+    # a master's (ds-replica horizon --metrics): where its standbys stand, which bounds how far it may be packed
     ("standbys", "gauge", "Standbys whose position the master records (misc/standbys)."),
     ("silent_standbys", "gauge", "Recorded standbys not heard from within ds-replica horizon --max-age."),
     ("horizon_age_seconds", "gauge", "Age of the oldest transaction a recorded standby holds (packing past it "

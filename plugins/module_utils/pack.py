@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The plan of a pack of a replicated master (issue 24; module pack_plan,
+"""The plan of a pack of a replicated master, never past what a standby still
+needs (module pack_plan,
 playbooks/pack.yml): how far back to pack, and the site's own command.
 
 A pack to time T drops the history before T and moves x.packed to T; a
@@ -28,8 +29,9 @@ import shlex
 import string
 import time
 
-from .info import standby_horizon
-from .storage import ZERO_TID, Refused, Storage, tid_to_epoch
+from .errors import Refused
+from .positions import standby_horizon
+from .storage import ZERO_TID, Storage, tid_to_epoch
 
 DAY = 86400.0
 MARGIN = 600.0
@@ -69,7 +71,7 @@ def pack_plan(path, days, command=None, force=False, max_age_days=None, now=None
     back or whom it strands, and the argv of `command` (None without one)."""
     if not days >= 0:
         raise Refused("the days of history to keep must be 0 or more, not %r" % days)
-    if math.isnan(margin) or margin < 0:
+    if math.isnan(margin) or margin < 0:  # as `not margin >= 0`, NaN refused too
         raise Refused("the pack's margin must be 0 seconds or more, not %r" % margin)
     now = time.time() if now is None else now
     report = standby_horizon(path, max_age_days, now)

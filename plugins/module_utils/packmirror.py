@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A standby packs as its master did (issue 24), both sides.
+"""A standby packs as its master did, both sides, so that it holds no more
+history than its master (and fills its disk no faster).
 
 The real engine's pack does not delete: it renames each file it drops to
 `PATH-<unix time>-deleted`, removes such files at a later pack once
@@ -37,20 +38,10 @@ import stat
 import time
 import zlib
 
+from .durable import fsync_path, read_file, remove_atomic_leftovers, write_atomic
+from .errors import Corrupt
 from .protocol import Request, Session
-from .storage import (
-    LOGICAL_NAME_RE,
-    Corrupt,
-    classify,
-    fsync_path,
-    hex_tid,
-    logical_name,
-    read_file,
-    remove_atomic_leftovers,
-    tid_from_hex,
-    transaction_name,
-    write_atomic,
-)
+from .storage import LOGICAL_NAME_RE, classify, hex_tid, logical_name, tid_from_hex, transaction_name
 
 OPTION = "pack-drops"
 DROPS_LIMIT = 1 << 30  # uncompressed

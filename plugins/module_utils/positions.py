@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Where each standby stands, as its master's serve saw it (issue 24), and
+"""Where each standby stands, as its master's serve saw it (so that
+the master is not packed past what a standby still needs), and
 the horizon: the oldest transaction a standby still needs.
 
 One small JSON file per standby, `misc/standbys/NAME.json` of the master,
@@ -28,8 +29,9 @@ import json
 import os
 import time
 
+from .durable import write_atomic
 from .protocol import request_standby_name, valid_standby_name
-from .storage import ZERO_TID, hex_tid, tid_from_hex, tid_to_epoch, write_atomic
+from .storage import ZERO_TID, Storage, hex_tid, tid_from_hex, tid_to_epoch
 
 FOLDER = ("misc", "standbys")
 SUFFIX = ".json"
@@ -172,3 +174,18 @@ def horizon(home, max_age_days=None, now=None):
         "standbys": standbys,
         "silent_behind": [s["name"] for s in held],
     }
+
+
+def standby_horizon(path, max_age_days=None, now=None):
+    """Where the standbys of the master at `path` stand (positions.py): the
+    horizon (the oldest transaction a standby heard from within
+    `max_age_days` holds: tid, its Unix time and age, the standby), every
+    recorded standby, and the silent ones (not heard from within
+    `max_age_days`) whose position is older than the horizon."""
+    st = Storage(path)
+    now = time.time() if now is None else now
+    report = horizon(st.home, max_age_days, now)
+    if report["horizon"] is not None and report["horizon"]["time"] is not None:
+        report["horizon"]["age_seconds"] = round(max(0.0, now - report["horizon"]["time"]), 3)
+    report["path"] = st.home
+    return report

@@ -6,7 +6,7 @@
 The standby is first brought to a clean state (an increment left pending by
 an interrupted pull is applied, the storage marked as a stopped snapshot) and
 checked as `verify` checks it; a storage
-that fails is never promoted.  Then `config/promoted` (standing.py) records
+that fails is never promoted.  Then `config/promoted` (fleet_marks.py) records
 the time and the newest transaction: from then on every pull into it
 refuses, and it can be served to the other standbys at once.
 """
@@ -14,10 +14,11 @@ refuses, and it can be served to the other standbys at once.
 from __future__ import annotations
 
 from . import journal
+from .errors import Corrupt
+from .fleet_marks import mark_promoted, promoted
+from .hold import Hold, lock_pull
 from .info import self_check
-from .replica import Hold, lock_pull
-from .standing import mark_promoted, promoted
-from .storage import Corrupt, Storage, hex_tid
+from .storage import Storage, hex_tid
 
 
 def promote(path, check=False, log=None):

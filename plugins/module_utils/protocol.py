@@ -31,7 +31,8 @@ followed by its archive in chunks (`ChunkWriter`: a 4-byte big-endian
 length, then that many bytes; a zero length ends the archive), or
 ``{"frame": "heartbeat", ...}`` while nothing is new.
 
-Where the standby stands (issue 24): requests of version 1 and later name
+Where the standby stands, so that a master is never packed past what a
+standby still needs: requests of version 1 and later name
 their standby (option `standby-name`); every pull answer header and follow
 frame carries the master's x.packed (`packed_tid`), and a `verify` request
 with the option `pack-drops: 1` asks for the names the master's packs set
@@ -46,18 +47,8 @@ import socket
 import struct
 import zlib
 
-from .storage import (
-    FORMATS,
-    LOGICAL_NAME_RE,
-    ZERO_TID,
-    Busy,
-    Corrupt,
-    DSError,
-    Refused,
-    TransportError,
-    hex_tid,
-    tid_from_hex,
-)
+from .errors import Busy, Corrupt, DSError, Refused, TransportError
+from .storage import FORMATS, LOGICAL_NAME_RE, ZERO_TID, hex_tid, tid_from_hex
 
 KINDS = ("request", "clone", "verify", "delta")
 FOLLOW_VERSION = 2  # `replica request 2`: a pull that stays open (ds-replica follow)
@@ -118,7 +109,8 @@ OPTIONS = {
     "chain": (_TID, _DELTA),
     "chain-complete": (r"yes|no", _DELTA),
     "reseed": (r"in-place", _DELTA),  # the in-place re-seed's request (its inventory: the chain window only)
-    # issue 24: who asks (positions.py), and the names a pack set aside (packmirror.py)
+    # who asks (positions.py: the master records where each standby stands, for the pack horizon),
+    # and the names a pack set aside (packmirror.py: the standby packs as its master did)
     "standby-name": (r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", _PULL + (("clone", 1), ("verify", 1)) + _DELTA),
     "pack-drops": (r"1", (("verify", 1),)),
 }

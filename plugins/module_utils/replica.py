@@ -10,198 +10,36 @@ Before it the replica is unchanged; after it, recovery finishes the job.
 from __future__ import annotations
 
 import contextlib
-import errno
-import gzip
 import os
 import time
 
-from . import journal, ustar
+from . import journal
+from .errors import Corrupt, LocalDiskError, Refused
+from .fleet_marks import refuse_if_promoted
+from .hold import Hold, lock_pull
+from .increment import (
+    INCOMING,
+    WireCounter,
+    answer_reader,
+    checked_result,
+    commit_increment,
+    pull_result,
+    receive_increment,
+    transfer_error,
+)
 from .options import PullOptions
-from .packmirror import ask_pack_drops, master_packed, mirror_pack
+from .packmirror import ask_pack_drops, mirror_pack
 from .protocol import (
     Request,
     Session,
     ask_with_fallback,
-    master_failure,
     pull_request_options,
     request_version,
     require_fields,
     standby_name_option,
 )
-from .snapshot import PEER_WAIT, take_turn
-from .standing import refuse_if_promoted
-from .storage import (
-    ZERO_TID,
-    Busy,
-    Corrupt,
-    DSError,
-    FileLock,
-    Refused,
-    Storage,
-    TransportError,
-    classify,
-    fsync_path,
-    hex_tid,
-    tid_to_datetime,
-    tid_to_epoch,
-)
-from .transport import Throttle, open_channel, refuse_same_folder
-
-INCOMING = ".replica.incoming"
-# the pull's own lock, beside misc/lock: a hot standby's storage process holds misc/lock
-PULL_LOCK = ".ds-replica-pull.lock"
-# errors of the replica's own disk while receiving (not of the network)
-LOCAL_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
-
-
-def validate_increment(checker, before):
-    """The increment must be whole transactions chained onto `before`."""
-    txns, revisions, currents, serial = _sort_members(checker.names)
-    if not txns:
-        if serial != before or revisions or currents:
-            raise Corrupt("the increment moves x.serial without transactions")
-        return []
-    order = _chain_order(txns, serial, before)
-    _check_revisions(order, revisions, currents)
-    return order
-
-
-def _sort_members(names):
-    """(transactions by tid, {(oid, tid)} revisions, currents by oid, x.serial)."""
-    txns = {}
-    revisions = set()
-    currents = {}
-    serial = None
-    for name, parsed in names.items():
-        kind, a, b = classify(name)
-        if kind == "t":
-            txns[a] = parsed
-        elif kind == "o":
-            revisions.add((a, b))
-        elif kind == "c":
-            currents[a] = parsed
-        elif name == "x.serial":
-            serial = parsed
-        elif name == "x.packed":
-            raise Corrupt("the increment carries x.packed, which replication never sends")
-    if serial is None:
-        raise Corrupt("the increment has no x.serial")
-    return txns, revisions, currents, serial
-
-
-def _chain_order(txns, serial, before):
-    """The transactions from x.serial back to `before`, oldest first; all of them."""
-    order = []
-    tid = serial
-    while tid != before:
-        txn = txns.get(tid)
-        if txn is None:
-            raise Corrupt("the increment is not whole transactions: %s is missing from its chain" % hex_tid(tid))
-        order.append(txn)
-        tid = txn.prev
-        if len(order) > len(txns):
-            raise Corrupt("the increment's transaction chain loops")
-    if len(order) != len(txns):
-        raise Corrupt("the increment holds transactions outside its chain")
-    order.reverse()
-    return order
-
-
-def _check_revisions(order, revisions, currents):
-    """Exactly the revisions the transactions wrote, and current-revision
-    files pointing to each object's newest one."""
-    newest = {}
-    for txn in order:
-        for oid in txn.oids:
-            if (oid, txn.tid) not in revisions:
-                raise Corrupt("the increment lacks revision %s of object %s" % (hex_tid(txn.tid), hex_tid(oid)))
-            newest[oid] = txn.tid
-    if len(revisions) != sum(len(t.oids) for t in order):
-        raise Corrupt("the increment holds object revisions no transaction wrote")
-    for oid, tid in newest.items():
-        if currents.get(oid) != tid:
-            raise Corrupt("the increment's current-revision file of object %s does not point to %s"
-                          % (hex_tid(oid), hex_tid(tid)))
-    if set(currents) - set(newest):
-        raise Corrupt("the increment holds current-revision files of objects it did not change")
-
-
-def in_use(st, lock):
-    """The refusal when misc/lock is held by someone else."""
-    pid = lock.holder()
-    return Busy("replica %s is in use (misc/lock is held%s): a storage process or another pull has it"
-                % (st.home, " by pid %d" % pid if pid else ""),
-                "stop the storage that uses the replica, or wait for the other pull to end")
-
-
-def lock_pull(st):
-    """The pull's own lock (misc/PULL_LOCK): two pulls into one replica never
-    overlap, even while a hot standby's storage process holds misc/lock."""
-    lock = FileLock(st.sub("misc", PULL_LOCK))
-    if not lock.acquire():
-        pid = lock.holder()
-        raise Busy("replica %s is in use by another pull%s" % (st.home, " (pid %d)" % pid if pid else ""),
-                   "wait for the other pull to end")
-    return lock
-
-
-def _turn_refused(st):
-    def refuse(pid, waited):
-        return Busy("replica %s is being served to another standby: ds-replica pid %s has held its snapshot "
-                    "for %.0fs" % (st.home, pid or "unknown", waited),
-                    "retry later (a serve holds it only while it reads the increment)")
-    return refuse
-
-
-class Hold(object):
-    """What a pull holds of its replica once it takes it: the snapshot turn
-    (a serve to a cascaded standby waits for it), misc/lock and misc/sublock;
-    for a hot standby, its storage process is stopped meanwhile."""
-
-    def __init__(self, st, hot=None, log=None):
-        self.st = st
-        self.hot = hot
-        self.log = log or (lambda msg: None)
-        self.turn = self.lock = self.sub = None
-
-    @property
-    def taken(self):
-        return self.lock is not None
-
-    def take(self):
-        """Cold: lock now (refused if held).  Hot: stop the storage process,
-        wait for misc/lock, lock."""
-        st = self.st
-        self.turn = take_turn(st, PEER_WAIT, self.log, _turn_refused(st))
-        lock = st.lock()
-        if self.hot is not None:
-            self.hot.stop_and_lock(lock, st.home)
-        elif not lock.acquire():
-            raise in_use(st, lock)
-        self.lock = lock
-        sub = st.sublock()
-        if not sub.acquire():
-            raise Busy("replica %s is in use (misc/sublock is held)" % st.home, "wait and try again")
-        self.sub = sub
-
-    def release(self, failure=None):
-        """Release the locks, start a stopped storage process, give up the
-        turn.  A failed start is its own error (naming `failure`, if any)."""
-        for lock in (self.sub, self.lock):
-            if lock is not None:
-                lock.release()
-        self.sub = self.lock = None
-        try:
-            if self.hot is not None:
-                self.hot.start()
-        except DSError as e:
-            if failure is None:
-                raise
-            raise DSError("%s; the pull had failed before: %s" % (e.message, failure), e.hint) from failure
-        finally:
-            if self.turn is not None:
-                self.turn.release()
-                self.turn = None
+from .storage import ZERO_TID, Storage, hex_tid, tid_to_datetime, tid_to_epoch
+from .transport import open_channel, refuse_same_folder
 
 
 def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
@@ -217,7 +55,7 @@ def pull(master, replica_dir, opts=None, log=None, progress=None, hot=None):
         version = request_version(opts.protocol, options)
         options.update(standby_name_option(opts.standby_name))  # version 0 sends no options
         req = reference_request(st, before, version, options)
-        log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _when(before)))
+        log("replica %s at %s (%s); asking for what is new" % (st.home, hex_tid(before), _commit_time_text(before)))
 
         def ask(req):
             return _exchange(master, st, req, opts, log, incoming, before, progress)
@@ -240,7 +78,7 @@ def locked_replica(master, replica_dir, check, log, hot=None):
     stopped storage process started again."""
     refuse_same_folder(master, replica_dir)
     st = Storage(replica_dir)
-    refuse_if_promoted(st.home)  # never pull into a promoted storage (issue 11)
+    refuse_if_promoted(st.home)  # a promoted storage is a master now: a pull would overwrite its own writes
     st.require_full("replica")
     own = lock_pull(st)
     hold = Hold(st, hot, log)
@@ -368,7 +206,9 @@ def _remove(path):
         pass
 
 
-def _when(tid):
+def _commit_time_text(tid):
+    """When transaction `tid` was committed, for the log (UTC, to the
+    second), or "empty" for the zero tid (a storage with no transaction)."""
     when = tid_to_datetime(tid)
     return "empty" if when is None else when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -382,151 +222,10 @@ def _exchange(master, st, req, opts, log, incoming, before, progress):
             if info.get("dry_run"):
                 session.finish_ok()
                 require_fields(info, ("transactions", "files", "bytes"))
-                return _result(info, info["transactions"], info["files"], info["bytes"])
+                return pull_result(info, info["transactions"], info["files"], info["bytes"])
             read = answer_reader(chan.read, info, opts.bwlimit)
             checker, count = receive_increment(session, read, st, incoming, info, progress)
             session.finish_ok()
     except (OSError, EOFError) as e:
         raise transfer_error(e, incoming)
     return checked_result(checker, count, before, info, chan.wire, log)
-
-
-def checked_result(checker, count, before, info, wire, log):
-    """The result of a received increment, once it is checked to be whole
-    transactions chained onto `before`."""
-    order = validate_increment(checker, before)
-    return _received(info, order, count, wire, log)
-
-
-class WireCounter(object):
-    """A channel that counts the bytes of the answer as they come off the wire."""
-
-    def __init__(self, chan):
-        self.chan = chan
-        self.wire = 0
-
-    def read(self, n):
-        data = self.chan.read(n)
-        self.wire += len(data)
-        return data
-
-    def readline(self, limit):
-        data = self.chan.readline(limit)
-        self.wire += len(data)
-        return data
-
-    def __getattr__(self, name):
-        return getattr(self.chan, name)
-
-
-def answer_reader(read, info, bwlimit):
-    if bwlimit:  # the cap is on the wire, before any decompression
-        read = Throttle(read, bwlimit).read
-    if info.get("compress") == "gzip":
-        read = gzip.GzipFile(fileobj=_Reader(read), mode="rb").read
-    return read
-
-
-def receive_increment(session, read, st, incoming, info, progress=None):
-    """Check every member and spool the archive into `incoming`; returns
-    (checker, [files, bytes])."""
-    checker = journal.MemberChecker(st.format)
-    spool = _Spool(incoming, st.sync)
-    count = [0, 0]
-    try:
-        for member in ustar.iter_members(read, sink=spool.write):
-            checker.check(member)
-            member.data = None  # spooled already: keep memory flat
-            count[0] += 1
-            count[1] += member.size
-            if progress:
-                progress(count[0], count[1], info.get("files"), info.get("bytes"))
-    except Corrupt:
-        # a broken archive from a master that failed: say why it failed
-        status, err = session.finish()
-        if status != 0 or not spool.size:
-            raise master_failure(status or 1, err)
-        raise
-    finally:
-        spool.close()
-    return checker, count
-
-
-def _received(info, order, count, wire, log):
-    result = _result(info, len(order), count[0] if order else 0, count[1] if order else 0)
-    result["wire_bytes"] = wire
-    if order:
-        result["master_newest"] = max(order[-1].tid, _tid(info.get("master_newest_tid")))
-    log("received %d transactions, %d files, %d bytes" % (len(order), count[0], count[1]))
-    if "snapshot_seconds" in info:
-        log("master held in snapshot mode for %.3fs" % info["snapshot_seconds"])
-    return result
-
-
-class LocalDiskError(DSError):
-    """The replica's own disk failed (full, read-only...): not the network.
-    Not retryable for a one-shot pull (exit 1), but a follower waits and
-    tries again, since space may be freed."""
-
-
-def transfer_error(e, incoming):
-    if getattr(e, "errno", None) in LOCAL_DISK_ERRORS:
-        return LocalDiskError("cannot store the increment in %s (%s)" % (incoming, e.strerror),
-                              "free space on the replica's disk (or fix its permissions); the replica is unchanged")
-    reason = getattr(e, "strerror", None) or e
-    return TransportError("the transfer from the master broke off (%s)" % reason,
-                          "check the network and the master; the replica is unchanged")
-
-
-def _tid(text):
-    return bytes.fromhex(text) if text else ZERO_TID
-
-
-def _result(info, transactions, files, nbytes):
-    res = {"transactions": transactions, "files": files, "bytes": nbytes,
-           "snapshot_seconds": info.get("snapshot_seconds", 0.0), "master_tid": info.get("master_tid")}
-    if info.get("master_newest_tid"):
-        res["master_newest"] = _tid(info["master_newest_tid"])
-    res["master_packed"] = master_packed(info)
-    return res
-
-
-class _Reader(object):
-    def __init__(self, read):
-        self._read = read
-
-    def read(self, n=-1):
-        return self._read(n if n and n > 0 else 1 << 16)
-
-
-class _Spool(object):
-    """misc/.replica.incoming, created on the first byte, truncated first."""
-
-    def __init__(self, path, sync):
-        self.path = path
-        self.sync = sync
-        self.f = None
-        self.size = 0
-
-    def write(self, data):
-        if self.f is None:
-            self.f = open(self.path, "wb")
-        self.f.write(data)
-        self.size += len(data)
-
-    def close(self):
-        if self.f is not None:
-            self.f.flush()
-            if self.sync:
-                os.fsync(self.f.fileno())
-            self.f.close()
-            self.f = None
-
-
-def commit_increment(st, incoming):
-    """The commit point: the archive becomes journal/replica.tar."""
-    target = os.path.join(st.journal_dir, journal.REPLICA_TAR)
-    os.replace(incoming, target)
-    fsync_path(st.journal_dir, directory=True)
-    if st.sync:
-        fsync_path(st.sub("misc"), directory=True)

@@ -8,11 +8,11 @@ transferring only what is missing or different.
 
 `reseed` picks the method, named in the result as `method`:
 
-- `in-place` (reseed_inplace.py, issue 19): PATH is rewound to the anchor
+- `in-place` (reseed_inplace.py): PATH is rewound to the anchor
   (the newest transaction both hold, from its chain window) and the
   master's increment applied through the journal; only the diverged
   transactions' files are kept aside.  Its cost follows the divergence.
-- `tree` (below, issue 11), when the in-place method cannot be used: no
+- `tree` (below, the first method, still the fallback), when the in-place method cannot be used: no
   storage at PATH or a partial clone to resume, no anchor in the chain
   window, the master packed past the anchor (`method_reason` says which).
   A new tree is built in a hidden partial folder `.NAME.clone-PID` with
@@ -33,18 +33,10 @@ import threading
 import time
 
 from . import journal, ustar
-from .clone import (
-    PART_SUFFIX,
-    claim_destination,
-    complete_copy,
-    destination,
-    put_in_place,
-    release,
-    remove_stale_partials,
-    stale_folders,
-    write_members,
-)
 from .delta import WINDOW, digest, is_revision, needs_digest, prefix_digest, walk
+from .durable import fsync_path, read_file, remove_atomic_leftovers
+from .errors import Busy, Corrupt, DSError
+from .fleet_marks import set_upstream
 from .keep_aside import (
     KEEP_ASIDE,
     aside_path,
@@ -56,25 +48,29 @@ from .keep_aside import (
     transaction_facts,
 )
 from .options import PullOptions
+from .partial import (
+    PART_SUFFIX,
+    claim_destination,
+    complete_copy,
+    destination,
+    put_in_place,
+    release,
+    remove_stale_partials,
+    stale_folders,
+    write_members,
+)
 from .protocol import DROP_MEMBER, Session, decode_drop, delta_request, standby_name_option
 from .reseed_inplace import reseed_in_place
-from .standing import set_upstream
 from .storage import (
     ZERO_TID,
-    Busy,
-    Corrupt,
-    DSError,
     Storage,
     check_member,
     classify,
-    fsync_path,
     hex_tid,
     logical_name,
     logical_path,
     parse_current,
     parse_transaction,
-    read_file,
-    remove_atomic_leftovers,
     revision_name,
     transaction_digest,
     transaction_name,
@@ -220,7 +216,7 @@ def _inventory(sources, linker, log):
             if name not in chosen and _usable(path, name, False):
                 chosen[name] = (path, size)
                 linker.add(path, logical_path(fmt, name))
-    linker.fed(chosen, trusted)
+    linker.done_adding(chosen, trusted)
     return chosen, trusted
 
 
@@ -243,7 +239,7 @@ def _entries(chosen, window, digested, trusted=frozenset()):
 
 def _prefixes(sources, chosen):
     """{name: (path, size, digest)} of the beginnings of large files that
-    killed clones received (clone.PrefixKeeper), for files no source holds
+    killed clones received (partial.PrefixKeeper), for files no source holds
     whole: the master sends the rest of each."""
     found = {}
     for source in sources:
@@ -501,7 +497,7 @@ class _Linker(threading.Thread):
             self.queue.put(self.batch)
             self.batch = []
 
-    def fed(self, chosen, trusted):
+    def done_adding(self, chosen, trusted):
         """Every file is handed over: link the rest, and check those kept on
         trust meanwhile."""
         self.chosen, self.trusted = chosen, trusted
@@ -547,7 +543,7 @@ class _Linker(threading.Thread):
             for name in self.trusted:
                 if self.cancelled:
                     return
-                if needs_digest(name) and not self.sound(name):
+                if needs_digest(name) and not self.passes_own_check(name):
                     suspect.add(name)
             self.suspect = suspect
             self.check_seconds = time.monotonic() - t0
@@ -571,7 +567,7 @@ class _Linker(threading.Thread):
                     made.add(folder)
                 link(path, dest)
 
-    def sound(self, name):
+    def passes_own_check(self, name):
         """Whether a file kept on trust passes its own check: a transaction
         file its length and MD5, an o….c file naming a revision PATH holds."""
         try:

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The in-place re-seed (issue 19), both sides: it costs what diverged.
+"""The in-place re-seed, both sides: it costs what diverged.
 
 DirectoryStorage never rewrites a transaction or revision file: a
 transaction only adds `t…` and `o<OID>.<TID>` files and rewrites `o<OID>.c`,
@@ -31,9 +31,9 @@ import types
 
 from . import journal
 from .delta import IN_PLACE, WINDOW
-from .keep_aside import forget_promotion, keep_aside_in_place, kept_names, remove_kept, transaction_facts
-from .protocol import Session, delta_request
-from .replica import (
+from .errors import Corrupt, DSError
+from .fleet_marks import set_upstream
+from .increment import (
     INCOMING,
     WireCounter,
     answer_reader,
@@ -42,18 +42,9 @@ from .replica import (
     transfer_error,
     validate_increment,
 )
-from .standing import set_upstream
-from .storage import (
-    ZERO_TID,
-    Corrupt,
-    DSError,
-    classify,
-    hex_tid,
-    parse_transaction,
-    revision_name,
-    tid_from_hex,
-    transaction_name,
-)
+from .keep_aside import forget_promotion, keep_aside_in_place, kept_names, remove_kept, transaction_facts
+from .protocol import Session, delta_request
+from .storage import ZERO_TID, classify, hex_tid, parse_transaction, revision_name, tid_from_hex, transaction_name
 from .transport import open_channel
 
 # ---------------------------------------------------------------- standby

@@ -33,6 +33,7 @@ import time
 
 from . import ustar
 from .delta import IN_PLACE, answer_delta, answer_in_place
+from .errors import NotAStorage, Refused, TransportError
 from .journal import is_mutable
 from .packmirror import OPTION as PACK_DROPS
 from .packmirror import answer_pack_drops
@@ -41,10 +42,7 @@ from .protocol import FOLLOW_VERSION, INCREMENT, ChunkWriter, Request, read_requ
 from .snapshot import Snapshot, stale_code
 from .storage import (
     ZERO_TID,
-    NotAStorage,
-    Refused,
     Storage,
-    TransportError,
     chain_digests,
     current_name,
     hex_tid,
@@ -97,7 +95,18 @@ class Entry(object):
 class Increment(object):
     """What one answer sends: its files (Entry: in memory, an open file, or a
     spool slice) gathered in snapshot mode and written after it, with the
-    counts the header reports."""
+    counts the header reports.
+
+    The serve fills one per answer (a pull's, each follow increment's, and
+    the re-seed's in delta.py): while the master is in snapshot mode, only
+    add_data() and add_file(), which copy nothing large and keep the files
+    as they are at that moment (an open descriptor keeps a file's bytes even
+    if a pack removes it); after snapshot mode is left, write() sends the
+    archive; close() always, last.  The caller sets and reads the counts:
+    `transactions` and `master_tid` (the newest transaction sent), `bytes`
+    (the sum of the entries' sizes, kept by add_*), `snapshot_seconds`; an
+    entry appended directly (`entries`) is a name with no data, as the
+    dry run's counts have it."""
 
     def __init__(self, fd_budget=None, spool_limit=SPOOL_LIMIT):
         self.entries = []
@@ -113,6 +122,8 @@ class Increment(object):
         self.fd_budget = fd_budget
 
     def close(self):
+        """Close every descriptor kept and the spool file.  Returns nothing;
+        safe to call twice, and after a failure at any step."""
         for e in self.entries:
             if e.fd is not None:
                 os.close(e.fd)
@@ -122,6 +133,8 @@ class Increment(object):
             self.spool = None
 
     def add_data(self, name, data):
+        """Send `data` (bytes, already read) as the file `name` (its path in
+        the archive, e.g. A/x.serial).  Returns nothing, raises nothing."""
         self.entries.append(Entry(name, len(data), data=data))
         self.bytes += len(data)
         self.in_memory += len(data)
@@ -130,7 +143,11 @@ class Increment(object):
         """Keep a write-once file (from byte `offset` on) for sending after
         snapshot mode is left: small ones in memory (within a budget), others
         as open descriptors (cheap: no copy while the master is held), and
-        past the descriptor budget, copied into a spool file."""
+        past the descriptor budget, copied into a spool file.  `name` is its
+        path in the archive, `path` where it is on disk.  Returns nothing.
+        Raises Refused at a symbolic link or past `spool_limit` bytes of
+        spool, OSError if the file cannot be read (FileNotFoundError: it
+        went, which the caller may know how to answer)."""
         if self.fd_budget is None:
             self.fd_budget = _fd_budget()
         fd = None
@@ -176,6 +193,10 @@ class Increment(object):
         self.bytes += size
 
     def write(self, out):
+        """Write the archive (ustar: every entry in the order added, then the
+        end blocks) to `out`, a binary file or writer; returns the bytes
+        written.  Raises OSError (BrokenPipeError) when the standby has gone,
+        TransportError when a DeadlineWriter's standby stops reading."""
         writer = ustar.Writer(out)
         now = int(time.time())
         for e in self.entries:
@@ -239,7 +260,8 @@ def collect(st, since, increment=None, dry_run=False):
     inc = increment or Increment()
     newest = st.last_tid()
     inc.master_tid = newest
-    txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))  # each file read once (issue 25)
+    # the bytes are kept: each transaction file is read once, not again for the answer
+    txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))
     txns.reverse()
     inc.transactions = len(txns)
     currents = {}
@@ -464,9 +486,9 @@ def _answer(st, req, stdin, stdout, log, snap, detach_cleanup, recorder):
     remove_stale_staging(st)
     dry_run = req.options.get("dry-run") == "1"
     compress = req.options.get("compress", "none")
-    if req.kind == "delta" and req.options.get(IN_PLACE) == "in-place":  # re-seed in place (issue 19)
+    if req.kind == "delta" and req.options.get(IN_PLACE) == "in-place":  # re-seed in place: rewind to the anchor
         return answer_in_place(st, req, snap, stdin, stdout, log, Increment(), collect)
-    if req.kind == "delta":  # re-seed by a new tree (issue 11)
+    if req.kind == "delta":  # re-seed by a new tree
         reached = answer_delta(st, req, snap, stdin, stdout, log, Increment())
         if reached is not None:
             recorder.record(reached)

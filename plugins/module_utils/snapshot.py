@@ -21,8 +21,9 @@ import time
 import urllib.parse
 import xmlrpc.client
 
-from . import journal
-from .storage import Busy, DSError, FileLock, pid_alive
+from . import durable, journal
+from .durable import FileLock, pid_alive
+from .errors import Busy, DSError
 
 CODE_PREFIX = "ds-replica"
 SHUTDOWN = "shutdown"
@@ -332,7 +333,7 @@ class Snapshot(object):
                 report = journal.recover(st, apply_pending=False)
                 if journal.recombine(st):
                     st.remove_snapshot_marker()
-                    journal.Durability(st.home, st.sync).commit()
+                    durable.Durability(st.home, st.sync).commit()
                 if st.snapshot_code() != SHUTDOWN:
                     # not running, recovered: a stopped storage, whatever
                     # snapshot code a crashed process left behind

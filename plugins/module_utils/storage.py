@@ -1,7 +1,9 @@
 # -*- coding: utf-8 -*-
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""DirectoryStorage on disk: names, formats, file headers, the chain, locks.
+"""DirectoryStorage on disk: names, formats, file headers, the chain, its
+locks, `Storage`.  Its errors are in errors.py, the durable writes and the
+lock itself in durable.py.
 
 Plain Python, standard library only; shared by the CLI, the Ansible modules
 and the tests.  See docs/storage-format-notes.md for the facts.
@@ -12,12 +14,13 @@ from __future__ import annotations
 import configparser
 import datetime
 import errno
-import fcntl
 import hashlib
 import os
 import re
 import struct
-import time
+
+from .durable import FileLock, fsync_path, read_file, read_whole, remove_atomic_leftovers, write_atomic
+from .errors import Corrupt, NotAStorage, Refused
 
 ZERO_TID = b"\0" * 8
 FORMATS = ("bushy", "chunky", "lawn", "flat")
@@ -37,45 +40,6 @@ LOGICAL_NAME_RE = re.compile(
     r"|o" + _HEX16 + r"\.(?:c|" + _HEX16 + r"))$"
 )
 JOURNAL_ENTRY_RE = re.compile(r"^working_([0-9A-F]{16})_(temp|done)$")
-
-
-class DSError(Exception):
-    """An error with a one-line message that says what is wrong and what to do."""
-
-    #: whether trying again later may succeed
-    retryable = False
-
-    def __init__(self, message, hint=None):
-        self.message = message
-        self.hint = hint
-        super().__init__(message if not hint else "%s: %s" % (message, hint))
-
-    def __str__(self):
-        return self.message if not self.hint else "%s; %s" % (self.message, self.hint)
-
-
-class NotAStorage(DSError):
-    pass
-
-
-class Refused(DSError):
-    """The master refused the request (identity, pack, divergence...)."""
-
-
-class Busy(DSError):
-    """Something holds a lock or snapshot mode; trying later may work."""
-
-    retryable = True
-
-
-class Corrupt(DSError):
-    """A file or an archive is not what it claims to be."""
-
-
-class TransportError(DSError):
-    """The way to the master failed (ssh, network); trying later may work."""
-
-    retryable = True
 
 
 # --------------------------------------------------------------------- ids
@@ -352,88 +316,7 @@ def chain_digests(st, newest, stop):
     return out
 
 
-# -------------------------------------------------------------------- I/O
-
-def pid_alive(pid):
-    """Whether process `pid` of this host exists (under any account) and has
-    not ended: a zombie, ended but not yet reaped by its parent, is dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, under another account
-    return not _zombie(pid)
-
-
-def _zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False  # no /proc (not Linux): as os.kill says
-    return stat[stat.rfind(b")") + 2:][:1] == b"Z"  # the state follows "(comm) "
-
-
-def fsync_path(path, directory=False):
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-ATOMIC_TEMP = ".tmp-"  # write_atomic(path) writes path + ATOMIC_TEMP + its pid, then renames it
-
-
-def write_atomic(path, data, mode=0o644, sync=True):
-    """Write a small file by write-to-temp, fsync, rename (never torn)."""
-    tmp = "%s%s%d" % (path, ATOMIC_TEMP, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    if sync:
-        fsync_path(os.path.dirname(path) or ".", directory=True)
-
-
-def remove_atomic_leftovers(path):
-    """Remove the temporary files of write_atomic(path) that a writer which
-    died (or lost power) before its rename left behind; only for a caller that
-    is the sole writer of `path` (it holds the locks that say so)."""
-    folder, base = os.path.split(path)
-    prefix = base + ATOMIC_TEMP
-    for entry in os.listdir(folder or "."):
-        pid = entry[len(prefix):]
-        if entry.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid():
-            os.unlink(os.path.join(folder, entry))
-
-
-def read_file(path):
-    return read_whole(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-
-
-def read_whole(fd):
-    """The whole file open on `fd`, which is closed: fstat, one read, close
-    (a Python file object adds an isatty ioctl, an lseek and a read at the
-    end of the file: a pull reads thousands of small files, issue 25)."""
-    try:
-        size = os.fstat(fd).st_size
-        data = os.read(fd, size + 1)
-        if len(data) == size:  # all of it: a read of a regular file is short only at its end
-            return data
-        parts = [data]  # it changed size meanwhile (or a special file): read to the end
-        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
-            parts.append(chunk)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
+# ------------------------------------------------------- reading its files
 
 def open_storage_file(path):
     """A read-only descriptor of a file inside a storage.  Refused when the
@@ -455,91 +338,6 @@ def symlink_refusal(path):
 def read_storage_file(path):
     """The bytes of a storage file (never through a symbolic link)."""
     return read_whole(open_storage_file(path))
-
-
-# ------------------------------------------------------------------ locks
-
-class FileLock(object):
-    """An exclusive, non-blocking flock() on a whole file, as zc.lockfile does."""
-
-    def __init__(self, path):
-        self.path = path
-        self.fd = None
-
-    def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                return False
-            raise
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, (" %d\n" % os.getpid()).encode())
-        except OSError:
-            pass
-        self.fd = fd
-        return True
-
-    def acquire_within(self, seconds, on_wait=None):
-        """Try again and again (pauses growing to 0.5 s) for at most `seconds`;
-        True once held.  `on_wait(holder pid)` is called once, after a second."""
-        t0 = time.monotonic()
-        pause = 0.01
-        said = False
-        while not self.acquire():
-            waited = time.monotonic() - t0
-            if waited >= seconds:
-                return False
-            if on_wait and not said and waited >= 1.0:
-                said = True
-                on_wait(self.holder())
-            time.sleep(min(pause, max(seconds - waited, 0.001)))
-            pause = min(pause * 2, 0.5)
-        return True
-
-    def release(self):
-        if self.fd is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self.fd)
-                self.fd = None
-
-    def holder(self):
-        """The pid written in the lock file, if any (informational)."""
-        try:
-            text = read_file(self.path).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else None
-        except (OSError, ValueError):
-            return None
-
-    def probe(self):
-        """Is the file locked by someone else?  Returns (locked, pid)."""
-        if not os.path.exists(self.path):
-            return False, None
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return False, None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return True, self.holder()
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-        return False, None
-
-    def __enter__(self):
-        if not self.acquire():
-            raise Busy("%s is locked" % self.path)
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 # ---------------------------------------------------------------- storage

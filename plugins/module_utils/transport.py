@@ -20,26 +20,57 @@ import threading
 import time
 
 from . import snapshot
+from .errors import DSError, TransportError
 from .serve import serve
-from .storage import DSError, TransportError
 
 LOCAL_EXIT_REFUSED = 1
 
 
 class Channel(object):
+    """One connection to a `ds-replica serve` on the master: the request goes
+    in on its input, the answer comes back on its output, and the serve's
+    exit status and error text when it has ended.
+
+    open_channel() returns one; Session (protocol.py) drives it: send the
+    request, close_input(), read the answer, then finish().  abort() instead
+    of finish() when the standby gives up early.  Implementations:
+    LocalChannel (the serve in a thread of this process), ProcessChannel (an
+    OpenSSH command line), ParamikoChannel (a paramiko SSH channel)."""
+
     def send(self, data):
+        """Write `data` (bytes, the request) to the serve's input.  Returns
+        nothing.  A serve that has already ended may make it raise OSError
+        (BrokenPipeError), or, as ProcessChannel does, be ignored so that the
+        answer says why."""
         raise NotImplementedError
 
     def close_input(self):
+        """End the serve's input (it then sees the whole request).  Returns
+        nothing; never called twice."""
         raise NotImplementedError
 
     def read(self, n):
+        """Up to `n` bytes of the answer (fewer when fewer are there yet;
+        b"" at its end).  Raises OSError or EOFError when the connection
+        breaks, TransportError when the master stays silent past the
+        channel's read timeout."""
+        raise NotImplementedError
+
+    def readline(self, limit):
+        """One line of the answer, its b"\\n" included, at most `limit` bytes
+        (shorter at the end of the answer; b"" after it).  Raises as read()."""
         raise NotImplementedError
 
     def finish(self):
+        """Wait for the serve to end, after the answer has been read; returns
+        (exit status, error text: what the serve wrote to stderr, or for
+        LocalChannel its error as one line).  Closes the connection."""
         raise NotImplementedError
 
     def abort(self):
+        """Stop the serve and close the connection at once, whatever the
+        answer's state (after a failure, or to stop following).  Returns
+        nothing and raises nothing a caller must handle."""
         raise NotImplementedError
 
 

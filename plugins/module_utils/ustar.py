@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 
-from .storage import Corrupt
+from .errors import Corrupt
 
 BLOCK = 512
 RECORD = 20 * BLOCK

@@ -20,8 +20,9 @@ import os
 import select
 import time
 
+from .errors import Refused
 from .protocol import HEARTBEAT, NEXT, write_frame
-from .storage import Refused, hex_tid
+from .storage import hex_tid
 
 INTERVAL_BOUNDS = (0.05, 60.0)
 HEARTBEAT_BOUNDS = (1.0, 60.0)

@@ -115,11 +115,8 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     pull_options,
 )
 from ansible_collections.dirstorage.replication.plugins.module_utils.clone import clone  # noqa: E402
-from ansible_collections.dirstorage.replication.plugins.module_utils.storage import (  # noqa: E402
-    DSError,
-    Storage,
-    hex_tid,
-)
+from ansible_collections.dirstorage.replication.plugins.module_utils.errors import DSError  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.storage import Storage, hex_tid  # noqa: E402
 
 # no "path" key: AnsibleModule would add file attributes of it to the result
 RESULT_KEYS = ("after_tid", "transactions", "files", "bytes", "snapshot_seconds", "elapsed_seconds")

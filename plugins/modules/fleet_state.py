@@ -99,12 +99,12 @@ storages:
 # Ansible modules keep their imports after the documentation strings.
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_args import fail_message  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.errors import DSError  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.fleet import storage_state  # noqa: E402
-from ansible_collections.dirstorage.replication.plugins.module_utils.standing import (  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.fleet_marks import (  # noqa: E402
     set_upstream,
     upstream,
 )
-from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 
 def main():

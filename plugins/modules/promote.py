@@ -72,8 +72,8 @@ checked_transactions:
 # Ansible modules keep their imports after the documentation strings.
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_args import fail_message  # noqa: E402
+from ansible_collections.dirstorage.replication.plugins.module_utils.errors import DSError  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.promote import promote  # noqa: E402
-from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 
 def main():

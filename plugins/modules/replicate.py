@@ -202,9 +202,9 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     fail_message,
     pull_options,
 )
+from ansible_collections.dirstorage.replication.plugins.module_utils.errors import DSError  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.hot import STOP_TIMEOUT, hot_standby  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.replica import pull  # noqa: E402
-from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 RESULT_KEYS = ("before_tid", "after_tid", "transactions", "files", "bytes", "lag_seconds", "snapshot_seconds",
                "elapsed_seconds", "master_tid", "downtime_seconds", "pack")

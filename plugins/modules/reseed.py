@@ -144,11 +144,11 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     fail_message,
     pull_options,
 )
+from ansible_collections.dirstorage.replication.plugins.module_utils.errors import DSError  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.keep_aside import (  # noqa: E402
     kept_aside_line,
 )
 from ansible_collections.dirstorage.replication.plugins.module_utils.reseed import reseed  # noqa: E402
-from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 RESULT_KEYS = ("method", "method_reason", "anchor_tid", "after_tid", "before_tid", "files", "bytes", "kept_files",
                "removed_files", "diverged_transactions",

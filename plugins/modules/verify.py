@@ -122,8 +122,8 @@ from ansible_collections.dirstorage.replication.plugins.module_utils.ansible_arg
     fail_message,
     pull_options,
 )
+from ansible_collections.dirstorage.replication.plugins.module_utils.errors import DSError  # noqa: E402
 from ansible_collections.dirstorage.replication.plugins.module_utils.info import verify  # noqa: E402
-from ansible_collections.dirstorage.replication.plugins.module_utils.storage import DSError  # noqa: E402
 
 
 def main():

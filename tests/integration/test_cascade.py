@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dirstorage_replica import replica, storage
+from dirstorage_replica import durable, errors, hold, replica, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.snapshot import PEER_LOCK
 from tests.integration.test_reliability import _commit_big, _stopped_master
@@ -28,7 +28,7 @@ def chain(tmp_path):
 
 
 def _turn_held(home):
-    return storage.FileLock(str(home / "misc" / PEER_LOCK)).probe()[0]
+    return durable.FileLock(str(home / "misc" / PEER_LOCK)).probe()[0]
 
 
 def _wait(predicate, timeout=30.0):
@@ -79,12 +79,12 @@ def test_a_pull_waits_while_a_serve_holds_the_replica(chain):
 def test_a_pull_gives_up_in_one_line_when_the_serve_goes_on(chain, monkeypatch):
     master, one, _two = chain
     _commit_big(master, 3, 1000)
-    monkeypatch.setattr(replica, "PEER_WAIT", 0.5)
+    monkeypatch.setattr(hold, "PEER_WAIT", 0.5)
     before = replica_state(one)
     holder = subprocess.Popen(["flock", "-x", str(one / "misc" / PEER_LOCK), "sleep", "30"])
     try:
         _wait(lambda: _turn_held(one))
-        with pytest.raises(storage.Busy) as err:
+        with pytest.raises(errors.Busy) as err:
             replica.pull(str(master), str(one))
     finally:
         holder.kill()

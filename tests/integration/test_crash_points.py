@@ -171,8 +171,8 @@ def _leftovers(parent):
 
 # ds-replica on a filesystem without renameat2 RENAME_EXCHANGE: the old replica
 # is moved aside, then the new copy moved in
-NO_EXCHANGE = [sys.executable, "-c", "import sys; from dirstorage_replica import clone, cli; "
-               "clone._exchange = lambda a, b: False; sys.exit(cli.main())"]
+NO_EXCHANGE = [sys.executable, "-c", "import sys; from dirstorage_replica import partial, cli; "
+               "partial._exchange = lambda a, b: False; sys.exit(cli.main())"]
 
 
 @pytest.mark.parametrize("over", ["new", "force", "force-no-exchange"])

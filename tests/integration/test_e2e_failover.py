@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import keep_aside, standing, storage
+from dirstorage_replica import fleet_marks, keep_aside, storage
 from tests.support.checks import assert_reads_as, replica_state
 from tests.support.e2e import Fleet, last_tid, recap_counts, task_outcomes
 from tests.support.sshd import free_port
@@ -202,12 +202,12 @@ def test_failover_promote_follow_rejoin(fleet):
 
     # -- promote standby1; standby2 follows it ---------------------------------------------------
     proc = f.playbook("promote.yml", "-e", "promote_host=standby1", timeout=SLOW)
-    assert standing.promoted(str(s1)) is not None
+    assert fleet_marks.promoted(str(s1)) is not None
     assert not Path("/etc/cron.d/ds-replica-fo_one").exists()
     assert (s1.parent / "promoted-flag").exists(), "promote_command did not run"
     assert "standby2 fo_two: FOLLOWS standby1" in proc.stdout, proc.stdout[-3000:]
     assert last_tid(s2) == last_tid(s1)
-    assert standing.upstream(str(s2)).endswith(":%s" % s1)
+    assert fleet_marks.upstream(str(s2)).endswith(":%s" % s1)
     assert "fo_two" in Path("/etc/cron.d/ds-replica-fo_two").read_text() and str(s1) in \
         Path("/etc/cron.d/ds-replica-fo_two").read_text()
 
@@ -275,11 +275,11 @@ def test_failover_promote_follow_rejoin(fleet):
         proc.stdout[-3000:]
     assert "the master answers: a planned switchover" in proc.stdout
     assert (s1.parent / "stopped-flag").exists(), "the old master's stop_command did not run"
-    assert standing.promoted(str(f.master_home)) is not None
+    assert fleet_marks.promoted(str(f.master_home)) is not None
     assert "standby2 fo_two: DIVERGED" in proc.stdout, proc.stdout[-6000:]
     assert last_tid(f.master_home) == last_tid(s1) == last_tid(s2), proc.stdout[-6000:]
     assert_reads_as(f.master_home, s1)  # every transaction standby1 acknowledged is on the new master
     assert "standby2 fo_two: RE-SEEDED tree (" in proc.stdout and stray in proc.stdout
     assert "1 transaction(s) the master does not hold, kept in %s.before-reseed-" % s2 in proc.stdout
-    assert standing.upstream(str(s2)).endswith(":%s" % f.master_home)
+    assert fleet_marks.upstream(str(s2)).endswith(":%s" % f.master_home)
     assert_reads_as(s2, f.master_home)

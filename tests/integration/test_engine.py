@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import journal, storage
+from dirstorage_replica import durable, errors, journal, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.info import storage_info, verify
 from dirstorage_replica.options import PullOptions
@@ -73,7 +73,7 @@ def test_refusals_leave_replica_untouched(unpack_fixture, case):
     d = unpack_fixture(case)
     m = manifest(d)
     before = replica_state(d / "replica")
-    with pytest.raises(storage.DSError) as err:
+    with pytest.raises(errors.DSError) as err:
         pull(str(d / "master"), str(d / "replica"))
     assert expected_refusal(m) in str(err.value)
     assert "\n" not in str(err.value)
@@ -156,7 +156,7 @@ def test_strange_journal_entry_stops_everything(unpack_fixture):
     d = unpack_fixture("bushy")
     (d / "replica" / "journal" / "surprise").write_bytes(b"?")
     before = replica_state(d / "replica")
-    with pytest.raises(storage.DSError, match="journal/ holds surprise"):
+    with pytest.raises(errors.DSError, match="journal/ holds surprise"):
         pull(str(d / "master"), str(d / "replica"))
     assert replica_state(d / "replica") == before
 
@@ -167,7 +167,7 @@ def test_minimal_storage_is_refused(unpack_fixture, side):
     settings = d / side / "config" / "settings"
     settings.write_text(settings.read_text().replace("classname: Full", "classname: Minimal"))
     before = replica_state(d / "replica")
-    with pytest.raises(storage.DSError, match="Minimal storage, not Full"):
+    with pytest.raises(errors.DSError, match="Minimal storage, not Full"):
         pull(str(d / "master"), str(d / "replica"))
     assert replica_state(d / "replica") == before
 
@@ -182,8 +182,8 @@ def test_replica_ahead_of_master_is_refused(unpack_fixture, tmp_path):
     # The master lacks the replica's newest transaction, so it refuses on that
     # (checked before "is ahead"), naming the transaction
     newest = manifest(d)["master"]["last_tid"]
-    with pytest.raises(storage.Refused, match=re.escape("reference transaction does not exist on the master (%s)"
-                                                        % newest)):
+    with pytest.raises(errors.Refused, match=re.escape("reference transaction does not exist on the master (%s)"
+                                                       % newest)):
         pull(str(older / "replica"), str(d / "replica"))
     assert replica_state(d / "replica") == before
 
@@ -195,11 +195,11 @@ def test_locked_replica_is_refused(unpack_fixture):
     holder = subprocess.Popen(["flock", "-x", str(d / "replica" / "misc" / "lock"), "sleep", "30"])
     try:
         for _unused in range(100):
-            if storage.FileLock(str(d / "replica" / "misc" / "lock")).probe()[0]:
+            if durable.FileLock(str(d / "replica" / "misc" / "lock")).probe()[0]:
                 break
             import time
             time.sleep(0.05)
-        with pytest.raises(storage.Busy, match="in use"):
+        with pytest.raises(errors.Busy, match="in use"):
             pull(str(d / "master"), str(d / "replica"))
     finally:
         holder.kill()
@@ -211,12 +211,12 @@ def test_master_in_use_without_snapshot_method_is_refused(unpack_fixture):
     d = unpack_fixture("bushy")
     before = replica_state(d / "replica")
     # the master "runs": it holds misc/lock and misc/sublock; no snapshot.conf
-    lock = storage.FileLock(str(d / "master" / "misc" / "lock"))
-    sub = storage.FileLock(str(d / "master" / "misc" / "sublock"))
+    lock = durable.FileLock(str(d / "master" / "misc" / "lock"))
+    sub = durable.FileLock(str(d / "master" / "misc" / "sublock"))
     assert lock.acquire() and sub.acquire()
     try:
         (d / "master" / "misc" / "snapshot").unlink()
-        with pytest.raises(storage.Busy, match="cannot enter snapshot mode"):
+        with pytest.raises(errors.Busy, match="cannot enter snapshot mode"):
             pull(str(d / "master"), str(d / "replica"))
     finally:
         sub.release()
@@ -286,7 +286,7 @@ def test_clone_then_pull_and_verify(unpack_fixture, tmp_path):
     assert_objects(dest, m["after_recovery"]["objects"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
     assert verify(str(dest), str(d / "master"))["ok"] is True
-    with pytest.raises(storage.DSError, match="already holds a storage"):
+    with pytest.raises(errors.DSError, match="already holds a storage"):
         clone(str(d / "master"), str(dest))
     info = storage_info(str(dest))
     assert info["last_tid"] == m["after_recovery"]["last_tid"] and info["snapshot"] is True
@@ -322,7 +322,7 @@ def test_falls_back_to_version_0_for_an_old_master(unpack_fixture):
     assert_objects(d / "replica", m["master"]["objects"])
     # what needs version 1 is refused clearly instead of half-working
     d2 = unpack_fixture("bushy")
-    with pytest.raises(storage.DSError, match="does not speak request version 1"):
+    with pytest.raises(errors.DSError, match="does not speak request version 1"):
         pull("old.invalid:/ignored", str(d2 / "replica"), PullOptions(ssh_command=cmd.replace(
             str(d / "master"), str(d2 / "master")), check=True))
 
@@ -331,8 +331,8 @@ def test_busy_master_is_retried_within_snapshot_timeout(unpack_fixture):
     import threading
     import time
     d = unpack_fixture("lawn")
-    lock = storage.FileLock(str(d / "master" / "misc" / "lock"))
-    sub = storage.FileLock(str(d / "master" / "misc" / "sublock"))
+    lock = durable.FileLock(str(d / "master" / "misc" / "lock"))
+    sub = durable.FileLock(str(d / "master" / "misc" / "sublock"))
     assert lock.acquire() and sub.acquire()
     (d / "master" / "misc" / "snapshot").unlink()
 
@@ -403,7 +403,7 @@ def test_interrupted_clone_never_looks_like_a_replica(unpack_fixture, tmp_path):
     assert not dest.exists()  # nothing at the destination looks like a storage
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".standby.clone-")]
     assert partial and (partial[0] / "A").is_dir()
-    with pytest.raises(storage.NotAStorage, match=re.escape("%s does not exist" % dest)):
+    with pytest.raises(errors.NotAStorage, match=re.escape("%s does not exist" % dest)):
         pull(str(d / "master"), str(dest))
     # the next clone clears the leftover of the dead one and completes
     result = clone(str(d / "master"), str(dest))
@@ -467,7 +467,7 @@ def test_progress_on_a_terminal_and_silence_under_q(unpack_fixture, quiet):
 def test_an_ended_process_not_yet_reaped_is_not_alive():
     """A dead clone's `.NAME.clone-PID` is removed when PID is not alive; a
     zombie (ended, its parent has not waited for it yet) is not alive."""
-    from dirstorage_replica.storage import pid_alive
+    from dirstorage_replica.durable import pid_alive
 
     child = subprocess.Popen(["sleep", "30"])
     try:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import reseed_inplace, storage
+from dirstorage_replica import errors, reseed_inplace, storage
 from dirstorage_replica.clone import clone
+from dirstorage_replica.fleet_marks import upstream
 from dirstorage_replica.info import storage_info
 from dirstorage_replica.promote import promote
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed
-from dirstorage_replica.standing import upstream
 from tests.support.checks import assert_objects, assert_reads_as, manifest, replica_state
 from tests.support.simulated_storage import SimulatedStorage
 
@@ -159,7 +159,7 @@ def test_an_interrupted_clone_resumes_from_what_it_had_written(unpack_fixture, t
 def test_delta_refuses_a_copy_of_another_storage(unpack_fixture):
     d = unpack_fixture("foreign")
     before = outside_misc(d / "replica")
-    with pytest.raises(storage.DSError, match="is a copy of storage .*, not of this master"):
+    with pytest.raises(errors.DSError, match="is a copy of storage .*, not of this master"):
         reseed(str(d / "master"), str(d / "replica"))
     assert outside_misc(d / "replica") == before
 
@@ -211,6 +211,6 @@ def test_a_storage_that_fails_its_check_is_not_promoted(unpack_fixture):
     data[-1] ^= 0xFF
     os.chmod(path, 0o644)
     Path(path).write_bytes(bytes(data))
-    with pytest.raises(storage.DSError, match="fails its check, refusing to promote it"):
+    with pytest.raises(errors.DSError, match="fails its check, refusing to promote it"):
         promote(str(d / "replica"))
     assert storage_info(str(d / "replica"))["promoted"] is None

@@ -36,7 +36,8 @@ import pytest
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
-from dirstorage_replica.follow import SPOOL_PREFIX, STATE_FILE, Follower, FollowSettings, follower_state
+from dirstorage_replica.follow import SPOOL_PREFIX, Follower, FollowSettings
+from dirstorage_replica.follow_state import STATE_FILE, follower_state
 from dirstorage_replica.replica import pull
 from tests.support.checks import assert_reads_as, replica_state
 from tests.support.crash_calls import LOCAL_SSH, ROOT

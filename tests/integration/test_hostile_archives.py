@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage, ustar
+from dirstorage_replica import errors, storage, ustar
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
 from dirstorage_replica.transport import TransportError
@@ -195,31 +195,31 @@ def mutate(case, members):
 REV = "'A/o0000000000000000/040D44D78FCD4E22'"
 # case -> (error type, a distinctive part of the message of the check the case is named for)
 EXPECTED = {
-    "symlink": (storage.Corrupt, REV + " is a symbolic link, not a regular file"),
-    "hardlink": (storage.Corrupt, REV + " is a hard link, not a regular file"),
-    "device": (storage.Corrupt, REV + " is a character device, not a regular file"),
-    "directory": (storage.Corrupt, REV + " is a folder, not a regular file"),
-    "fifo": (storage.Corrupt, REV + " is a FIFO, not a regular file"),
-    "absolute": (storage.Corrupt, "'/tmp/ds-evil' has an absolute or odd path"),
-    "dotdot": (storage.Corrupt, "'A/../../evil' has an empty, '.' or '..' component"),
-    "outside-A": (storage.Corrupt, "'misc/x/serial' is outside the storage's A/ folder"),
-    "B-folder": (storage.Corrupt, "'B/x/serial' is outside the storage's A/ folder"),
-    "bad-name": (storage.Corrupt, "'A/x/notes' is not a valid lawn storage file name"),
-    "wrong-format-path": (storage.Corrupt, "'A/o0000000000000001.c' is not a valid lawn storage file name"),
-    "duplicate": (storage.Corrupt, REV + " appears twice"),
-    "setuid": (storage.Corrupt, REV + " has set-uid, set-gid or sticky bits"),
-    "setgid": (storage.Corrupt, REV + " has set-uid, set-gid or sticky bits"),
-    "truncated": (storage.Corrupt, "archive is truncated (the connection ended early)"),
-    "no-end-marker": (storage.Corrupt, "archive is truncated (the connection ended early)"),
-    "bad-header-checksum": (storage.Corrupt, "archive header checksum mismatch"),
-    "transaction-md5": (storage.Corrupt, "'A/t040D44/D78FCD4E22' fails its MD5 check"),
-    "revision-md5": (storage.Corrupt, REV + " fails its MD5 check"),
-    "revision-length": (storage.Corrupt, REV + " is 404 bytes but its header says 400"),
-    "missing-revision": (storage.Corrupt, "the increment lacks revision 040D44D78FCD4E22 of object 0000000000000000"),
-    "missing-transaction": (storage.Corrupt, "the increment is not whole transactions: 040D44D78FCD4E22 is missing"),
-    "extra-revision": (storage.Corrupt, "the increment holds object revisions no transaction wrote"),
-    "no-serial": (storage.Corrupt, "the increment has no x.serial"),
-    "garbage": (storage.Corrupt, "archive header has a bad checksum field"),
+    "symlink": (errors.Corrupt, REV + " is a symbolic link, not a regular file"),
+    "hardlink": (errors.Corrupt, REV + " is a hard link, not a regular file"),
+    "device": (errors.Corrupt, REV + " is a character device, not a regular file"),
+    "directory": (errors.Corrupt, REV + " is a folder, not a regular file"),
+    "fifo": (errors.Corrupt, REV + " is a FIFO, not a regular file"),
+    "absolute": (errors.Corrupt, "'/tmp/ds-evil' has an absolute or odd path"),
+    "dotdot": (errors.Corrupt, "'A/../../evil' has an empty, '.' or '..' component"),
+    "outside-A": (errors.Corrupt, "'misc/x/serial' is outside the storage's A/ folder"),
+    "B-folder": (errors.Corrupt, "'B/x/serial' is outside the storage's A/ folder"),
+    "bad-name": (errors.Corrupt, "'A/x/notes' is not a valid lawn storage file name"),
+    "wrong-format-path": (errors.Corrupt, "'A/o0000000000000001.c' is not a valid lawn storage file name"),
+    "duplicate": (errors.Corrupt, REV + " appears twice"),
+    "setuid": (errors.Corrupt, REV + " has set-uid, set-gid or sticky bits"),
+    "setgid": (errors.Corrupt, REV + " has set-uid, set-gid or sticky bits"),
+    "truncated": (errors.Corrupt, "archive is truncated (the connection ended early)"),
+    "no-end-marker": (errors.Corrupt, "archive is truncated (the connection ended early)"),
+    "bad-header-checksum": (errors.Corrupt, "archive header checksum mismatch"),
+    "transaction-md5": (errors.Corrupt, "'A/t040D44/D78FCD4E22' fails its MD5 check"),
+    "revision-md5": (errors.Corrupt, REV + " fails its MD5 check"),
+    "revision-length": (errors.Corrupt, REV + " is 404 bytes but its header says 400"),
+    "missing-revision": (errors.Corrupt, "the increment lacks revision 040D44D78FCD4E22 of object 0000000000000000"),
+    "missing-transaction": (errors.Corrupt, "the increment is not whole transactions: 040D44D78FCD4E22 is missing"),
+    "extra-revision": (errors.Corrupt, "the increment holds object revisions no transaction wrote"),
+    "no-serial": (errors.Corrupt, "the increment has no x.serial"),
+    "garbage": (errors.Corrupt, "archive header has a bad checksum field"),
     "empty": (TransportError, "the master ended without an answer"),
 }
 CASES = list(EXPECTED)
@@ -234,7 +234,7 @@ def test_hostile_archive_is_refused(unpack_fixture, tmp_path, case):
     opts = PullOptions(ssh_command="%s %s %s" % (shlex.quote(sys.executable), shlex.quote(FAKE),
                                                  shlex.quote(str(answer))), protocol=0)
     kind, message = EXPECTED[case]
-    with pytest.raises(storage.DSError) as err:
+    with pytest.raises(errors.DSError) as err:
         pull("evil.invalid:/srv/storage", str(d / "replica"), opts)
     assert err.value.__class__ is kind, err.value
     assert message in str(err.value)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage, ustar
+from dirstorage_replica import errors, storage, ustar
 from dirstorage_replica.clone import clone
 from dirstorage_replica.info import master_lag, verify
 from dirstorage_replica.options import PullOptions
@@ -93,7 +93,7 @@ def test_a_delta_answer_naming_files_outside_the_copy_touches_nothing(unpack_fix
     before, outside = replica_state(replica), victim.read_bytes()
     hostile = "A/../../" + target
     answer = delta_answer(replica, config_members(replica) + [(hostile, 0o640, b"\0" * 8)])
-    with pytest.raises(storage.Corrupt) as e:
+    with pytest.raises(errors.Corrupt) as e:
         clone_delta(MASTER, str(replica), canned(tmp_path, answer))
     assert "'..'" in str(e.value) and "\n" not in str(e.value)
     assert victim.read_bytes() == outside
@@ -111,7 +111,7 @@ def test_a_delta_answer_replaces_only_what_the_standby_linked(unpack_fixture, tm
     os.link(st.path("x.serial"), inode)
     before = inode.read_bytes()
     answer = delta_answer(replica, config_members(replica) + [("A/x/serial", 0o640, b"\xff" * 8)])
-    with pytest.raises(storage.Corrupt) as e:
+    with pytest.raises(errors.Corrupt) as e:
         clone_delta(MASTER, str(replica), canned(tmp_path, answer))
     assert "x.serial names transaction FFFFFFFFFFFFFFFF, which it did not send" in str(e.value)
     assert inode.read_bytes() == before
@@ -170,7 +170,7 @@ def test_a_master_answering_retry_for_ever_is_given_up_on(unpack_fixture, tmp_pa
     monkeypatch.setenv("CANNED_LIMIT", "20")  # without a bound, the 21st run fails instead of answering
     answer = delta_answer(replica, [], retry="digests")
     before = replica_state(replica)
-    with pytest.raises(storage.DSError) as e:
+    with pytest.raises(errors.DSError) as e:
         clone_delta(MASTER, str(replica), canned(tmp_path, answer))
     # the chain window, and the one retry with every digest
     assert len(runs.read_text().splitlines()) == 2
@@ -218,7 +218,7 @@ def test_verify_status_and_check_refuse_an_answer_without_what_they_read(unpack_
     line, no KeyError traceback."""
     d = unpack_fixture("bushy")
     opts = canned(tmp_path, header(info), check=ask == "check")
-    with pytest.raises(storage.Corrupt) as e:
+    with pytest.raises(errors.Corrupt) as e:
         if ask == "verify":
             verify(str(d / "replica"), MASTER, opts)
         elif ask == "lag":

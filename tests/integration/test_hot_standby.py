@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage
+from dirstorage_replica import durable, errors, storage
 from dirstorage_replica.clone import clone
-from dirstorage_replica.follow import SPOOL_PREFIX, follower_state
+from dirstorage_replica.follow import SPOOL_PREFIX
+from dirstorage_replica.follow_state import follower_state
 from dirstorage_replica.metrics import read_metrics
 from tests.integration.test_modules import run_module
 from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401  pylint: disable=unused-import
@@ -74,7 +75,7 @@ class Standby(object):
         self.started.unlink()
 
     def serving(self):
-        return self.pidfile.exists() and storage.FileLock(str(self.replica / "misc" / "lock")).probe()[0]
+        return self.pidfile.exists() and durable.FileLock(str(self.replica / "misc" / "lock")).probe()[0]
 
     def shutdown(self):
         if self.pidfile.exists():
@@ -263,7 +264,7 @@ def _commit_when_free(master, objects):
     for _unused in range(100):
         try:
             return _commit_big(master, objects, 1000)
-        except storage.Busy:
+        except errors.Busy:
             time.sleep(0.05)
     raise AssertionError("the master stayed locked")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage
+from dirstorage_replica import durable, errors, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.replica import pull
 from tests.support.checks import assert_reads_as, replica_state
@@ -410,7 +410,7 @@ def test_second_pull_is_refused_at_once(pair):
     slow = subprocess.Popen([DS_REPLICA, "-q", "--bwlimit", "100", str(master), str(replica)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lock = storage.FileLock(str(replica / "misc" / "lock"))
+        lock = durable.FileLock(str(replica / "misc" / "lock"))
         _wait(lambda: lock.probe()[0], what="the first pull to lock the replica")
         t0 = time.monotonic()
         proc = subprocess.run([DS_REPLICA, "-q", str(master), str(replica)], capture_output=True, text=True,
@@ -430,7 +430,7 @@ def test_storage_process_holding_the_replica_is_detected(pair):
     master, replica = pair
     tm = SimulatedStorage(replica).open()  # someone runs a storage on the replica
     try:
-        with pytest.raises(storage.Busy, match="in use"):
+        with pytest.raises(errors.Busy, match="in use"):
             pull(str(master), str(replica))
     finally:
         tm.close()

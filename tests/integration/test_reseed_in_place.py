@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import delta, journal, keep_aside, protocol, reseed_inplace, storage
+from dirstorage_replica import delta, errors, journal, keep_aside, protocol, reseed_inplace, storage
+from dirstorage_replica.fleet_marks import mark_promoted, promoted
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed as reseed_asked
-from dirstorage_replica.standing import mark_promoted, promoted
 from tests.integration.test_failover_engine import DS_REPLICA, commit, copy
 from tests.support.checks import assert_objects, assert_reads_as, manifest
 from tests.support.simulated_storage import SimulatedStorage
@@ -153,7 +153,7 @@ def test_a_divergence_deeper_than_the_window_falls_back_to_a_new_tree(unpack_fix
 def test_a_master_packed_past_the_anchor_falls_back_to_a_new_tree(unpack_fixture):
     """The `packed-since` golden case: the pull is refused and names the cure."""
     d = unpack_fixture("packed-since")
-    with pytest.raises(storage.Refused) as refused:
+    with pytest.raises(errors.Refused) as refused:
         pull(str(d / "master"), str(d / "replica"))
     assert "packed since the last replica" in str(refused.value)
     assert "'ds-replica clone --delta MASTER REPLICA'" in str(refused.value)

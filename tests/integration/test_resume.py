@@ -52,7 +52,8 @@ def test_a_large_member_with_a_hostile_name_is_refused_before_anything_is_writte
     # what a killed clone keeps of a large file is written as it arrives: its name is checked first
     import io
 
-    from dirstorage_replica import clone, storage, ustar
+    from dirstorage_replica import errors, ustar
+    from dirstorage_replica import partial as new_copy
     out = io.BytesIO()
     writer = ustar.Writer(out)
     writer.add_bytes("config/settings", b"[structure]\nformat: flat\n")
@@ -60,20 +61,20 @@ def test_a_large_member_with_a_hostile_name_is_refused_before_anything_is_writte
     writer.close()
     partial = tmp_path / "partial"
     partial.mkdir()
-    keeper = clone.PrefixKeeper(str(partial))
+    keeper = new_copy.PrefixKeeper(str(partial))
     members = ustar.iter_members(io.BytesIO(out.getvalue()).read, on_large=keeper.start)
-    with pytest.raises(storage.Corrupt, match="'..' component"):
-        clone.write_members(members, str(partial), None, keeper)
+    with pytest.raises(errors.Corrupt, match="'..' component"):
+        new_copy.write_members(members, str(partial), None, keeper)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "partial", "partial/config", "partial/config/settings"]
 
 
 def test_a_master_may_send_from_an_offset_only_what_the_standby_offered():
-    from dirstorage_replica import reseed, storage
+    from dirstorage_replica import errors, reseed
     name = "o0000000000000004.040D44D793041BDD"
     offered = {name: ("/nowhere", 1000, "prefix:" + "0" * 32)}
     assert reseed.tails_offered({"tails": {"A/" + name: 1000}}, offered, "flat") == {"A/" + name: offered[name]}
     for hostile in ({"A/" + name: 999}, {"A/o0000000000000005.040D44D793041BDD": 1000}, {"A/../" + name: 1000},
                     ["A/" + name]):
-        with pytest.raises(storage.Corrupt, match="tails|offset"):
+        with pytest.raises(errors.Corrupt, match="tails|offset"):
             reseed.tails_offered({"tails": hostile}, offered, "flat")

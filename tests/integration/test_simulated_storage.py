@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from dirstorage_replica import errors
 from dirstorage_replica import storage as S
 from tests.support.simulated_storage import SimulatedStorage, SnapshotRefused, create_storage
 from tests.support.toolkit import ToolkitServer
@@ -268,7 +269,7 @@ def test_second_open_is_refused_while_locked(tmp_path):
     home = tmp_path / "m"
     create_storage(home, "lawn")
     with SimulatedStorage(home):
-        with pytest.raises(S.Busy):
+        with pytest.raises(errors.Busy):
             SimulatedStorage(home).open()
         assert S.Storage(home).sublock().probe()[0]
 

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from dirstorage_replica import snapshot, storage
+from dirstorage_replica import errors, snapshot, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
@@ -67,7 +67,7 @@ def test_wrong_password_is_reported_without_leaking_it(running):
     access = home / "config" / "toolkit.access"
     access.write_text("admin:wrong-password\n")
     master.commit({1: b"x"})
-    with pytest.raises(storage.Busy) as err:
+    with pytest.raises(errors.Busy) as err:
         pull(str(home), str(standby))
     # "401" alone could match a port number: pin the HTTP answer and the hint
     assert ("answered HTTP 401 Unauthorized to enterSnapshot; check the user and password in the access file"
@@ -81,7 +81,7 @@ def test_someone_elses_snapshot_is_respected(running):
     master, toolkit, home, standby = running
     master.commit({1: b"x"})
     master.enter_snapshot("backup-job")
-    with pytest.raises(storage.Busy, match="someone else"):
+    with pytest.raises(errors.Busy, match="someone else"):
         pull(str(home), str(standby), PullOptions(snapshot_timeout=1.0, snapshot_interval=0.3))
     assert master.snapshot_code == "user/backup-job"  # not ended by us
     master.leave_snapshot("backup-job")
@@ -166,7 +166,7 @@ def test_the_wait_for_another_ds_replica_is_bounded(running):
     peer.enter()
     try:
         mine = snapshot.Snapshot(storage.Storage(str(home)))
-        with pytest.raises(storage.Busy, match="another ds-replica process .* has held it"):
+        with pytest.raises(errors.Busy, match="another ds-replica process .* has held it"):
             mine._take_turn(0.3)
         assert mine.peer is None
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage
+from dirstorage_replica import errors
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
 from tests.support.checks import assert_objects, assert_same_files, manifest, replica_state
@@ -80,7 +80,7 @@ def test_unknown_host_key_is_refused(sshd, unpack_fixture, tmp_path):
     empty.write_text("")
     opts = PullOptions(port=sshd.port, key_file=str(sshd.client_key_path), known_hosts_file=str(empty),
                        remote_command=DS_REPLICA, timeout=20)
-    with pytest.raises(storage.DSError, match="host key .* is unknown"):
+    with pytest.raises(errors.DSError, match="host key .* is unknown"):
         pull(master_spec(sshd, d / "master"), str(d / "replica"), opts)
     assert replica_state(d / "replica") == before
     # OpenSSH refuses too, with StrictHostKeyChecking=yes
@@ -117,7 +117,7 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd, unpack_fixture, 
     for accept in (False, True):
         opts = PullOptions(port=sshd.port, key_file=str(sshd.client_key_path), known_hosts_file=str(kh),
                            remote_command=DS_REPLICA, timeout=20, accept_new_host_key=accept)
-        with pytest.raises(storage.DSError, match="CHANGED"):
+        with pytest.raises(errors.DSError, match="CHANGED"):
             pull(master_spec(sshd, d / "master"), str(d / "replica"), opts)
     assert replica_state(d / "replica") == before
 
@@ -127,7 +127,7 @@ def test_unreachable_master_is_a_clear_error(unpack_fixture, sshd):
     before = replica_state(d / "replica")
     opts = PullOptions(port=1, key_file=str(sshd.client_key_path), known_hosts_file=str(sshd.known_hosts_path),
                        timeout=5)
-    with pytest.raises(storage.DSError, match="cannot reach the master") as err:
+    with pytest.raises(errors.DSError, match="cannot reach the master") as err:
         pull("127.0.0.1:%s" % (d / "master"), str(d / "replica"), opts)
     assert err.value.retryable
     assert replica_state(d / "replica") == before
@@ -136,7 +136,7 @@ def test_unreachable_master_is_a_clear_error(unpack_fixture, sshd):
 def test_master_path_not_a_storage(sshd, unpack_fixture, tmp_path):
     d = unpack_fixture("bushy")
     before = replica_state(d / "replica")
-    with pytest.raises(storage.DSError, match="not a DirectoryStorage"):
+    with pytest.raises(errors.DSError, match="not a DirectoryStorage"):
         pull(master_spec(sshd, tmp_path), str(d / "replica"), paramiko_opts(sshd))
     assert replica_state(d / "replica") == before
 

@@ -20,7 +20,8 @@ import pytest
 
 from dirstorage_replica import protocol, serve
 from dirstorage_replica.clone import clone
-from dirstorage_replica.storage import Refused, Storage, transaction_name
+from dirstorage_replica.errors import Refused
+from dirstorage_replica.storage import Storage, transaction_name
 from tests.support.simulated_storage import SimulatedStorage, create_storage
 from tests.support.toolkit import ToolkitServer
 

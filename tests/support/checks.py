@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from dirstorage_replica import storage
-from dirstorage_replica.replica import PULL_LOCK
+from dirstorage_replica.hold import PULL_LOCK
 from dirstorage_replica.snapshot import PEER_LOCK
 from tests.support.treeutil import tree_state
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica.storage import fsync_path
+from dirstorage_replica.durable import fsync_path
 
 STRACE = shutil.which("strace") or "/usr/bin/strace"
 IMAGE_MB = {"ext4": 64, "xfs": 320}  # xfsprogs 6 makes no file system under 300 MB

@@ -58,7 +58,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional
 
-from dirstorage_replica import journal, storage
+from dirstorage_replica import durable, journal, storage
 from dirstorage_replica.keep_aside import KEEP_ASIDE
 from tests.support import power_cut
 from tests.support.checks import assert_objects, manifest
@@ -155,7 +155,7 @@ def packing(now, applied, packed):
     """A storage part way through packing as its master: each file the applied
     or the packed one's (or the temporary file of one being relinked), x.packed
     still the applied one's (written last)."""
-    return (all(now[p] in (applied.get(p), packed.get(p)) or storage.ATOMIC_TEMP in p for p in now)
+    return (all(now[p] in (applied.get(p), packed.get(p)) or durable.ATOMIC_TEMP in p for p in now)
             and now.get("A/x/packed") == applied.get("A/x/packed"))
 
 
@@ -250,8 +250,8 @@ def _state(home):
 
 
 def _atomic_temp(path):
-    """A temporary file of storage.write_atomic (NAME.tmp-PID)."""
-    return re.search(re.escape(storage.ATOMIC_TEMP) + r"\d+$", path) is not None
+    """A temporary file of durable.write_atomic (NAME.tmp-PID)."""
+    return re.search(re.escape(durable.ATOMIC_TEMP) + r"\d+$", path) is not None
 
 
 ASIDE_STAMP = re.compile(r"\.before-reseed-\d{8}T\d{6}Z")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import journal, storage
+from dirstorage_replica import durable, errors, journal, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
@@ -75,10 +75,10 @@ def report(request, name, figures):
 def write_snapshot_conf(home, url, password, extra=("nodirect",)):
     """config/snapshot.conf: ``http URL toolkit.access`` then `extra` lines."""
     config = os.path.join(home, "config")
-    storage.write_atomic(os.path.join(config, "toolkit.access"), ("%s:%s\n" % (TOOLKIT_USER, password)).encode(),
+    durable.write_atomic(os.path.join(config, "toolkit.access"), ("%s:%s\n" % (TOOLKIT_USER, password)).encode(),
                          mode=0o600)
     lines = ["http %s toolkit.access" % url] + list(extra)
-    storage.write_atomic(os.path.join(config, "snapshot.conf"), ("\n".join(lines) + "\n").encode())
+    durable.write_atomic(os.path.join(config, "snapshot.conf"), ("\n".join(lines) + "\n").encode())
 
 
 class MasterProcess(object):
@@ -240,7 +240,7 @@ def run_live_writes(workdir, seconds, rate=50.0, interval=1.0, fmt="bushy", seed
             stats["pulls"] += 1
             try:
                 result = pull(str(master_home), str(replica), PullOptions(snapshot_timeout=5))
-            except storage.DSError as e:
+            except errors.DSError as e:
                 # only the retryable kinds are allowed, with a one-line message
                 assert e.retryable, "pull %d failed for good: %s" % (stats["pulls"], e)
                 assert "\n" not in str(e)

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 
-from dirstorage_replica import storage
+from dirstorage_replica import durable, errors, storage
 
 #: config/settings of a new storage: the sections and keys the real ``mkds``
 #: writes (the fixtures' settings hold the same ones, with longer comments).
@@ -109,7 +109,7 @@ CREATED_FILE_MODE = 0o644   # x.* files written by mkds, lock files
 MARK_BIT = stat.S_IXUSR     # the bit packing leaves on the files it kept (fixtures: 0740)
 
 
-class SnapshotRefused(storage.Busy):
+class SnapshotRefused(errors.Busy):
     """Snapshot mode cannot be entered or left now (the real engine's refusals)."""
 
 
@@ -118,7 +118,7 @@ class SnapshotRefused(storage.Busy):
 def _fsync_dirs(paths, sync):
     if sync:
         for path in sorted(paths):
-            storage.fsync_path(path, directory=True)
+            durable.fsync_path(path, directory=True)
 
 
 def _makedirs(path, touched):
@@ -170,8 +170,8 @@ def create_storage(home, fmt="bushy", identity=None, classname="Full"):
     for sub in ("A", "B", "journal", "misc", "config"):
         os.mkdir(os.path.join(home, sub))
     settings = SETTINGS_TEMPLATE.format(format=fmt, classname=classname).encode("ascii")
-    storage.write_atomic(os.path.join(home, "config", "settings"), settings, mode=CREATED_FILE_MODE)
-    storage.write_atomic(os.path.join(home, "config", "identity"), identity.encode("ascii"),
+    durable.write_atomic(os.path.join(home, "config", "settings"), settings, mode=CREATED_FILE_MODE)
+    durable.write_atomic(os.path.join(home, "config", "identity"), identity.encode("ascii"),
                          mode=CREATED_FILE_MODE)
     touched = set()
     for name in ("x.oid", "x.serial", "x.packed"):
@@ -287,7 +287,7 @@ class SimulatedStorage(object):
         if self._flush_error is not None:
             raise self._flush_error
         if not self._open:
-            raise storage.DSError("the test master on %s is not open" % self.home)
+            raise errors.DSError("the test master on %s is not open" % self.home)
 
     # ---------------------------------------------------- open / close
     def open(self):
@@ -295,9 +295,9 @@ class SimulatedStorage(object):
         self.store.require_full("test master")
         with self._mutex:
             if self._open:
-                raise storage.DSError("the test master on %s is already open" % self.home)
+                raise errors.DSError("the test master on %s is already open" % self.home)
             if not self._main_lock.acquire():
-                raise storage.Busy("%s/misc/lock is held: the storage is in use" % self.home)
+                raise errors.Busy("%s/misc/lock is held: the storage is in use" % self.home)
             try:
                 if self._sub_lock.acquire():
                     # a running storage is not a snapshot, whatever the marker said
@@ -389,7 +389,7 @@ class SimulatedStorage(object):
         deadline = time.monotonic() + timeout
         while self._due and self._flush_error is None:
             if time.monotonic() > deadline:
-                raise storage.DSError("the test master's flusher did not finish in %gs" % timeout)
+                raise errors.DSError("the test master's flusher did not finish in %gs" % timeout)
             time.sleep(0.005)
 
     # ------------------------------------------------------------ journal
@@ -398,7 +398,7 @@ class SimulatedStorage(object):
         strange = [e for e in entries if not storage.JOURNAL_ENTRY_RE.match(e)]
         if strange:
             # journal/replica.tar belongs to replicas; a master never has one
-            raise storage.Corrupt("%s: unexpected entries in journal/: %s" % (self.home, ", ".join(strange)))
+            raise errors.Corrupt("%s: unexpected entries in journal/: %s" % (self.home, ", ".join(strange)))
         for entry in entries:  # name order is tid order
             path = os.path.join(self.store.journal_dir, entry)
             if entry.endswith("_done"):
@@ -413,7 +413,7 @@ class SimulatedStorage(object):
         touched = set()
         for name in sorted(os.listdir(src)):
             if not storage.LOGICAL_NAME_RE.match(name):
-                raise storage.Corrupt("%s: unexpected file %s in the journal" % (self.home, os.path.join(src, name)))
+                raise errors.Corrupt("%s: unexpected file %s in the journal" % (self.home, os.path.join(src, name)))
             target = self.store.path(name, folder)
             _makedirs(os.path.dirname(target), touched)
             os.replace(os.path.join(src, name), target)
@@ -479,7 +479,7 @@ class SimulatedStorage(object):
         with self._mutex:
             for folder in reversed(self._pending):
                 try:
-                    return storage.read_file(os.path.join(folder, name))
+                    return durable.read_file(os.path.join(folder, name))
                 except FileNotFoundError:
                     pass
             if self._snapshot_code is not None:
@@ -495,7 +495,7 @@ class SimulatedStorage(object):
         except FileNotFoundError:
             return storage.ZERO_TID
         if len(data) != 8:
-            raise storage.Corrupt("%s: %s is not 8 bytes" % (self.home, name))
+            raise errors.Corrupt("%s: %s is not 8 bytes" % (self.home, name))
         return data
 
     def current_tid(self, oid):
@@ -682,7 +682,7 @@ class SimulatedStorage(object):
             path = os.path.join(st.a_dir, rel)
             os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | MARK_BIT)
         _fsync_dirs(touched, st.sync)
-        storage.write_atomic(st.path("x.packed"), target, mode=JOURNAL_FILE_MODE | MARK_BIT, sync=st.sync)
+        durable.write_atomic(st.path("x.packed"), target, mode=JOURNAL_FILE_MODE | MARK_BIT, sync=st.sync)
         return target
 
     # ---------------------------------------------------------------- load
@@ -735,7 +735,7 @@ class SimulatedStorage(object):
     def start_writer(self, rate_tps, duration=None, **load_args):
         """Run write_load() in a background thread; stop it with stop_writer()."""
         if self._writer is not None:
-            raise storage.DSError("a writer is already running")
+            raise errors.DSError("a writer is already running")
         self._stop_writer.clear()
         self._writer_result = None
 

@@ -30,7 +30,7 @@ import threading
 import xmlrpc.client
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
-from dirstorage_replica import storage
+from dirstorage_replica import durable, errors, storage
 
 TOOLKIT_PATH = "/Control_Panel/DirectoryStorageToolkit"
 
@@ -84,7 +84,7 @@ class ToolkitServer(object):
             self.calls[name] += 1
             try:
                 return method(*args)
-            except storage.DSError as e:
+            except errors.DSError as e:
                 raise xmlrpc.client.Fault(-1, "Unexpected Zope exception: %s" % e) from e
         return call
 
@@ -93,10 +93,10 @@ class ToolkitServer(object):
         whose access file (config/toolkit.access, mode 0600) holds
         ``user:password``, followed by `extra_lines` (e.g. ``"nodirect"``)."""
         config = os.path.join(home, "config")
-        storage.write_atomic(os.path.join(config, "toolkit.access"),
+        durable.write_atomic(os.path.join(config, "toolkit.access"),
                              ("%s:%s\n" % (self.username, self.password)).encode(), mode=0o600)
         lines = ["http %s toolkit.access" % self.url] + list(extra_lines)
-        storage.write_atomic(os.path.join(config, "snapshot.conf"), ("\n".join(lines) + "\n").encode())
+        durable.write_atomic(os.path.join(config, "snapshot.conf"), ("\n".join(lines) + "\n").encode())
 
     def stop(self):
         self._server.shutdown()

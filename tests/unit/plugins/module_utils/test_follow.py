@@ -9,8 +9,7 @@ import subprocess
 import pytest
 
 from dirstorage_replica import follow
-from dirstorage_replica.replica import LocalDiskError
-from dirstorage_replica.storage import Busy, Corrupt, DSError, Refused, TransportError
+from dirstorage_replica.errors import Busy, Corrupt, DSError, LocalDiskError, Refused, TransportError
 
 
 @pytest.mark.parametrize("error,retried", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dirstorage_replica import cli, hot
-from dirstorage_replica.storage import DSError
+from dirstorage_replica.errors import DSError
 
 
 def test_the_last_line_a_command_printed_names_its_failure():

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from dirstorage_replica import cli, storage
+from dirstorage_replica import cli, durable, storage
 
 LAYOUTS = ["lawn", "chunky"]
 
@@ -53,7 +53,7 @@ def test_nine_byte_oid_is_critical_in_verify_and_status(unpack_fixture, capsys, 
 @pytest.mark.parametrize("case", LAYOUTS)
 def test_oid_below_the_chain_is_critical(unpack_fixture, capsys, case):
     home, st = _storage(unpack_fixture, case)
-    storage.write_atomic(st.path("x.oid"), b"\0" * 7 + b"\1")
+    durable.write_atomic(st.path("x.oid"), b"\0" * 7 + b"\1")
     code, out = _run(capsys, "verify", str(home))
     assert code == 2
     assert "  %s is 0000000000000001, below object" % st.relpath("x.oid") in out
@@ -63,7 +63,7 @@ def test_oid_below_the_chain_is_critical(unpack_fixture, capsys, case):
 def test_serial_naming_a_missing_transaction_is_critical(unpack_fixture, capsys, case):
     home, st = _storage(unpack_fixture, case)
     missing = (int.from_bytes(st.last_tid(), "big") + 1).to_bytes(8, "big")
-    storage.write_atomic(st.path("x.serial"), missing)
+    durable.write_atomic(st.path("x.serial"), missing)
     code, out = _run(capsys, "verify", str(home))
     assert code == 2
     line = "%s names transaction %s, which is missing" % (st.relpath("x.serial"), storage.hex_tid(missing))
@@ -75,7 +75,7 @@ def test_serial_naming_a_missing_transaction_is_critical(unpack_fixture, capsys,
 @pytest.mark.parametrize("case", LAYOUTS)
 def test_short_packed_is_critical(unpack_fixture, capsys, case):
     home, st = _storage(unpack_fixture, case)
-    storage.write_atomic(st.path("x.packed"), b"\0" * 7)
+    durable.write_atomic(st.path("x.packed"), b"\0" * 7)
     code, out = _run(capsys, "verify", str(home))
     assert code == 2
     assert "  %s is 7 bytes, not 8" % st.relpath("x.packed") in out

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from dirstorage_replica import pack, positions
-from dirstorage_replica.storage import Refused, hex_tid, tid_from_epoch
+from dirstorage_replica.errors import Refused
+from dirstorage_replica.storage import hex_tid, tid_from_epoch
 from tests.support.simulated_storage import create_storage
 
 NOW = 1_700_000_000.0

@@ -9,8 +9,9 @@ import os
 import pytest
 
 from dirstorage_replica import positions
+from dirstorage_replica.errors import Refused
 from dirstorage_replica.protocol import Request
-from dirstorage_replica.storage import Refused, hex_tid, tid_from_epoch
+from dirstorage_replica.storage import hex_tid, tid_from_epoch
 
 T0 = 1_700_000_000.0
 DAY = 86400.0

@@ -18,7 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dirstorage_replica import delta, protocol, ustar
-from dirstorage_replica.storage import LOGICAL_NAME_RE, DSError
+from dirstorage_replica.errors import DSError
+from dirstorage_replica.storage import LOGICAL_NAME_RE
 
 MEMORY_BOUND = 16 << 20  # bytes a parser may allocate for inputs of a few KiB
 

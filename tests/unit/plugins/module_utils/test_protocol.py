@@ -11,8 +11,8 @@ import re
 import pytest
 
 from dirstorage_replica import protocol
+from dirstorage_replica.errors import Busy, Corrupt, DSError, Refused, TransportError
 from dirstorage_replica.protocol import master_failure
-from dirstorage_replica.storage import Busy, Corrupt, DSError, Refused, TransportError
 
 TID = bytes.fromhex("040D44D78EBB2244")
 IDENT = "0123456789abcdef0123456789abcdef"

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from dirstorage_replica.replica import validate_increment
+from dirstorage_replica.errors import Corrupt
+from dirstorage_replica.increment import validate_increment
 from dirstorage_replica.storage import (
-    Corrupt,
     build_transaction,
     current_name,
     parse_transaction,
@@ -91,12 +91,12 @@ def test_a_file_already_there_is_replaced_by_rename_never_written_through(tmp_pa
     a crash; a diverged transaction at the very tid of one of the master's,
     whose file an in-place re-seed keeps aside as a hard link) must leave the
     other link's bytes alone."""
-    from dirstorage_replica import journal
+    from dirstorage_replica import durable
 
     target, kept = tmp_path / "t040D", tmp_path / "kept"
     target.write_bytes(b"the diverged transaction")
     os.link(target, kept)
-    journal.write_file(str(target), b"the master's", 0o640)
+    durable.write_file(str(target), b"the master's", 0o640)
     assert target.read_bytes() == b"the master's" and (target.stat().st_mode & 0o777) == 0o640
     assert kept.read_bytes() == b"the diverged transaction"
     assert not (tmp_path / "t040D.tmp").exists()

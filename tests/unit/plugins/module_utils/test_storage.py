@@ -10,12 +10,11 @@ import struct
 
 import pytest
 
+from dirstorage_replica.errors import Corrupt, NotAStorage
 from dirstorage_replica.storage import (
     EMPTY_MD5,
     OLD_CURRENT_MAGIC,
     ZERO_TID,
-    Corrupt,
-    NotAStorage,
     build_revision,
     build_transaction,
     check_member,

@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from dirstorage_replica.storage import Corrupt
+from dirstorage_replica.errors import Corrupt
 from dirstorage_replica.ustar import BLOCK, RECORD, Writer, header, iter_members, padding, parse_header
 
 # ------------------------------------------------------------------ helpers

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from dirstorage_replica import protocol, watch
-from dirstorage_replica.storage import Refused
+from dirstorage_replica.errors import Refused
 
 A, B, C = (bytes.fromhex("040D44D78EBB22%02X" % n) for n in (1, 2, 3))
 

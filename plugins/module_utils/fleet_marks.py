@@ -19,7 +19,9 @@ import datetime
 import json
 import os
 
-from .storage import Refused, hex_tid, read_file, remove_atomic_leftovers, write_atomic
+from .durable import read_file, remove_atomic_leftovers, write_atomic
+from .errors import Refused
+from .storage import hex_tid
 
 PROMOTED = "promoted"
 UPSTREAM = "upstream"
