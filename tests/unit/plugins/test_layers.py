@@ -12,7 +12,7 @@ from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parents[3] / "plugins" / "module_utils"
 
-# (layer, files top to bottom); the README's Architecture table follows this order
+# (layer, files top to bottom); docs/docsite/rst/architecture.rst follows this order (checked below)
 LAYERS = [
     ("command line and modules", ["cli", "cron", "fleet", "access", "ansible_args"]),
     ("operations", ["follow", "replica", "clone", "promote", "reseed", "reseed_inplace", "info"]),
@@ -100,3 +100,12 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
         "from ansible_collections.dirstorage.replication.plugins.module_utils import elsewhere\n")
     assert upward_imports(tmp_path, {"top": 0, "middle": 1, "bottom": 2}) == [
         "bottom.py:1 imports middle", "bottom.py:2 imports elsewhere", "middle.py:2 imports top"]
+
+
+def test_the_architecture_page_lists_the_layers_as_written_here():
+    page = (ENGINE.parents[1] / "docs" / "docsite" / "rst" / "architecture.rst").read_text()
+    listed = [line[3:] for line in page.splitlines() if line.startswith("#. ")]
+    assert listed == ["%s: %s" % (layer, ", ".join("``%s.py``" % f for f in files)) for layer, files in LAYERS]
+    files = [line.split(" | ")[1].strip() for line in page.splitlines() if line.startswith("| ")]
+    table = [cell for cell in files if cell.endswith(".py``")]
+    assert table == ["``%s.py``" % f for _layer, files in LAYERS for f in files]
