@@ -2,7 +2,7 @@
 collection installed by a project sync, and the job's events as what users see.
 
 The private data directory is laid out as AWX lays it out: `project/` holds only the two
-files of docs/awx.md (`collections/requirements.yml` and the one-line `replicate.yml`),
+files of docs/docsite/rst/guide_awx.rst (`collections/requirements.yml` and the one-line `replicate.yml`),
 `inventory/` the fleet, `env/extravars` the report path, `env/ssh_key` the Machine
 credential's key (ansible-runner loads it into an ssh-agent; the inventory names no key)
 and `env/cmdline` its user. The project sync installs `collections/requirements.yml`
@@ -78,7 +78,7 @@ def awx_inventory(fleet, unreachable=()):
 
 def run_job(fleet, galaxy, tmp_path, ident, unreachable=(), report=False):
     """A new private data dir, its project sync, and the job on replicate.yml (with the JSON report
-    of docs/awx.md in the job's artifacts if `report`)."""
+    of docs/docsite/rst/guide_awx.rst in the job's artifacts if `report`)."""
     # AWX passes the job id as awx_job_id; the worker returns its artifacts/<job id>/ (/runner/... in an EE)
     extravars = {"awx_job_id": ident}
     if report:
@@ -123,7 +123,7 @@ def test_job_pulls_every_standby_and_reports_each_storage(fleet, galaxy, tmp_pat
     assert not job.events("runner_on_failed") and not job.events("runner_on_unreachable")
     for host in STANDBYS:
         assert_reads_as(fleet.replica(host), fleet.master_home)
-    # the machine-readable report of docs/awx.md, in the job's artifacts
+    # the machine-readable report of docs/docsite/rst/guide_awx.rst, in the job's artifacts
     report = json.loads((job.artifacts / REPORT).read_text())
     assert {h: [r["after_tid"] for r in rs] for h, rs in report.items()} == {h: [newest] for h in STANDBYS}
 

@@ -1,4 +1,4 @@
-"""The collection installed from git, as docs/awx.md shows it for an AWX project's
+"""The collection installed from git, as docs/docsite/rst/guide_awx.rst shows it for an AWX project's
 collections/requirements.yml (and as `ansible-galaxy collection install git+...` does by
 hand): ansible-galaxy clones the repository, finds galaxy.yml at its root and installs the
 collection, which is then the one Ansible uses.
@@ -70,7 +70,7 @@ DOC_GIT_URL = "https://git.example.org/dba/dirstorage-replication.git"
 
 
 def git_form_of_docs_requirements(url):
-    """docs/awx.md's collections/requirements.yml with its commented git entry taken instead of
+    """docs/docsite/rst/guide_awx.rst's collections/requirements.yml with its commented git entry taken instead of
     the Galaxy one (as its comment says), as written there but for the repository's URL."""
     lines = docs_snippet("collections/requirements.yml").splitlines()
     at = next(i for i, ln in enumerate(lines) if "from a tarball or git" in ln)
@@ -81,7 +81,7 @@ def git_form_of_docs_requirements(url):
 
 
 def test_install_from_requirements_yml_with_a_git_version(repo, tmp_path):
-    """The commented form of docs/awx.md's collections/requirements.yml, taken from the page:
+    """The commented form of docs/docsite/rst/guide_awx.rst's collections/requirements.yml, taken from the page:
     type git, a tag (the release's)."""
     clone, env = repo
     requirements = tmp_path / "requirements.yml"

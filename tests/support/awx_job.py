@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """An AWX job, run as AWX runs it, for tests/integration/test_awx_runner.py.
 
-- ``docs_snippet``: a file of docs/awx.md (its ```yaml block that starts with `# NAME`);
+- ``docs_snippet``: a file of the AWX guide, docs/docsite/rst/guide_awx.rst (its yaml block that starts with `# NAME`);
 - ``PrivateDataDir``: the folder AWX hands to ansible-runner: ``project/`` (the project's
   files only), ``inventory/``, ``env/extravars``, ``env/ssh_key`` (the Machine credential's
   key; ansible-runner loads it into an ssh-agent), ``env/cmdline`` (the credential's user),
@@ -26,20 +26,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
-AWX_DOC = ROOT / "docs" / "awx.md"
+AWX_DOC = ROOT / "docs" / "docsite" / "rst" / "guide_awx.rst"
 
 
 def docs_snippet(name):
-    """The ```yaml block of docs/awx.md whose first line is `# NAME...`, as written there."""
-    for block in re.findall(r"```yaml\n(.*?)```", AWX_DOC.read_text(), flags=re.S):
-        first = block.splitlines()[0]
-        if first.startswith("# " + name):
-            return block
-    raise AssertionError("docs/awx.md has no yaml block starting with '# %s'" % name)
+    """The ``.. code:: yaml`` block of the AWX guide whose first line is `# NAME...`, as written there."""
+    for block in re.findall(r"^\.\. code:: yaml\n\n((?:   .*\n|\n)+)", AWX_DOC.read_text(), flags=re.M):
+        text = textwrap.dedent(block).strip("\n") + "\n"
+        if text.startswith("# " + name):
+            return text
+    raise AssertionError("%s has no yaml block starting with '# %s'" % (AWX_DOC.relative_to(ROOT), name))
 
 
 def clean_env(**extra):
