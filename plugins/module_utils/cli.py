@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -62,6 +63,21 @@ def _on_signal(signum, frame):
 def install_signal_handlers():
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
+
+
+def notify_service_manager(state):
+    """Tell systemd (a Type=notify unit: $NOTIFY_SOCKET) the service's `state`,
+    e.g. "READY=1".  Without a service manager, nothing happens."""
+    address = os.environ.get("NOTIFY_SOCKET", "")
+    if not address or address[0] not in "/@":
+        return
+    if address[0] == "@":  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(state.encode("ascii"), address)
+        except OSError:
+            pass  # readiness is a courtesy to the service manager, never a reason to stop following
 
 
 def _stdout(msg):
@@ -290,6 +306,8 @@ def cmd_follow(argv):
     stop = StopSwitch()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.ask())
+    # ready: from now on SIGTERM ends the follower at a transaction boundary (the unit is Type=notify)
+    notify_service_manager("READY=1")
     settings = FollowSettings(interval=args.interval, metrics=args.metrics,
                               min_apply_interval=args.min_apply_interval)
     on_increment = (lambda result: _stdout(json.dumps(result, sort_keys=True))) if args.json else None

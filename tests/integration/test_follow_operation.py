@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -325,3 +326,33 @@ def test_a_signal_while_an_increment_is_received_stops_at_once_at_the_old_bounda
     assert spool_files(replica) == []
     wait_for(lambda: not serve_pids(master), 30, "the serve to end")
     assert Path(master).exists()
+
+
+# -- readiness (a Type=notify unit) -------------------------------------------------------
+
+def test_ready_is_told_to_the_service_manager_and_sigterm_from_then_on_stops_cleanly(tmp_path, pair):
+    """The follower's unit is Type=notify: systemd calls it active (and `systemctl stop` may come) once
+    it said READY=1. From that moment SIGTERM must end it at a transaction boundary, exit 0: a
+    SIGTERM during Python's start-up would kill it by the signal instead (status 15)."""
+    master, replica = pair
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(address)
+        manager.settimeout(30)
+        err = tmp_path / "follow.err"
+        with open(err, "w") as stderr:
+            proc = subprocess.Popen([DS_REPLICA, "follow", "--interval", "0.2", "-e", LOCAL_SSH,
+                                     "--remote-command", DS_REPLICA, "local:%s" % master, str(replica)],
+                                    stdout=subprocess.DEVNULL, stderr=stderr,
+                                    env=dict(os.environ, NOTIFY_SOCKET=address))
+            try:
+                told = manager.recv(4096)
+                proc.send_signal(signal.SIGTERM)  # at once, as `systemctl stop` right after start
+                code = proc.wait(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+    assert told == b"READY=1"
+    assert code == 0, err.read_text()
+    assert err.read_text().splitlines()[-1] == "ds-replica: follow stopped; the replica is at a transaction boundary"
+    assert storage.Storage(str(replica)).journal_entries() == []

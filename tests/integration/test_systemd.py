@@ -156,6 +156,7 @@ def test_a_killed_follower_is_restarted_by_systemd(ct):
     pid = ct.main_pid()
     assert pid > 0
     ct.container.sh("kill -9 %d" % pid)
+    # active (Type=notify): the new follower said READY=1, its SIGTERM handler is in place
     wait_for(lambda: ct.main_pid() not in (0, pid) and ct.systemctl("is-active", UNIT) == "active", 30,
              "systemd restarting the killed follower")
     assert int(ct.systemctl("show", "-p", "NRestarts", "--value", UNIT)) >= 1
@@ -176,7 +177,8 @@ def test_the_hardening_is_in_force(ct):
     home = ct.container.sh("getent passwd %s | cut -d: -f6" % USER).strip()
     for outside in ("/etc/ds-probe", "/usr/local/ds-probe", home + "/ds-probe", "/var/lib/ds-probe"):
         refused = write_as_the_service(outside)
-        assert refused.returncode != 0 and "Read-only file system" in refused.stderr, (outside, refused.stderr)
+        assert refused.returncode != 0 and "Read-only file system" in refused.stderr, \
+            (outside, refused.stderr, ct.journal())
     # the same account outside the service writes its home: the unit's sandbox refused it, not the mode bits
     assert ct.container.run(["su", "-s", "/bin/sh", USER, "-c", "touch %s/ds-probe" % home]).returncode == 0
 
@@ -184,7 +186,7 @@ def test_the_hardening_is_in_force(ct):
 def test_systemctl_stop_ends_it_at_a_transaction_boundary(ct):
     ct.container.sh("systemctl stop %s" % UNIT)  # while the master writes 20 transactions/s
     assert ct.systemctl("is-active", UNIT) == "inactive"
-    assert ct.systemctl("show", "-p", "ExecMainStatus", "--value", UNIT) == "0"
+    assert ct.systemctl("show", "-p", "ExecMainStatus", "--value", UNIT) == "0", ct.journal()
     journal = ct.container.sh("journalctl -u %s --no-pager -o cat" % UNIT)
     assert "follow stopped; the replica is at a transaction boundary" in journal, journal[-2000:]
     replica = str(ct.replica("standby1"))
