@@ -10,7 +10,6 @@ and whether the process a lock names still lives."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -197,7 +196,7 @@ def syncfs(path):
     entry is retired needs every applied byte on disk."""
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded (find_library would run ldconfig)
     fd = os.open(path, os.O_RDONLY)
     try:
         func = getattr(_libc, "syncfs", None)

@@ -19,7 +19,6 @@ import re
 import socket
 import time
 import urllib.parse
-import xmlrpc.client
 
 from . import durable, journal
 from .durable import FileLock, pid_alive
@@ -139,41 +138,36 @@ def read_access(path):
     return user, password
 
 
-class _BasicAuth(object):
-    """Adds HTTP basic authentication and a timeout to an xmlrpc transport
-    (credentials go in a header, never in the URL, so no message shows them)."""
+def _auth_transport(secure, user, password, timeout):
+    """An xmlrpc transport with HTTP basic authentication and a timeout
+    (credentials go in a header, never in the URL, so no message shows them).
+    xmlrpc.client (with http.client and ssl) is imported only here: a pull or
+    a serve through the `direct` or `none` method does not pay for it."""
+    import xmlrpc.client  # pylint: disable=import-outside-toplevel
+    base = xmlrpc.client.SafeTransport if secure else xmlrpc.client.Transport
+    token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
 
-    def __init__(self, user, password, timeout):
-        super().__init__()
-        token = base64.b64encode(("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
-        self._auth = "Basic " + token
-        self._timeout = timeout
+    class BasicAuthTransport(base):
+        def make_connection(self, host):
+            conn = super().make_connection(host)
+            conn.timeout = timeout
+            return conn
 
-    def make_connection(self, host):
-        conn = super().make_connection(host)
-        conn.timeout = self._timeout
-        return conn
+        def send_headers(self, connection, headers):
+            super().send_headers(connection, list(headers) + [("Authorization", "Basic " + token)])
 
-    def send_headers(self, connection, headers):
-        super().send_headers(connection, list(headers) + [("Authorization", self._auth)])
-
-
-class _AuthTransport(_BasicAuth, xmlrpc.client.Transport):
-    pass
-
-
-class _AuthSafeTransport(_BasicAuth, xmlrpc.client.SafeTransport):
-    pass
+    return BasicAuthTransport()
 
 
 def xmlrpc_call(method, name, code, timeout=30.0):
     """Call enterSnapshot/leaveSnapshot; returns None or raises DSError with a
     message that never contains credentials."""
+    import xmlrpc.client  # only here and in _auth_transport  # pylint: disable=import-outside-toplevel
     user, password = read_access(method.access)
     parts = urllib.parse.urlsplit(method.url)
     clean = redact_url(method.url)
-    cls = _AuthSafeTransport if parts.scheme == "https" else _AuthTransport
-    proxy = xmlrpc.client.ServerProxy(clean, transport=cls(user, password, timeout), allow_none=True)
+    transport = _auth_transport(parts.scheme == "https", user, password, timeout)
+    proxy = xmlrpc.client.ServerProxy(clean, transport=transport, allow_none=True)
     try:
         getattr(proxy, name)(code)
     except xmlrpc.client.Fault as e:
