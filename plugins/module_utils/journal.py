@@ -13,8 +13,9 @@ import os
 import shutil
 
 from . import ustar
-from .durable import Durability, fsync_path, write_file
+from .durable import Durability, fsync_path, read_file, write_atomic, write_file
 from .errors import Corrupt
+from .fleet_marks import set_upstream
 from .storage import JOURNAL_ENTRY_RE, LOGICAL_NAME_RE, check_member, logical_name
 
 REPLICA_TAR = "replica.tar"
@@ -24,6 +25,9 @@ MUTABLE_PREFIXES = ("x.",)
 def is_mutable(name):
     """Files that are replaced in place (x.*, o….c); the rest are write-once."""
     return name.startswith(MUTABLE_PREFIXES) or name.endswith(".c")
+
+
+STAGED_UPSTREAM = "replica.upstream"  # in misc/: see stage_upstream
 
 
 def check_journal(st):
@@ -92,6 +96,8 @@ def recover(st, apply_pending=True):
     """
     has_tar, done, temp = check_journal(st)
     st.remove_marker_leftovers()
+    if not has_tar:
+        _discard_staged_upstream(st)  # staged by a run cut before its commit point
     report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
     if has_tar:
         if not apply_pending:
@@ -212,6 +218,7 @@ def apply_archive(st, tar_path=None, progress=None):
             if progress:
                 progress(count, member.size)
     dur.commit()
+    _install_staged_upstream(st)
     previous = st.sub("misc", "replica.previous")
     os.replace(tar_path, previous)
     if st.sync:
@@ -219,6 +226,32 @@ def apply_archive(st, tar_path=None, progress=None):
         fsync_path(st.sub("misc"), directory=True)
     st.write_snapshot_marker("shutdown")
     return count
+
+
+def stage_upstream(st, master):
+    """Make `master` the upstream (config/upstream) that the next committed
+    increment records: staged in misc/ before the commit point, installed by
+    apply_archive (or the recovery that finishes it), so that the storage's
+    files and its upstream change together (a re-seed in place from a new
+    master).  A run cut before its commit point leaves a stale one, which
+    recovery discards."""
+    write_atomic(st.sub("misc", STAGED_UPSTREAM), (master + "\n").encode("utf-8"), sync=st.sync)
+
+
+def _install_staged_upstream(st):
+    staged = st.sub("misc", STAGED_UPSTREAM)
+    try:
+        master = read_file(staged).decode("utf-8").strip()
+    except FileNotFoundError:
+        return
+    set_upstream(st.home, master)
+    os.unlink(staged)  # made durable with the retired archive (misc/ is synced after)
+
+
+def _discard_staged_upstream(st):
+    staged = st.sub("misc", STAGED_UPSTREAM)
+    if os.path.exists(staged):
+        os.unlink(staged)
 
 
 def write_member(dst, data, mode, mutable):

@@ -32,7 +32,6 @@ import types
 from . import journal
 from .delta import IN_PLACE, WINDOW
 from .errors import Corrupt, DSError
-from .fleet_marks import set_upstream
 from .increment import (
     INCOMING,
     WireCounter,
@@ -177,10 +176,10 @@ def _apply(master, st, incoming, plan, log):
         aside = keep_aside_in_place(st, kept_names(st, diverged), pending)
         log("kept %d diverged transaction(s) aside in %s" % (len(diverged), aside))
     facts = [transaction_facts(st.transaction_data(t.tid)) for t in diverged]
+    journal.stage_upstream(st, master)  # config/upstream changes with the files, at the commit point
     commit_increment(st, incoming)
     journal.apply_archive(st)
     removed = remove_kept(st, aside) if aside else forget_promotion(st)
-    set_upstream(st.home, master)
     return {"changed": True, "path": st.home, "after_tid": hex_tid(st.last_tid()),
             "anchor_tid": hex_tid(plan["anchor"]), "transactions": len(plan["order"]),
             "diverged_transactions": facts, "kept_aside": aside, "removed_files": removed}

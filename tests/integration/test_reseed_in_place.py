@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import delta, errors, journal, keep_aside, protocol, reseed_inplace, storage
-from dirstorage_replica.fleet_marks import mark_promoted, promoted
+from dirstorage_replica.fleet_marks import mark_promoted, promoted, set_upstream, upstream
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed as reseed_asked
@@ -285,3 +285,26 @@ def test_a_master_of_an_earlier_version_is_re_seeded_from_by_a_new_tree(unpack_f
     assert result["method_reason"] == "the master does not re-seed in place (an earlier version)"
     assert [t["tid"] for t in result["diverged_transactions"]] == late
     assert_reads_as(d / "master", new)
+
+
+@pytest.mark.parametrize("where", ["before the commit point", "before the apply"])
+def test_the_upstream_changes_with_the_files_at_the_commit_point(unpack_fixture, monkeypatch, where):
+    """config/upstream names the new master exactly when the files are the new master's: staged
+    before the commit point, installed by the apply (or the recovery any tool opening the storage
+    runs); a run cut before its commit point leaves the old upstream, and its staged one is dropped."""
+    d = unpack_fixture("bushy")
+    new, _late = failover(d)
+    home = str(d / "master")
+    set_upstream(home, "old-upstream:/srv/zodb")
+    with monkeypatch.context() as m:
+        if where == "before the commit point":
+            _crash(m, reseed_inplace, "commit_increment")
+        else:
+            _crash(m, journal, "apply_archive")
+        with pytest.raises(Crash):
+            reseed(str(new), home)
+    st = storage.Storage(home)
+    with st.lock(), st.sublock():
+        journal.recover(st)
+    assert upstream(home) == ("old-upstream:/srv/zodb" if where == "before the commit point" else str(new))
+    assert not (d / "master" / "misc" / journal.STAGED_UPSTREAM).exists()
