@@ -101,8 +101,14 @@ def test_a_hot_standby_unit_passes_its_commands_and_allows_sudo(tmp_path, pair):
     argv = shlex.split(d["ExecStart"][0])
     at = argv.index("--stop-command")
     assert argv[at:at + 6] == ["--stop-command", stop, "--start-command", start, "--stop-timeout", "90"]
-    # sudo is set-uid: a hot standby's unit cannot forbid new privileges
-    assert d["NoNewPrivileges"] == ["no"] and d["RestrictSUIDSGID"] == ["no"]
+    # sudo is set-uid: a hot standby's unit cannot forbid new privileges, nor set anything that makes
+    # systemd imply NoNewPrivileges=yes for a User= service (test_systemd.py runs sudo under it)
+    assert d["NoNewPrivileges"] == ["no"]
+    implying = {"PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectClock",
+                "RestrictSUIDSGID", "LockPersonality", "SystemCallFilter", "SystemCallArchitectures",
+                "RestrictAddressFamilies", "RestrictNamespaces", "MemoryDenyWriteExecute", "RestrictRealtime",
+                "DynamicUser"}
+    assert not implying & set(d), sorted(implying & set(d))
     assert d["ProtectSystem"] == ["strict"] and "-/run/sudo" in d["ReadWritePaths"]
     assert_verifies(unit)
 

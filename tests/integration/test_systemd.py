@@ -12,13 +12,16 @@ boundary with the replica consistent; switched back to cron (the unit gone, the 
 Then a hot standby: a real unit serves the replica read-only (tests/support/hot_replica.py), the
 inventory names it (`service:`); the cron job's pull, run as the replica account, stops and starts
 it through `sudo -n systemctl`, and the service is silent only for about the recorded downtime;
-sudo refuses that account `restart`, other units and other commands.
+sudo refuses that account `restart`, other units and other commands. Last, the follower's hot mode
+under its own unit: switched to follow with `service:`, it stops and starts the hot service through
+the same sudo rules, and the service is silent only for about the downtime the follower recorded.
 
 A container that cannot boot fails the test (never a skip).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -57,6 +60,9 @@ class ContainerFleet(Fleet):
         self.container = None
         self.ct_sshd = None
         self.hot = False
+        # cron in the container fires once an hour, half an hour from now: no scheduled pull stops the
+        # hot service while a test measures its silence (the tests run the cron line themselves)
+        self.cron_minute = str((time.localtime().tm_min + 30) % 60)
         self.inventory_hook = self._standby_in_container
 
     def start(self):
@@ -87,7 +93,7 @@ class ContainerFleet(Fleet):
             ansible_port=s.port, ansible_ssh_private_key_file=str(s.client_key_path),
             ansible_ssh_common_args=self.ssh_common_args().replace(str(self.sshd.known_hosts_path),
                                                                    str(s.known_hosts_path)),
-            schedule_follow_restart_seconds=1)
+            schedule_follow_restart_seconds=1, schedule_minute=self.cron_minute)
         if self.hot:
             host["standby_storages"][0]["service"] = HOT_NAME
 
@@ -259,4 +265,46 @@ def test_sudo_allows_exactly_stop_and_start_of_that_unit(ct):
     for allowed in ("sudo -n /usr/bin/systemctl stop %s" % name, "sudo -n /usr/bin/systemctl start %s" % name):
         proc = as_replica_account(ct, allowed)
         assert proc.returncode == 0, (allowed, proc.stderr)
+    assert ct.systemctl("is-active", HOT) == "active"
+
+
+def test_the_hot_follower_under_its_own_unit_stops_the_service_only_to_apply(ct):
+    """Follow mode with `service:`: the follower's own unit stops and starts the hot service through the
+    same sudo rules; its first increment is applied at once (then at most once per
+    --min-apply-interval, 60 s by default), and the service is silent only for about the downtime
+    the follower recorded."""
+    assert ct.hot
+    log = ct.base / "hot" / "answers.log"
+    switched = time.time()
+    target = storage.Storage(str(ct.master_home)).newest_tid()
+    ct.playbook("schedule.yml", "-e", "schedule_mode=follow")
+    wait_for(lambda: ct.systemctl("is-active", UNIT) != "activating", 10, "the unit starting")
+    assert ct.modes() == {"cron": False, "follow": True, "active": "active"}, ct.journal()
+    unit = ct.container.sh("cat /etc/systemd/system/%s" % UNIT)
+    assert '"--stop-command" "sudo -n /usr/bin/systemctl stop %s"' % HOT_NAME in unit, unit
+    assert "NoNewPrivileges=no" in unit  # sudo is set-uid
+    state_file = ct.replica("standby1") / "misc" / "ds-replica-follow.json"
+
+    def applied():
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("downtime_seconds", 0) > 0 and int(state.get("tid", "0"), 16) >= int.from_bytes(target, "big"):
+            return state
+        return None
+
+    try:
+        wait_for(applied, 90, "the hot follower applying its first increment")
+    except AssertionError as e:
+        raise AssertionError("%s; state %s; journal:\n%s" % (e, state_file.read_text() if state_file.exists() else None,
+                                                           ct.journal())) from None
+    downtime = applied()["downtime_seconds"]
+    wait_for(lambda: hot_replica.answers(log)[-1][1] >= storage.hex_tid(target), 30,
+             "the hot service serving the applied transactions")
+    assert ct.systemctl("is-active", HOT) == "active"
+    silence, _at = hot_replica.longest_silence(log, since=switched)
+    assert 0 < silence <= downtime + 1.0, (silence, downtime)
+    ct.playbook("schedule.yml", "-e", "schedule_mode=cron")
+    assert ct.modes() == {"cron": True, "follow": False, "active": "inactive"}
     assert ct.systemctl("is-active", HOT) == "active"

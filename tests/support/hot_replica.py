@@ -96,9 +96,9 @@ def answers(log_path):
         return [(float(t), tid) for t, tid in (line.split() for line in f if line.strip())]
 
 
-def longest_silence(log_path):
-    """(seconds, start time) of the longest gap between two answers."""
-    times = [t for t, _tid in answers(log_path)]
+def longest_silence(log_path, since=0.0):
+    """(seconds, start time) of the longest gap between two answers (those after `since`, a unix time)."""
+    times = [t for t, _tid in answers(log_path) if t >= since]
     gaps = [(b - a, a) for a, b in zip(times, times[1:], strict=False)]
     return max(gaps) if gaps else (0.0, None)
 
