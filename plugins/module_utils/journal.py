@@ -13,7 +13,7 @@ import os
 import shutil
 
 from . import ustar
-from .durable import Durability, fsync_path, read_file, write_atomic, write_file
+from .durable import Durability, fsync_path, read_file, remove_atomic_leftovers, write_atomic, write_file
 from .errors import Corrupt
 from .fleet_marks import set_upstream
 from .storage import JOURNAL_ENTRY_RE, LOGICAL_NAME_RE, check_member, logical_name
@@ -240,6 +240,7 @@ def stage_upstream(st, master):
 
 def _install_staged_upstream(st):
     staged = st.sub("misc", STAGED_UPSTREAM)
+    remove_atomic_leftovers(staged)  # of a staging cut before its rename
     try:
         master = read_file(staged).decode("utf-8").strip()
     except FileNotFoundError:
@@ -250,6 +251,7 @@ def _install_staged_upstream(st):
 
 def _discard_staged_upstream(st):
     staged = st.sub("misc", STAGED_UPSTREAM)
+    remove_atomic_leftovers(staged)
     if os.path.exists(staged):
         os.unlink(staged)
 
