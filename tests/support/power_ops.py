@@ -107,6 +107,11 @@ def _clone_delta(disk, outside):
             "local:%s" % (outside / "master"), str(disk / "parent" / "standby")]
 
 
+def _clone_delta_in_place(disk, outside):
+    return [DS_REPLICA, "clone", "--delta", "--in-place", "-q", "-e", LOCAL_SSH, "--remote-command", DS_REPLICA,
+            "local:%s" % (outside / "master"), str(disk / "parent" / "standby")]
+
+
 def _promote(disk, outside):
     return [DS_REPLICA, "promote", "-q", str(disk / "replica")]
 
@@ -194,6 +199,12 @@ OPERATIONS = {
     "clone-delta": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
                              ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
                              keeps_aside="parent/standby"),
+    # the same in place: keeps the diverged transactions' files aside in
+    # standby.before-reseed-*, applies the master's increment through the journal,
+    # removes the diverged files
+    "clone-delta-in-place": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
+                                      ("parent/standby",), _clone_delta_in_place, _clone_delta_in_place,
+                                      in_place="parent/standby"),
     # a standby made the master: the increment a cut pull left pending
     # (`pending-replica`) is applied first, the storage checked, then config/promoted
     # written; the next run is promote again
