@@ -246,12 +246,11 @@ def _clone_parser():
     p.add_argument("--force", action="store_true", help="replace an existing storage at the destination")
     p.add_argument("--delta", action="store_true",
                    help="re-seed a storage of the same identity (or resume an interrupted clone), transferring "
-                        "only what is missing or different, by a new tree; transactions only it holds are "
-                        "kept aside (list them with 'ds-replica kept-aside')")
-    p.add_argument("--in-place", action="store_true",
-                   help="with --delta: rewind and re-seed the storage in place (only the diverged transactions' "
-                        "files kept aside), by a new tree when it cannot; not yet the default: a power cut may "
-                        "leave a state that is neither the old nor the new one until the next run")
+                        "only what is missing or different: in place, or by a new tree when it cannot; "
+                        "transactions only it holds are kept aside (list them with 'ds-replica kept-aside')")
+    p.add_argument("--tree", action="store_true",
+                   help="with --delta: re-seed by a new tree even where in place would do, keeping the whole "
+                        "old tree aside")
     p.add_argument("--json", action="store_true")
     p.add_argument("master")
     p.add_argument("replica")
@@ -264,7 +263,7 @@ def cmd_clone(argv):
     try:
         if args.delta:
             result = reseed(args.master, args.replica, _options(args), log=_stderr if args.verbose else None,
-                            progress=progress, in_place=args.in_place)
+                            progress=progress, in_place=not args.tree)
         else:
             result = clone(args.master, args.replica, _options(args), force=args.force,
                            log=_stderr if args.verbose else None, progress=progress)

@@ -77,19 +77,17 @@ from .storage import (
 )
 from .transport import Throttle, open_channel
 
-IN_PLACE_NOT_ASKED = "the in-place method was not asked for (--in-place)"
+TREE_ASKED = "the tree method was asked for (--tree)"
 
 
-def reseed(master, dest, opts=None, log=None, progress=None, in_place=False):
-    """Re-seed `dest` from `master`; returns the result dict (`method`:
-    in-place or tree).  With `in_place`, in place when it can: that method
-    is not yet the default, as power cuts on ext4 data=writeback found
-    states that read neither as before nor as after (docs/reliability.md)."""
+def reseed(master, dest, opts=None, log=None, progress=None, in_place=True):
+    """Re-seed `dest` from `master`, in place when it can (and `in_place`);
+    returns the result dict (`method`: in-place or tree)."""
     opts = opts or PullOptions()
     log = log or (lambda msg: None)
     t0 = time.monotonic()
     dest, parent, base = destination(master, dest, log)
-    why = _tree_needed(dest, parent, base) if in_place else IN_PLACE_NOT_ASKED
+    why = _tree_needed(dest, parent, base) if in_place else TREE_ASKED
     if why is None:
         result, why = _in_place(master, dest, opts, log, progress)
         if result is not None:

@@ -32,6 +32,7 @@ import types
 from . import journal
 from .delta import IN_PLACE, WINDOW
 from .errors import Corrupt, DSError
+from .fleet_marks import set_upstream
 from .increment import (
     INCOMING,
     WireCounter,
@@ -170,6 +171,8 @@ def _apply(master, st, incoming, plan, log):
     """Keep aside what the diverged transactions wrote, pass the commit
     point, apply, remove the diverged files."""
     diverged = plan["diverged"]
+    if not diverged and not plan["order"]:
+        return _already_the_masters(master, st, plan)
     aside = None
     if diverged:
         pending = {"path": st.home, "anchor": hex_tid(plan["anchor"])}
@@ -183,3 +186,15 @@ def _apply(master, st, incoming, plan, log):
     return {"changed": True, "path": st.home, "after_tid": hex_tid(st.last_tid()),
             "anchor_tid": hex_tid(plan["anchor"]), "transactions": len(plan["order"]),
             "diverged_transactions": facts, "kept_aside": aside, "removed_files": removed}
+
+
+def _already_the_masters(master, st, plan):
+    """Nothing diverged and nothing to apply: the storage is left as it is
+    (no commit point, no apply), except for the marks of a re-seed (no
+    config/promoted, the new upstream); changed only if one of them was."""
+    promoted = os.path.exists(st.sub("config", "promoted"))
+    forget_promotion(st)
+    changed = set_upstream(st.home, master) or promoted
+    return {"changed": changed, "path": st.home, "after_tid": hex_tid(st.last_tid()),
+            "anchor_tid": hex_tid(plan["anchor"]), "transactions": 0, "diverged_transactions": [],
+            "kept_aside": None, "removed_files": 0}

@@ -35,11 +35,10 @@ options:
   in_place:
     description:
       - Rewind and re-seed the storage in place (only the diverged transactions' files kept aside), by a new tree
-        when it cannot.
-      - Not yet the default, as a power cut may leave a state that is neither the old nor the new one until the
-        next run.
+        when it cannot (RV(method_reason) says why).
+      - V(false) re-seeds by a new tree even where in place would do, keeping the whole old tree aside.
     type: bool
-    default: false
+    default: true
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - dirstorage.replication.connection
@@ -86,7 +85,9 @@ anchor_tid:
   type: str
   sample: 040D44D7890F0400
 changed:
-  description: Whether the storage was re-seeded (in check mode, whether it would be).
+  description:
+    - Whether the storage was re-seeded (in check mode, whether it would be).
+    - V(false) when it already was the master's (in place, nothing diverged and nothing to apply).
   returned: always
   type: bool
   sample: true
@@ -158,7 +159,7 @@ RESULT_KEYS = ("method", "method_reason", "anchor_tid", "after_tid", "before_tid
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(master=dict(type="str", required=True), path=dict(type="path", required=True),
-                                    in_place=dict(type="bool", default=False)),
+                                    in_place=dict(type="bool", default=True)),
         supports_check_mode=True,
     )
     p = module.params
@@ -168,7 +169,8 @@ def main():
         result = reseed(p["master"], p["path"], pull_options(p), in_place=p["in_place"])
     except (DSError, OSError) as e:
         module.fail_json(msg=fail_message(e), retryable=bool(getattr(e, "retryable", False)))
-    module.exit_json(changed=True, kept_aside_line=kept_aside_line(result), **{k: result.get(k) for k in RESULT_KEYS})
+    module.exit_json(changed=result.get("changed", True), kept_aside_line=kept_aside_line(result),
+                     **{k: result.get(k) for k in RESULT_KEYS})
 
 
 if __name__ == "__main__":

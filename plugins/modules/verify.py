@@ -14,8 +14,8 @@ description:
     transactions wrote, every current-revision file).
   - Given O(master), also checks that the replica's history is the master's, up to the replica's newest transaction.
   - Fails, listing the problems, when any is found.
-  - Changes nothing, except that it finishes an in-place re-seed that was interrupted (C(ds-replica clone --delta
-    --in-place)), as the next pull would; it then reports C(changed) and RV(finished_reseed).
+  - Changes nothing, except that it finishes an in-place re-seed that was interrupted (C(ds-replica clone --delta)),
+    as the next pull would; it then reports C(changed) and RV(finished_reseed).
 author:
   - dirstorage.replication contributors (@dirstorage)
 options:

@@ -196,8 +196,7 @@ def test_in_place_reseed_killed_at_every_disk_change(unpack_fixture, tmp_path, r
     old = outside_misc(pristine / "standby")
 
     def argv(parent):
-        return [DS_REPLICA, "clone", "--delta", "--in-place", "-q", "--json", "-e", LOCAL_SSH, "--remote-command",
-                DS_REPLICA,
+        return [DS_REPLICA, "clone", "--delta", "-q", "--json", "-e", LOCAL_SSH, "--remote-command", DS_REPLICA,
                 "local:%s" % (parent / "master"), str(parent / "standby")]
 
     def prepare(parent):

@@ -61,7 +61,7 @@ def copy(src, dst):
 def test_delta_brings_a_standby_that_is_behind_to_the_master(unpack_fixture, tmp_path):
     d = unpack_fixture("bushy")
     m = manifest(d)
-    result = reseed(str(d / "master"), str(d / "replica"), in_place=True)
+    result = reseed(str(d / "master"), str(d / "replica"))
     assert result["method"] == "in-place"
     assert_objects(d / "replica", m["master"]["objects"])
     assert_reads_as(d / "replica", d / "master")

@@ -172,8 +172,9 @@ def test_a_master_answering_retry_for_ever_is_given_up_on(unpack_fixture, tmp_pa
     before = replica_state(replica)
     with pytest.raises(errors.DSError) as e:
         clone_delta(MASTER, str(replica), canned(tmp_path, answer))
-    # the chain window, and the one retry with every digest
-    assert len(runs.read_text().splitlines()) == 2
+    # the in-place re-seed's request (answered with no method it knows: the tree method follows),
+    # the tree method's chain window, and the one retry with every digest
+    assert len(runs.read_text().splitlines()) == 3
     assert "retry" in str(e.value) and "\n" not in str(e.value)
     assert replica_state(replica) == before
 

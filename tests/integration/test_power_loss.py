@@ -1,5 +1,5 @@
 """Power loss, not just SIGKILL: a cut at the writes of a pull, a clone (new
-folder, --force), a re-seed (`clone --delta` keeping the old tree aside), a
+folder, --force), a re-seed (`clone --delta` in place, and by a new tree keeping the old one aside), a
 `promote`, and the master's `direct` snapshot recovery, on real ext4
 (data=ordered, data=writeback) and xfs file systems on loop devices.
 

@@ -20,11 +20,12 @@ from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed as reseed_asked
 from tests.integration.test_failover_engine import DS_REPLICA, commit, copy
 from tests.support.checks import assert_objects, assert_reads_as, manifest
+from tests.support.crash_calls import outside_misc
 from tests.support.simulated_storage import SimulatedStorage
 
 
 def reseed(master, dest, **kwargs):
-    """The in-place method is asked for (--in-place): it is not yet the default."""
+    """The in-place method (the default), asked for explicitly: these tests are about it."""
     return reseed_asked(master, dest, in_place=True, **kwargs)
 
 
@@ -308,3 +309,22 @@ def test_the_upstream_changes_with_the_files_at_the_commit_point(unpack_fixture,
         journal.recover(st)
     assert upstream(home) == ("old-upstream:/srv/zodb" if where == "before the commit point" else str(new))
     assert not (d / "master" / "misc" / journal.STAGED_UPSTREAM).exists()
+
+
+def test_a_storage_already_the_masters_is_left_as_it_is(unpack_fixture):
+    """A second re-seed (a rejoin run again) finds nothing diverged and nothing to apply: no commit
+    point, no apply, not a name changed (not even misc/replica.previous), and changed is false."""
+    d = unpack_fixture("bushy")
+    new, _late = failover(d)
+    home = d / "master"
+    assert reseed(str(new), str(home))["changed"]
+
+    def every_name():
+        return sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.name not in ("lock", "sublock"))
+
+    names, files = every_name(), outside_misc(home)
+    again = reseed(str(new), str(home))
+    assert (again["method"], again["changed"], again["transactions"], again["kept_aside"]) == ("in-place", False, 0,
+                                                                                               None)
+    assert every_name() == names and outside_misc(home) == files
+    assert_reads_as(home, new)

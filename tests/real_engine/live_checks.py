@@ -277,7 +277,7 @@ def reseed_check(sshd, workdir):
     master = LiveMaster(home, 5, workdir)
     try:
         time.sleep(1.0)
-        reseed = ds("clone", "--delta", "--in-place", "--json", *ssh_master(sshd, home), replica)
+        reseed = ds("clone", "--delta", "--json", *ssh_master(sshd, home), replica)
         master.pause()
         final = ds(*ssh_master(sshd, home), replica)
     finally:

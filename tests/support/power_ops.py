@@ -107,11 +107,6 @@ def _clone_delta(disk, outside):
             "local:%s" % (outside / "master"), str(disk / "parent" / "standby")]
 
 
-def _clone_delta_in_place(disk, outside):
-    return [DS_REPLICA, "clone", "--delta", "--in-place", "-q", "-e", LOCAL_SSH, "--remote-command", DS_REPLICA,
-            "local:%s" % (outside / "master"), str(disk / "parent" / "standby")]
-
-
 def _promote(disk, outside):
     return [DS_REPLICA, "promote", "-q", str(disk / "replica")]
 
@@ -193,18 +188,17 @@ OPERATIONS = {
                         lambda d, o: _pull(_plain)(d, o, master_on_disk=True),
                         wrapped=True, checked_after_cut=("replica",), reads_as="after_recovery"),
     # a re-seed of an old master that wrote two transactions the new master never
-    # saw (`diverged`), by a new tree (the default: the in-place method is not, see
-    # docs/reliability.md): links what it holds (in a thread), receives the rest,
-    # swaps the new copy in and keeps the old tree aside as standby.before-reseed-*
+    # saw (`diverged`), in place: keeps those transactions' files aside in
+    # standby.before-reseed-*, applies the master's increment through the journal
+    # (config/upstream staged with it), removes the diverged files
     "clone-delta": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
-                             ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
-                             keeps_aside="parent/standby"),
-    # the same in place: keeps the diverged transactions' files aside in
-    # standby.before-reseed-*, applies the master's increment through the journal,
-    # removes the diverged files
-    "clone-delta-in-place": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
-                                      ("parent/standby",), _clone_delta_in_place, _clone_delta_in_place,
-                                      in_place="parent/standby"),
+                             ("parent/standby",), _clone_delta, _clone_delta, in_place="parent/standby"),
+    # the same by a new tree, the master being packed past the anchor (the fallback):
+    # links what it holds (in a thread), receives the rest, swaps the new copy in and
+    # keeps the old tree aside as standby.before-reseed-*
+    "clone-delta-tree": Operation("diverged", {"replica": "disk/parent/standby", "master": "out/master"},
+                                  ("parent/standby",), _clone_delta, _clone_delta, trace_options=THREADS,
+                                  keeps_aside="parent/standby", prepare=lambda out: _pack_past(out / "master")),
     # a standby made the master: the increment a cut pull left pending
     # (`pending-replica`) is applied first, the storage checked, then config/promoted
     # written; the next run is promote again
