@@ -297,8 +297,8 @@ def test_the_hot_follower_under_its_own_unit_stops_the_service_only_to_apply(ct)
     try:
         wait_for(applied, 90, "the hot follower applying its first increment")
     except AssertionError as e:
-        raise AssertionError("%s; state %s; journal:\n%s" % (e, state_file.read_text() if state_file.exists() else None,
-                                                           ct.journal())) from None
+        state = state_file.read_text() if state_file.exists() else None
+        raise AssertionError("%s; state %s; journal:\n%s" % (e, state, ct.journal())) from None
     downtime = applied()["downtime_seconds"]
     wait_for(lambda: hot_replica.answers(log)[-1][1] >= storage.hex_tid(target), 30,
              "the hot service serving the applied transactions")
