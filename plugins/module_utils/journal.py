@@ -96,8 +96,6 @@ def recover(st, apply_pending=True):
     """
     has_tar, done, temp = check_journal(st)
     st.remove_marker_leftovers()
-    if not has_tar:
-        _discard_staged_upstream(st)  # staged by a run cut before its commit point
     report = {"replica_tar": False, "rolled_forward": 0, "rolled_back": 0, "recombined": 0}
     if has_tar:
         if not apply_pending:
@@ -105,6 +103,7 @@ def recover(st, apply_pending=True):
         apply_archive(st)
         report["replica_tar"] = True
         return report
+    _discard_staged_upstream(st)  # staged by a run cut before its commit point
     b_files = _b_files(st)
     if not (done or temp or b_files):
         return report
