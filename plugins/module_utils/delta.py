@@ -64,6 +64,9 @@ from .storage import (
 )
 
 WINDOW = 2048  # the standby's newest transactions sent with MD5 and oids (chain mode)
+# the most digest characters ("MD5+OIDS", 33 + 16 per oid) an in-place request's window may hold: the
+# standby's window ends before the transaction that would pass it (the master refuses more)
+WINDOW_DIGEST_CHARS = 1 << 22
 IN_PLACE = "reseed"  # the request option asking for an in-place re-seed ("in-place"; reseed_inplace.py)
 INVENTORY_LIMIT = 1 << 30  # the longest inventory (compressed) a master reads
 # A standby's inventory lists at most this many files more than the master
@@ -333,14 +336,17 @@ def parse_inventory_line(line):
     return name, int(size), None if dig == "-" else dig
 
 
-def read_inventory(stream, length, max_files):
+def read_inventory(stream, length, max_files, max_digest_chars=None):
     """{name: (size, digest or None)} of a delta request's inventory, read
     from `stream` as a zlib stream of `length` bytes and parsed line by
-    line: at most `max_files` lines, each a storage file named once, so the
+    line: at most `max_files` lines, each a storage file named once, and at
+    most `max_digest_chars` digest characters (default 64 per file), so the
     master's memory for it stays bounded whatever the standby sends."""
     inventory = {}
     oid_chars = 0
-    for line in _inventory_lines(_inflated(stream, length), 16 * max_files + 128):
+    budget = max_digest_chars or 64 * max_files
+    max_line = (16 * max_files if max_digest_chars is None else max_digest_chars) + 128
+    for line in _inventory_lines(_inflated(stream, length), max_line):
         name, size, dig = parse_inventory_line(line)
         if name in inventory:
             raise Refused("malformed request: the inventory lists %s twice" % name)
@@ -348,7 +354,7 @@ def read_inventory(stream, length, max_files):
             raise Refused("the inventory lists more than %d files, more than a standby of this master can hold"
                           % max_files, "make a plain clone instead of a re-seed")
         oid_chars += len(dig) if dig else 0
-        if oid_chars > 64 * max_files:
+        if oid_chars > budget:
             raise Refused("malformed request: the inventory's digests are too long")
         inventory[name] = (size, dig)
     return inventory
@@ -462,7 +468,8 @@ def answer_in_place(st, req, snap, stdin, stdout, log, inc, collect):
     `collect`): in snapshot mode, the anchor, the increment since it, the
     o….c of the objects only the diverged transactions wrote."""
     check_identity(st, req)
-    window = read_window(read_inventory(stdin, int(req.options["inventory-bytes"]), 2 * WINDOW))
+    window = read_window(read_inventory(stdin, int(req.options["inventory-bytes"]), 2 * WINDOW,
+                                        WINDOW_DIGEST_CHARS))
     try:
         with snap:
             master_tid = st.last_tid()

@@ -30,7 +30,7 @@ import os
 import types
 
 from . import journal
-from .delta import IN_PLACE, WINDOW
+from .delta import IN_PLACE, WINDOW, WINDOW_DIGEST_CHARS
 from .errors import Corrupt, DSError
 from .fleet_marks import set_upstream
 from .increment import (
@@ -51,18 +51,23 @@ from .transport import open_channel
 
 
 def chain_window(st):
-    """The newest WINDOW transactions of st's chain: the request entries
-    (name, size, "MD5+OIDS") and {tid: Transaction}."""
+    """The newest WINDOW transactions of st's chain (fewer where they wrote
+    so many objects that their digests pass WINDOW_DIGEST_CHARS): the
+    request entries (name, size, "MD5+OIDS") and {tid: Transaction}."""
     entries, txns = [], {}
     tid = st.last_tid()
+    chars = 0
     while len(entries) < WINDOW and tid != ZERO_TID:
         try:
             data = st.transaction_data(tid)
             txn = parse_transaction(data, expect_tid=tid)
         except (OSError, Corrupt):
             break  # a broken chain: the window ends here
-        oids = "".join(hex_tid(o) for o in txn.oids)
-        entries.append((transaction_name(tid), len(data), hashlib.md5(data).hexdigest() + "+" + oids))
+        dig = hashlib.md5(data).hexdigest() + "+" + "".join(hex_tid(o) for o in txn.oids)
+        chars += len(dig)
+        if chars > WINDOW_DIGEST_CHARS:
+            break  # transactions that wrote many objects: the window ends where the master's bound would
+        entries.append((transaction_name(tid), len(data), dig))
         txns[tid] = txn
         if txn.prev >= tid:
             break

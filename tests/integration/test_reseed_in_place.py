@@ -6,9 +6,11 @@ the in-place one cannot do."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -328,3 +330,33 @@ def test_a_storage_already_the_masters_is_left_as_it_is(unpack_fixture):
                                                                                                None)
     assert every_name() == names and outside_misc(home) == files
     assert_reads_as(home, new)
+
+
+def test_the_window_ends_before_the_digests_pass_the_masters_bound(unpack_fixture, monkeypatch):
+    """Transactions that wrote many objects make long window entries ("MD5+OIDS"): the standby's
+    window ends where the master's bound (delta.WINDOW_DIGEST_CHARS) would be passed, instead of
+    sending a request the master refuses as malformed (found by bench scenario r: 2,048
+    transactions of ~8 objects each passed the bound). Here the bound holds three entries: the
+    two diverged transactions and the anchor."""
+    d = unpack_fixture("bushy")
+    new, late = failover(d)
+    entries, _txns = reseed_inplace.chain_window(storage.Storage(str(d / "master")))
+    assert len(entries) > 3
+    bound = sum(len(dig) for _name, _size, dig in entries[:3])
+    monkeypatch.setattr(reseed_inplace, "WINDOW_DIGEST_CHARS", bound)
+    small, _txns = reseed_inplace.chain_window(storage.Storage(str(d / "master")))
+    assert small == entries[:3]
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place" and [t["tid"] for t in result["diverged_transactions"]] == late
+    assert_reads_as(d / "master", new)
+
+
+def test_the_master_refuses_a_window_past_its_bound(monkeypatch):
+    """What a hostile standby may send is bounded: digests past WINDOW_DIGEST_CHARS are refused."""
+    lines = [("%s 10 %s+%s\n" % (storage.transaction_name((0x040D000000000000 + i).to_bytes(8, "big")), "0" * 32,
+                                  "0123456789ABCDEF" * 8)).encode("ascii") for i in range(40)]
+    body = zlib.compress(b"".join(lines))
+    monkeypatch.setattr(delta, "WINDOW_DIGEST_CHARS", len(lines[0]) * 10)
+    with pytest.raises(errors.Refused) as refused:
+        delta.read_inventory(io.BytesIO(body), len(body), 2 * delta.WINDOW, delta.WINDOW_DIGEST_CHARS)
+    assert "too long" in str(refused.value)
