@@ -1,6 +1,14 @@
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Scenario r: re-seeding an old master (`clone --delta`) against a full clone (run by bench/run.py)."""
+"""Scenario r: re-seeding an old master (`clone --delta`) against a full clone (run by bench/run.py).
+
+At every N of --n: the old master is the base plus 100 transactions of its
+own (which the master never saw); the master is the base plus K.  Timed
+there: the in-place re-seed (`clone --delta`, the default), and a pull of the
+same increment into a copy of the base (the master's time in snapshot mode
+for the same K transactions).  At --clone-n only (a first copy of 1M files
+takes minutes): the tree method (`--tree`) and a full clone, the yardstick of the
+issue's ratios."""
 
 from __future__ import annotations
 
@@ -13,44 +21,94 @@ import generate
 from harness import DS, WORK, drop_dirty, log, secs, timed
 from old_engine import ustar_bytes
 
+DIVERGED = 100  # the old master's own transactions
 
-def run(bench):
-    """The N storage's old master, 100 transactions of its own past the
-    base (which the master never saw), re-seeded from the master (base +
-    K) with clone --delta, against a full clone of the master; one run
-    each, bytes on the wire in both directions."""
-    n = bench.a.clone_n
-    info = bench.storage(n, bench.a.k)
-    master = info["master"]
-    old = os.path.join(WORK, "reseed-old")
-    full = os.path.join(WORK, "reseed-full")
-    for path in [old, full] + glob.glob(old + ".before-reseed-*"):
-        shutil.rmtree(path, ignore_errors=True)
-    generate.link_copy(info["base"], old)
-    generate.add_transactions(old, 100, seed=11)  # the old master's own, unseen history
+
+def _old_master(info, path):
+    for leftover in [path] + glob.glob(path + ".before-reseed-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    generate.link_copy(info["base"], path)
+    generate.add_transactions(path, DIVERGED, seed=11)  # the old master's own, unseen history
+
+
+def _cleanup(*paths):
+    for path in paths:
+        for leftover in [path] + glob.glob(path + ".before-reseed-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _reseed(bench, target, old, *extra):
     drop_dirty()
-    target = "%s:%s" % (bench.user_host, master)
-    d_wall, text = timed([DS, "clone", "--delta", "--json", "-q", "-e", bench.ssh, "--remote-command", DS,
-                          target, old])
-    delta = json.loads(text)
+    wall, text = timed([DS, "clone", "--delta", *extra, "--json", "-q", "-e", bench.ssh, "--remote-command", DS,
+                        target, old])
+    return wall, json.loads(text)
+
+
+def _in_place_at(bench, n):
+    """The in-place re-seed and a pull of the same increment at N=n."""
+    info = bench.storage(n, bench.a.k)
+    target = "%s:%s" % (bench.user_host, info["master"])
+    old, plain = os.path.join(WORK, "reseed-old"), os.path.join(WORK, "reseed-pull")
+    _old_master(info, old)
+    wall, delta = _reseed(bench, target, old)
+    generate.link_copy(info["base"], plain)
+    drop_dirty()
+    p_wall, text = timed([DS, "pull", "--json", "-q", "-e", bench.ssh, "--remote-command", DS, target, plain])
+    pull = json.loads(text)
+    _cleanup(old, plain)
+    figures = {"n_revisions": n, "method": delta["method"],
+               "diverged_transactions": len(delta["diverged_transactions"]), "in_place_s": wall,
+               "files": delta["files"], "removed_files": delta["removed_files"],
+               "wire_bytes": delta["request_bytes"] + delta["answer_bytes"],
+               "snapshot_s": delta["snapshot_seconds"], "pull_s": p_wall,
+               "pull_snapshot_s": pull.get("snapshot_seconds")}
+    log("re-seed in place N=%d, %d diverged: %s (%s), %d files in, %d removed, %.2f MB on the wire; master in "
+        "snapshot mode %s, for a pull of the same increment %s (pull %s)"
+        % (n, figures["diverged_transactions"], secs(wall), delta["method"], delta["files"], delta["removed_files"],
+           figures["wire_bytes"] / 1e6, secs(figures["snapshot_s"]), secs(figures["pull_snapshot_s"]),
+           secs(p_wall)))
+    return figures
+
+
+def _tree_and_clone(bench, n):
+    """The tree method and a full clone at N=n."""
+    info = bench.storage(n, bench.a.k)
+    target = "%s:%s" % (bench.user_host, info["master"])
+    old, full = os.path.join(WORK, "reseed-old"), os.path.join(WORK, "reseed-full")
+    _old_master(info, old)
+    _cleanup(full)
+    d_wall, delta = _reseed(bench, target, old, "--tree")
     drop_dirty()
     f_wall, text = timed([DS, "clone", "--json", "-q", "-e", bench.ssh, "--remote-command", DS, target, full])
     whole = json.loads(text)
-    full_wire = ustar_bytes(master)
-    delta_wire = delta["request_bytes"] + delta["answer_bytes"]
-    bench.results["scenarios"]["reseed"] = {
-        "n_revisions": n, "method": delta["method"], "diverged_transactions": len(delta["diverged_transactions"]),
-        "delta_s": d_wall, "clone_s": f_wall, "time_ratio": d_wall / f_wall,
-        "delta_files": delta["files"], "delta_kept_files": delta["kept_files"],
-        "delta_removed_files": delta["removed_files"], "delta_request_bytes": delta["request_bytes"],
-        "delta_answer_bytes": delta["answer_bytes"], "delta_wire_bytes": delta_wire,
-        "clone_files": whole["files"], "clone_wire_bytes": full_wire, "wire_ratio": delta_wire / full_wire,
-        "delta_snapshot_s": delta["snapshot_seconds"], "clone_snapshot_s": whole["snapshot_seconds"]}
-    log("re-seed N=%d after %d diverged transactions: clone --delta (%s) %s (%d files in, %.1f MB on the wire), "
-        "full clone %s (%.1f MB): %.1f%% of the time, %.2f%% of the bytes"
-        % (n, len(delta["diverged_transactions"]), delta["method"], secs(d_wall, 1), delta["files"],
-           delta_wire / 1e6,
-           secs(f_wall, 1), full_wire / 1e6, 100 * d_wall / f_wall, 100 * delta_wire / full_wire))
-    for path in [old, full] + glob.glob(old + ".before-reseed-*"):
-        shutil.rmtree(path, ignore_errors=True)
+    full_wire = ustar_bytes(info["master"])
+    _cleanup(old, full)
+    return {"n_revisions": n, "tree_method": delta["method"], "tree_s": d_wall, "tree_files": delta["files"],
+            "tree_kept_files": delta["kept_files"], "clone_s": f_wall, "clone_files": whole["files"],
+            "clone_wire_bytes": full_wire, "clone_snapshot_s": whole["snapshot_seconds"]}
+
+
+def run(bench):
+    sizes = sorted(set(bench.a.n))
+    in_place = [_in_place_at(bench, n) for n in sizes]
+    clone = _tree_and_clone(bench, bench.a.clone_n)
+    at_clone_n = [f for f in in_place if f["n_revisions"] == bench.a.clone_n]
+    ratios = {}
+    if at_clone_n:
+        f = at_clone_n[0]
+        ratios = {"time_ratio": f["in_place_s"] / clone["clone_s"],
+                  "wire_ratio": f["wire_bytes"] / clone["clone_wire_bytes"],
+                  "snapshot_ratio": (f["snapshot_s"] / f["pull_snapshot_s"]) if f["pull_snapshot_s"] else None}
+    times = [f["in_place_s"] for f in in_place]
+    spread = max(times) / min(times) if times else None
+    bench.results["scenarios"]["reseed"] = {"in_place": in_place, "tree_and_clone": clone, **ratios,
+                                            "in_place_spread": spread}
+    log("re-seed: in place %s; at N=%d the full clone took %s (tree method %s): in place %s of its time, %s of "
+        "its bytes, snapshot %s of a pull's; in place across sizes x%s"
+        % (", ".join("%s at N=%d" % (secs(f["in_place_s"], 2), f["n_revisions"]) for f in in_place),
+           bench.a.clone_n, secs(clone["clone_s"], 1), secs(clone["tree_s"], 1),
+           "%.1f%%" % (100 * ratios["time_ratio"]) if ratios else "n/a",
+           "%.2f%%" % (100 * ratios["wire_ratio"]) if ratios else "n/a",
+           "%.2fx" % ratios["snapshot_ratio"] if ratios.get("snapshot_ratio") else "n/a",
+           "%.2f" % spread if spread else "n/a"))
     bench.save()
