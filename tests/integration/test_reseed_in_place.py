@@ -353,8 +353,8 @@ def test_the_window_ends_before_the_digests_pass_the_masters_bound(unpack_fixtur
 
 def test_the_master_refuses_a_window_past_its_bound(monkeypatch):
     """What a hostile standby may send is bounded: digests past WINDOW_DIGEST_CHARS are refused."""
-    lines = [("%s 10 %s+%s\n" % (storage.transaction_name((0x040D000000000000 + i).to_bytes(8, "big")), "0" * 32,
-                                  "0123456789ABCDEF" * 8)).encode("ascii") for i in range(40)]
+    names = [storage.transaction_name((0x040D000000000000 + i).to_bytes(8, "big")) for i in range(40)]
+    lines = [("%s 10 %s+%s\n" % (name, "0" * 32, "0123456789ABCDEF" * 8)).encode("ascii") for name in names]
     body = zlib.compress(b"".join(lines))
     monkeypatch.setattr(delta, "WINDOW_DIGEST_CHARS", len(lines[0]) * 10)
     with pytest.raises(errors.Refused) as refused:
