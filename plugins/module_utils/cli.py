@@ -305,13 +305,14 @@ def cmd_follow(argv):
     stop = StopSwitch()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.ask())
-    # ready: from now on SIGTERM ends the follower at a transaction boundary (the unit is Type=notify)
-    notify_service_manager("READY=1")
     settings = FollowSettings(interval=args.interval, metrics=args.metrics,
                               min_apply_interval=args.min_apply_interval)
     on_increment = (lambda result: _stdout(json.dumps(result, sort_keys=True))) if args.json else None
     log = _stderr if args.verbose else None
     try:
+        # ready: from now on SIGTERM ends the follower at a transaction boundary (the unit is Type=notify);
+        # a SIGTERM that arrives while the notice is still being sent is caught below like any other
+        notify_service_manager("READY=1")
         follow(args.master, args.replica, _options(args), settings, log=log,
                warn=lambda m: _stderr("ds-replica: " + m), stop=stop, on_increment=on_increment,
                hot=hot_standby(args.stop_command, args.start_command, args.stop_timeout, log))

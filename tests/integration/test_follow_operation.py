@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import storage
+from dirstorage_replica import cli, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import SPOOL_PREFIX, Follower, FollowSettings
 from dirstorage_replica.follow_state import STATE_FILE, follower_state
@@ -355,4 +355,25 @@ def test_ready_is_told_to_the_service_manager_and_sigterm_from_then_on_stops_cle
     assert told == b"READY=1"
     assert code == 0, err.read_text()
     assert err.read_text().splitlines()[-1] == "ds-replica: follow stopped; the replica is at a transaction boundary"
+    assert storage.Storage(str(replica)).journal_entries() == []
+
+
+def test_sigterm_while_readiness_is_being_told_still_stops_cleanly(tmp_path, pair, monkeypatch, capsys):
+    """CI caught it once: SIGTERM came while `sendto` of READY=1 was returning, before the follow loop
+    was entered, and the follower died with a Stopped traceback (exit 1). Here the signal always comes
+    at that moment: the follower must end as for any other SIGTERM, exit 0, with its one-line notice."""
+    master, replica = pair
+
+    def notify_then_terminated(state):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before this function returns
+
+    monkeypatch.setattr(cli, "notify_service_manager", notify_then_terminated)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = cli.cmd_follow(["-e", LOCAL_SSH, "--remote-command", DS_REPLICA, "local:%s" % master, str(replica)])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert code == 0
+    assert capsys.readouterr().err == "ds-replica: follow stopped; the replica is at a transaction boundary\n"
     assert storage.Storage(str(replica)).journal_entries() == []
