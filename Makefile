@@ -97,7 +97,7 @@ pytest: deps venv collections promtool
 	$(VPY) -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 demo: venv collections
-	$(VPY) tests/support/demo.py
+	$(VPY) testbed/demo.py
 
 soak: deps venv collections
 	SOAK=1 $(VPY) -m pytest tests/soak -ra
@@ -158,8 +158,8 @@ sanity: venv
 # even if the one before failed; fails if any did. antsibull-docs calls ansible-doc from PATH.
 lint: venv collections
 	@rc=0; \
-	echo "==> ruff check plugins tests bench"; \
-	$(VENV)/bin/ruff check --output-format concise plugins tests bench || rc=1; \
+	echo "==> ruff check plugins tests testbed bench"; \
+	$(VENV)/bin/ruff check --output-format concise plugins tests testbed bench || rc=1; \
 	echo "==> ansible-lint --profile production roles playbooks"; \
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint --profile production roles playbooks || rc=1; \
 	echo "==> antsibull-docs lint-collection-docs --plugin-docs ."; \

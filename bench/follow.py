@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)
 
 from dirstorage_replica import storage  # noqa: E402
 from dirstorage_replica.clone import clone  # noqa: E402
-from tests.support.reliability import FollowerProcess, MasterProcess, serve_pids  # noqa: E402
+from testbed.harness.reliability import FollowerProcess, MasterProcess, serve_pids  # noqa: E402
 
 DS = os.path.join(ROOT, ".venv", "bin", "ds-replica")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -145,7 +145,7 @@ def main(argv=None):
     p.add_argument("--interval", type=float, default=float(os.environ.get("BENCH_FOLLOW_INTERVAL", 0.5)))
     p.add_argument("--workdir", default=os.path.join(HERE, "results", "work", "follow"))
     a = p.parse_args(argv)
-    from tests.support.sshd import start_sshd
+    from testbed.harness.sshd import start_sshd
 
     sshd = start_sshd(["127.0.0.1"])
     try:

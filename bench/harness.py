@@ -17,7 +17,7 @@ import time
 
 import generate
 
-from tests.support.sshd import start_sshd
+from testbed.harness.sshd import start_sshd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

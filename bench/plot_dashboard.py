@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support import dashboard  # noqa: E402
+from testbed import dashboard  # noqa: E402
 
 DEFAULT_ANSWERS = ROOT / "docs" / "grafana" / "dashboard-answers.json"
 DEFAULT_OUT = ROOT / "docs" / "grafana" / "dirstorage-replication.png"

@@ -3,7 +3,7 @@
 """Record the Grafana dashboard's answers from a running Prometheus, and draw the picture
 (docs/grafana/dashboard-answers.json -> bench/plot_dashboard.py -> docs/grafana/dirstorage-replication.png).
 
-The story of tests/integration/test_prometheus.py (tests/support/monitoring.py), longer: two live
+The story of tests/integration/test_prometheus.py (testbed/harness/monitoring.py), longer: two live
 simulated masters (`main`, `catalog`); `standby1` pulls both with the real cron wrapper
 (`ds-replica-cron`, `main` as a hot standby whose stop command sleeps 0.2 s), `standby2` follows
 `main` (`ds-replica follow --metrics`) and pulls `catalog` with the cron wrapper; Debian's
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import plot_dashboard  # noqa: E402
 
-from tests.support.monitoring import Monitored  # noqa: E402
+from testbed.harness.monitoring import Monitored  # noqa: E402
 
 DEFAULT_ANSWERS = ROOT / "docs" / "grafana" / "dashboard-answers.json"
 

@@ -3,7 +3,7 @@
 """`make bench`: a pull costs what changed, not what exists.
 
 Everything runs in one go against one private OpenSSH sshd on 127.0.0.1
-(tests/support/sshd.py), with generated storages cached under
+(testbed/harness/sshd.py), with generated storages cached under
 bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
 
   a. increment vs rsync: pull K new transactions from an N-file storage,

@@ -20,7 +20,7 @@ def run(bench):
     import random
 
     from dirstorage_replica.clone import clone
-    from tests.support.simulated_storage import SimulatedStorage, create_storage
+    from testbed.fakes.simulated_storage import SimulatedStorage, create_storage
     base = os.path.join(WORK, "compress")
     shutil.rmtree(base, ignore_errors=True)
     master, replica0 = os.path.join(base, "master"), os.path.join(base, "replica0")

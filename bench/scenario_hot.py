@@ -14,10 +14,10 @@ from harness import ROOT, WORK, drop_dirty, log, median, secs, sh
 
 
 def run(bench):
-    """A hot standby: a read-only process (tests/support/hot_replica.py) serves the replica; the
+    """A hot standby: a read-only process (testbed/fakes/hot_replica.py) serves the replica; the
     pull stops it only for the apply.  Wall time of the pull, its downtime_seconds (stop command
     to the end of the start command) and the longest silence in the process's answers."""
-    from tests.support import hot_replica
+    from testbed.fakes import hot_replica
 
     n = min(bench.a.n)
     out = {"n_revisions": n}
@@ -25,7 +25,7 @@ def run(bench):
     for k in (100, 1000):
         info = bench.storage(n, k)
         replica = bench.replica_for(info, "hot")
-        start = "cd %s && %s -m tests.support.hot_replica start %s %s %s" % tuple(
+        start = "cd %s && %s -m testbed.fakes.hot_replica start %s %s %s" % tuple(
             shlex.quote(x) for x in (ROOT, sys.executable, replica, log_path, pidfile))
         hot = ["--stop-command", "kill $(cat %s)" % shlex.quote(pidfile), "--start-command", start]
         walls, downs, silences = [], [], []

@@ -2,7 +2,7 @@
 
 - ``unpack_fixture``: ``unpack(case) -> Path`` extracts ``tests/fixtures/<case>.tar.gz``
   into the test's ``tmp_path`` and returns the case folder (master/, replica/, manifest.json).
-- ``sshd`` (session): a real OpenSSH server on 127.0.0.1, see ``tests/support/sshd.py``.
+- ``sshd`` (session): a real OpenSSH server on 127.0.0.1, see ``testbed/harness/sshd.py``.
 - ``tree_state`` and friends live in ``tests/support/treeutil.py``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.support.sshd import SSHD, SshdError, start_sshd
+from testbed.harness.sshd import SSHD, SshdError, start_sshd
 from tests.support.treeutil import unpack_case
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +88,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The figures the reliability and soak tests measured, one line each,
     ready to paste into an issue note."""
-    from tests.support.reliability import SUMMARY_KEY
+    from testbed.harness.reliability import SUMMARY_KEY
 
     lines = config.stash.get(SUMMARY_KEY, [])
     if lines:

@@ -6,12 +6,12 @@ files of docs/docsite/rst/guide_awx.rst (`collections/requirements.yml` and the 
 `inventory/` the fleet, `env/extravars` the report path, `env/ssh_key` the Machine
 credential's key (ansible-runner loads it into an ssh-agent; the inventory names no key)
 and `env/cmdline` its user. The project sync installs `collections/requirements.yml`
-with ansible-galaxy from a private Galaxy server (tests/support/galaxy_server.py) that
+with ansible-galaxy from a private Galaxy server (testbed/fakes/galaxy_server.py) that
 serves the tarball `ansible-galaxy collection build` made of this checkout. The job goes
 through `ansible-runner transmit | worker | process`, as from AWX's control node to an
 execution node, and is judged by its artifacts: status, rc and job events.
 
-The hosts are a loopback E2E fleet (tests/support/e2e.py) with this test's own prefix,
+The hosts are a loopback E2E fleet (testbed/harness/e2e.py) with this test's own prefix,
 addresses, storages and install paths, provisioned once with provision.yml.
 """
 
@@ -23,11 +23,11 @@ import subprocess
 
 import pytest
 
-from tests.support.awx_job import BIN, ROOT, Job, PrivateDataDir, clean_env, docs_snippet
+from testbed.fakes.galaxy_server import GalaxyServer
+from testbed.harness.awx_job import BIN, ROOT, Job, PrivateDataDir, clean_env, docs_snippet
+from testbed.harness.e2e import Fleet, last_tid
+from testbed.harness.sshd import free_port
 from tests.support.checks import assert_reads_as
-from tests.support.e2e import Fleet, last_tid
-from tests.support.galaxy_server import GalaxyServer
-from tests.support.sshd import free_port
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (local accounts)")]  # ci-runs: CI is root

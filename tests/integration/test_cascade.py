@@ -12,9 +12,9 @@ import pytest
 from dirstorage_replica import durable, errors, hold, replica, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.snapshot import PEER_LOCK
+from testbed.harness.reliability import DS_REPLICA
 from tests.integration.test_reliability import _commit_big, _stopped_master
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.reliability import DS_REPLICA
 
 
 @pytest.fixture

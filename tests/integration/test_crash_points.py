@@ -10,7 +10,7 @@ calls), on a fresh copy of the golden `bushy` case.  Killing at the entry of
 call N leaves the disk exactly as it is after call N-1, so together the runs
 visit every state between two disk changes a crash can leave.
 
-The master's serve runs in a process of its own (tests/support/local_ssh.py
+The master's serve runs in a process of its own (testbed/ssh_standins/local_ssh.py
 stands in for ssh), untraced: only the replica side is killed.
 
 After each kill:
@@ -39,6 +39,7 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import journal, storage
+from testbed.harness.reliability import DS_REPLICA, report
 from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
     LOCAL_SSH,
@@ -50,7 +51,6 @@ from tests.support.crash_calls import (
     parse_counts,
 )
 from tests.support.power_ops import NO_PACK, packing
-from tests.support.reliability import DS_REPLICA, report
 
 # calls too many to kill at each one: a spread of them (first and last included)
 SAMPLED = {"write": 20, "close": 12, "mkdir": 12, "unlinkat": 8, "unlink": 8, "rename": 30}

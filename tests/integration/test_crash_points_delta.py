@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import journal, storage
+from testbed.harness.reliability import report
 from tests.integration.test_crash_points import (
     DS_REPLICA,
     LOCAL_SSH,
@@ -42,7 +43,6 @@ from tests.integration.test_crash_points import (
 from tests.integration.test_failover_engine import commit, outside_misc
 from tests.support import power_ops
 from tests.support.crash_calls import fresh_copy
-from tests.support.reliability import report
 
 pytestmark = pytest.mark.slow
 # calls many and alike (the kept files' links, the members' writes): a spread

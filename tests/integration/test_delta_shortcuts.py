@@ -16,9 +16,9 @@ import pytest
 from dirstorage_replica import reseed as tree_method
 from dirstorage_replica import reseed_inplace, storage
 from dirstorage_replica.reseed import reseed
+from testbed.fakes.simulated_storage import SimulatedStorage
 from tests.integration.test_failover_engine import as_cloned, outside_misc
 from tests.support.checks import assert_reads_as
-from tests.support.simulated_storage import SimulatedStorage
 
 
 @pytest.fixture(autouse=True)

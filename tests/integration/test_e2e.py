@@ -7,7 +7,7 @@ replica accounts are real local accounts made by the test; the master storage
 is the simulated storage process (as the master account, answering
 enterSnapshot/leaveSnapshot over XML-RPC, so the master role's `http` method
 and its credentials file are what the pulls use). The fleet is
-tests/support/e2e.py's `Fleet`, with the default system paths.
+testbed/harness/e2e.py's `Fleet`, with the default system paths.
 
 From empty standbys: provision.yml -> both replicas read as the master; new
 transactions -> replicate.yml pulls them (then nothing); --check reports and
@@ -25,7 +25,7 @@ catches up directly.
 Then packing (issue 24): both standbys follow (`ds-replica follow` with the
 cron line's arguments, as the follow unit runs it) while the master writes;
 playbooks/pack.yml packs the master through the site's pack command (here
-tests/support/zeopack.py, ZEO's zeopack for the simulated storage) and the
+testbed/fakes/zeopack.py, ZEO's zeopack for the simulated storage) and the
 horizon holds the pack back for the standby that stopped; after the pack
 both standbys' files under A/ are the master's; a forced pack past a
 stopped standby strands it, and its next pull says the cure in one line.
@@ -50,9 +50,9 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage
+from testbed.harness.e2e import Fleet, assert_nothing_changed, cron_command, last_tid, recap_hosts, run
 from tests.integration.test_pack_mirror import assert_packed_as, set_aside
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.e2e import Fleet, assert_nothing_changed, cron_command, last_tid, recap_hosts, run
 
 MASTER_IP = "127.0.0.2"
 STANDBYS = {"standby1": ("127.0.0.3", "dse2eone", "e2e_one"), "standby2": ("127.0.0.4", "dse2etwo", "e2e_two")}
@@ -347,7 +347,7 @@ def pack_command(fleet):
     access = fleet.master_home / "config" / "snapshot-access-1"
     return " ".join(shlex.quote(w) for w in [
         "/usr/bin/env", "PYTHONPATH=" + fleet.master_env()["PYTHONPATH"], "/usr/bin/python3", "-m",
-        "tests.support.zeopack", "-t"]) + " {time} " + shlex.quote(fleet.master_url) + " " + shlex.quote(str(access))
+        "testbed.fakes.zeopack", "-t"]) + " {time} " + shlex.quote(fleet.master_url) + " " + shlex.quote(str(access))
 
 
 def run_pack(fleet, **extra):

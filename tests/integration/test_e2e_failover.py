@@ -2,7 +2,7 @@
 
 A master (127.0.0.9) with writes going on and two standbys (127.0.0.10,
 127.0.0.11), standby2 further behind; real OpenSSH (one sshd on all three
-addresses, tests/support/e2e.py's `Fleet`), real accounts, the simulated
+addresses, testbed/harness/e2e.py's `Fleet`), real accounts, the simulated
 storage process serving snapshot mode over XML-RPC.
 
 - the master becomes unreachable (its storage process stops and its ssh port,
@@ -40,10 +40,10 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import fleet_marks, keep_aside, storage
+from testbed.fakes.toolkit import TOOLKIT_PATH
+from testbed.harness.e2e import Fleet, last_tid, recap_counts, task_outcomes
+from testbed.harness.sshd import free_port
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.e2e import Fleet, last_tid, recap_counts, task_outcomes
-from tests.support.sshd import free_port
-from tests.support.toolkit import TOOLKIT_PATH
 
 MASTER_IP = "127.0.0.9"
 STANDBYS = {"standby1": ("127.0.0.10", "dsfoone", "fo_one"), "standby2": ("127.0.0.11", "dsfotwo", "fo_two")}

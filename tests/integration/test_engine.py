@@ -313,7 +313,7 @@ def test_falls_back_to_version_0_for_an_old_master(unpack_fixture):
     import shlex
     d = unpack_fixture("bushy")
     m = manifest(d)
-    old = Path(__file__).resolve().parent.parent / "support" / "v0_only_ssh.py"
+    old = Path(__file__).resolve().parents[2] / "testbed" / "ssh_standins" / "v0_only_ssh.py"
     cmd = "%s %s %s" % (shlex.quote(sys.executable), shlex.quote(str(old)), shlex.quote(str(d / "master")))
     lines = []
     result = pull("old.invalid:/ignored", str(d / "replica"), PullOptions(ssh_command=cmd), log=lines.append)
@@ -415,7 +415,7 @@ def test_interrupted_clone_never_looks_like_a_replica(unpack_fixture, tmp_path):
 def test_compression_shrinks_what_crosses_the_wire(tmp_path):
     import pickle
 
-    from tests.support.simulated_storage import SimulatedStorage, create_storage
+    from testbed.fakes.simulated_storage import SimulatedStorage, create_storage
     home = tmp_path / "master"
     create_storage(str(home), "bushy")
     with SimulatedStorage(str(home)) as tm:

@@ -19,8 +19,8 @@ from dirstorage_replica.info import storage_info
 from dirstorage_replica.promote import promote
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed
+from testbed.fakes.simulated_storage import SimulatedStorage
 from tests.support.checks import assert_objects, assert_reads_as, manifest, replica_state
-from tests.support.simulated_storage import SimulatedStorage
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
 

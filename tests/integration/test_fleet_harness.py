@@ -1,4 +1,4 @@
-"""The E2E fleet harness (tests/support/e2e.py) gives no two hosts a shared thing to create.
+"""The E2E fleet harness (testbed/harness/e2e.py) gives no two hosts a shared thing to create.
 
 Every E2E "host" is an address on one machine, sharing /etc/group: two
 hosts whose schedule role created the same metrics group at once failed
@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from testbed.harness.e2e import DEFAULT_GROUP, Fleet
 from tests.integration import test_e2e, test_e2e_failover
-from tests.support.e2e import DEFAULT_GROUP, Fleet
 
 
 def _offline(fleet):

@@ -15,10 +15,10 @@ from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import Follower, FollowSettings
 from dirstorage_replica.info import storage_info
 from dirstorage_replica.replica import pull
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from testbed.fakes.toolkit import ToolkitServer
+from testbed.harness.reliability import DS_REPLICA
 from tests.support.checks import assert_reads_as
-from tests.support.reliability import DS_REPLICA
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
-from tests.support.toolkit import ToolkitServer
 
 
 class Enough(BaseException):

@@ -11,9 +11,9 @@ import time
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import Follower, FollowSettings
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from testbed.fakes.toolkit import ToolkitServer
 from tests.support.checks import assert_reads_as
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
-from tests.support.toolkit import ToolkitServer
 
 
 class Enough(BaseException):

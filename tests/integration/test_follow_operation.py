@@ -14,7 +14,7 @@ once it runs, each on a small storage in a few seconds.
 - SIGTERM or SIGINT while an increment is received: exit 0 at once, the
   replica at its old boundary, no spool file left.
 
-The master is served by `ds-replica serve` through tests/support/local_ssh.py
+The master is served by `ds-replica serve` through testbed/ssh_standins/local_ssh.py
 (no sshd). Where a setting has no flag (heartbeat, max backoff, timeout), the
 follower runs through the engine API in a child process (`FOLLOWER`), ended
 by SIGTERM as the command line is.
@@ -40,10 +40,10 @@ from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import SPOOL_PREFIX, Follower, FollowSettings
 from dirstorage_replica.follow_state import STATE_FILE, follower_state
 from dirstorage_replica.replica import pull
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from testbed.harness.reliability import DS_REPLICA, serve_pids
 from tests.support.checks import assert_reads_as, replica_state
 from tests.support.crash_calls import LOCAL_SSH, ROOT
-from tests.support.reliability import DS_REPLICA, serve_pids
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 # the engine's follower with any settings, in a process of its own: argv[1] is JSON
 # {master, replica, opts, settings}; warnings on stderr as the command line prints them,

@@ -21,9 +21,9 @@ import yaml
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.info import storage_info
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 from tests.integration.test_modules import BIN, ENV, ROOT
 from tests.support.checks import assert_reads_as
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 TEMPLATE = ROOT / "roles" / "schedule" / "templates" / "ds-replica-follow.service.j2"
 

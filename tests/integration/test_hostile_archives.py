@@ -21,7 +21,7 @@ from dirstorage_replica.transport import TransportError
 from tests.support.checks import replica_state
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
-FAKE = str(Path(__file__).resolve().parent.parent / "support" / "canned_answer_ssh.py")
+FAKE = str(Path(__file__).resolve().parents[2] / "testbed" / "ssh_standins" / "canned_answer_ssh.py")
 
 
 def genuine_members(d):

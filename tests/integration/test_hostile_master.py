@@ -2,7 +2,7 @@
 (issue 20): an answer can be refused, never make the standby touch a file
 outside the copy it writes, leave a file group- or world-writable, or keep
 it connecting for ever.  The master is an ssh stand-in with a canned answer
-(tests/support/canned_answer_ssh.py)."""
+(testbed/ssh_standins/canned_answer_ssh.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from dirstorage_replica.reseed import reseed as clone_delta
 from tests.support.checks import replica_state
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
-FAKE = str(Path(__file__).resolve().parent.parent / "support" / "canned_answer_ssh.py")
+FAKE = str(Path(__file__).resolve().parents[2] / "testbed" / "ssh_standins" / "canned_answer_ssh.py")
 MASTER = "fakehost:/srv/master"
 
 

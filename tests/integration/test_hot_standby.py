@@ -1,6 +1,6 @@
 """Hot standby: a real process holds the replica as a read-only storage
 process does (misc/lock and misc/sublock, answering reads in a loop and
-logging each answer: tests/support/hot_replica.py); `ds-replica
+logging each answer: testbed/fakes/hot_replica.py); `ds-replica
 --stop-command ... --start-command ...` stops it only for the apply."""
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import SPOOL_PREFIX
 from dirstorage_replica.follow_state import follower_state
 from dirstorage_replica.metrics import read_metrics
+from testbed.fakes import hot_replica
+from testbed.harness.reliability import DS_REPLICA, FollowerProcess, serve_pids
 from tests.integration.test_modules import run_module
 from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401  pylint: disable=unused-import
-from tests.support import hot_replica
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.reliability import DS_REPLICA, FollowerProcess, serve_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 BWLIMIT_KIB = 200  # ~800 KB of increment: a transfer of about 4 s
 PY = shlex.quote(sys.executable)
-LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "tests" / "support" / "local_ssh.py")
+LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "testbed" / "ssh_standins" / "local_ssh.py")
 
 
 def assert_served_while_it_travelled(log, sent_from, result):
@@ -59,7 +59,7 @@ class Standby(object):
         self.started = tmp_path / "start-command-ran"
         q = {k: shlex.quote(str(v)) for k, v in vars(self).items()}
         self.stop = "kill $(cat %(pidfile)s)" % q
-        self.start = "touch %s && cd %s && %s -m tests.support.hot_replica start %s %s %s" % (
+        self.start = "touch %s && cd %s && %s -m testbed.fakes.hot_replica start %s %s %s" % (
             q["started"], shlex.quote(str(ROOT)), PY, q["replica"], q["log"], q["pidfile"])
 
     def run(self, *flags, stop=None, start=None, timeout=120):
@@ -172,7 +172,7 @@ def test_lock_not_freed_in_time(standby):
 def test_replica_written_while_serving_is_refused(standby):
     _commit_big(standby.master, 3, 1000)
     # the stop command stops the process, then a writer (not read-only) commits into the replica
-    stop = "%s && while [ -e %s ]; do sleep 0.01; done && cd %s && %s -m tests.support.hot_replica write %s" % (
+    stop = "%s && while [ -e %s ]; do sleep 0.01; done && cd %s && %s -m testbed.fakes.hot_replica write %s" % (
         standby.stop, shlex.quote(str(standby.pidfile)), shlex.quote(str(ROOT)), PY, shlex.quote(str(standby.replica)))
     rc, _res, err = standby.run(stop=stop)
     assert rc == 1, err

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.awx_job import BIN, ROOT, docs_snippet, run_checked
+from testbed.harness.awx_job import BIN, ROOT, docs_snippet, run_checked
 
 GALAXY = yaml.safe_load((ROOT / "galaxy.yml").read_text())
 FQCN = "%s.%s" % (GALAXY["namespace"], GALAXY["name"])

@@ -126,7 +126,7 @@ def test_a_master_writes_its_horizon_metrics(tmp_path):
     """`ds-replica horizon --metrics` on a master: a file promtool accepts, with the
     age of the oldest position and how long its standby has been silent."""
     from dirstorage_replica.positions import Recorder
-    from tests.support.simulated_storage import create_storage
+    from testbed.fakes.simulated_storage import create_storage
 
     master = tmp_path / "main"
     create_storage(master)

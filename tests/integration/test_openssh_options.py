@@ -1,6 +1,6 @@
 """The connection options reach an OpenSSH command (`-e` / ssh_command): a
 stand-in ssh records the argv it was given, then runs the serve on this
-machine (tests/support/local_ssh.py), so the pull itself completes."""
+machine (testbed/ssh_standins/local_ssh.py), so the pull itself completes."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import json, os, sys
 with open(sys.argv[1], "w") as f:
     json.dump(sys.argv[2:], f)
 os.execv(sys.executable, [sys.executable, %r, *sys.argv[2:]])
-""" % str(ROOT / "tests" / "support" / "local_ssh.py")
+""" % str(ROOT / "testbed" / "ssh_standins" / "local_ssh.py")
 
 
 def recording_ssh(tmp_path):

@@ -20,8 +20,8 @@ from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import Follower, FollowSettings
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 from tests.support.checks import assert_reads_as, manifest
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 
 def live_files(home, relinked=True):

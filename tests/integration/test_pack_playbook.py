@@ -15,8 +15,8 @@ import yaml
 
 from dirstorage_replica import positions
 from dirstorage_replica.storage import hex_tid, tid_from_epoch
+from testbed.fakes.simulated_storage import create_storage
 from tests.integration.test_modules import BIN, ENV, ROOT, _module_attr, run_module
-from tests.support.simulated_storage import create_storage
 
 DAY = 86400.0
 RECORDER = """\

@@ -17,8 +17,8 @@ from dirstorage_replica.clone import clone
 from dirstorage_replica.follow import Follower, FollowSettings
 from dirstorage_replica.positions import horizon
 from dirstorage_replica.replica import pull
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 from tests.integration.test_ssh_pull import DS_REPLICA, master_spec, paramiko_opts
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 pytestmark = pytest.mark.ssh
 

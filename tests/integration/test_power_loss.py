@@ -9,7 +9,7 @@ fault injection) right after its Nth call of a disk-changing syscall and the
 loop device's backing file is copied without any sync: only what reached the
 device.  The copy is mounted (journal replay) and checked, then the operator's
 next run (the next pull, clone, clone --delta or promote) must succeed and
-leave the state of a clean run, nothing stray.  See tests/support/power_cut.py
+leave the state of a clean run, nothing stray.  See testbed/harness/power_cut.py
 (the method, and its self test) and tests/support/power_ops.py (the
 operations, one table entry each, and the checks at each cut).
 
@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import power_cut, power_ops
-from tests.support.reliability import report
+from testbed.harness import power_cut
+from testbed.harness.reliability import report
+from tests.support import power_ops
 
 pytestmark = pytest.mark.slow
 FS_NAMES = tuple(power_cut.FILESYSTEMS)

@@ -1,7 +1,7 @@
 """The metrics through the real monitoring programs (issue 22): Debian's node_exporter reads the
 textfile folders written by the real cron wrapper (`ds-replica-cron`) and by the follower
 (`ds-replica follow --metrics`) on two live standbys; Debian's Prometheus scrapes them every second
-with the project's alert rules loaded, time compressed by one factor (tests/support/monitoring.py,
+with the project's alert rules loaded, time compressed by one factor (testbed/harness/monitoring.py,
 `compress_rules`: every `for:` and every seconds threshold times FACTOR, nothing else changed).
 
 A standby's follower is stopped and another standby loses its path to a master: the stale and
@@ -20,9 +20,9 @@ import sys
 import pytest
 import yaml
 
-from tests.support import dashboard
-from tests.support.monitoring import RULES, SECONDS_THRESHOLD, Monitored, copy_logs, duration_seconds
-from tests.support.reliability import ROOT, report
+from testbed import dashboard
+from testbed.harness.monitoring import RULES, SECONDS_THRESHOLD, Monitored, copy_logs, duration_seconds
+from testbed.harness.reliability import ROOT, report
 
 FACTOR = 1 / 200.0  # an hour of the rules is 18 s here
 OUT = ROOT / "tests" / "output" / "prometheus"

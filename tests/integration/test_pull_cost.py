@@ -5,7 +5,7 @@ Two storages, one ten times the other (bench/generate.py's generator, no
 fsync), get the very same increment: K transactions of the same objects with
 the same tids and the same bytes.  The same pull runs against each, the
 standby under `strace -c` (the pull process alone) and the master's serve
-under its own `strace -f -c` (tests/support/local_ssh.py stands in for ssh, so
+under its own `strace -f -c` (testbed/ssh_standins/local_ssh.py stands in for ssh, so
 the serve is a process of its own to trace).  Every file or descriptor call,
 on either side, must be made as many times against the big storage as against
 the small one: nothing may read, stat or list anything whose number grows
@@ -37,11 +37,11 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage as ds
+from testbed.harness.reliability import DS_REPLICA
 from tests.support.crash_calls import STRACE
-from tests.support.reliability import DS_REPLICA
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-LOCAL_SSH_PY = ROOT / "tests" / "support" / "local_ssh.py"
+LOCAL_SSH_PY = ROOT / "testbed" / "ssh_standins" / "local_ssh.py"
 SMALL, BIG = 2000, 20000  # object revisions in the two storages
 K = 20  # transactions in the increment
 OIDS = range(1, 9)  # old objects (in both storages): each transaction writes a revision of each

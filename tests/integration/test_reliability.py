@@ -20,10 +20,10 @@ import pytest
 from dirstorage_replica import durable, errors, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.replica import pull
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from testbed.fakes.toolkit import ToolkitServer
+from testbed.harness.reliability import DS_REPLICA, report, run_follow_kills, run_live_writes, run_pull_kills
 from tests.support.checks import assert_reads_as, replica_state
-from tests.support.reliability import DS_REPLICA, report, run_follow_kills, run_live_writes, run_pull_kills
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
-from tests.support.toolkit import ToolkitServer
 
 LIVE_SECONDS = float(os.environ.get("RELIABILITY_LIVE_SECONDS", "60"))
 KILLS = int(os.environ.get("RELIABILITY_KILLS", "25"))

@@ -20,10 +20,10 @@ from dirstorage_replica.fleet_marks import mark_promoted, promoted, set_upstream
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
 from dirstorage_replica.reseed import reseed as reseed_asked
+from testbed.fakes.simulated_storage import SimulatedStorage
 from tests.integration.test_failover_engine import DS_REPLICA, commit, copy
 from tests.support.checks import assert_objects, assert_reads_as, manifest
 from tests.support.crash_calls import outside_misc
-from tests.support.simulated_storage import SimulatedStorage
 
 
 def reseed(master, dest, **kwargs):

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed.harness.reliability import DS_REPLICA
 from tests.support.checks import assert_reads_as
-from tests.support.reliability import DS_REPLICA
 
-COUNTING_SSH = str(Path(__file__).resolve().parents[1] / "support" / "counting_ssh.py")
+COUNTING_SSH = str(Path(__file__).resolve().parents[2] / "testbed" / "ssh_standins" / "counting_ssh.py")
 
 
 def wire(tmp_path, what, limit, *args):

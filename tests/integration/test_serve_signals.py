@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.simulated_storage import SimulatedStorage, create_storage
-from tests.support.toolkit import ToolkitServer
+from testbed.fakes.simulated_storage import SimulatedStorage, create_storage
+from testbed.fakes.toolkit import ToolkitServer
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
 
@@ -165,7 +165,8 @@ def test_staging_is_removed_after_the_serve_has_answered(master, tmp_path):
     assert tm.snapshot_code is None
     # and the copy a standby makes through it reads as the master
     from dirstorage_replica.clone import clone
-    local_ssh = "%s %s" % (sys.executable, Path(__file__).resolve().parent.parent / "support" / "local_ssh.py")
+    local_ssh = "%s %s" % (sys.executable,
+                           Path(__file__).resolve().parents[2] / "testbed" / "ssh_standins" / "local_ssh.py")
     from dirstorage_replica.options import PullOptions
     clone("local:%s" % home, str(tmp_path / "copy"), PullOptions(ssh_command=local_ssh, remote_command=DS_REPLICA))
     copy = storage.Storage(str(tmp_path / "copy"))

@@ -26,8 +26,8 @@ import pytest
 
 from dirstorage_replica import errors
 from dirstorage_replica import storage as S
-from tests.support.simulated_storage import SimulatedStorage, SnapshotRefused, create_storage
-from tests.support.toolkit import ToolkitServer
+from testbed.fakes.simulated_storage import SimulatedStorage, SnapshotRefused, create_storage
+from testbed.fakes.toolkit import ToolkitServer
 
 ROOT = Path(__file__).resolve().parents[2]
 # never-packed fixture masters (the bushy case is packed; packing is checked separately)
@@ -465,7 +465,7 @@ def test_writer_thread_and_snapshot(tmp_path):
 
 
 def run_master(home, *args):
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.simulated_storage", str(home), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.fakes.simulated_storage", str(home), *args],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline().split()
     assert line[0] == "READY", line

@@ -11,8 +11,8 @@ from dirstorage_replica import errors, snapshot, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
-from tests.support.simulated_storage import SimulatedStorage, create_storage
-from tests.support.toolkit import ToolkitServer
+from testbed.fakes.simulated_storage import SimulatedStorage, create_storage
+from testbed.fakes.toolkit import ToolkitServer
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_a_pull_waits_its_turn_behind_another_ds_replica(running):
     import subprocess
     import time
 
-    from tests.support.reliability import DS_REPLICA
+    from testbed.harness.reliability import DS_REPLICA
 
     master, toolkit, home, standby = running
     master.commit({1: b"to replicate"})
@@ -177,7 +177,7 @@ def test_the_wait_for_another_ds_replica_is_bounded(running):
 def test_concurrent_pulls_of_one_master_all_succeed(running, tmp_path):
     import subprocess
 
-    from tests.support.reliability import DS_REPLICA
+    from testbed.harness.reliability import DS_REPLICA
 
     master, toolkit, home, standby = running
     standbys = [standby]

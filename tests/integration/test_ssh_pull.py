@@ -13,8 +13,8 @@ import pytest
 from dirstorage_replica import errors
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
+from testbed.harness.sshd import make_keypair
 from tests.support.checks import assert_objects, assert_same_files, manifest, replica_state
-from tests.support.sshd import make_keypair
 
 NORMAL = ["bushy", "chunky", "lawn", "flat"]
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))

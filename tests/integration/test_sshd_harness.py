@@ -6,7 +6,7 @@ import subprocess
 import paramiko
 import pytest
 
-from tests.support.sshd import ensure_local_user, remove_local_user, start_sshd
+from testbed.harness.sshd import ensure_local_user, remove_local_user, start_sshd
 from tests.support.treeutil import assert_tree_unchanged, fixture_cases, tree_state
 
 
@@ -71,7 +71,7 @@ def test_unknown_host_key_is_rejected(sshd, tmp_path):
 
 
 def test_unauthorized_key_is_refused_and_forced_command_applies(sshd, tmp_path):
-    from tests.support.sshd import make_keypair
+    from testbed.harness.sshd import make_keypair
 
     key, pub = make_keypair(tmp_path, "other")
     r = subprocess.run(

@@ -22,8 +22,8 @@ from dirstorage_replica import protocol, serve
 from dirstorage_replica.clone import clone
 from dirstorage_replica.errors import Refused
 from dirstorage_replica.storage import Storage, transaction_name
-from tests.support.simulated_storage import SimulatedStorage, create_storage
-from tests.support.toolkit import ToolkitServer
+from testbed.fakes.simulated_storage import SimulatedStorage, create_storage
+from testbed.fakes.toolkit import ToolkitServer
 
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
 EMPTY_MD5 = "d41d8cd98f00b204e9800998ecf8427e"

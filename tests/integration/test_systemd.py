@@ -1,7 +1,7 @@
 """The schedule role's follow mode under a booted systemd (issue 22): a standby host is this machine's
 own Debian booted by `systemd-nspawn --boot` (systemd as PID 1, its own /etc/passwd, /etc/systemd
-and /etc/cron.d, the host's network; tests/support/container.py), with its own sshd on a loopback
-address, and Ansible drives it over ssh like the other E2E hosts (tests/support/e2e.py). The master
+and /etc/cron.d, the host's network; testbed/harness/container.py), with its own sshd on a loopback
+address, and Ansible drives it over ssh like the other E2E hosts (testbed/harness/e2e.py). The master
 runs on the host.
 
 In file order: provisioned in cron mode (a cron file, no unit); switched to follow (the unit
@@ -9,7 +9,7 @@ installed, enabled and started, no cron file; the replica follows the writing ma
 follower killed and restarted by systemd; its hardening in force (a write outside the replica's
 path fails in the service's own mount namespace); `systemctl stop` ends it at a transaction
 boundary with the replica consistent; switched back to cron (the unit gone, the cron file back).
-Then a hot standby: a real unit serves the replica read-only (tests/support/hot_replica.py), the
+Then a hot standby: a real unit serves the replica read-only (testbed/fakes/hot_replica.py), the
 inventory names it (`service:`); the cron job's pull, run as the replica account, stops and starts
 it through `sudo -n systemctl`, and the service is silent only for about the recorded downtime;
 sudo refuses that account `restart`, other units and other commands. Last, the follower's hot mode
@@ -33,11 +33,11 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage
-from tests.support import hot_replica
-from tests.support.container import BootedHost
-from tests.support.e2e import ROOT, Fleet, run
-from tests.support.reliability import DS_REPLICA
-from tests.support.sshd import free_port, start_sshd
+from testbed.fakes import hot_replica
+from testbed.harness.container import BootedHost
+from testbed.harness.e2e import ROOT, Fleet, run
+from testbed.harness.reliability import DS_REPLICA
+from testbed.harness.sshd import free_port, start_sshd
 
 NAME = "ctmain"
 UNIT = "ds-replica-follow-%s.service" % NAME
@@ -76,7 +76,7 @@ class ContainerFleet(Fleet):
         self.xmlrpc_port = free_port()
         self.run_master("--create", "bushy", "--rate", "40", "--duration", "1", "--seed", "1")
         self.start_master(rate=20)
-        # the checkout read-only: the hot standby's service runs tests/support/hot_replica.py
+        # the checkout read-only: the hot standby's service runs testbed/fakes/hot_replica.py
         self.container = BootedHost(self.prefix, self.base / "container", binds=[self.base],
                                     binds_ro=[ROOT]).start()
         # root's shell startup files of this machine (pyenv) are not the container's business
@@ -211,7 +211,7 @@ def test_switching_back_to_cron_leaves_only_cron(ct):
 # ------------------------------------------------------------------ the hot standby's service
 
 def install_hot_service(ct):
-    """A real unit serving the replica read-only (tests/support/hot_replica.py: it holds misc/lock and
+    """A real unit serving the replica read-only (testbed/fakes/hot_replica.py: it holds misc/lock and
     answers reads, one line per answer in its log), run as the replica account."""
     hot = ct.base / "hot"
     hot.mkdir()
@@ -219,7 +219,7 @@ def install_hot_service(ct):
     unit = "\n".join([
         "[Service]", "Type=forking", "User=%s" % USER, "PIDFile=%s/hot.pid" % hot,
         "Environment=PYTHONPATH=%s PYTHONDONTWRITEBYTECODE=1" % ct.master_env()["PYTHONPATH"],
-        "ExecStart=/usr/bin/python3 -m tests.support.hot_replica start %s %s/answers.log %s/hot.pid"
+        "ExecStart=/usr/bin/python3 -m testbed.fakes.hot_replica start %s %s/answers.log %s/hot.pid"
         % (ct.replica("standby1"), hot, hot),
         "[Install]", "WantedBy=multi-user.target", ""])
     ct.container.sh("cat > /etc/systemd/system/%s <<'EOF'\n%sEOF\nsystemctl daemon-reload && systemctl start %s"

@@ -16,7 +16,7 @@ import sys
 import time
 
 from dirstorage_replica import storage
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTLE = 0.3  # the real engine flushes in a thread of its own: let it finish before looking
@@ -116,7 +116,7 @@ class RealDriver(object):
 
 
 class ModelDriver(object):
-    """The same commands played by tests/support/simulated_storage.py."""
+    """The same commands played by testbed/fakes/simulated_storage.py."""
 
     def __init__(self, home):
         self.home = home

@@ -23,8 +23,8 @@ import tempfile
 import time
 
 from dirstorage_replica import storage
-from tests.support.reliability import DS_REPLICA, FollowerProcess, write_snapshot_conf
-from tests.support.sshd import start_sshd
+from testbed.harness.reliability import DS_REPLICA, FollowerProcess, write_snapshot_conf
+from testbed.harness.sshd import start_sshd
 
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "real-engine"))
 PASSWORD = "real-engine-check"
@@ -185,16 +185,16 @@ def pull_and_clone_check(sshd, workdir):
 
 def hot_follow_check(sshd, workdir, seconds=30.0):
     """A hot follower of a live master, its increments trickled (--bwlimit):
-    the read-only service (tests/support/hot_replica.py) answers while they
+    the read-only service (testbed/fakes/hot_replica.py) answers while they
     travel and is silent only for the applies."""
-    from tests.support import hot_replica
+    from testbed.fakes import hot_replica
     base = os.path.join(workdir, "hot")
     home, replica, log, pidfile = (os.path.join(base, n) for n in ("master", "replica", "answers.log", "pid"))
     os.makedirs(base)
     subprocess.run(engine_script("new_storage.py", home, "lawn", 20), check=True, capture_output=True)
     master = LiveMaster(home, 10, workdir)
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    start = "cd %s && %s -m tests.support.hot_replica start %s %s %s" % (root, sys.executable, replica, log, pidfile)
+    start = "cd %s && %s -m testbed.fakes.hot_replica start %s %s %s" % (root, sys.executable, replica, log, pidfile)
     try:
         time.sleep(1.0)
         assert ds("clone", *ssh_master(sshd, home), replica).returncode == 0
@@ -229,12 +229,13 @@ def hot_follow_check(sshd, workdir, seconds=30.0):
 def resume_check(workdir, share=0.5):
     """A clone of a live master killed after `share` of its bytes, resumed
     with clone --delta: what it receives, against a full clone, counted by
-    tests/support/counting_ssh.py."""
+    testbed/ssh_standins/counting_ssh.py."""
     base = os.path.join(workdir, "resume")
     home = os.path.join(base, "master")
     os.makedirs(base)
     subprocess.run(engine_script("new_storage.py", home, "flat", 200), check=True, capture_output=True)
-    counting = os.path.join(os.path.dirname(os.path.dirname(__file__)), "support", "counting_ssh.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    counting = os.path.join(root, "testbed", "ssh_standins", "counting_ssh.py")
 
     def counted(name, limit, *args):
         count = os.path.join(base, name + ".count")

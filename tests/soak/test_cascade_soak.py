@@ -11,10 +11,10 @@ import subprocess
 import time
 
 from dirstorage_replica.snapshot import PEER_LOCK, PEER_WAIT
+from testbed.harness.reliability import DS_REPLICA
 from tests.integration.test_cascade import _turn_held, _wait, chain
 from tests.integration.test_reliability import _commit_big
 from tests.support.checks import replica_state
-from tests.support.reliability import DS_REPLICA
 
 __all__ = ["chain"]  # the fixture, shared with test_cascade.py
 

@@ -21,8 +21,9 @@ import os
 
 import pytest
 
-from tests.support import power_cut, power_ops
-from tests.support.reliability import report
+from testbed.harness import power_cut
+from testbed.harness.reliability import report
+from tests.support import power_ops
 
 SPREAD = int(os.environ.get("SOAK_POWER_SPREAD", "40"))
 MANY = ("write", "close", "unlinkat", "link")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.reliability import report, run_follow_kills, run_live_writes, run_pull_kills
+from testbed.harness.reliability import report, run_follow_kills, run_live_writes, run_pull_kills
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.support.checks import replica_state
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "tests" / "support" / "local_ssh.py")
+LOCAL_SSH = "%s %s" % (sys.executable, ROOT / "testbed" / "ssh_standins" / "local_ssh.py")
 STRACE = shutil.which("strace") or "/usr/bin/strace"
 # every syscall by which a pull changes what is on disk (or its locks)
 DISK_CALLS = ("rename", "renameat", "renameat2", "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "link",

@@ -60,7 +60,9 @@ from typing import Callable, Optional
 
 from dirstorage_replica import durable, journal, storage
 from dirstorage_replica.keep_aside import KEEP_ASIDE
-from tests.support import power_cut
+from testbed.harness import power_cut
+from testbed.harness.power_cut import FILESYSTEMS
+from testbed.harness.reliability import DS_REPLICA
 from tests.support.checks import assert_objects, manifest
 from tests.support.crash_calls import (
     LOCAL_SSH,
@@ -71,8 +73,6 @@ from tests.support.crash_calls import (
     parse_counts,
     spread,
 )
-from tests.support.power_cut import FILESYSTEMS
-from tests.support.reliability import DS_REPLICA
 from tests.support.treeutil import unpack_case
 
 WORKERS = 2  # cuts run two at a time, each in a folder of its own

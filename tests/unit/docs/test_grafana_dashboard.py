@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dirstorage_replica.metrics import METRICS, PREFIX, RESULT_FIGURES
-from tests.support import dashboard
+from testbed import dashboard
 
 WRITTEN = {PREFIX + name for name, _kind, _help in METRICS}
 

@@ -55,7 +55,7 @@ def test_horizon_names_the_oldest_position_and_flags_silent_standbys(tmp_path, c
 
     from dirstorage_replica.positions import Recorder
     from dirstorage_replica.storage import hex_tid, tid_from_epoch
-    from tests.support.simulated_storage import create_storage
+    from testbed.fakes.simulated_storage import create_storage
 
     master = tmp_path / "main"
     create_storage(master)

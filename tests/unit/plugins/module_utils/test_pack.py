@@ -9,7 +9,7 @@ import pytest
 from dirstorage_replica import pack, positions
 from dirstorage_replica.errors import Refused
 from dirstorage_replica.storage import hex_tid, tid_from_epoch
-from tests.support.simulated_storage import create_storage
+from testbed.fakes.simulated_storage import create_storage
 
 NOW = 1_700_000_000.0
 DAY = 86400.0

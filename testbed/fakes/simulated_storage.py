@@ -19,7 +19,7 @@ golden fixtures are the reference):
   recombines ``B/``
   into ``A/`` when leaving snapshot mode, and packs like the real engine (old
   files renamed ``<path>-<epoch>-deleted``, survivors carry the mark bit);
-- ``python -m tests.support.simulated_storage HOME ...`` runs it as a separate process that
+- ``python -m testbed.fakes.simulated_storage HOME ...`` runs it as a separate process that
   a test can SIGTERM (clean close) or SIGKILL (crash).
 
 What it does not model: object references (every object counts as reachable
@@ -765,7 +765,7 @@ class SimulatedStorage(object):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.simulated_storage",
+        prog="python -m testbed.fakes.simulated_storage",
         description="Run a test master storage until killed, SIGTERM (clean close) or --duration.")
     parser.add_argument("home")
     parser.add_argument("--create", metavar="FORMAT", choices=storage.FORMATS,
@@ -786,7 +786,7 @@ def main(argv=None):
     parser.add_argument("--password", help="XML-RPC basic-auth password (default: random)")
     args = parser.parse_args(argv)
 
-    from tests.support.toolkit import ToolkitServer
+    from testbed.fakes.toolkit import ToolkitServer
 
     if args.create:
         create_storage(args.home, args.create, identity=args.identity)

@@ -278,7 +278,7 @@ def start_sshd(
     """Start a real OpenSSH sshd listening on ``listen`` (loopback addresses) and ``port``
     (a free one if None). Raises :class:`SshdError` with sshd's log if it does not come up
     within ``timeout`` seconds. ``extra_config`` is appended to sshd_config. ``launcher``
-    prefixes sshd's command line (e.g. ``nsenter`` into a container, tests/support/container.py),
+    prefixes sshd's command line (e.g. ``nsenter`` into a container, testbed/harness/container.py),
     and its folder is made in ``tmpdir`` (a folder the container shares)."""
     if not os.path.exists(SSHD):
         raise SshdError(f"{SSHD} not found: install Debian's openssh-server (make deps, as root)")

@@ -5,7 +5,7 @@
 and their long versions (tests/soak/test_soak.py).
 
 - ``MasterProcess``: the test master as a separate process (``python -m
-  tests.support.simulated_storage``) writing at a given rate, with its XML-RPC toolkit and
+  testbed.fakes.simulated_storage``) writing at a given rate, with its XML-RPC toolkit and
   a ``config/snapshot.conf`` saying ``http URL ACCESS`` + ``nodirect``.
 - ``StateLog``: what the replica read like after each pull (newest tid and, per
   object, current tid and pickle MD5), checked at the end, object by object,
@@ -39,7 +39,7 @@ from dirstorage_replica import durable, errors, journal, storage
 from dirstorage_replica.clone import clone
 from dirstorage_replica.options import PullOptions
 from dirstorage_replica.replica import pull
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DS_REPLICA = str(Path(sys.executable).with_name("ds-replica"))
@@ -82,12 +82,12 @@ def write_snapshot_conf(home, url, password, extra=("nodirect",)):
 
 
 class MasterProcess(object):
-    """``python -m tests.support.simulated_storage HOME ...`` in its own process."""
+    """``python -m testbed.fakes.simulated_storage HOME ...`` in its own process."""
 
     def __init__(self, home, rate=0.0, create=None, seed=None, journal_args=()):
         self.home = str(home)
         self.password = "pw-%d" % random.randrange(10 ** 9)
-        argv = [sys.executable, "-m", "tests.support.simulated_storage", self.home, "--rate", str(rate),
+        argv = [sys.executable, "-m", "testbed.fakes.simulated_storage", self.home, "--rate", str(rate),
                 "--xmlrpc-port", "0", "--user", TOOLKIT_USER, "--password", self.password] + list(journal_args)
         if create:
             argv += ["--create", create]

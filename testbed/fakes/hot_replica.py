@@ -10,7 +10,7 @@ per answer to LOG: ``<unix time> <newest tid>``.  SIGTERM makes it release
 the locks and exit.  `start` returns once the process holds the locks and
 answers (as `systemctl start` does), so it is usable as a --start-command:
 
-    python -m tests.support.hot_replica start HOME LOG PIDFILE
+    python -m testbed.fakes.hot_replica start HOME LOG PIDFILE
     kill $(cat PIDFILE)                # the --stop-command
 
 `write HOME` commits one transaction into a storage that nobody runs (as a
@@ -105,7 +105,7 @@ def longest_silence(log_path, since=0.0):
 
 def write(home):
     """Commit one transaction into `home` (not running) and close it cleanly."""
-    from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage
+    from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage
 
     with SimulatedStorage(home) as st:
         st.commit({st.new_oid(): PICKLE_HEAD + b"written on the standby."})
@@ -116,5 +116,5 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["write"] and len(sys.argv) == 3:
         sys.exit(write(sys.argv[2]))
     if sys.argv[1:2] != ["start"] or len(sys.argv) != 5:
-        sys.exit("usage: python -m tests.support.hot_replica start HOME LOG PIDFILE | write HOME")
+        sys.exit("usage: python -m testbed.fakes.hot_replica start HOME LOG PIDFILE | write HOME")
     sys.exit(start(*sys.argv[2:]))

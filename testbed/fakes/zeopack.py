@@ -2,14 +2,14 @@
 # Copyright: dirstorage.replication contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A site's pack command, as playbooks/pack.yml runs it (`pack_command`), for
-a simulated storage that serves its toolkit (tests/support/toolkit.py).
+a simulated storage that serves its toolkit (testbed/fakes/toolkit.py).
 
 On a real site this is ZEO's ``zeopack -t TIME HOST:PORT``: it asks the
 running server to pack to Unix time TIME.  Here it asks the running
 simulated storage the same over XML-RPC (``pack(TIME)``), with the
 ``user:password`` of an access file:
 
-    python -m tests.support.zeopack -t 1700000000 URL ACCESS_FILE
+    python -m testbed.fakes.zeopack -t 1700000000 URL ACCESS_FILE
 
 It prints the storage's x.packed afterwards; a refusal (e.g. a snapshot in
 progress) is one line on stderr and exit status 1.

@@ -4,7 +4,7 @@
 """`make demo`: the embedded demo, on this machine only (no root, ssh or network).
 
 1. wipes ./demo/ and builds a master storage there (the test master of
-   tests/support/simulated_storage.py, committing as the real engine does);
+   testbed/fakes/simulated_storage.py, committing as the real engine does);
 2. makes the standby's first copy with the engine's clone;
 3. writes new transactions on the master;
 4. runs `ansible-playbook playbooks/demo.yml`, whose replicate task brings the
@@ -21,12 +21,12 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from dirstorage_replica import clone, storage  # noqa: E402
 from dirstorage_replica.info import storage_info  # noqa: E402
-from tests.support.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage  # noqa: E402
+from testbed.fakes.simulated_storage import PICKLE_HEAD, SimulatedStorage, create_storage  # noqa: E402
 
 DEMO = os.path.join(ROOT, "demo")
 MASTER = os.path.join(DEMO, "master")

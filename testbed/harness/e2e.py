@@ -4,7 +4,7 @@
 (127.0.0.0/8) of one dedicated OpenSSH sshd that Ansible reaches as root,
 with host key checking on. The master account and the replica accounts are
 real local accounts made by the fleet; the master storage is the simulated
-storage process (``tests/support/simulated_storage.py``) run as the master
+storage process (``testbed/fakes/simulated_storage.py``) run as the master
 account, answering enterSnapshot/leaveSnapshot over XML-RPC with basic auth,
 so the master role's ``http`` snapshot method is what the pulls use.
 
@@ -60,7 +60,7 @@ from pathlib import Path
 import pytest
 
 from dirstorage_replica import storage
-from tests.support.sshd import SSHD, ensure_local_user, free_port, remove_local_user, start_sshd
+from testbed.harness.sshd import SSHD, ensure_local_user, free_port, remove_local_user, start_sshd
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
@@ -237,12 +237,12 @@ class Fleet:
         if not pylib.exists():
             pylib.mkdir()
             (pylib / "dirstorage_replica").symlink_to(ROOT / "plugins" / "module_utils")
-            (pylib / "tests").symlink_to(ROOT / "tests")
+            (pylib / "testbed").symlink_to(ROOT / "testbed")
             os.chmod(pylib, 0o755)
         return dict(PATH="/usr/bin:/bin", PYTHONPATH=str(pylib), PYTHONDONTWRITEBYTECODE="1", HOME="/tmp")
 
     def master_argv(self, *args):
-        return ["/usr/bin/python3", "-m", "tests.support.simulated_storage", str(self.master_home), *args]
+        return ["/usr/bin/python3", "-m", "testbed.fakes.simulated_storage", str(self.master_home), *args]
 
     def run_master(self, *args, timeout=60):
         """Run the simulated storage on the master's folder once (it must not be serving)."""
@@ -268,7 +268,7 @@ class Fleet:
 
     # -- storages on any folder (failover: several masters over time) ----------------
     def storage_argv(self, home, *args):
-        return ["/usr/bin/python3", "-m", "tests.support.simulated_storage", str(home), *args]
+        return ["/usr/bin/python3", "-m", "testbed.fakes.simulated_storage", str(home), *args]
 
     def start_storage(self, home, user, port, rate=0):
         """The simulated storage serving `home` as `user`, its toolkit on `port`, committing `rate`
@@ -297,7 +297,7 @@ class Fleet:
 
     def commit_on(self, home, user, descriptions):
         """One transaction per description on the stopped storage `home`, as `user`; their tids (hex)."""
-        code = ("import sys; from tests.support.simulated_storage import SimulatedStorage; "
+        code = ("import sys; from testbed.fakes.simulated_storage import SimulatedStorage; "
                 "from dirstorage_replica.storage import hex_tid\n"
                 "with SimulatedStorage(sys.argv[1]) as s:\n"
                 "    for d in sys.argv[2:]:\n"

@@ -39,9 +39,9 @@ import yaml
 
 from dirstorage_replica import storage
 from dirstorage_replica.clone import clone
-from tests.support import dashboard
-from tests.support.reliability import MasterProcess
-from tests.support.sshd import free_port
+from testbed import dashboard
+from testbed.harness.reliability import MasterProcess
+from testbed.harness.sshd import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RULES = ROOT / "docs" / "prometheus" / "dirstorage-alerts.yml"

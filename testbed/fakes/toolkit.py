@@ -14,7 +14,7 @@ with the toolkit's methods `enterSnapshot(code)`, `leaveSnapshot(code)` and
 - the methods return None (``<nil/>``), as Zope marshals a None result.
 
 It also answers ``pack(unix_time)``, the site's pack route (what ZEO's
-``zeopack`` reaches on a real site, `tests/support/zeopack.py` here): the
+``zeopack`` reaches on a real site, `testbed/fakes/zeopack.py` here): the
 storage packs as ``db.pack(t)`` does on the real engine
 (`SimulatedStorage.pack_at`), and the call returns the new x.packed (hex).
 """

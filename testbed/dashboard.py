@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "docs" / "grafana" / "dirstorage-replication.json"
 
 # PromQL words that are not series names (functions are recognised by the "(" that follows them)

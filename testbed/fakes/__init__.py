@@ -1,0 +1,1 @@
+"""Stand-ins for the outside systems a real site has (see tests/README.md)."""

@@ -1,0 +1,1 @@
+"""Programs given to `ds-replica -e` in place of ssh (see tests/README.md)."""
