@@ -13,6 +13,6 @@
 - ``demo``: ``make demo``; ``dashboard``: the Grafana dashboard's queries, read by its test
   and by bench/plot_dashboard.py.
 
-It is not part of the collection (galaxy.yml's ``build_ignore``); tests/README.md maps it.
+It ships with the collection beside tests/ and bench/, which import it; tests/README.md maps it.
 Assertions that only the tests use stay in tests/support/.
 """

@@ -64,8 +64,8 @@ def test_tarball_holds_the_collection_and_no_development_files(installed):
                    "playbooks/replicate.yml", "plugins/modules/replicate.py", "plugins/action/replicate.py",
                    "plugins/module_utils/replica.py"):
         assert needed in names, needed
-    for top in (".venv", ".collections", ".ansible", "demo", "tests/output", "testbed", "bench/results", ".git",
-                "build", ".pytest_cache", ".ruff_cache"):
+    for top in (".venv", ".collections", ".ansible", "demo", "tests/output", "bench/results", ".git", "build",
+                ".pytest_cache", ".ruff_cache"):
         assert not any(n == top or n.startswith(top + "/") for n in names), top
     assert not any(n.endswith(".pyc") or "__pycache__" in n or ".egg-info" in n for n in names)
 
