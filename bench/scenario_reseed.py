@@ -4,9 +4,10 @@
 
 At every N of --n: the old master is the base plus 100 transactions of its
 own (which the master never saw); the master is the base plus K.  Timed
-there: the in-place re-seed (`clone --delta`, the default), and a pull of the
-same increment into a copy of the base (the master's time in snapshot mode
-for the same K transactions).  At --clone-n only (a first copy of 1M files
+there, --runs times in alternating order (medians): the in-place re-seed
+(`clone --delta`, the default), and a pull of the same increment into a copy
+of the base (the master's time in snapshot mode for the same K
+transactions).  At --clone-n only (a first copy of 1M files
 takes minutes): the tree method (`--tree`) and a full clone, the yardstick of the
 issue's ratios."""
 
@@ -18,7 +19,7 @@ import os
 import shutil
 
 import generate
-from harness import DS, WORK, drop_dirty, log, secs, timed
+from harness import DS, WORK, drop_dirty, log, median, secs, timed
 from old_engine import ustar_bytes
 
 DIVERGED = 100  # the old master's own transactions
@@ -44,29 +45,54 @@ def _reseed(bench, target, old, *extra):
     return wall, json.loads(text)
 
 
+def _in_place_once(bench, info, target, old):
+    _old_master(info, old)
+    wall, delta = _reseed(bench, target, old)
+    return wall, delta
+
+
+def _pull_once(bench, info, target, plain):
+    generate.link_copy(info["base"], plain)
+    drop_dirty()
+    wall, text = timed([DS, "pull", "--json", "-q", "-e", bench.ssh, "--remote-command", DS, target, plain])
+    return wall, json.loads(text)
+
+
 def _in_place_at(bench, n):
-    """The in-place re-seed and a pull of the same increment at N=n."""
+    """The in-place re-seed and a pull of the same increment at N=n, --runs
+    pairs in alternating order (whichever runs second reads the master's
+    increment from a warm cache), medians."""
     info = bench.storage(n, bench.a.k)
     target = "%s:%s" % (bench.user_host, info["master"])
     old, plain = os.path.join(WORK, "reseed-old"), os.path.join(WORK, "reseed-pull")
-    _old_master(info, old)
-    wall, delta = _reseed(bench, target, old)
-    generate.link_copy(info["base"], plain)
-    drop_dirty()
-    p_wall, text = timed([DS, "pull", "--json", "-q", "-e", bench.ssh, "--remote-command", DS, target, plain])
-    pull = json.loads(text)
-    _cleanup(old, plain)
+    reseeds, pulls = [], []
+    for run in range(max(2, bench.a.runs)):
+        if run % 2 == 0:
+            reseeds.append(_in_place_once(bench, info, target, old))
+            pulls.append(_pull_once(bench, info, target, plain))
+        else:
+            pulls.append(_pull_once(bench, info, target, plain))
+            reseeds.append(_in_place_once(bench, info, target, old))
+        _cleanup(old, plain)
+    delta = reseeds[0][1]
+    wall = median([w for w, _d in reseeds])
     figures = {"n_revisions": n, "method": delta["method"],
                "diverged_transactions": len(delta["diverged_transactions"]), "in_place_s": wall,
+               "in_place_runs_s": [w for w, _d in reseeds],
                "files": delta["files"], "removed_files": delta["removed_files"],
                "wire_bytes": delta["request_bytes"] + delta["answer_bytes"],
-               "snapshot_s": delta["snapshot_seconds"], "pull_s": p_wall,
-               "pull_snapshot_s": pull.get("snapshot_seconds")}
-    log("re-seed in place N=%d, %d diverged: %s (%s), %d files in, %d removed, %.2f MB on the wire; master in "
-        "snapshot mode %s, for a pull of the same increment %s (pull %s)"
-        % (n, figures["diverged_transactions"], secs(wall), delta["method"], delta["files"], delta["removed_files"],
-           figures["wire_bytes"] / 1e6, secs(figures["snapshot_s"]), secs(figures["pull_snapshot_s"]),
-           secs(p_wall)))
+               "snapshot_s": median([d["snapshot_seconds"] for _w, d in reseeds]),
+               "snapshot_runs_s": [d["snapshot_seconds"] for _w, d in reseeds],
+               "pull_s": median([w for w, _p in pulls]),
+               "pull_snapshot_s": median([p["snapshot_seconds"] for _w, p in pulls]),
+               "pull_snapshot_runs_s": [p["snapshot_seconds"] for _w, p in pulls]}
+    log("re-seed in place N=%d, %d diverged: %s (%s; runs %s), %d files in, %d removed, %.2f MB on the wire; "
+        "master in snapshot mode %s (runs %s), for a pull of the same increment %s (runs %s; pull %s)"
+        % (n, figures["diverged_transactions"], secs(wall), delta["method"],
+           " / ".join(secs(w) for w in figures["in_place_runs_s"]), delta["files"], delta["removed_files"],
+           figures["wire_bytes"] / 1e6, secs(figures["snapshot_s"]),
+           " / ".join(secs(w) for w in figures["snapshot_runs_s"]), secs(figures["pull_snapshot_s"]),
+           " / ".join(secs(w) for w in figures["pull_snapshot_runs_s"]), secs(figures["pull_s"])))
     return figures
 
 

@@ -56,6 +56,7 @@ from .storage import (
     hex_tid,
     logical_name,
     open_storage_file,
+    parse_current,
     parse_transaction,
     read_storage_file,
     symlink_refusal,
@@ -465,30 +466,35 @@ def find_anchor(st, window, master_tid):
 
 def answer_in_place(st, req, snap, stdin, stdout, log, inc, collect):
     """The master's in-place answer (serve.py passes its Increment and
-    `collect`): in snapshot mode, the anchor, the increment since it, the
-    o….c of the objects only the diverged transactions wrote."""
+    `collect`): in snapshot mode, the anchor and the increment since it;
+    after it, the o….c of the objects only the diverged transactions wrote
+    (`_add_rewinds`), or, if one of them moved on meanwhile, all of it again
+    in snapshot mode."""
     check_identity(st, req)
     window = read_window(read_inventory(stdin, int(req.options["inventory-bytes"]), 2 * WINDOW,
                                         WINDOW_DIGEST_CHARS))
     try:
-        with snap:
-            master_tid = st.last_tid()
-            anchor, why, written = find_anchor(st, window, master_tid)
-            if anchor is not None:
-                collect(st, anchor, inc)
-                absent = _add_rewinds(st, inc, window, anchor, written)
+        try:
+            anchor, why, absent = _gather_in_place(st, snap, window, inc, collect, rewinds_after=True)
+            held = snap.seconds
+        except RewoundObjectMoved as e:
+            log("re-seed: %s after snapshot mode; gathering again, all in snapshot mode" % e)
+            held = snap.seconds
+            inc.clear()
+            anchor, why, absent = _gather_in_place(st, snap, window, inc, collect, rewinds_after=False)
+            held += snap.seconds
         if anchor is None:
             log("re-seed: %s; the standby re-seeds by a new tree" % why)
-            write_answer_header(stdout, {"method": "tree", "reason": why, "master_tid": hex_tid(master_tid)})
+            write_answer_header(stdout, {"method": "tree", "reason": why, "master_tid": hex_tid(inc.master_tid)})
             stdout.flush()
             return None
         log("re-seed in place from %s: %d transactions, %d files; master held %.3fs"
-            % (hex_tid(anchor), inc.transactions, len(inc.entries), snap.seconds))
+            % (hex_tid(anchor), inc.transactions, len(inc.entries), held))
         write_answer_header(stdout, {"method": "in-place", "anchor": hex_tid(anchor),
                                      "master_tid": hex_tid(inc.master_tid), "format": st.format, "compress": "none",
                                      "transactions": inc.transactions, "files": len(inc.entries),
                                      "bytes": inc.bytes, "absent": absent,
-                                     "snapshot_seconds": round(snap.seconds, 6)})
+                                     "snapshot_seconds": round(held, 6)})
         inc.write(stdout)
         stdout.flush()
         return None
@@ -496,20 +502,58 @@ def answer_in_place(st, req, snap, stdin, stdout, log, inc, collect):
         inc.close()
 
 
-def _add_rewinds(st, inc, window, anchor, written):
-    """Add the o….c of every object only the diverged transactions wrote;
-    returns how many of them the master has none of."""
+class RewoundObjectMoved(Exception):
+    """An o….c read after snapshot mode is not as it was in snapshot mode."""
+
+
+def _gather_in_place(st, snap, window, inc, collect, rewinds_after):
+    """(anchor, None, absent) with `inc` filled, or (None, why, None).  The
+    o….c of the objects to rewind are read in snapshot mode, or after it
+    (`rewinds_after`, raising RewoundObjectMoved if one moved on)."""
+    with snap:
+        inc.master_tid = master_tid = st.last_tid()
+        anchor, why, written = find_anchor(st, window, master_tid)
+        if anchor is None:
+            return None, why, None
+        collect(st, anchor, inc)
+        packed = st.packed_tid()
+        oids = sorted(rewound_objects(window, anchor) - written)
+        if not rewinds_after:
+            return anchor, None, _add_rewinds(st, inc, oids)
+    absent = _add_rewinds(st, inc, oids, anchor)
+    if absent and st.packed_tid() != packed:
+        raise RewoundObjectMoved("a pack removed objects to rewind")
+    return anchor, None, absent
+
+
+def rewound_objects(window, anchor):
+    """The oids the diverged transactions (the window's, above `anchor`) wrote."""
     touched = set()
     for tid, (_md5, oids) in window.items():
         if tid > anchor:
             touched |= oids
+    return touched
+
+
+def _add_rewinds(st, inc, oids, anchor=None):
+    """Add the o….c of every object of `oids` (those only the diverged
+    transactions wrote); returns how many of them the master has none of.
+
+    With `anchor`, read after snapshot mode was left, so that 700 small
+    reads do not hold the master: no transaction up to the snapshot's wrote
+    these objects, so each o….c (replaced by rename, never rewritten in
+    place) names the revision it named at the anchor, at or below it.  One
+    that names a newer revision was written since snapshot mode: raises
+    RewoundObjectMoved (its snapshot's bytes are gone)."""
     absent = 0
-    for oid in sorted(touched - written):
+    for oid in oids:
         name = current_name(oid)
         try:
             data = st.read(name)
         except FileNotFoundError:
             absent += 1
             continue
+        if anchor is not None and parse_current(data, "%s/%s" % (st.home, name)) > anchor:
+            raise RewoundObjectMoved("object %s was written" % hex_tid(oid))
         inc.add_data(st.relpath(name), data)
     return absent

@@ -15,8 +15,10 @@ its diverged transactions wrote and applying the master's increment:
    newest transaction both hold byte for byte, on its own chain, not below
    its pack point), and answers its increment since the anchor (as a pull),
    plus, for every object only the diverged transactions wrote, its current
-   `o….c`; the header counts the objects it has none of (`absent`).  No
-   anchor: the header says `method: tree` and why.
+   `o….c` (read after snapshot mode: none of them changed since the anchor,
+   and one that did meanwhile makes the master gather all again in
+   snapshot mode); the header counts the objects it has none of (`absent`).
+   No anchor: the header says `method: tree` and why.
 3. The standby checks the answer, keeps aside durably what it will lose
    (keep_aside.py), passes the pull's commit point (journal/replica.tar) and
    applies it, then removes the diverged files from A/.  A crash anywhere:

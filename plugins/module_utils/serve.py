@@ -132,6 +132,11 @@ class Increment(object):
             self.spool.close()
             self.spool = None
 
+    def clear(self):
+        """Forget everything gathered (closing what it holds), to gather again."""
+        self.close()
+        self.__init__(self.fd_budget, self.spool_limit)
+
     def add_data(self, name, data):
         """Send `data` (bytes, already read) as the file `name` (its path in
         the archive, e.g. A/x.serial).  Returns nothing, raises nothing."""

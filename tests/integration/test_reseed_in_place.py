@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dirstorage_replica import delta, errors, journal, keep_aside, protocol, reseed_inplace, storage
+from dirstorage_replica import delta, errors, journal, keep_aside, protocol, reseed_inplace, snapshot, storage
 from dirstorage_replica.fleet_marks import mark_promoted, promoted, set_upstream, upstream
 from dirstorage_replica.info import verify
 from dirstorage_replica.replica import pull
@@ -360,3 +360,61 @@ def test_the_master_refuses_a_window_past_its_bound(monkeypatch):
     with pytest.raises(errors.Refused) as refused:
         delta.read_inventory(io.BytesIO(body), len(body), 2 * delta.WINDOW, delta.WINDOW_DIGEST_CHARS)
     assert "too long" in str(refused.value)
+
+
+OLD_OBJECT = 5  # an object of the bushy case that neither side's commit() writes
+
+
+def diverge_on_an_old_object(d):
+    """As failover(), and the old master's diverged transaction also wrote
+    OLD_OBJECT, which the new master has not written since: the master must
+    send its o….c (a rewind).  Returns the new master."""
+    new = copy(d / "master", d / "new")
+    commit(new, b"after failover")
+    with SimulatedStorage(str(d / "master")) as s:
+        s.commit({OLD_OBJECT: b"the old master changed it"}, user=b"alice", description=b"late")
+    return new
+
+
+def test_the_objects_to_rewind_are_read_after_snapshot_mode(unpack_fixture, monkeypatch):
+    """The master holds snapshot mode for the anchor and the increment only: the o….c of the
+    objects to rewind (hundreds in bench scenario r) are read after it is left."""
+    d = unpack_fixture("bushy")
+    new = diverge_on_an_old_object(d)
+    held, reads = [], []
+    enter, leave, read = snapshot.Snapshot.enter, snapshot.Snapshot.leave, storage.Storage.read
+    monkeypatch.setattr(snapshot.Snapshot, "enter", lambda self: (enter(self), held.append(True))[0])
+    monkeypatch.setattr(snapshot.Snapshot, "leave", lambda self: (held.clear(), leave(self))[1])
+    monkeypatch.setattr(storage.Storage, "read",
+                        lambda self, name, *a: (reads.append((self.home, name, bool(held))), read(self, name, *a))[1])
+    result = reseed(str(new), str(d / "master"))
+    served = [(name, in_snapshot) for home, name, in_snapshot in reads if home == str(new)]
+    assert result["method"] == "in-place"
+    assert_reads_as(d / "master", new)
+    rewound = storage.current_name(OLD_OBJECT.to_bytes(8, "big"))
+    assert [in_snapshot for name, in_snapshot in served if name == rewound] == [False]
+    assert any(in_snapshot for _name, in_snapshot in served)  # the increment's files
+
+
+def test_an_object_to_rewind_written_after_snapshot_mode_is_gathered_again_in_it(unpack_fixture, monkeypatch):
+    """A commit between leaving snapshot mode and reading an o….c to rewind replaces it: its
+    snapshot's bytes are gone. The master gathers the whole answer again in snapshot mode (so it
+    also sends that commit), and the standby reads as the master; sent as read, the rewind would
+    name a revision above the anchor, which the standby refuses."""
+    d = unpack_fixture("bushy")
+    new = diverge_on_an_old_object(d)
+    leave, later = snapshot.Snapshot.leave, []
+
+    def leave_then_commit(self):
+        leave(self)
+        if not later:  # once: the first answer's snapshot mode has just been left
+            with SimulatedStorage(str(new)) as s:
+                later.append(s.commit({OLD_OBJECT: b"the new master changed it too"}, user=b"bob",
+                                      description=b"meanwhile"))
+
+    monkeypatch.setattr(snapshot.Snapshot, "leave", leave_then_commit)
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place"
+    assert result["master_tid"] == storage.hex_tid(later[0])
+    assert_reads_as(d / "master", new)
+    assert storage.Storage(str(d / "master")).load(OLD_OBJECT.to_bytes(8, "big"))[1] == b"the new master changed it too"
