@@ -8,8 +8,8 @@ bench/results/cache/.  Each timing is the median of BENCH_RUNS runs.
 
   a. increment vs rsync: pull K new transactions from an N-file storage,
      against `rsync -a -e ssh master/ replica/` and against the limit (issue
-     25): tar of exactly the increment's files over the same ssh, one syncfs;
-     each with a new ssh
+     25): tar of exactly the increment's files over the same ssh, one syncfs
+     (the pull and the limit take turns going first); each with a new ssh
      connection per run (the headline), then both again through one
      persistent OpenSSH control master (ControlMaster/ControlPersist), which
      takes the per-run handshake out; and one `ds-replica -v` pull broken
