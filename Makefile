@@ -18,9 +18,10 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Extend from the command line or another makefile, e.g. make test PYTEST_ARGS="tests/unit -x"
-PYTEST_ARGS ?= tests -ra
+PYTEST_ARGS ?= tests -ra --durations=30
 # Test files run on this many pytest-xdist workers, each file whole on one worker (a file's
-# module fixtures, e.g. an E2E fleet, are made once); 0 runs them one by one in this process.
+# module fixtures, e.g. an E2E fleet, are made once), the longest files first (tests/conftest.py
+# LONGEST_FIRST); 0 runs them one by one in this process.
 PYTEST_WORKERS ?= 2
 
 DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount sudo \
@@ -94,7 +95,7 @@ $(PROMTOOL):
 test: check pytest
 
 pytest: deps venv collections promtool
-	$(VPY) -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(VPY) -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
 
 demo: venv collections
 	$(VPY) testbed/demo.py

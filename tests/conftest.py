@@ -79,10 +79,21 @@ def sshd():
     server.stop()
 
 
+#: the longest test files (minutes each: fleets, containers, power cuts), started first so that the
+#: pytest-xdist workers (make test: --dist loadfile --no-loadscope-reorder) finish together; by default
+#: xdist starts the files with the most tests first, which left test_e2e_failover.py running alone at the end
+LONGEST_FIRST = ("test_e2e_failover.py", "test_e2e.py", "test_systemd.py", "test_power_loss.py", "test_awx_runner.py",
+                 "test_crash_points_delta.py", "test_crash_points.py", "test_prometheus.py", "test_reliability.py",
+                 "test_install_from_git.py", "test_hot_standby.py", "test_follow_operation.py", "test_metrics.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "sshd" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ssh)
+    rank = {"tests/integration/" + name: i for i, name in enumerate(LONGEST_FIRST)}
+    # a stable sort: each file keeps its own order, the other files theirs
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(LONGEST_FIRST)))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
