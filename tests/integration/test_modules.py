@@ -292,3 +292,55 @@ def test_storage_info_says_where_the_standbys_of_a_master_stand(unpack_fixture):
     assert st["silent_standbys"] == ["gone"]
     ok, res = run_module("storage_info", {"path": str(master)})
     assert res["storage"]["horizon"]["standby"] == "gone" and res["storage"]["silent_standbys"] == []
+
+
+def test_install_files_writes_what_differs_in_one_call(tmp_path):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("not one of the files\n")
+    files = {"a.py": "print('a')\n", "b.py": "x = 'b'\n"}
+    ok, would = run_module("install_files", {"path": str(folder), "files": files, "mode": "0640"}, check=True)
+    assert ok and would["changed"] and would["written"] == ["a.py", "b.py"]
+    assert sorted(os.listdir(folder)) == ["kept.txt"], "check mode wrote"
+    ok, res = run_module("install_files", {"path": str(folder), "files": files, "mode": "0640"})
+    assert ok and res["written"] == ["a.py", "b.py"]
+    assert {n: (folder / n).read_text() for n in files} == files
+    assert {oct(os.stat(folder / n).st_mode & 0o777) for n in files} == {"0o640"}
+    assert (folder / "kept.txt").read_text() == "not one of the files\n"
+    ok, again = run_module("install_files", {"path": str(folder), "files": files, "mode": "0640"})
+    assert ok and not again["changed"] and again["written"] == []
+    # one file edited on the host, another one's mode changed: only what differs is written or set
+    (folder / "a.py").write_text("print('edited')\n")
+    os.chmod(folder / "b.py", 0o600)
+    ok, res = run_module("install_files", {"path": str(folder), "files": files, "mode": "0640"})
+    assert ok and res["changed"] and res["written"] == ["a.py"]
+    assert (folder / "a.py").read_text() == files["a.py"] and oct(os.stat(folder / "b.py").st_mode & 0o777) == "0o640"
+
+
+@pytest.mark.parametrize("name", ["../escape.py", "sub/x.py", ".hidden", "a..b", ""])
+def test_install_files_refuses_a_name_that_is_not_a_plain_file_name(tmp_path, name):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    ok, res = run_module("install_files", {"path": str(folder), "files": {"fine.py": "", name: "x"}})
+    assert not ok and res["msg"].startswith("not plain file names: %r" % name), res
+    assert os.listdir(folder) == [] and not (tmp_path / "escape.py").exists()
+
+
+def test_install_role_installs_the_engine_byte_for_byte_then_changes_nothing(tmp_path):
+    lib, bin_ = tmp_path / "lib", tmp_path / "bin"
+    bin_.mkdir()
+    install_vars = {"dirstorage_replication_lib_dir": str(lib), "dirstorage_replication_bin": str(bin_ / "ds-replica"),
+                    "install_python": sys.executable}
+    plays = [{"hosts": "localhost", "gather_facts": False, "roles": [{"role": "dirstorage.replication.install"}],
+              "vars": install_vars}]
+    first = run_playbook(tmp_path, plays)
+    assert first.returncode == 0, first.stdout[-3000:]
+    engine = ROOT / "plugins" / "module_utils"
+    installed = lib / "dirstorage_replica"
+    assert sorted(os.listdir(installed)) == sorted(p.name for p in engine.glob("*.py"))
+    for source in engine.glob("*.py"):  # delta.py and pack.py hold braces Jinja would read: not templated
+        assert (installed / source.name).read_bytes() == source.read_bytes(), source.name
+    r = subprocess.run([str(bin_ / "ds-replica"), "--help"], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("usage: ds-replica"), r.stderr
+    second = run_playbook(tmp_path, plays)
+    assert second.returncode == 0 and "changed=0" in second.stdout.split("PLAY RECAP")[1], second.stdout[-3000:]

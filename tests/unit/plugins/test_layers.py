@@ -14,7 +14,7 @@ ENGINE = Path(__file__).resolve().parents[3] / "plugins" / "module_utils"
 
 # (layer, files top to bottom); docs/docsite/rst/architecture.rst follows this order (checked below)
 LAYERS = [
-    ("command line and modules", ["cli", "cron", "fleet", "access", "ansible_args"]),
+    ("command line and modules", ["cli", "cron", "fleet", "access", "ansible_args", "install"]),
     ("operations", ["follow", "replica", "clone", "promote", "reseed", "reseed_inplace", "info"]),
     ("steps the operations share", ["partial", "keep_aside", "increment", "hold", "follow_state", "metrics", "hot"]),
     ("options", ["options"]),
