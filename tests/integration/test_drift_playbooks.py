@@ -166,3 +166,30 @@ def test_every_playbook_stops_on_drift_and_changes_nothing(fleet, playbook):
     """Each playbook once, the kinds of drift in turn (every kind at least once)."""
     make_drift = DRIFTS[sorted(PLAYBOOKS).index(playbook) % len(DRIFTS)]
     assert_stops_on_drift(fleet, playbook, make_drift)
+
+
+def test_promote_storage_chooses_among_a_hosts_standby_storages(fleet):
+    """promote.yml on a host with two standby storages: without -e promote_storage it names them and
+    stops, as it does for a name the host does not have; with it, the plan is that storage's."""
+    other = fleet.base / "standby1-other"
+    clone(str(fleet.master), str(other))
+    inv = yaml.safe_load(fleet.inventory().read_text())
+    inv["all"]["children"]["dirstorage_standbys"]["hosts"]["standby1"]["standby_storages"].append(
+        {"name": "other", "path": str(other), "master_host": "master", "master_path": str(fleet.master)})
+    inventory = fleet.base / "two-storages.yml"
+    inventory.write_text(yaml.safe_dump(inv))
+    before = {p: replica_state(p) for p in (*fleet.paths(), other)}
+    for extra, line in (([], "standby1 has 2 standby storages (it has: main, other): choose one with "
+                             "-e promote_storage=NAME"),
+                        (["-e", "promote_storage=nosuch"], "standby1 has no standby storage named nosuch (it has: "
+                                                           "main, other): choose one with -e promote_storage=NAME")):
+        r = fleet.playbook("promote.yml", "-e", "promote_host=standby1", *extra, "--check", inventory=inventory)
+        assert r.returncode != 0 and line in r.stdout, r.stdout[-4000:]
+        assert "promote standby1 storage" not in r.stdout
+    r = fleet.playbook("promote.yml", "-e", "promote_host=standby1", "-e", "promote_storage=other", "--check",
+                       inventory=inventory)
+    # the plan is that storage's (the plays after it need the replica accounts, which this fleet has not:
+    # test_e2e_failover.py runs them)
+    assert "promote standby1 storage other (%s, newest transaction " % other in r.stdout, r.stdout[-4000:]
+    assert "promote standby1 storage main" not in r.stdout
+    assert {p: replica_state(p) for p in (*fleet.paths(), other)} == before
