@@ -11,7 +11,8 @@ testbed/harness/e2e.py's `Fleet`, with the default system paths.
 
 From empty standbys: provision.yml -> both replicas read as the master; new
 transactions -> replicate.yml pulls them (then nothing); --check reports and
-changes nothing; the cron line written by the schedule role, run by hand as
+changes nothing; a hot standby's stop and start commands (inventory) run around the
+apply only; the cron line written by the schedule role, run by hand as
 the replica account, advances the replica and writes the metrics file; the
 standby's key cannot run anything but `ds-replica serve` on the master.
 
@@ -20,7 +21,8 @@ standby1 too (`direct` snapshots of its replica, keys restricted to
 `ds-replica serve`), standby2 re-pointed to it; both pull while the master
 takes writes, and standby2 reads as the master as of standby1's newest
 transaction; then standby2 switches its upstream back to the master and
-catches up directly.
+catches up directly; a switch back to standby1, now behind it, is refused
+by the drift check (and without standby1 in the play), changing nothing.
 
 Then packing (issue 24): both standbys follow (`ds-replica follow` with the
 cron line's arguments, as the follow unit runs it) while the master writes;
@@ -115,6 +117,9 @@ def test_provision_replicate_schedule(e2e):
     # (its localhost play rewrites the report file, which e2e.replicate() removed first)
     assert_nothing_changed(proc, hosts=STANDBYS)
 
+    # -- a hot standby: replicate.yml stops its service (stop_command) only to apply, then starts it ----
+    _hot_standby_pulls(e2e, "standby1")
+
     # -- check mode reports what would come and changes nothing ------------------------
     e2e.write_more(seconds=0.7, seed=3)
     before = {h: replica_state(e2e.replica(h)) for h in STANDBYS}
@@ -165,6 +170,42 @@ def test_provision_replicate_schedule(e2e):
         assert not (e2e.metrics_dir(h) / f"dirstorage_{n}.prom").exists()
 
     print(f"e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)
+
+
+def _hot_standby_pulls(e2e, host):
+    """`host`'s storage given stop and start commands in the inventory: a pull with nothing new stops
+    nothing; a pull with new transactions runs the stop command before it changes the replica and the
+    start command after the whole increment is in (each records how many files the replica's A/ holds); the other
+    standby is not stopped."""
+    folder = e2e.base / ("hot-" + host)
+    folder.mkdir()
+    user = pwd.getpwnam(e2e.user(host))
+    os.chown(folder, user.pw_uid, user.pw_gid)
+    replica, log = e2e.replica(host), folder / "service.log"
+
+    def hot(inv):
+        hosts = inv["all"]["children"]["dirstorage_standbys"]["hosts"]
+        count = "$(find %s/A -type f | wc -l)" % replica  # the storage's files (the increment is received before)
+        hosts[host]["standby_storages"][0].update(stop_command="echo stop %s >> %s" % (count, log),
+                                                  start_command="echo start %s >> %s" % (count, log))
+
+    e2e.inventory_hook = hot
+    try:
+        e2e.replicate()
+        assert not log.exists(), "nothing was new, yet the service was stopped"
+        e2e.write_more(seconds=0.5, seed=7)
+        files_before = sum(len(f) for _d, _s, f in os.walk(replica / "A"))
+        proc, report = e2e.replicate()
+    finally:
+        e2e.inventory_hook = None
+    files_after = sum(len(f) for _d, _s, f in os.walk(replica / "A"))
+    assert files_after > files_before
+    assert log.read_text() == "stop %d\nstart %d\n" % (files_before, files_after), log.read_text()
+    assert_reads_as(replica, e2e.master_home)
+    ((hot_result,), (other,)) = (report[h] for h in (host, *(h for h in STANDBYS if h != host)))
+    assert hot_result["changed"] and hot_result["downtime_seconds"] > 0, hot_result
+    assert other["changed"] and other["downtime_seconds"] == 0, other
+    assert ", storage process down %ss" % hot_result["downtime_seconds"] in proc.stdout, proc.stdout[-3000:]
 
 
 def _metrics(prom):
@@ -262,6 +303,21 @@ def test_cascade_then_switch_upstream(e2e):
     (result,) = report["standby2"]
     assert result["changed"] is True and result["after_tid"] == last_tid(master)
     assert_reads_as(two, master)
+
+    # switching back to standby1 is refused, changing nothing: without standby1 in the play, and with it,
+    # since standby2 now holds transactions standby1 lacks
+    e2e.inventory_hook = cascade(e2e, "standby1")
+    cron = Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}")
+    before = (replica_state(one), replica_state(two), cron.read_text())
+    where = "standby2: storage %s (%s)" % (e2e.storage_name("standby2"), two)
+    for extra, line in ((["--limit", "standby2"], "%s follows %s@%s:%s, the inventory says %s:%s: " % (
+                            where, e2e.master_user, MASTER_IP, master, STANDBYS["standby1"][0], one)),
+                        ([], "%s holds transaction %s, newer than its master standby1 (%s)" % (
+                            where, last_tid(master), last_tid(one)))):
+        refused = e2e.playbook("provision.yml", *extra, check_rc=False)
+        assert refused.returncode != 0 and "inventory drift: " + line in refused.stdout, refused.stdout[-3000:]
+        assert (replica_state(one), replica_state(two), cron.read_text()) == before
+    e2e.inventory_hook = cascade(e2e, "master")
     print(f"cascade e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
 
