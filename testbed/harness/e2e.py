@@ -266,6 +266,16 @@ class Fleet:
         self.stop_storage(self.master_proc)
         self.master_proc = None
 
+    def master_host_down(self):
+        """The master host goes down: its storage process ends, and its address refuses ssh (the
+        fleet's sshd stops listening there and ends the sessions open to it)."""
+        self.stop_master()
+        self.sshd.listen_on([h for h in self.hosts if h != self.master_ip])
+
+    def master_host_up(self):
+        """The master host is back: its address answers ssh again (its storage process is not started)."""
+        self.sshd.listen_on(self.hosts)
+
     # -- storages on any folder (failover: several masters over time) ----------------
     def storage_argv(self, home, *args):
         return ["/usr/bin/python3", "-m", "testbed.fakes.simulated_storage", str(home), *args]

@@ -123,8 +123,11 @@ class Sshd:
     - ``workdir``: the temporary folder holding all of this
     """
 
-    def __init__(self, workdir: Path, hosts: list[str], port: int, proc: subprocess.Popen):
+    def __init__(self, workdir: Path, hosts: list[str], port: int, proc: subprocess.Popen, extra_config: str = "",
+                 launcher: tuple[str, ...] = ()):
         self.workdir = workdir
+        self.extra_config = extra_config
+        self.launcher = tuple(launcher)
         self.hosts = list(hosts)
         self.host = self.hosts[0]
         self.port = port
@@ -208,6 +211,10 @@ class Sshd:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        self._end_listener()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _end_listener(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -215,7 +222,21 @@ class Sshd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def listen_on(self, hosts: list[str], timeout: float = 10.0) -> None:
+        """Listen on ``hosts`` only, as before otherwise (port, host key, authorized keys): the
+        listener is restarted, and every session open to an address left out is ended (an ssh
+        client's multiplexed connection, as Ansible keeps, included). An address left out then
+        refuses connections, as a host that is down; ``listen_on`` with it again brings it back."""
+        dropped = set(self.hosts) - set(hosts)
+        self._end_listener()
+        for host in dropped:
+            for pid in session_pids(host, self.port):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.config_path.write_text(_config_text(self.workdir, list(hosts), self.port) + self.extra_config)
+        self.proc = _launch(self.workdir, list(hosts), self.port, timeout, self.launcher)
+        self.hosts = list(hosts)
 
     def __enter__(self):
         return self
@@ -317,12 +338,19 @@ def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extr
 
     config = workdir / "sshd_config"
     config.write_text(_config_text(workdir, hosts, port) + extra_config)
-    log = workdir / "sshd.log"
 
     check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SshdError(f"sshd -t rejected {config}:\n{check.stderr}\n--- config ---\n{config.read_text()}")
+    proc = _launch(workdir, hosts, port, timeout, launcher)
+    server = Sshd(workdir, hosts, port, proc, extra_config, launcher)
+    server.authorize(server.user, server.client_pub_line)
+    return server
 
+
+def _launch(workdir: Path, hosts: list[str], port: int, timeout: float, launcher: tuple[str, ...]):
+    """Start sshd on its config in `workdir` and wait until every address answers with its banner."""
+    config, log = workdir / "sshd_config", workdir / "sshd.log"
     stderr_path = workdir / "sshd.stderr"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
@@ -345,7 +373,25 @@ def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extr
             log_text = log.read_text(errors="replace") if log.exists() else ""
             raise SshdError(f"sshd did not answer on {pending[0]}:{port} within {timeout}s; log:\n{log_text}")
         time.sleep(0.05)
+    return proc
 
-    server = Sshd(workdir, hosts, port, proc)
-    server.authorize(server.user, server.client_pub_line)
-    return server
+
+def session_pids(host: str, port: int) -> list[int]:
+    """The processes holding a TCP connection established to ``host``:``port`` (this machine's
+    sshd sessions to that address), read from /proc/net/tcp and each process's open files."""
+    a, b, c, d = (int(x) for x in host.split("."))
+    local = "%02X%02X%02X%02X:%04X" % (d, c, b, a, port)
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "01":  # ESTABLISHED
+                inodes.add("socket:[%s]" % fields[9])
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink("/proc/%s/fd/%s" % (entry, fd)) in inodes for fd in os.listdir("/proc/%s/fd" % entry)):
+                pids.append(int(entry))
+    return pids

@@ -1,17 +1,20 @@
 """End to end: the day the master dies (issue 11), with the roles and playbooks.
 
-A master (127.0.0.9) with writes going on and two standbys (127.0.0.10,
-127.0.0.11), standby2 further behind; real OpenSSH (one sshd on all three
+A master (127.0.0.9) with writes going on and three standbys (127.0.0.10,
+127.0.0.11, 127.0.0.12), standby2 further behind, standby3 written once
+while it was a standby (diverged); real OpenSSH (one sshd on all four
 addresses, testbed/harness/e2e.py's `Fleet`), real accounts, the simulated
 storage process serving snapshot mode over XML-RPC.
 
-- the master becomes unreachable (its storage process stops and its ssh port,
-  as the inventory gives it, answers no more), after writing 2 transactions
-  no standby pulled;
+- the master host goes down (its storage process stops, and its address
+  refuses ssh: the fleet's sshd stops listening there and ends the sessions
+  open to it), after writing 2 transactions no standby pulled;
 - promote.yml for standby2 is refused and names standby1; --check for
   standby1 changes nothing; promote.yml for standby1 promotes it and standby2
-  follows it;
-- until the inventory is changed every playbook stops, naming the change;
+  follows it; standby3 is reported diverged and left alone (no -e reseed),
+  and the operator takes it out of the inventory;
+- until the inventory is changed every playbook stops, naming the change (a
+  promoted standby; once the old master is back, a replaced master);
 - writes go on at standby1 (the storage process runs there now, with the
   master role's snapshot.conf) and reach standby2;
 - the old master comes back; rejoin.yml --check changes nothing; rejoin.yml
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -46,7 +50,8 @@ from testbed.harness.sshd import free_port
 from tests.support.checks import assert_reads_as, replica_state
 
 MASTER_IP = "127.0.0.9"
-STANDBYS = {"standby1": ("127.0.0.10", "dsfoone", "fo_one"), "standby2": ("127.0.0.11", "dsfotwo", "fo_two")}
+STANDBYS = {"standby1": ("127.0.0.10", "dsfoone", "fo_one"), "standby2": ("127.0.0.11", "dsfotwo", "fo_two"),
+            "standby3": ("127.0.0.12", "dsfothree", "fo_three")}
 OLD_NAME = "fo_old"  # the old master's storage, once it is a standby
 
 pytestmark = [
@@ -58,7 +63,6 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def fleet():
     f = Fleet("dsfo", MASTER_IP, STANDBYS, own_paths=True, master_storage="fo_main")
-    f.dead_port = free_port()  # nothing listens there: the master "is down"
     f.s1_port = free_port()  # standby1's toolkit once it is the master
     f.s1_proc = None
     try:
@@ -87,7 +91,7 @@ def as_master_vars(f, user, name, path, port, stop_command=None):
                                  "stop_command": stop_command or "touch %s/stopped-flag" % Path(path).parent}]}
 
 
-def first_inventory(f, master_down=False):
+def first_inventory(f):
     """The inventory as provisioned; standby1 knows how it would serve once promoted."""
     def hook(inv):
         hosts = inv["all"]["children"]
@@ -96,13 +100,10 @@ def first_inventory(f, master_down=False):
                    if k != "master_storages"})
         s1["standby_storages"][0].update(snapshot=snapshot_methods(f, f.s1_port),
                                          promote_command="touch %s/promoted-flag" % f.replica("standby1").parent)
-        if master_down:
-            hosts["dirstorage_masters"]["hosts"]["master"]["ansible_port"] = f.dead_port
     return hook
 
 
-def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=True, promote_command=None,
-                             stop_command=None):
+def after_failover_inventory(f, old_master_listed_as="standby", promote_command=None, stop_command=None):
     """What the operator writes after the failover: standby1 the master (its storage's `stop_command`, if
     given), standby2 and the old master its standbys (the old master's storage with `promote_command`)."""
     def hook(inv):
@@ -112,6 +113,7 @@ def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=Tr
         s1_vars = {"ansible_host": s1["ansible_host"],
                    **as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port, stop_command)}
         hosts["dirstorage_masters"]["hosts"] = {"standby1": s1_vars}
+        hosts["dirstorage_standbys"]["hosts"].pop("standby3")  # diverged: set aside by the operator
         s2 = hosts["dirstorage_standbys"]["hosts"]["standby2"]
         s2["standby_storages"][0].update(master_host="standby1", master_path=str(f.replica("standby1")))
         if old_master_listed_as == "master":
@@ -127,10 +129,6 @@ def after_failover_inventory(f, old_master_listed_as="standby", old_master_up=Tr
             if promote_command:
                 hosts["dirstorage_standbys"]["hosts"]["master"]["standby_storages"][0]["promote_command"] = \
                     promote_command
-        if not old_master_up:
-            where = hosts["dirstorage_masters"]["hosts"] if old_master_listed_as == "master" else \
-                hosts["dirstorage_standbys"]["hosts"]
-            where["master"]["ansible_port"] = f.dead_port
     return hook
 
 
@@ -138,7 +136,12 @@ SLOW = 1200  # seconds a playbook may take on a loaded 2-core machine
 
 
 def outside_misc(path):
-    return {k: v[2] for k, v in replica_state(path).items()
+    return outside_misc_of(replica_state(path))
+
+
+def outside_misc_of(state):
+    """A replica_state without misc/ and the files a re-pointing rewrites (config/upstream, snapshot.conf)."""
+    return {k: v[2] for k, v in state.items()
             if not k.startswith("misc") and k != "config/upstream" and not k.startswith("config/snapshot")}
 
 
@@ -170,22 +173,27 @@ def assert_rejoin_plan(proc, f):
 
 def test_failover_promote_follow_rejoin(fleet):
     f = fleet
-    s1, s2 = f.replica("standby1"), f.replica("standby2")
+    s1, s2, s3 = f.replica("standby1"), f.replica("standby2"), f.replica("standby3")
     f.inventory_hook = first_inventory(f)
     f.playbook("provision.yml", timeout=SLOW)
 
-    # -- writes go on; standby2 pulls less often than standby1 ---------------------------------
+    # -- writes go on; standby2 pulls less often than standby1; standby3 is written on once ------
     f.write_more(seconds=1.0, seed=2)
     f.replicate(timeout=SLOW)
+    [split] = f.commit_on(s3, "dsfothree", ["written on standby3"])
     f.write_more(seconds=1.0, seed=3)
     f.replicate("--limit", "standby1", timeout=SLOW)
     assert last_tid(s1) == last_tid(f.master_home) > last_tid(s2)
+    assert last_tid(s1) > split == last_tid(s3)  # standby1 holds the newest transaction, standby3 diverged
 
-    # -- the master writes 2 transactions no standby sees, then dies -----------------------------
+    # -- the master writes 2 transactions no standby sees, then its host goes down -----------------
     f.stop_master()
     lost = f.commit_on(f.master_home, f.master_user, ["late order 1", "late order 2"])
     assert len(lost) == 2
-    f.inventory_hook = first_inventory(f, master_down=True)
+    f.master_host_down()
+    refused = subprocess.run(f.sshd.ssh_argv("true", user="root", host=MASTER_IP), capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert refused.returncode == 255 and "Connection refused" in refused.stderr, refused.stderr
 
     # -- promote.yml for the standby that is behind: refused, names standby1 ---------------------
     before = {h: replica_state(f.replica(h)) for h in STANDBYS}
@@ -197,11 +205,16 @@ def test_failover_promote_follow_rejoin(fleet):
     # -- --check reports and changes nothing -----------------------------------------------------
     checked = f.playbook("promote.yml", "-e", "promote_host=standby1", "--check", timeout=SLOW)
     assert "promote standby1 storage fo_one" in checked.stdout
+    assert "the master does not answer: no last pull" in checked.stdout, checked.stdout[-3000:]
     assert {h: replica_state(f.replica(h)) for h in STANDBYS} == before
     assert Path("/etc/cron.d/ds-replica-fo_one").exists()
 
-    # -- promote standby1; standby2 follows it ---------------------------------------------------
+    # -- promote standby1; standby2 follows it; standby3 diverged: reported, left alone ------------
     proc = f.playbook("promote.yml", "-e", "promote_host=standby1", timeout=SLOW)
+    assert ("standby3 fo_three: DIVERGED: " in proc.stdout and " -- re-seed it with -e reseed=true or rejoin.yml"
+            in proc.stdout), proc.stdout[-3000:]
+    assert outside_misc(s3) == outside_misc_of(before["standby3"])  # its storage as it was
+    assert not list(s3.parent.glob("replica.before-reseed-*"))
     assert fleet_marks.promoted(str(s1)) is not None
     assert not Path("/etc/cron.d/ds-replica-fo_one").exists()
     assert (s1.parent / "promoted-flag").exists(), "promote_command did not run"
@@ -215,19 +228,21 @@ def test_failover_promote_follow_rejoin(fleet):
     stale = f.playbook("replicate.yml", check_rc=False, timeout=SLOW)
     assert stale.returncode != 0
     assert "inventory drift: standby1: storage fo_one (%s) was promoted to master at" % s1 in stale.stdout
-    f.inventory_hook = after_failover_inventory(f, old_master_listed_as="master")
-    stale = f.playbook("verify.yml", check_rc=False, timeout=SLOW)
-    assert "inventory drift: master: storage fo_main (%s) was replaced as master by standby1" % f.master_home \
-        in stale.stdout, stale.stdout[-3000:]
 
     # -- writes go on at standby1 and reach standby2 ---------------------------------------------
-    f.inventory_hook = after_failover_inventory(f, old_master_up=False)
+    f.inventory_hook = after_failover_inventory(f)
     f.write_on(s1, "dsfoone", seconds=1.0, seed=4)
     f.s1_proc, _url = f.start_storage(s1, "dsfoone", f.s1_port)
     f.replicate("--limit", "standby1,standby2", timeout=SLOW)
     assert last_tid(s2) == last_tid(s1)
 
-    # -- the old master comes back: rejoin keeps its 2 transactions aside and lists them ----------
+    # -- the old master comes back: still listed as master, it stops every playbook; rejoin keeps its
+    # 2 transactions aside and lists them ----------------------------------------------------------
+    f.master_host_up()
+    f.inventory_hook = after_failover_inventory(f, old_master_listed_as="master")
+    stale = f.playbook("verify.yml", check_rc=False, timeout=SLOW)
+    assert "inventory drift: master: storage fo_main (%s) was replaced as master by standby1" % f.master_home \
+        in stale.stdout, stale.stdout[-3000:]
     f.inventory_hook = after_failover_inventory(f)
     whole = {h: replica_state(p) for h, p in (("master", f.master_home), ("standby1", s1), ("standby2", s2))}
     checked = f.playbook("rejoin.yml", "-e", "rejoin_host=master", "--check", timeout=SLOW)

@@ -109,6 +109,28 @@ def test_extra_listen_addresses():
     assert not server.alive()
 
 
+def test_an_address_taken_off_refuses_and_its_open_sessions_end(tmp_path):
+    """listen_on: the E2E failover's "the master host is down" (a multiplexed connection, as Ansible keeps
+    one, ends too), and back."""
+    with start_sshd(["127.0.0.2", "127.0.0.3"]) as server:
+        control = ["-o", "ControlMaster=auto", "-o", "ControlPersist=60", "-o", f"ControlPath={tmp_path}/cm-%h"]
+
+        def run(host, *ssh_opts):
+            argv = server.ssh_argv("echo", host, host=host)
+            argv[1:1] = list(ssh_opts)
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                                  check=False)
+
+        assert run("127.0.0.3", *control).stdout == "127.0.0.3\n"
+        assert (tmp_path / "cm-127.0.0.3").exists()  # the multiplexing connection outlives the command
+        server.listen_on(["127.0.0.2"])
+        down = run("127.0.0.3", *control)
+        assert down.returncode == 255 and "Connection refused" in down.stderr, down.stderr
+        assert run("127.0.0.2").stdout == "127.0.0.2\n"
+        server.listen_on(["127.0.0.2", "127.0.0.3"])
+        assert run("127.0.0.3", *control).stdout == "127.0.0.3\n"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating local accounts needs root")  # ci-runs: CI is root
 def test_other_local_account_can_log_in(sshd):
     name = "dstest_harness"
