@@ -14,7 +14,8 @@ storage process serving snapshot mode over XML-RPC.
   follows it; standby3 is reported diverged and left alone (no -e reseed),
   and the operator takes it out of the inventory;
 - until the inventory is changed every playbook stops, naming the change (a
-  promoted standby; once the old master is back, a replaced master);
+  promoted standby; once the old master is back, a replaced master; once it
+  is re-seeded, a standby listed as master);
 - writes go on at standby1 (the storage process runs there now, with the
   master role's snapshot.conf) and reach standby2;
 - the old master comes back; rejoin.yml --check changes nothing; rejoin.yml
@@ -265,6 +266,17 @@ def test_failover_promote_follow_rejoin(fleet):
     for replica in (s2, f.master_home):
         assert_reads_as(replica, s1)
     assert Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
+    # listed as a master again by mistake, the re-seeded old master stops every playbook, changing nothing
+    upstream = fleet_marks.upstream(str(f.master_home))
+    assert upstream == "dsfoone@%s:%s" % (STANDBYS["standby1"][0], s1), upstream
+    f.inventory_hook = after_failover_inventory(f, old_master_listed_as="master")
+    whole = {h: replica_state(p) for h, p in (("master", f.master_home), ("standby1", s1), ("standby2", s2))}
+    stale = f.playbook("verify.yml", check_rc=False, timeout=SLOW)
+    assert stale.returncode != 0
+    assert ("inventory drift: master: storage fo_main (%s) is a standby of %s since it was re-seeded"
+            % (f.master_home, upstream)) in stale.stdout, stale.stdout[-3000:]
+    assert {h: replica_state(p) for h, p in (("master", f.master_home), ("standby1", s1), ("standby2", s2))} \
+        == whole
 
     # -- a planned switchover back: stop_command, one last pull, promote; the old master's
     # promote_command fails (reported in one line); standby2 was written while it was a standby, so
