@@ -310,10 +310,10 @@ def test_cascade_then_switch_upstream(e2e):
     cron = Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}")
     before = (replica_state(one), replica_state(two), cron.read_text())
     where = "standby2: storage %s (%s)" % (e2e.storage_name("standby2"), two)
-    for extra, line in ((["--limit", "standby2"], "%s follows %s@%s:%s, the inventory says %s:%s: " % (
-                            where, e2e.master_user, MASTER_IP, master, STANDBYS["standby1"][0], one)),
-                        ([], "%s holds transaction %s, newer than its master standby1 (%s)" % (
-                            where, last_tid(master), last_tid(one)))):
+    follows = "%s follows %s@%s:%s, the inventory says %s:%s: " % (
+        where, e2e.master_user, MASTER_IP, master, STANDBYS["standby1"][0], one)
+    ahead = "%s holds transaction %s, newer than its master standby1 (%s)" % (where, last_tid(master), last_tid(one))
+    for extra, line in ((["--limit", "standby2"], follows), ([], ahead)):
         refused = e2e.playbook("provision.yml", *extra, check_rc=False)
         assert refused.returncode != 0 and "inventory drift: " + line in refused.stdout, refused.stdout[-3000:]
         assert (replica_state(one), replica_state(two), cron.read_text()) == before
