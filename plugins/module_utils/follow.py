@@ -73,16 +73,21 @@ class Stopped(BaseException):
 
 class StopSwitch(object):
     """`ask()` (from a signal handler) raises Stopped at once, or, inside
-    `shielded()`, as soon as the shielded block ends."""
+    `shielded()`, as soon as the shielded block ends.
+
+    `ask()` only sets a flag: a signal handler runs between two bytecodes of
+    the main thread, which may be inside a lock (threading.Event's own, in
+    `Event.wait`), and taking that lock again from the handler hangs the
+    follower for good."""
+
+    SLEEP_SLICE = 0.1  # seconds: how late a shielded sleep sees a stop
 
     def __init__(self):
         self.asked = False
-        self.event = threading.Event()
         self._shield = 0
 
     def ask(self):
         self.asked = True
-        self.event.set()
         if not self._shield:
             raise Stopped()
 
@@ -100,7 +105,13 @@ class StopSwitch(object):
         self.check()
 
     def sleep(self, seconds):
-        self.event.wait(max(0.0, seconds))
+        """Pause; a stop cuts it short (at once: the handler raises, out of time.sleep)."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        while not self.asked:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, self.SLEEP_SLICE))
         self.check()
 
 

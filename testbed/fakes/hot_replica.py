@@ -23,10 +23,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 
 from dirstorage_replica import storage
+from testbed.fakes.signal_stop import stop_on
 
 ANSWER_PAUSE = 0.01  # seconds between two answers
 
@@ -47,8 +47,7 @@ def serve(home, log_path, pidfile, ready):
     if not lock.acquire() or not sub.acquire():
         os.write(ready, b"BUSY")
         return 1
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on(signal.SIGTERM)
     try:
         with open(pidfile, "w") as f:
             f.write("%d\n" % os.getpid())

@@ -43,6 +43,7 @@ import threading
 import time
 
 from dirstorage_replica import durable, errors, storage
+from testbed.fakes.signal_stop import stop_on
 
 #: config/settings of a new storage: the sections and keys the real ``mkds``
 #: writes (the fixtures' settings hold the same ones, with longer comments).
@@ -790,9 +791,7 @@ def main(argv=None):
 
     if args.create:
         create_storage(args.home, args.create, identity=args.identity)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_on(signal.SIGTERM, signal.SIGINT)
     journal = {key: value for key, value in (("flush_transaction_threshold", args.flush_transactions),
                                              ("flush_file_threshold", args.flush_files),
                                              ("flush_interval", args.flush_age)) if value is not None}

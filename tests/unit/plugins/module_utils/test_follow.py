@@ -4,7 +4,11 @@ its pure parts: which failures are retried, the pauses, stopping, the label."""
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -47,9 +51,50 @@ def test_stop_waits_for_the_end_of_a_shielded_block():
 def test_stop_cuts_a_pause_short():
     stop = follow.StopSwitch()
     stop.asked = True
-    stop.event.set()
     with pytest.raises(follow.Stopped):
         stop.sleep(3600)
+    shielded = follow.StopSwitch()
+    with pytest.raises(follow.Stopped):
+        with shielded.shielded():
+            shielded.ask()
+            t0 = time.monotonic()
+            shielded.sleep(3600)  # shielded: the flag ends it, then the block
+    assert time.monotonic() - t0 < 1
+
+
+SIGNALLED_FOLLOWER = """
+import os, signal, sys
+from dirstorage_replica import follow
+stop = follow.StopSwitch()
+signal.signal(signal.SIGTERM, lambda *_: stop.ask())
+os.write(1, b"R")
+try:
+    while True:
+        stop.sleep(0)
+except follow.Stopped:
+    sys.exit(0)
+"""
+
+
+def test_sigterm_during_a_pause_always_stops_the_follower():
+    """The follower's handler calls ask() whatever the main thread is doing, within a pause included;
+    with a threading.Event behind the pause, about half of these stops hung for good (the handler
+    waited for the lock that the interrupted Event.wait held)."""
+    rng = random.Random(7)
+    hung = []
+    for attempt in range(20):
+        proc = subprocess.Popen([sys.executable, "-c", SIGNALLED_FOLLOWER], stdout=subprocess.PIPE)
+        assert proc.stdout.read(1) == b"R"
+        time.sleep(rng.uniform(0.005, 0.03))
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=5) == 0
+        except subprocess.TimeoutExpired:
+            hung.append(attempt)
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    assert hung == []
 
 
 @pytest.mark.parametrize("path,label", [("/var/lib/node/dirstorage_main.prom", "main"),
