@@ -6,7 +6,8 @@ pull as it enters its Nth call of SYSCALL, before the call takes effect.  A
 baseline run counts the pull's calls of every syscall that writes to disk
 (rename, mkdir, unlink, fsync, syncfs, ftruncate, flock, link, write ...);
 then for each of them the pull is killed at every call (writes: a spread of
-calls), on a fresh copy of the golden `bushy` case.  Killing at the entry of
+calls), on a fresh copy of the golden `bushy` case.  That is `make soak`;
+`make test` kills at a spread of at most KILLS_PER_CALL calls of each kind.  Killing at the entry of
 call N leaves the disk exactly as it is after call N-1, so together the runs
 visit every state between two disk changes a crash can leave.
 
@@ -66,8 +67,16 @@ def pull_argv(case):
             "local:%s" % (case / "master"), str(case / "replica")]
 
 
+# make test: at most this many kill points of each call, a spread (first and last included); make soak
+# (SOAK=1: tests/soak/test_crash_points_soak.py collects these tests) the spreads above, every call of the rest
+KILLS_PER_CALL = None if os.environ.get("SOAK") == "1" else 6
+
+
 def kill_points(counts, sampled=None):
-    return call_points(counts, SAMPLED if sampled is None else sampled)
+    sampled = SAMPLED if sampled is None else sampled
+    if KILLS_PER_CALL:
+        sampled = {call: min(sampled.get(call, n), KILLS_PER_CALL) for call, n in counts.items()}
+    return call_points(counts, sampled)
 
 
 def run_kill_points(points, one, tmp_path):
