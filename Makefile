@@ -25,7 +25,7 @@ PYTEST_ARGS ?= tests -ra --durations=30
 PYTEST_WORKERS ?= 2
 
 DEBIAN_PACKAGES := openssh-server openssh-client rsync cron tar strace e2fsprogs xfsprogs util-linux mount sudo \
-	systemd systemd-container prometheus prometheus-node-exporter
+	systemd systemd-container prometheus prometheus-node-exporter python3-paramiko
 
 COLLECTION_LINK := .collections/ansible_collections/dirstorage/replication
 

@@ -14,7 +14,9 @@ accounts, the metrics groups) or its storages (the cron files), and with
 ``own_paths=True`` ds-replica, its library and the cron wrapper are installed
 under ``/opt/<prefix>/`` (the collection-level ``dirstorage_replication_bin``
 and ``dirstorage_replication_lib_dir``) instead of the default system paths.
-``cleanup()`` removes all of it.
+``cleanup()`` removes all of it. ``role_packages=False`` tells the roles to install no
+Debian package (``standby_paramiko: none``, ``schedule_install_cron: false``): a
+fleet that applies the roles many times leaves that to another test.
 
 The "hosts" share one /etc/group, which a real fleet never does: two hosts
 creating the same metrics group at once raced (``groupadd: group
@@ -139,8 +141,9 @@ class Fleet:
     `standbys`: {inventory name: (address, replica account, storage name)}.
     """
 
-    def __init__(self, prefix, master_ip, standbys, own_paths=False, master_storage="main"):
+    def __init__(self, prefix, master_ip, standbys, own_paths=False, master_storage="main", role_packages=True):
         self.prefix = prefix
+        self.role_packages = role_packages
         self.master_ip = master_ip
         self.standbys = dict(standbys)
         self.master_user = prefix + "master"
@@ -337,6 +340,10 @@ class Fleet:
             "ansible_become_method": "su",
             "schedule_minute": "*/30",
         }
+        if not self.role_packages:
+            # the roles' apt tasks take 3-10 s per playbook on this one machine (its hosts wait on
+            # one dpkg lock); the packages are installed by `make deps` and other E2E tests run them
+            gv.update(standby_paramiko="none", schedule_install_cron=False)
         if self.own_paths:
             gv.update(dirstorage_replication_bin=self.bin,
                       dirstorage_replication_lib_dir=str(self.opt / "lib"),
