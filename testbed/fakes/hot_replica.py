@@ -10,8 +10,16 @@ per answer to LOG: ``<unix time> <newest tid>``.  SIGTERM makes it release
 the locks and exit.  `start` returns once the process holds the locks and
 answers (as `systemctl start` does), so it is usable as a --start-command:
 
-    python -m testbed.fakes.hot_replica start HOME LOG PIDFILE
+    python -m testbed.fakes.hot_replica start HOME LOG PIDFILE [PORT]
     kill $(cat PIDFILE)                # the --stop-command
+
+With PORT, the process also answers the Zope toolkit's XML-RPC
+(testbed/fakes/toolkit.py) on 127.0.0.1:PORT, with the credentials of
+HOME/config/toolkit.access (``user:password``): a hot standby that serves a
+cascaded standby through the ``http`` snapshot method.  It enters and leaves
+snapshot mode as the real engine does for a storage opened read-only (its
+enter_snapshot has no read-only guard): misc/snapshot ``user/<code>``
+written and misc/sublock let go, then taken back and the marker removed.
 
 `write HOME` commits one transaction into a storage that nobody runs (as a
 storage process that was not read-only would have): a replica written
@@ -23,10 +31,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 
-from dirstorage_replica import storage
+from dirstorage_replica import errors, storage
 from testbed.fakes.signal_stop import stop_on
+from testbed.fakes.toolkit import ToolkitServer
 
 ANSWER_PAUSE = 0.01  # seconds between two answers
 
@@ -40,7 +50,47 @@ def answer(st):
     return storage.hex_tid(tid)
 
 
-def serve(home, log_path, pidfile, ready):
+class ReadOnlySnapshots(object):
+    """The toolkit's snapshot calls (enterSnapshot, leaveSnapshot) on the storage this process holds."""
+
+    def __init__(self, st, sub):
+        self.st, self.sub = st, sub
+        self.snapshot_code = None
+        self.mutex = threading.Lock()
+
+    def enter_snapshot(self, code):
+        with self.mutex:
+            if self.snapshot_code is not None:
+                raise errors.DSError("Can not enter snapshot mode: snapshot already in use by %r"
+                                     % self.snapshot_code)
+            self.snapshot_code = "user/" + code
+            self.st.write_snapshot_marker(self.snapshot_code)
+            self.sub.release()
+
+    def leave_snapshot(self, code):
+        with self.mutex:
+            if self.snapshot_code != "user/" + code:
+                raise errors.DSError("bad code %r != %r" % ("user/" + code, self.snapshot_code))
+            if not self.sub.acquire():
+                raise errors.DSError("%s/misc/sublock is held by another process: staying in snapshot mode"
+                                     % self.st.home)
+            self.st.remove_snapshot_marker()
+            self.snapshot_code = None
+
+    def pack_at(self, when):
+        raise errors.DSError("a storage opened read-only does not pack")
+
+
+def toolkit_for(st, sub, port):
+    """The toolkit of this process on 127.0.0.1:`port`, or None without a port."""
+    if port is None:
+        return None
+    with open(os.path.join(st.home, "config", "toolkit.access")) as f:
+        user, password = f.read().strip().split(":", 1)
+    return ToolkitServer(ReadOnlySnapshots(st, sub), username=user, password=password, port=port)
+
+
+def serve(home, log_path, pidfile, ready, port=None):
     """Hold the replica and answer until SIGTERM; write READY (or why not) to fd `ready`."""
     st = storage.Storage(home)
     lock, sub = st.lock(), st.sublock()
@@ -48,7 +98,9 @@ def serve(home, log_path, pidfile, ready):
         os.write(ready, b"BUSY")
         return 1
     stop = stop_on(signal.SIGTERM)
+    toolkit = None
     try:
+        toolkit = toolkit_for(st, sub, port)
         with open(pidfile, "w") as f:
             f.write("%d\n" % os.getpid())
         with open(log_path, "a") as log:
@@ -59,13 +111,16 @@ def serve(home, log_path, pidfile, ready):
                 log.write("%.6f %s\n" % (time.time(), answer(st)))
                 log.flush()
     finally:
-        os.unlink(pidfile)
+        if toolkit is not None:
+            toolkit.stop()
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
         sub.release()
         lock.release()
     return 0
 
 
-def start(home, log_path, pidfile):
+def start(home, log_path, pidfile, port=None):
     """Fork the serving process; return 0 once it answers, 1 if it cannot."""
     r, w = os.pipe()
     pid = os.fork()
@@ -77,7 +132,7 @@ def start(home, log_path, pidfile):
             os.dup2(null, fd)
         code = 1
         try:
-            code = serve(home, log_path, pidfile, w)
+            code = serve(home, log_path, pidfile, w, None if port is None else int(port))
         finally:
             os._exit(code)
     os.close(w)
@@ -114,6 +169,6 @@ def write(home):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["write"] and len(sys.argv) == 3:
         sys.exit(write(sys.argv[2]))
-    if sys.argv[1:2] != ["start"] or len(sys.argv) != 5:
-        sys.exit("usage: python -m testbed.fakes.hot_replica start HOME LOG PIDFILE | write HOME")
+    if sys.argv[1:2] != ["start"] or len(sys.argv) not in (5, 6):
+        sys.exit("usage: python -m testbed.fakes.hot_replica start HOME LOG PIDFILE [PORT] | write HOME")
     sys.exit(start(*sys.argv[2:]))

@@ -22,7 +22,9 @@ from dirstorage_replica.follow import SPOOL_PREFIX
 from dirstorage_replica.follow_state import follower_state
 from dirstorage_replica.metrics import read_metrics
 from testbed.fakes import hot_replica
+from testbed.fakes.toolkit import TOOLKIT_PATH
 from testbed.harness.reliability import DS_REPLICA, FollowerProcess, serve_pids
+from testbed.harness.sshd import free_port
 from tests.integration.test_modules import run_module
 from tests.integration.test_reliability import _commit_big, _stopped_master, small_mount  # noqa: F401  pylint: disable=unused-import
 from tests.support.checks import assert_reads_as, replica_state
@@ -51,7 +53,7 @@ class Standby(object):
     """A replica of `master` served by a hot_replica process, with the
     commands that stop and start it."""
 
-    def __init__(self, tmp_path, master, replica=None):
+    def __init__(self, tmp_path, master, replica=None, toolkit_port=None):
         self.master = master
         self.replica = replica or tmp_path / "replica"
         self.log = tmp_path / "answers.log"
@@ -59,8 +61,9 @@ class Standby(object):
         self.started = tmp_path / "start-command-ran"
         q = {k: shlex.quote(str(v)) for k, v in vars(self).items()}
         self.stop = "kill $(cat %(pidfile)s)" % q
-        self.start = "touch %s && cd %s && %s -m testbed.fakes.hot_replica start %s %s %s" % (
-            q["started"], shlex.quote(str(ROOT)), PY, q["replica"], q["log"], q["pidfile"])
+        self.start = "touch %s && cd %s && %s -m testbed.fakes.hot_replica start %s %s %s%s" % (
+            q["started"], shlex.quote(str(ROOT)), PY, q["replica"], q["log"], q["pidfile"],
+            "" if toolkit_port is None else " %d" % toolkit_port)
 
     def run(self, *flags, stop=None, start=None, timeout=120):
         """ds-replica --json with the hot-standby commands; (exit status, result or None, stderr)."""
@@ -214,6 +217,54 @@ def test_apply_fails_on_a_full_disk_and_the_next_pull_finishes(tmp_path, small_m
         assert rc == 0, err
         assert_reads_as(s.replica, master)
         assert s.serving() and result["downtime_seconds"] > 0
+    finally:
+        s.shutdown()
+
+
+def test_a_hot_standby_serves_a_cascaded_standby_through_its_process(tmp_path):
+    """The `http` snapshot method of a hot upstream (issue 21): a cascaded standby's pull has the
+    upstream's serving process enter and leave snapshot mode over the toolkit's XML-RPC (nodirect: the
+    storage is running), the process answering all the while; the upstream's own pull still stops and
+    starts it, its toolkit back on the same address."""
+    master, upstream, downstream = tmp_path / "master", tmp_path / "standby1", tmp_path / "standby2"
+    _stopped_master(master, 10)
+    clone(str(master), str(upstream))
+    clone(str(upstream), str(downstream))
+    port = free_port()
+    url = "http://127.0.0.1:%d%s" % (port, TOOLKIT_PATH)
+    durable.write_atomic(str(upstream / "config" / "toolkit.access"), b"replica:%s\n" % os.urandom(8).hex().encode(),
+                         mode=0o600)
+    conf = "http %s toolkit.access\nnodirect\n" % url  # as the master role writes it (snapshot: [http, nodirect])
+    durable.write_atomic(str(upstream / "config" / "snapshot.conf"), conf.encode())
+    s = Standby(tmp_path, master, upstream, toolkit_port=port)
+    s.serve()
+    try:
+        _commit_big(master, 40, 20000)  # about 800 KB: 4 s at the --bwlimit
+        rc, result, err = s.run()
+        assert rc == 0 and result["transactions"] == 40, err
+        t0 = time.time()
+        proc = subprocess.run([DS_REPLICA, "-v", "--json", "--bwlimit", str(BWLIMIT_KIB), str(upstream),
+                               str(downstream)], capture_output=True, text=True, timeout=120, check=False)
+        t1 = time.time()
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["transactions"] == 40 and t1 - t0 >= 3.0
+        assert "entered snapshot mode through http %s" % url in proc.stderr, proc.stderr
+        assert_reads_as(downstream, master)
+        # the upstream's process answered all through the transfer, never silent
+        silence, _start = hot_replica.longest_silence(s.log, since=t0)
+        answered = sum(t0 < t < t1 for t, _tid in hot_replica.answers(s.log))
+        assert silence < 0.5 and answered > 10 * (t1 - t0), (silence, answered)
+        # it left snapshot mode: no marker, and the process holds misc/sublock again
+        assert storage.Storage(upstream).snapshot_code() is None
+        assert s.serving() and durable.FileLock(str(upstream / "misc" / "sublock")).probe()[0]
+        # the upstream's next pull stops and starts the process; the cascade pulls through the new one
+        _commit_big(master, 3, 2000)
+        rc, result, err = s.run()
+        assert rc == 0 and result["transactions"] == 3 and result["downtime_seconds"] > 0, err
+        proc = subprocess.run([DS_REPLICA, "-q", str(upstream), str(downstream)], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert_reads_as(downstream, master)
     finally:
         s.shutdown()
 
