@@ -444,7 +444,8 @@ def read_window(theirs):
 
 
 def find_anchor(st, window, master_tid):
-    """(anchor, None, oids the increment writes) or (None, why, None)."""
+    """(anchor, None, the master's chain from `master_tid` down to the
+    anchor: read with its bytes, for collect) or (None, why, None)."""
     for tid in sorted(window, reverse=True):
         if tid > master_tid:
             continue
@@ -457,10 +458,10 @@ def find_anchor(st, window, master_tid):
         if st.packed_tid() > tid:
             return None, "the master is packed past the anchor %s" % hex_tid(tid), None
         try:
-            written = {oid for txn in st.chain(master_tid, tid, check_md5=False) for oid in txn.oids}
+            chain = list(st.chain(master_tid, tid, check_md5=False, keep_data=True))
         except Corrupt:
             return None, "the anchor %s is not on the master's chain" % hex_tid(tid), None
-        return tid, None, written
+        return tid, None, chain
     return None, "no transaction of the chain window is the master's", None
 
 
@@ -512,10 +513,11 @@ def _gather_in_place(st, snap, window, inc, collect, rewinds_after):
     (`rewinds_after`, raising RewoundObjectMoved if one moved on)."""
     with snap:
         inc.master_tid = master_tid = st.last_tid()
-        anchor, why, written = find_anchor(st, window, master_tid)
+        anchor, why, chain = find_anchor(st, window, master_tid)
         if anchor is None:
             return None, why, None
-        collect(st, anchor, inc)
+        collect(st, anchor, inc, chain=chain)  # the chain is read once in snapshot mode, as a pull reads it
+        written = {oid for txn in chain for oid in txn.oids}
         packed = st.packed_tid()
         oids = sorted(rewound_objects(window, anchor) - written)
         if not rewinds_after:

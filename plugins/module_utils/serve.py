@@ -47,6 +47,7 @@ from .storage import (
     current_name,
     hex_tid,
     open_storage_file,
+    parse_transaction,
     read_storage_file,
     revision_name,
     tid_from_hex,
@@ -260,13 +261,18 @@ def check_reference(st, req):
                       "check that the master is the right storage")
 
 
-def collect(st, since, increment=None, dry_run=False):
-    """List (or gather) what is new since tid `since`: walk the chain."""
+def collect(st, since, increment=None, dry_run=False, chain=None):
+    """List (or gather) what is new since tid `since`: walk the chain, or
+    take `chain`, the same walk already made in this snapshot (newest first,
+    each read with its bytes and without its MD5 checked: checked here)."""
     inc = increment or Increment()
     newest = st.last_tid()
     inc.master_tid = newest
-    # the bytes are kept: each transaction file is read once, not again for the answer
-    txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))
+    if chain is None:
+        # the bytes are kept: each transaction file is read once, not again for the answer
+        txns = list(st.chain(newest=newest, stop=since, keep_data=not dry_run))
+    else:
+        txns = [checked_md5(st, txn) for txn in chain]
     txns.reverse()
     inc.transactions = len(txns)
     currents = {}
@@ -294,6 +300,12 @@ def collect(st, since, increment=None, dry_run=False):
     for name in ("x.oid", "x.serial"):
         inc.add_data(st.relpath(name), st.read(name))
     return inc
+
+
+def checked_md5(st, txn):
+    """`txn` (read with its bytes), its MD5 checked as Storage.chain checks it."""
+    parse_transaction(txn.data, expect_tid=txn.tid, what="%s: transaction %s" % (st.home, hex_tid(txn.tid)))
+    return txn
 
 
 STAGING_PREFIX = ".clone-"

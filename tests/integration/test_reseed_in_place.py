@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import zlib
@@ -394,6 +395,25 @@ def test_the_objects_to_rewind_are_read_after_snapshot_mode(unpack_fixture, monk
     rewound = storage.current_name(OLD_OBJECT.to_bytes(8, "big"))
     assert [in_snapshot for name, in_snapshot in served if name == rewound] == [False]
     assert any(in_snapshot for _name, in_snapshot in served)  # the increment's files
+
+
+def test_the_master_reads_each_transaction_once_in_snapshot_mode(unpack_fixture, monkeypatch):
+    """A pull's work in snapshot mode, not more (issue 19): finding the anchor and gathering the
+    increment share one walk of the master's chain down to the anchor, so each transaction file is
+    read once (the chain was read twice, the anchor search's walk and the pull's)."""
+    d = unpack_fixture("bushy")
+    new = diverge_on_an_old_object(d)
+    reads = []
+    read = storage.Storage.read
+    monkeypatch.setattr(storage.Storage, "read",
+                        lambda self, name, *a: (reads.append((self.home, name)), read(self, name, *a))[1])
+    result = reseed(str(new), str(d / "master"))
+    assert result["method"] == "in-place" and result["transactions"] >= 1, result
+    assert_reads_as(d / "master", new)
+    transactions = [name for home, name in reads if home == str(new) and re.match(r"^t[0-9A-F]{6}\.[0-9A-F]{10}$",
+                                                                                  name)]
+    assert len(transactions) >= result["transactions"] + 1  # the increment's and the anchor
+    assert sorted(set(transactions)) == sorted(transactions), sorted(transactions)
 
 
 def test_an_object_to_rewind_written_after_snapshot_mode_is_gathered_again_in_it(unpack_fixture, monkeypatch):
