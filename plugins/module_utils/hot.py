@@ -13,6 +13,8 @@ end of the start command.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 
@@ -30,15 +32,42 @@ def last_line(output):
 
 def run_command(command, timeout):
     """Run `command` with /bin/sh -c; (exit status, its last output line).
-    A command that outlives `timeout` is killed and counts as failed (-9)."""
+    A command that outlives `timeout` is killed with every process it started
+    that is still in its process group (a `systemctl stop` left waiting would
+    otherwise stop the service after the start command), and counts as
+    failed (-9)."""
     try:
-        proc = subprocess.run([SHELL, "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as e:
-        return -9, "still running after %gs: killed" % timeout + (" (%s)" % last_line(e.output) if e.output else "")
+        proc = subprocess.Popen([SHELL, "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     except OSError as e:
         return 127, e.strerror or str(e)
-    return proc.returncode, last_line(proc.stdout)
+    try:
+        output, _unused = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        output = _read_rest(proc)
+        return -9, "still running after %gs: killed" % timeout + (" (%s)" % last_line(output) if output else "")
+    return proc.returncode, last_line(output)
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass  # gone meanwhile
+
+
+def _read_rest(proc):
+    """What a killed command printed (a process that left the group may still hold its output open:
+    at most a few seconds' wait)."""
+    try:
+        output, _unused = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.stdout.close()
+        proc.wait()
+        return b""
+    return output
 
 
 def _output(said):

@@ -161,6 +161,15 @@ def test_a_stop_command_still_running_at_the_stop_timeout_is_killed(standby):
     _refused(standby, rc, err, 1, "the stop command failed (exit -9: still running after 1s: killed "
              "(waiting for zeo)): echo waiting for zeo; exec sleep 30", before)
     assert standby.serving() and int(standby.pidfile.read_text()) == serving
+    # a stop command whose shell waits on a child: the child is killed with it, it never acts later
+    late = standby.started.with_name("stop-command-acted-late")
+    stop = "echo waiting for zeo; sh -c %s" % shlex.quote("sleep 2; touch %s" % shlex.quote(str(late)))
+    standby.started.unlink()
+    rc, _res, err = standby.run("--stop-timeout", "1", stop=stop, start="touch %s" % standby.started)
+    _refused(standby, rc, err, 1, "the stop command failed (exit -9: still running after 1s: killed "
+             "(waiting for zeo))", before)
+    time.sleep(2.5)
+    assert not late.exists()
 
 
 def test_lock_not_freed_in_time(standby):
