@@ -68,8 +68,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def e2e():
-    # the default system paths (/usr/local/bin/ds-replica, /opt/ds-replica): what most users get
-    fleet = Fleet("dse2e", MASTER_IP, STANDBYS, own_paths=False)
+    # the default system paths (/usr/local/bin/ds-replica, /opt/ds-replica): what most users get; the
+    # roles' package tasks run in test_systemd.py's container (here: five role runs on one dpkg lock)
+    fleet = Fleet("dse2e", MASTER_IP, STANDBYS, own_paths=False, role_packages=False)
     with fleet.running():
         yield fleet
 

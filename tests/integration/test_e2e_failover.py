@@ -63,7 +63,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def fleet():
-    # six playbooks apply the roles to four hosts: the package tasks are test_e2e.py's
+    # six playbooks apply the roles to four hosts: the package tasks run in test_systemd.py's container
     f = Fleet("dsfo", MASTER_IP, STANDBYS, own_paths=True, master_storage="fo_main", role_packages=False)
     f.s1_port = free_port()  # standby1's toolkit once it is the master
     f.s1_proc = None
