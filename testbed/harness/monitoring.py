@@ -206,6 +206,10 @@ class Standby(object):
         self.dir = Path(work) / name
         self.textfile = self.dir / "textfile"
         self.textfile.mkdir(parents=True)
+        # each host has its own home, so its own lock folder: a shared ~/.ds-replica would let one
+        # standby's run of `catalog` hold the lock of the other's, whose runs then skip (exit 0)
+        self.lock_dir = self.dir / "locks"
+        self.lock_dir.mkdir(mode=0o700)
         self.masters = masters
         self.modes = modes
         self.extra = extra or {}
@@ -222,7 +226,7 @@ class Standby(object):
         if proc is not None and proc.poll() is None:
             return
         self.running[name] = subprocess.Popen(
-            [CRON, "--textfile-dir", str(self.textfile), name, "--", *self.extra.get(name, ()),
+            [CRON, "--textfile-dir", str(self.textfile), "--lock-dir", str(self.lock_dir), name, "--", *self.extra.get(name, ()),
              str(self.sources[name]), str(self.replicas[name])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
