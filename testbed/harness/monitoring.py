@@ -226,8 +226,8 @@ class Standby(object):
         if proc is not None and proc.poll() is None:
             return
         self.running[name] = subprocess.Popen(
-            [CRON, "--textfile-dir", str(self.textfile), "--lock-dir", str(self.lock_dir), name, "--", *self.extra.get(name, ()),
-             str(self.sources[name]), str(self.replicas[name])],
+            [CRON, "--textfile-dir", str(self.textfile), "--lock-dir", str(self.lock_dir), name, "--",
+             *self.extra.get(name, ()), str(self.sources[name]), str(self.replicas[name])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def follow(self, name):
