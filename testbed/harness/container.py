@@ -13,6 +13,10 @@ this machine's ``/dev`` pre-populated.) ``binds`` (and ``binds_ro``, read-only) 
 the host at the same path.
 The host's services that would collide with it or run its crontabs are masked (``MASKED``).
 
+The E2E fleet (testbed/harness/e2e.py) boots one per host: ``account``, ``ensure_user``, ``run`` and
+``popen`` (as any of its accounts) and ``path`` (a file of its own ``/etc`` seen from the host) are
+what it and the tests use, the same calls as ``LocalHost`` of the loopback fallback.
+
 No service manager runs on the host here (PID 1 is not systemd), so the container is neither
 registered with machined nor given its own scope (``--register=no --keep-unit``); the test
 enters it with ``nsenter`` (``run``). A container that does not boot raises: never a skip.
@@ -25,6 +29,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import namedtuple
 from pathlib import Path
 
 NSPAWN = "/usr/bin/systemd-nspawn"
@@ -34,8 +39,70 @@ MASKED = ("cron.service", "postgresql.service", "prometheus.service", "prometheu
           "getty@tty1.service")
 
 
+Account = namedtuple("Account", "uid gid home")
+
+
 class ContainerError(AssertionError):
     """The container could not be booted or entered: the test fails, loudly."""
+
+
+class EnteredProcess(object):
+    """A program started in a container through `nsenter`, which forks into the container's PID
+    namespace and waits for it, but forwards no signal: signals go to the program itself. `pid` is
+    its PID inside the container (what a command run there, e.g. a stop_command, names); `wait`,
+    `poll` and `returncode` are nsenter's, which ends as the program did (its status or its signal)."""
+
+    def __init__(self, popen):
+        self.popen = popen
+        self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
+        self.host_pid = self._child(popen.pid)
+        self.pid = self._pid_inside(self.host_pid)
+
+    @staticmethod
+    def _child(pid, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                children = Path("/proc/%d/task/%d/children" % (pid, pid)).read_text().split()
+            except OSError:
+                children = []
+            if children:
+                return int(children[0])
+            if time.monotonic() > deadline:
+                raise ContainerError("nsenter (pid %d) started nothing within %gs" % (pid, timeout))
+            time.sleep(0.005)
+
+    @staticmethod
+    def _pid_inside(host_pid):
+        try:
+            status = Path("/proc/%d/status" % host_pid).read_text()
+        except OSError:
+            return None  # it has already ended
+        return int([ln for ln in status.splitlines() if ln.startswith("NSpid:")][0].split()[-1])
+
+    @property
+    def returncode(self):
+        return self.popen.returncode
+
+    def poll(self):
+        return self.popen.poll()
+
+    def wait(self, timeout=None):
+        return self.popen.wait(timeout=timeout)
+
+    def send_signal(self, sig):
+        if self.popen.poll() is None:
+            try:
+                os.kill(self.host_pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def terminate(self):
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+        self.popen.kill()
 
 
 class BootedHost(object):
@@ -103,10 +170,47 @@ class BootedHost(object):
         """The command prefix that runs a program inside the container (all its namespaces)."""
         return ("nsenter", "--target", str(self.leader), "--all")
 
-    def run(self, argv, **kw):
-        """A command run inside the container as root: its CompletedProcess (text, never raises)."""
-        return subprocess.run([*self.enter(), *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              check=False, **kw)
+    def argv_as(self, argv, user=None, env=None, cwd=None):
+        """`argv` run inside the container: as `user` (one of its own accounts; root if None), with
+        exactly the environment `env` (if given), in `cwd` (if given)."""
+        prefix = [*self.enter()] + (["--wd=%s" % cwd] if cwd else [])
+        if user is not None:
+            account = self.account(user)
+            prefix += ["setpriv", "--reuid=%d" % account.uid, "--regid=%d" % account.gid, "--init-groups"]
+        if env is not None:
+            prefix += ["env", "-i", *("%s=%s" % kv for kv in env.items())]
+        return [*prefix, *argv]
+
+    def run(self, argv, user=None, env=None, cwd=None, **kw):
+        """A command run inside the container (as root, or `user`): its CompletedProcess (text,
+        never raises)."""
+        return subprocess.run(self.argv_as(argv, user, env, cwd), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False, **kw)
+
+    def popen(self, argv, user=None, env=None, cwd=None, **kw):
+        """A program started inside the container (as root, or `user`): an EnteredProcess."""
+        return EnteredProcess(subprocess.Popen(self.argv_as(argv, user, env, cwd), **kw))
+
+    def account(self, user):
+        """`user`'s (uid, gid, home) in the container's own /etc/passwd."""
+        line = self.run(["getent", "passwd", user]).stdout.strip()
+        if not line:
+            raise ContainerError("no account %s in container %s" % (user, self.name))
+        fields = line.split(":")
+        return Account(int(fields[2]), int(fields[3]), fields[5])
+
+    def ensure_user(self, user):
+        """The account `user` in the container (made if missing, password `*`: sshd with UsePAM no
+        refuses a locked one)."""
+        if self.run(["getent", "passwd", user]).returncode != 0:
+            made = self.run(["useradd", "--create-home", "--shell", "/bin/bash", "--password", "*", user])
+            if made.returncode != 0:
+                raise ContainerError("useradd %s in container %s: %s" % (user, self.name, made.stderr.strip()))
+        return self.account(user)
+
+    def path(self, path):
+        """Where the host sees the container's file `path` (its own /etc, /home, ...)."""
+        return Path("/proc/%d/root" % self.leader) / str(path).lstrip("/")
 
     def sh(self, script, **kw):
         """`sh -c script` inside the container; raises with its output unless it exits 0."""

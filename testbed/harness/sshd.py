@@ -124,10 +124,10 @@ class Sshd:
     """
 
     def __init__(self, workdir: Path, hosts: list[str], port: int, proc: subprocess.Popen, extra_config: str = "",
-                 launcher: tuple[str, ...] = ()):
+                 inside=None):
         self.workdir = workdir
         self.extra_config = extra_config
-        self.launcher = tuple(launcher)
+        self.inside = inside
         self.hosts = list(hosts)
         self.host = self.hosts[0]
         self.port = port
@@ -227,16 +227,18 @@ class Sshd:
         """Listen on ``hosts`` only, as before otherwise (port, host key, authorized keys): the
         listener is restarted, and every session open to an address left out is ended (an ssh
         client's multiplexed connection, as Ansible keeps, included). An address left out then
-        refuses connections, as a host that is down; ``listen_on`` with it again brings it back."""
+        refuses connections, as a host that is down; ``listen_on`` with it again brings it back.
+        With no address at all, no listener is started (the only host of the sshd is down)."""
         dropped = set(self.hosts) - set(hosts)
         self._end_listener()
         for host in dropped:
             for pid in session_pids(host, self.port):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        self.config_path.write_text(_config_text(self.workdir, list(hosts), self.port) + self.extra_config)
-        self.proc = _launch(self.workdir, list(hosts), self.port, timeout, self.launcher)
         self.hosts = list(hosts)
+        if hosts:
+            self.config_path.write_text(_config_text(self.workdir, list(hosts), self.port) + self.extra_config)
+            self.proc = _launch(self.workdir, list(hosts), self.port, timeout, self.inside)
 
     def __enter__(self):
         return self
@@ -293,14 +295,14 @@ def start_sshd(
     port: int | None = None,
     timeout: float = 10.0,
     extra_config: str = "",
-    launcher: tuple[str, ...] = (),
+    inside=None,
     tmpdir: str | None = None,
 ) -> Sshd:
     """Start a real OpenSSH sshd listening on ``listen`` (loopback addresses) and ``port``
     (a free one if None). Raises :class:`SshdError` with sshd's log if it does not come up
-    within ``timeout`` seconds. ``extra_config`` is appended to sshd_config. ``launcher``
-    prefixes sshd's command line (e.g. ``nsenter`` into a container, testbed/harness/container.py),
-    and its folder is made in ``tmpdir`` (a folder the container shares)."""
+    within ``timeout`` seconds. ``extra_config`` is appended to sshd_config. ``inside``, a booted
+    container (testbed/harness/container.py), runs sshd in it; its folder is then made in ``tmpdir``
+    (a folder the container shares)."""
     if not os.path.exists(SSHD):
         raise SshdError(f"{SSHD} not found: install Debian's openssh-server (make deps, as root)")
     hosts = list(listen)
@@ -315,7 +317,7 @@ def start_sshd(
         workdir = Path(tempfile.mkdtemp(prefix="ds-sshd-", dir=tmpdir))
         os.chmod(workdir, 0o755)
         try:
-            server = _start_once(workdir, hosts, use_port, timeout, extra_config, tuple(launcher))
+            server = _start_once(workdir, hosts, use_port, timeout, extra_config, inside)
         except SshdError as e:
             last_error = e
             shutil.rmtree(workdir, ignore_errors=True)
@@ -325,7 +327,7 @@ def start_sshd(
 
 
 def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extra_config: str,
-                launcher: tuple[str, ...] = ()) -> Sshd:
+                inside=None) -> Sshd:
     make_keypair(workdir, "ssh_host_ed25519_key", comment="ds-test-host")
     host_pub = " ".join((workdir / "ssh_host_ed25519_key.pub").read_text().split()[:2])
     (workdir / "known_hosts").write_text("".join(f"{_known_host_name(h, port)} {host_pub}\n" for h in hosts))
@@ -342,19 +344,21 @@ def _start_once(workdir: Path, hosts: list[str], port: int, timeout: float, extr
     check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
     if check.returncode != 0:
         raise SshdError(f"sshd -t rejected {config}:\n{check.stderr}\n--- config ---\n{config.read_text()}")
-    proc = _launch(workdir, hosts, port, timeout, launcher)
-    server = Sshd(workdir, hosts, port, proc, extra_config, launcher)
+    proc = _launch(workdir, hosts, port, timeout, inside)
+    server = Sshd(workdir, hosts, port, proc, extra_config, inside)
     server.authorize(server.user, server.client_pub_line)
     return server
 
 
-def _launch(workdir: Path, hosts: list[str], port: int, timeout: float, launcher: tuple[str, ...]):
-    """Start sshd on its config in `workdir` and wait until every address answers with its banner."""
+def _launch(workdir: Path, hosts: list[str], port: int, timeout: float, inside=None):
+    """Start sshd on its config in `workdir` (in the container `inside`, if given) and wait until
+    every address answers with its banner."""
     config, log = workdir / "sshd_config", workdir / "sshd.log"
     stderr_path = workdir / "sshd.stderr"
+    popen = inside.popen if inside is not None else subprocess.Popen
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            [*launcher, SSHD, "-D", "-f", str(config), "-E", str(log)],
+        proc = popen(
+            [SSHD, "-D", "-f", str(config), "-E", str(log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     deadline = time.monotonic() + timeout
