@@ -11,8 +11,9 @@ serves the tarball `ansible-galaxy collection build` made of this checkout. The 
 through `ansible-runner transmit | worker | process`, as from AWX's control node to an
 execution node, and is judged by its artifacts: status, rc and job events.
 
-The hosts are a loopback E2E fleet (testbed/harness/e2e.py) with this test's own prefix,
-addresses, storages and install paths, provisioned once with provision.yml.
+The hosts are an E2E fleet (testbed/harness/e2e.py: a container per host, each with its own
+sshd on a loopback address) with this test's own prefix, addresses, storages and install paths,
+provisioned once with provision.yml.
 """
 
 from __future__ import annotations
@@ -43,10 +44,7 @@ REPORT = "dirstorage-report.json"
 @pytest.fixture(scope="module")
 def fleet():
     fleet = Fleet(PREFIX, MASTER_IP, STANDBYS, own_paths=True)
-    with fleet.running():
-        # the install role does not create the folder of dirstorage_replication_bin (/opt/dsawx/bin);
-        # fleet.cleanup() removes /opt/dsawx
-        (fleet.opt / "bin").mkdir(parents=True, exist_ok=True)
+    with fleet.running():  # it makes the folder of dirstorage_replication_bin (/opt/dsawx/bin) on every host
         fleet.playbook("provision.yml", timeout=900)  # minutes on a loaded machine
         yield fleet
 

@@ -1,10 +1,12 @@
 """End to end: the roles and playbooks against one master and two standbys.
 
-Three "machines" are loopback addresses on one dedicated OpenSSH sshd
-(127.0.0.2 master, 127.0.0.3 and 127.0.0.4 standbys); Ansible reaches them
-over ssh as root with host key checking on. The master account and the two
-replica accounts are real local accounts made by the test; the master storage
-is the simulated storage process (as the master account, answering
+Three machines, each a container of its own (this machine's Debian booted by
+systemd-nspawn: its own accounts, groups, cron files and installed files),
+each with its own OpenSSH sshd on its own loopback address (127.0.0.2 master,
+127.0.0.3 and 127.0.0.4 standbys); Ansible reaches them over ssh as root with
+host key checking on. The master account and the two replica accounts are
+real accounts of their hosts; the master storage is the simulated storage
+process (on the master host, as the master account, answering
 enterSnapshot/leaveSnapshot over XML-RPC, so the master role's `http` method
 and its credentials file are what the pulls use). The fleet is
 testbed/harness/e2e.py's `Fleet`, with the default system paths.
@@ -32,14 +34,13 @@ horizon holds the pack back for the standby that stopped; after the pack
 both standbys' files under A/ are the master's; a forced pack past a
 stopped standby strands it, and its next pull says the cure in one line.
 
-Root only (real accounts, /etc/cron.d, apt for python3-paramiko).
+Root only (containers, real accounts, /etc/cron.d).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import shlex
 import signal
@@ -47,12 +48,11 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
 from dirstorage_replica import storage
-from testbed.harness.e2e import Fleet, assert_nothing_changed, cron_command, last_tid, recap_hosts, run
+from testbed.harness.e2e import DEFAULT_GROUP, Fleet, assert_nothing_changed, last_tid, recap_hosts, run
 from tests.integration.test_pack_mirror import assert_packed_as, set_aside
 from tests.support.checks import assert_reads_as, replica_state
 
@@ -89,7 +89,9 @@ def test_provision_replicate_schedule(e2e):
     e2e.playbook("provision.yml")
     for host in STANDBYS:
         assert_reads_as(e2e.replica(host), master)
-        assert os.stat(e2e.replica(host) / "A").st_uid == pwd.getpwnam(e2e.user(host)).pw_uid
+        assert os.stat(e2e.replica(host) / "A").st_uid == e2e.on(host).account(e2e.user(host)).uid
+    if e2e.containers:  # else the fleet fell back to loopback, and said so in pytest's warnings summary
+        _each_host_its_own_accounts(e2e)
     conf = (master / "config" / "snapshot.conf").read_text()
     assert f"http {e2e.master_url} snapshot-access-1" in conf and "nodirect" in conf
     access = master / "config" / "snapshot-access-1"
@@ -134,10 +136,10 @@ def test_provision_replicate_schedule(e2e):
     # -- the cron entry, run by hand as the replica account ------------------------------
     host = "standby1"
     name = e2e.storage_name(host)
-    user, command = cron_command(name)
+    user, command = e2e.cron_command(host)
     assert user == e2e.user(host)
     assert "flock" not in command and "/run/lock" not in command, command  # the wrapper's own lock (issue 20)
-    cron_run = run(["su", "-s", "/bin/sh", user, "-c", command], timeout=120)
+    cron_run = e2e.on(host).run(["su", "-s", "/bin/sh", user, "-c", command], timeout=120)
     assert cron_run.returncode == 0, cron_run.stderr
     assert cron_run.stdout == "" and cron_run.stderr == "", (cron_run.stdout, cron_run.stderr)  # cron mails nothing
     assert_reads_as(e2e.replica(host), master)
@@ -147,9 +149,9 @@ def test_provision_replicate_schedule(e2e):
     # (a wrong master path would not do: the forced command serves its one storage whatever is asked)
     prom = e2e.metrics_dir(host) / f"dirstorage_{name}.prom"
     last_success = _metrics(prom)["dirstorage_replication_last_success_timestamp_seconds"]
-    broken = command.replace(f" -p {e2e.sshd.port} ", " -p 9 ")
+    broken = command.replace(f" -p {e2e.port} ", " -p 9 ")
     assert broken != command, command
-    cron_run = run(["su", "-s", "/bin/sh", user, "-c", broken], timeout=120)
+    cron_run = e2e.on(host).run(["su", "-s", "/bin/sh", user, "-c", broken], timeout=120)
     assert cron_run.returncode != 0 and cron_run.stderr, "a failed pull must exit non-zero with a message (cron mails)"
     values = _metrics(prom)
     assert values["dirstorage_replication_last_result"] == 0
@@ -157,7 +159,7 @@ def test_provision_replicate_schedule(e2e):
 
     # -- the standby's key only runs `ds-replica serve <storage>` on the master ----------
     ssh = e2e.sshd.ssh_argv("cat", "/etc/passwd", user=e2e.master_user, host=MASTER_IP, key=e2e.key(host))
-    proc = run(ssh, timeout=60)
+    proc = subprocess.run(ssh, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60, check=False)
     assert "root:" not in proc.stdout, proc.stdout
     # the forced command ran instead: a serve that got no request (not an ssh failure, 255)
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
@@ -167,10 +169,25 @@ def test_provision_replicate_schedule(e2e):
     e2e.playbook("schedule.yml", "-e", "schedule_state=absent")
     for h in STANDBYS:
         n = e2e.storage_name(h)
-        assert not Path(f"/etc/cron.d/ds-replica-{n}").exists()
+        assert not e2e.cron_file(h).exists()
         assert not (e2e.metrics_dir(h) / f"dirstorage_{n}.prom").exists()
 
     print(f"e2e took {time.monotonic() - t0:.1f}s", file=sys.stderr)
+
+
+def _each_host_its_own_accounts(e2e):
+    """Each host has its own /etc/passwd and /etc/group, as on a real fleet: an account exists on its
+    host only (not on the others, nor on this machine), and each standby made the role's default
+    metrics group for itself."""
+    accounts = {"master": e2e.master_user, **{h: e2e.user(h) for h in STANDBYS}}
+    for host, user in accounts.items():
+        on = {other for other in accounts if e2e.on(other).run(["id", "-u", user]).returncode == 0}
+        assert on == {host}, (user, on)
+        assert run(["id", "-u", user]).returncode != 0, user
+    for host in STANDBYS:
+        group = e2e.on(host).run(["getent", "group", DEFAULT_GROUP]).stdout.split(":")
+        metrics = e2e.metrics_dir(host).stat()
+        assert group[0] == DEFAULT_GROUP and int(group[2]) == metrics.st_gid, (host, group)
 
 
 def _hot_standby_pulls(e2e, host):
@@ -178,10 +195,10 @@ def _hot_standby_pulls(e2e, host):
     nothing; a pull with new transactions runs the stop command before it changes the replica and the
     start command after the whole increment is in (each records how many files the replica's A/ holds); the other
     standby is not stopped."""
-    folder = e2e.base / ("hot-" + host)
+    folder = e2e.base / host / "hot"  # the host's own folder: its commands write there
     folder.mkdir()
-    user = pwd.getpwnam(e2e.user(host))
-    os.chown(folder, user.pw_uid, user.pw_gid)
+    account = e2e.on(host).account(e2e.user(host))
+    os.chown(folder, account.uid, account.gid)
     replica, log = e2e.replica(host), folder / "service.log"
 
     def hot(inv):
@@ -257,9 +274,7 @@ def cascade(fleet, upstream):
         standbys = inv["all"]["children"]["dirstorage_standbys"]["hosts"]
         masters = inv["all"]["children"]["dirstorage_masters"]["hosts"]
         one = fleet.replica("standby1")
-        masters["standby1"] = dict(standbys["standby1"], master_user=fleet.user("standby1"),
-                                   master_authorized_keys_file=str(fleet.sshd.authorized_keys_path(fleet.user("standby1"))),
-                                   master_host_key_file=masters["master"]["master_host_key_file"],
+        masters["standby1"] = dict(standbys["standby1"], **fleet.master_access_vars("standby1", fleet.user("standby1")),
                                    master_storages=[{"name": fleet.storage_name("standby1"), "path": str(one),
                                                      "snapshot": ["direct"]}])
         if upstream == "standby1":
@@ -274,11 +289,11 @@ def test_cascade_then_switch_upstream(e2e):
     # a switch of upstream is judged with both ends in the play: provision every host
     e2e.inventory_hook = cascade(e2e, "standby1")
     e2e.playbook("provision.yml", timeout=900)
-    keys = e2e.sshd.authorized_keys_path(e2e.user("standby1")).read_text()
+    keys = e2e.sshd_of("standby1").authorized_keys_path(e2e.user("standby1")).read_text()
     assert f'restrict,command="{e2e.bin} serve {one}"' in keys
     conf = (one / "config" / "snapshot.conf").read_text().splitlines()
     assert [ln for ln in conf if ln.strip() and not ln.startswith("#")] == ["direct"]
-    assert str(one) in Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}").read_text()
+    assert str(one) in e2e.cron_file("standby2").read_text()
 
     # both standbys pull at once while the master takes writes; standby2 once more
     e2e.stop_master()
@@ -299,7 +314,7 @@ def test_cascade_then_switch_upstream(e2e):
     # standby2 switches its upstream back to the master and catches up directly
     e2e.inventory_hook = cascade(e2e, "master")
     e2e.playbook("provision.yml", timeout=900)
-    assert str(master) in Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}").read_text()
+    assert str(master) in e2e.cron_file("standby2").read_text()
     _proc, report = e2e.replicate("--limit", "standby2,localhost")
     (result,) = report["standby2"]
     assert result["changed"] is True and result["after_tid"] == last_tid(master)
@@ -308,7 +323,7 @@ def test_cascade_then_switch_upstream(e2e):
     # switching back to standby1 is refused, changing nothing: without standby1 in the play, and with it,
     # since standby2 now holds transactions standby1 lacks
     e2e.inventory_hook = cascade(e2e, "standby1")
-    cron = Path(f"/etc/cron.d/ds-replica-{e2e.storage_name('standby2')}")
+    cron = e2e.cron_file("standby2")
     before = (replica_state(one), replica_state(two), cron.read_text())
     where = "standby2: storage %s (%s)" % (e2e.storage_name("standby2"), two)
     follows = "%s follows %s@%s:%s, the inventory says %s:%s: " % (
@@ -336,17 +351,15 @@ class Followers:
         self.procs = {}
 
     def start(self, host):
-        user = self.fleet.user(host)
-        _user, command = cron_command(self.fleet.storage_name(host))
+        user, command = self.fleet.cron_command(host)
         words = shlex.split(command)
         argv = [self.fleet.bin, "follow", "--interval", "0.5", *words[words.index("--") + 1:]]
         assert "--standby-name" in argv, argv  # the master records it under its own name
-        entry = pwd.getpwnam(user)
+        home = self.fleet.on(host).account(user).home
         log = open(self.fleet.base / f"follow-{host}.log", "ab")  # noqa: SIM115 (closed with the process)
-        self.procs[host] = (subprocess.Popen(argv, user=entry.pw_uid, group=entry.pw_gid, extra_groups=[],
-                                             env={"PATH": "/usr/bin:/bin", "HOME": entry.pw_dir}, cwd="/",
-                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                             start_new_session=True), log)
+        self.procs[host] = (self.fleet.on(host).popen(argv, user=user, env={"PATH": "/usr/bin:/bin", "HOME": home},
+                                                      cwd="/", stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                                      start_new_session=True), log)
 
     def stop(self, host):
         proc, log = self.procs.pop(host)
@@ -475,9 +488,9 @@ def test_pack_while_two_standbys_follow(e2e):
     finally:
         e2e.stop_master()
         e2e.start_master()
-    user, command = cron_command(e2e.storage_name("standby2"))
+    user, command = e2e.cron_command("standby2")
     before = replica_state(two)
-    pulled = run(["su", "-s", "/bin/sh", user, "-c", command], timeout=120)
+    pulled = e2e.on("standby2").run(["su", "-s", "/bin/sh", user, "-c", command], timeout=120)
     assert pulled.returncode != 0, pulled.stdout
     (line,) = pulled.stderr.strip().splitlines()
     assert "storage has been packed since the last replica" in line and "ds-replica clone --delta" in line, line

@@ -2,13 +2,14 @@
 
 A master (127.0.0.9) with writes going on and three standbys (127.0.0.10,
 127.0.0.11, 127.0.0.12), standby2 further behind, standby3 written once
-while it was a standby (diverged); real OpenSSH (one sshd on all four
-addresses, testbed/harness/e2e.py's `Fleet`), real accounts, the simulated
-storage process serving snapshot mode over XML-RPC.
+while it was a standby (diverged); each host a container of its own with its
+own accounts, groups and cron files, and its own OpenSSH sshd on its address
+(testbed/harness/e2e.py's `Fleet`), the simulated storage process serving
+snapshot mode over XML-RPC on the host that serves.
 
 - the master host goes down (its storage process stops, and its address
-  refuses ssh: the fleet's sshd stops listening there and ends the sessions
-  open to it), after writing 2 transactions no standby pulled;
+  refuses ssh: its sshd stops listening and ends the sessions open to it),
+  after writing 2 transactions no standby pulled;
 - promote.yml for standby2 is refused and names standby1; --check for
   standby1 changes nothing; promote.yml for standby1 promotes it and standby2
   follows it; standby3 is reported diverged and left alone (no -e reseed),
@@ -30,7 +31,7 @@ storage process serving snapshot mode over XML-RPC.
   transaction kept aside (standby1, the master it replaced, would rejoin
   with rejoin.yml, as above).
 
-Root only (real accounts, /etc/cron.d).
+Root only (containers, real accounts, /etc/cron.d).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def fleet():
             finally:  # before the fleet removes the accounts: userdel refuses an account still running
                 Fleet.stop_storage(f.s1_proc)
     finally:
-        for name in (OLD_NAME,):
+        for name in (OLD_NAME,):  # on loopback (in a container, it went with the container)
             Path(f"/etc/cron.d/ds-replica-{name}").unlink(missing_ok=True)
             Path(f"/run/lock/ds-replica-{name}.lock").unlink(missing_ok=True)
 
@@ -84,11 +85,9 @@ def snapshot_methods(f, port):
                       "password": f.password}}, "direct"]
 
 
-def as_master_vars(f, user, name, path, port, stop_command=None):
-    """Host variables of a host that serves `path` as a master."""
-    s = f.sshd
-    return {"master_user": user, "master_authorized_keys_file": str(s.authorized_keys_path(user)),
-            "master_host_key_file": str(s.workdir / "ssh_host_ed25519_key.pub"),
+def as_master_vars(f, host, user, name, path, port, stop_command=None):
+    """Host variables of inventory host `host` that serves `path` as a master."""
+    return {**f.master_access_vars(host, user),
             "master_storages": [{"name": name, "path": str(path), "snapshot": snapshot_methods(f, port),
                                  "stop_command": stop_command or "touch %s/stopped-flag" % Path(path).parent}]}
 
@@ -98,8 +97,8 @@ def first_inventory(f):
     def hook(inv):
         hosts = inv["all"]["children"]
         s1 = hosts["dirstorage_standbys"]["hosts"]["standby1"]
-        s1.update({k: v for k, v in as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port).items()
-                   if k != "master_storages"})
+        s1.update({k: v for k, v in as_master_vars(f, "standby1", "dsfoone", "fo_main", f.replica("standby1"),
+                                                   f.s1_port).items() if k != "master_storages"})
         s1["standby_storages"][0].update(snapshot=snapshot_methods(f, f.s1_port),
                                          promote_command="touch %s/promoted-flag" % f.replica("standby1").parent)
     return hook
@@ -113,7 +112,8 @@ def after_failover_inventory(f, old_master_listed_as="standby", promote_command=
         old = copy.deepcopy(hosts["dirstorage_masters"]["hosts"]["master"])
         s1 = hosts["dirstorage_standbys"]["hosts"].pop("standby1")
         s1_vars = {"ansible_host": s1["ansible_host"],
-                   **as_master_vars(f, "dsfoone", "fo_main", f.replica("standby1"), f.s1_port, stop_command)}
+                   **as_master_vars(f, "standby1", "dsfoone", "fo_main", f.replica("standby1"), f.s1_port,
+                                    stop_command)}
         hosts["dirstorage_masters"]["hosts"] = {"standby1": s1_vars}
         hosts["dirstorage_standbys"]["hosts"].pop("standby3")  # diverged: set aside by the operator
         s2 = hosts["dirstorage_standbys"]["hosts"]["standby2"]
@@ -209,7 +209,7 @@ def test_failover_promote_follow_rejoin(fleet):
     assert "promote standby1 storage fo_one" in checked.stdout
     assert "the master does not answer: no last pull" in checked.stdout, checked.stdout[-3000:]
     assert {h: replica_state(f.replica(h)) for h in STANDBYS} == before
-    assert Path("/etc/cron.d/ds-replica-fo_one").exists()
+    assert f.cron_file("standby1").exists()
 
     # -- promote standby1; standby2 follows it; standby3 diverged: reported, left alone ------------
     proc = f.playbook("promote.yml", "-e", "promote_host=standby1", timeout=SLOW)
@@ -218,13 +218,12 @@ def test_failover_promote_follow_rejoin(fleet):
     assert outside_misc(s3) == outside_misc_of(before["standby3"])  # its storage as it was
     assert not list(s3.parent.glob("replica.before-reseed-*"))
     assert fleet_marks.promoted(str(s1)) is not None
-    assert not Path("/etc/cron.d/ds-replica-fo_one").exists()
+    assert not f.cron_file("standby1").exists()
     assert (s1.parent / "promoted-flag").exists(), "promote_command did not run"
     assert "standby2 fo_two: FOLLOWS standby1" in proc.stdout, proc.stdout[-3000:]
     assert last_tid(s2) == last_tid(s1)
     assert fleet_marks.upstream(str(s2)).endswith(":%s" % s1)
-    assert "fo_two" in Path("/etc/cron.d/ds-replica-fo_two").read_text() and str(s1) in \
-        Path("/etc/cron.d/ds-replica-fo_two").read_text()
+    assert "fo_two" in f.cron_file("standby2").read_text() and str(s1) in f.cron_file("standby2").read_text()
 
     # -- the stale inventory stops every playbook before it changes anything ---------------------
     stale = f.playbook("replicate.yml", check_rc=False, timeout=SLOW)
@@ -253,7 +252,7 @@ def test_failover_promote_follow_rejoin(fleet):
     assert {h: replica_state(p) for h, p in (("master", f.master_home), ("standby1", s1), ("standby2", s2))} \
         == whole
     assert not list(f.master_home.parent.glob("storage.before-reseed-*"))
-    assert not Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
+    assert not f.cron_file("master", OLD_NAME).exists()
     proc = f.playbook("rejoin.yml", "-e", "rejoin_host=master", timeout=SLOW)
     assert "2 transaction(s) the master does not hold" in proc.stdout, proc.stdout[-3000:]
     for tid, description in zip(lost, ["late order 1", "late order 2"], strict=True):
@@ -266,7 +265,7 @@ def test_failover_promote_follow_rejoin(fleet):
     f.replicate(timeout=SLOW)
     for replica in (s2, f.master_home):
         assert_reads_as(replica, s1)
-    assert Path("/etc/cron.d/ds-replica-%s" % OLD_NAME).exists()
+    assert f.cron_file("master", OLD_NAME).exists()
     # listed as a master again by mistake, the re-seeded old master stops every playbook, changing nothing
     upstream = fleet_marks.upstream(str(f.master_home))
     assert upstream == "dsfoone@%s:%s" % (STANDBYS["standby1"][0], s1), upstream

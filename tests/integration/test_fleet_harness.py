@@ -1,10 +1,11 @@
 """The E2E fleet harness (testbed/harness/e2e.py) gives no two hosts a shared thing to create.
 
-Every E2E "host" is an address on one machine, sharing /etc/group: two
-hosts whose schedule role created the same metrics group at once failed
-provision.yml (``groupadd: group 'dsfo-metrics' already exists``). These
-check the inventories the E2E tests really run (the failover's hooks
-included) without running them: each host its own group and folder.
+On loopback (the fallback when its containers cannot be booted) every E2E
+"host" is an address on one machine, sharing /etc/group: two hosts whose
+schedule role created the same metrics group at once failed provision.yml
+(``groupadd: group 'dsfo-metrics' already exists``). These check the
+inventories the E2E tests run there (the failover's hooks included) without
+running them: each host its own group and folder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from testbed.harness.e2e import DEFAULT_GROUP, Fleet
+from testbed.harness import container
+from testbed.harness.e2e import DEFAULT_GROUP, Fleet, LocalHost, LoopbackFallbackWarning
 from tests.integration import test_e2e, test_e2e_failover
 
 
@@ -25,6 +27,7 @@ def _offline(fleet):
     work = fleet.base / "sshd"
     fleet.sshd = SimpleNamespace(port=2222, client_key_path=work / "key", known_hosts_path=work / "known_hosts",
                                  workdir=work, authorized_keys_path=lambda user: work / f"keys-{user}")
+    fleet.port = 2222
     fleet.master_url = "http://127.0.0.1:1/toolkit"
     fleet.xmlrpc_port, fleet.s1_port = 1, 3
     return fleet
@@ -52,7 +55,7 @@ def fleets():
     made = []
 
     def make(*args, **kw):
-        made.append(_offline(Fleet(*args, **kw)))
+        made.append(_offline(Fleet(*args, containers=False, **kw)))
         return made[-1]
 
     yield make
@@ -81,4 +84,24 @@ def test_default_paths_fleet_keeps_the_default_group_on_one_host(fleets):
     seen = _metrics_of_every_host(f)
     _assert_all_distinct(seen)
     assert seen["standby1"][0] == DEFAULT_GROUP
-    assert Path(seen["standby1"][1]).parent == Path(seen["standby2"][1]).parent == f.base / "metrics"
+    both = ("standby1", "standby2")
+    assert [Path(seen[h][1]) for h in both] == [f.base / h / "metrics" for h in both]
+
+
+def test_a_fleet_whose_containers_cannot_boot_falls_back_to_loopback_loudly(monkeypatch):
+    """No systemd-nspawn: the fleet says so in a warning (pytest's summary) and on stderr, and runs
+    its hosts on loopback; with fallback=False it fails instead. Never a silent skip."""
+    monkeypatch.setattr(container, "NSPAWN", "/nonexistent/systemd-nspawn")
+    f = Fleet("dsnb", "127.0.0.250", {"standby1": ("127.0.0.251", "dsnbone", "nb_one")})
+    try:
+        with pytest.warns(LoopbackFallbackWarning, match=r"E2E fleet dsnb: .*LOOPBACK ADDRESSES.*systemd-nspawn"):
+            assert f._boot_hosts() is False
+        assert f.hosts_on == {} and f.on("standby1") is LocalHost
+        strict = Fleet("dsnb", "127.0.0.250", {"standby1": ("127.0.0.251", "dsnbone", "nb_one")}, fallback=False)
+        try:
+            with pytest.raises(container.ContainerError, match="systemd-nspawn missing"):
+                strict._boot_hosts()
+        finally:
+            shutil.rmtree(strict.base, ignore_errors=True)
+    finally:
+        shutil.rmtree(f.base, ignore_errors=True)

@@ -1,8 +1,8 @@
 """The schedule role's follow mode under a booted systemd (issue 22): a standby host is this machine's
 own Debian booted by `systemd-nspawn --boot` (systemd as PID 1, its own /etc/passwd, /etc/systemd
 and /etc/cron.d, the host's network; testbed/harness/container.py), with its own sshd on a loopback
-address, and Ansible drives it over ssh like the other E2E hosts (testbed/harness/e2e.py). The master
-runs on the host.
+address, and Ansible drives it over ssh like the other E2E hosts (testbed/harness/e2e.py's `Fleet`,
+whose master is such a container too).
 
 In file order: provisioned in cron mode (a cron file, no unit); switched to follow (the unit
 installed, enabled and started, no cron file; the replica follows the writing master); the
@@ -16,28 +16,22 @@ sudo refuses that account `restart`, other units and other commands. Last, the f
 under its own unit: switched to follow with `service:`, it stops and starts the hot service through
 the same sudo rules, and the service is silent only for about the downtime the follower recorded.
 
-A container that cannot boot fails the test (never a skip).
+A container that cannot boot fails the test (never a skip, and no loopback fallback).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from dirstorage_replica import storage
 from testbed.fakes import hot_replica
-from testbed.harness.container import BootedHost
-from testbed.harness.e2e import ROOT, Fleet, run
+from testbed.harness.e2e import Fleet, run
 from testbed.harness.reliability import DS_REPLICA
-from testbed.harness.sshd import free_port, start_sshd
 
 NAME = "ctmain"
 UNIT = "ds-replica-follow-%s.service" % NAME
@@ -47,60 +41,32 @@ USER = "dsctrep"
 
 
 class ContainerFleet(Fleet):
-    """The e2e Fleet with its one standby in a booted container (the master stays on the host)."""
+    """The e2e Fleet (a container per host) whose master writes 20 transactions a second."""
 
     def __init__(self):
         super().__init__("dsct", master_ip="127.0.0.60", standbys={"standby1": ("127.0.0.61", USER, NAME)},
-                         own_paths=True)
-        # not under /tmp: the follower's unit has PrivateTmp=yes, where a replica under /tmp does not
-        # exist (systemd refuses to start it: status 226/NAMESPACE, "Failed to set up mount namespacing")
-        shutil.rmtree(self.base)
-        self.base = Path(tempfile.mkdtemp(prefix="ds-dsct-", dir="/srv"))
-        os.chmod(self.base, 0o755)
-        self.container = None
-        self.ct_sshd = None
+                         own_paths=True, fallback=False)
         self.hot = False
         # cron in the container fires once an hour, half an hour from now: no scheduled pull stops the
         # hot service while a test measures its silence (the tests run the cron line themselves)
         self.cron_minute = str((time.localtime().tm_min + 30) % 60)
-        self.inventory_hook = self._standby_in_container
+        self.inventory_hook = self._standby_hook
+
+    @property
+    def container(self):
+        """The standby host."""
+        return self.on("standby1")
 
     def start(self):
-        (self.opt / "bin").mkdir(parents=True, exist_ok=True)  # the install role writes into an existing folder
-        self.sshd = start_sshd(listen=[self.master_ip])
-        self.sshd.authorize("root", self.sshd.client_pub_line)
-        self._make_user(self.master_user)
-        self.master_home.parent.mkdir()
-        entry = pwd.getpwnam(self.master_user)
-        os.chown(self.master_home.parent, entry.pw_uid, entry.pw_gid)
-        self.xmlrpc_port = free_port()
-        self.run_master("--create", "bushy", "--rate", "40", "--duration", "1", "--seed", "1")
+        super().start()
+        self.stop_master()
         self.start_master(rate=20)
-        # the checkout read-only: the hot standby's service runs testbed/fakes/hot_replica.py
-        self.container = BootedHost(self.prefix, self.base / "container", binds=[self.base],
-                                    binds_ro=[ROOT]).start()
-        # root's shell startup files of this machine (pyenv) are not the container's business
-        self.container.sh("rm -f /root/.bashrc /root/.profile; mkdir -p /run/sshd; "
-                          "useradd --create-home --shell /bin/bash --password '*' %s" % USER)
-        self.ct_sshd = start_sshd([self.standbys["standby1"][0]], launcher=self.container.enter(),
-                                  tmpdir=str(self.base))
-        self.ct_sshd.authorize("root", self.ct_sshd.client_pub_line)
 
-    def _standby_in_container(self, inv):
-        s = self.ct_sshd
+    def _standby_hook(self, inv):
         host = inv["all"]["children"]["dirstorage_standbys"]["hosts"]["standby1"]
-        host.update(
-            ansible_port=s.port, ansible_ssh_private_key_file=str(s.client_key_path),
-            ansible_ssh_common_args=self.ssh_common_args().replace(str(self.sshd.known_hosts_path),
-                                                                   str(s.known_hosts_path)),
-            schedule_follow_restart_seconds=1, schedule_minute=self.cron_minute)
+        host.update(schedule_follow_restart_seconds=1, schedule_minute=self.cron_minute)
         if self.hot:
             host["standby_storages"][0]["service"] = HOT_NAME
-
-    def cleanup(self):
-        if self.container is not None:
-            self.container.stop()
-        super().cleanup()
 
     # -- inside the container ---------------------------------------------------------
     def systemctl(self, *args):
@@ -213,7 +179,7 @@ def test_switching_back_to_cron_leaves_only_cron(ct):
 def install_hot_service(ct):
     """A real unit serving the replica read-only (testbed/fakes/hot_replica.py: it holds misc/lock and
     answers reads, one line per answer in its log), run as the replica account."""
-    hot = ct.base / "hot"
+    hot = ct.base / "standby1" / "hot"  # the standby host's own folder
     hot.mkdir()
     ct.container.sh("chown %s %s" % (USER, hot))
     unit = "\n".join([
@@ -274,7 +240,7 @@ def test_the_hot_follower_under_its_own_unit_stops_the_service_only_to_apply(ct)
     --min-apply-interval, 60 s by default), and the service is silent only for about the downtime
     the follower recorded."""
     assert ct.hot
-    log = ct.base / "hot" / "answers.log"
+    log = ct.base / "standby1" / "hot" / "answers.log"
     switched = time.time()
     target = storage.Storage(str(ct.master_home)).newest_tid()
     ct.playbook("schedule.yml", "-e", "schedule_mode=follow")
