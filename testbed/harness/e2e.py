@@ -351,7 +351,7 @@ class Fleet:
             self.hosts_on = {}
             if not self.fallback:
                 raise
-            what = (f"E2E fleet {self.prefix}: no container could be booted, its hosts are LOOPBACK ADDRESSES "
+            what = (f"E2E fleet {self.prefix}: a container could not be booted, its hosts are LOOPBACK ADDRESSES "
                     f"of this machine sharing its accounts and files: {str(e).splitlines()[0]}")
             print("\n" + "!" * 78 + "\n" + what + "\n" + "!" * 78, file=sys.stderr)
             warnings.warn(LoopbackFallbackWarning(what), stacklevel=2)
