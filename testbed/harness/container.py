@@ -55,25 +55,30 @@ class EnteredProcess(object):
     def __init__(self, popen):
         self.popen = popen
         self.stdin, self.stdout, self.stderr = popen.stdin, popen.stdout, popen.stderr
-        self.host_pid = self._child(popen.pid)
+        self.host_pid = self._child(popen)
         self.pid = self._pid_inside(self.host_pid)
 
     @staticmethod
-    def _child(pid, timeout=10.0):
+    def _child(popen, timeout=10.0):
+        """The host's PID of the program nsenter forked; None if all has ended already."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                children = Path("/proc/%d/task/%d/children" % (pid, pid)).read_text().split()
+                children = Path("/proc/%d/task/%d/children" % (popen.pid, popen.pid)).read_text().split()
             except OSError:
                 children = []
             if children:
                 return int(children[0])
+            if popen.poll() is not None:
+                return None
             if time.monotonic() > deadline:
-                raise ContainerError("nsenter (pid %d) started nothing within %gs" % (pid, timeout))
+                raise ContainerError("nsenter (pid %d) started nothing within %gs" % (popen.pid, timeout))
             time.sleep(0.005)
 
     @staticmethod
     def _pid_inside(host_pid):
+        if host_pid is None:
+            return None
         try:
             status = Path("/proc/%d/status" % host_pid).read_text()
         except OSError:
@@ -91,7 +96,7 @@ class EnteredProcess(object):
         return self.popen.wait(timeout=timeout)
 
     def send_signal(self, sig):
-        if self.popen.poll() is None:
+        if self.host_pid is not None and self.popen.poll() is None:
             try:
                 os.kill(self.host_pid, sig)
             except ProcessLookupError:
@@ -173,12 +178,13 @@ class BootedHost(object):
     def argv_as(self, argv, user=None, env=None, cwd=None):
         """`argv` run inside the container: as `user` (one of its own accounts; root if None), with
         exactly the environment `env` (if given), in `cwd` (if given)."""
-        prefix = [*self.enter()] + (["--wd=%s" % cwd] if cwd else [])
+        prefix = [*self.enter()]  # (nsenter's --wd would open the folder of this machine, not the container's)
         if user is not None:
             account = self.account(user)
             prefix += ["setpriv", "--reuid=%d" % account.uid, "--regid=%d" % account.gid, "--init-groups"]
-        if env is not None:
-            prefix += ["env", "-i", *("%s=%s" % kv for kv in env.items())]
+        if env is not None or cwd:
+            prefix += ["env", *(["-i"] if env is not None else []), *(["--chdir=%s" % cwd] if cwd else []),
+                       *("%s=%s" % kv for kv in (env or {}).items())]
         return [*prefix, *argv]
 
     def run(self, argv, user=None, env=None, cwd=None, **kw):
