@@ -24,6 +24,7 @@ enters it with ``nsenter`` (``run``). A container that does not boot raises: nev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -133,12 +134,42 @@ class BootedHost(object):
         argv += ["--bind=%s" % b for b in self.binds] + ["--bind-ro=%s" % b for b in self.binds_ro]
         return argv + ["--"] + ["systemd.mask=%s" % unit for unit in MASKED]
 
+    def cgroups(self):
+        """The container's own cgroup in each hierarchy systemd uses (name=systemd and the unified one),
+        under this process's own. Without them every container's systemd managed the same ``/payload``
+        (``--keep-unit`` with no service manager here): booted at once, their units failed to enter
+        their cgroups (status 219/CGROUP, "booted degraded"), and one container's units shared the
+        cgroups of another's."""
+        unified = "/sys/fs/cgroup/unified" if os.path.isdir("/sys/fs/cgroup/unified") else "/sys/fs/cgroup"
+        mounts = {"name=systemd": "/sys/fs/cgroup/systemd", "": unified}
+        found = []
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _ident, controllers, path = line.split(":", 2)
+            mount = mounts.get(controllers)
+            if mount and os.path.exists(os.path.join(mount, "cgroup.procs")):
+                found.append(Path(mount + path.rstrip("/")) / ("ds-ct-" + self.name))
+        return found
+
+    def _enter_own_cgroups(self):
+        for cgroup in self.cgroups():
+            cgroup.mkdir(exist_ok=True)
+            (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+    def _remove_own_cgroups(self):
+        for cgroup in self.cgroups():
+            for folder in sorted((d for d in cgroup.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+
     def start(self, timeout=90.0):
         if not os.access(NSPAWN, os.X_OK):
             raise ContainerError("%s missing: run `make deps` as root (Debian package systemd-container)" % NSPAWN)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=self._enter_own_cgroups)  # noqa: PLW1509 (no threads write them)
         deadline = time.monotonic() + timeout
         while self.leader is None:
             self._check_alive()
@@ -240,4 +271,5 @@ class BootedHost(object):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._remove_own_cgroups()
         shutil.rmtree(self.workdir / "upper", ignore_errors=True)
